@@ -1,0 +1,219 @@
+"""GenerationConfig: every knob of a run in one frozen, validated dataclass with a JSON round trip.
+
+The defaults are the DAS-AG reference app's UI defaults; `PRESETS` hold the published ("paper")
+settings and a fast "quick" look. A config is all that is needed, with the models, to make an image
+again: it is what a PNG recipe stores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+from .prompts import Prompt
+from .schedules import Schedule
+
+# guidance -> sign of the aesthetic term, and the method's name in the paper
+GUIDANCE = {"reward": 1, "penalty": -1, "off": 0}
+METHOD_NAMES = {"reward": "DAS-AG", "penalty": "DAS-rAG", "off": "DAS"}
+LEVELS = ("pow2", "all")
+INITS = ("normal", "zeros")
+COMBINES = ("mean", "sum")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+DTYPES = ("float32", "bfloat16", "float16")
+MIN_RESOLUTION, MAX_RESOLUTION = 32, 2048
+MAX_STEPS, MAX_COPIES = 100_000, 256
+
+SCHEDULE_FIELDS = ("aesthetic", "noise", "colour", "jitter")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    prompts: tuple[Prompt, ...] = ()
+    # The signed aesthetic term: reward (DAS-AG), penalty (DAS-rAG) or off (DAS).
+    guidance: str = "reward"
+    # Magnitude of the aesthetic term over the run; the sign comes from `guidance`.
+    aesthetic: Schedule = Schedule("exp_decay", 0.0, 3.0, 0.06)
+    clip_weight: float = 5.0
+    steps: int = 100
+    augment_copies: int = 8
+    lr: float = 0.1
+    resolution: int = 224
+    # Jitter margin in pixels; None means resolution // 14 (16 at 224, 32 at 448, as published).
+    jitter_margin: int | None = None
+    levels: str = "pow2"
+    init: str = "normal"
+    combine: str = "mean"
+    interpolation: str = "bilinear"
+    # Noise sigma and colour-shift range are in CLIP-normalised units, as in the references.
+    noise: Schedule = Schedule("exp_warmup", 0.2, 0.5, 0.03)
+    colour: Schedule = Schedule("exp_warmup", 0.05, 0.30, 0.03)
+    # Jitter as a fraction of the margin, so schedules survive a change of resolution.
+    jitter: Schedule = Schedule.constant(1.0)
+    tv_weight: float = 1e-8
+    l1_weight: float = 0.0
+    seed: int = 42
+    deterministic: bool = False
+    device: str = "auto"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        # Accept lists (from JSON or callers) but store tuples so the config stays hashable.
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems[0])
+
+    # -- derived geometry -------------------------------------------------------------------
+    @property
+    def margin(self) -> int:
+        return self.resolution // 14 if self.jitter_margin is None else self.jitter_margin
+
+    @property
+    def canvas_size(self) -> int:
+        """The smallest power of two that holds the image plus its jitter margin on each side."""
+        return 1 << math.ceil(math.log2(self.resolution + 2 * self.margin))
+
+    @property
+    def guidance_sign(self) -> int:
+        return GUIDANCE[self.guidance]
+
+    @property
+    def method(self) -> str:
+        return METHOD_NAMES[self.guidance]
+
+    @property
+    def positive_prompts(self) -> tuple[Prompt, ...]:
+        return tuple(p for p in self.prompts if not p.is_negative)
+
+    @property
+    def negative_prompts(self) -> tuple[Prompt, ...]:
+        return tuple(p for p in self.prompts if p.is_negative)
+
+    # -- validation -------------------------------------------------------------------------
+    def problems(self) -> list[str]:
+        """Every reason this config cannot run, in plain words (empty when it can)."""
+        p: list[str] = []
+        if not self.positive_prompts:
+            p.append("give at least one prompt to steer towards (a positive prompt)")
+        for prompt in self.prompts:
+            if not isinstance(prompt, Prompt) or not str(prompt.text).strip():
+                p.append("every prompt needs some text")
+            elif not _finite(prompt.weight) or prompt.weight == 0:
+                p.append(f"prompt {prompt.text!r} needs a non-zero finite weight")
+        _choice(p, "guidance", self.guidance, GUIDANCE)
+        _choice(p, "levels", self.levels, LEVELS)
+        _choice(p, "init", self.init, INITS)
+        _choice(p, "combine", self.combine, COMBINES)
+        _choice(p, "interpolation", self.interpolation, INTERPOLATIONS)
+        _choice(p, "dtype", self.dtype, DTYPES)
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
+        ):
+            p.append(f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        _int_in(p, "steps", self.steps, 1, MAX_STEPS)
+        _int_in(p, "augmentation copies", self.augment_copies, 1, MAX_COPIES)
+        _int_in(p, "resolution", self.resolution, MIN_RESOLUTION, MAX_RESOLUTION)
+        if self.jitter_margin is not None:
+            _int_in(p, "jitter margin", self.jitter_margin, 0, MAX_RESOLUTION // 2)
+        _int_in(p, "seed", self.seed, 0, 2**63 - 1)
+        if not _finite(self.lr) or self.lr <= 0:
+            p.append(f"learning rate must be a positive finite number, not {self.lr!r}")
+        for name in ("clip_weight", "tv_weight", "l1_weight"):
+            v = getattr(self, name)
+            if not _finite(v) or v < 0:
+                p.append(f"{name.replace('_', ' ')} must be a finite number >= 0, not {v!r}")
+        for name in SCHEDULE_FIELDS:
+            sched = getattr(self, name)
+            if not isinstance(sched, Schedule):
+                p.append(f"{name} must be a schedule")
+                continue
+            p.extend(sched.problems(name))
+            if not sched.problems(name) and min(sched.start, sched.end) < 0:
+                hint = "; use guidance penalty to push the score down" if name == "aesthetic" else ""
+                p.append(f"{name} values must be >= 0{hint}")
+        if isinstance(self.jitter, Schedule) and _finite(self.jitter.start) and _finite(self.jitter.end):
+            if max(self.jitter.start, self.jitter.end) > 1:
+                p.append("jitter is a fraction of the margin and must not exceed 1")
+        if not isinstance(self.deterministic, bool):
+            p.append("deterministic must be true or false")
+        return p
+
+    # -- copies and JSON --------------------------------------------------------------------
+    def replace(self, **changes: Any) -> GenerationConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["prompts"] = [{"text": p.text, "weight": p.weight} for p in self.prompts]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationConfig:
+        if not isinstance(data, dict):
+            raise ConfigError("a config must be a JSON object of settings")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; was this made by a newer das-ag?")
+        kwargs = dict(data)
+        try:
+            if "prompts" in kwargs:
+                kwargs["prompts"] = tuple(Prompt(str(p["text"]), p.get("weight", 1.0)) for p in kwargs["prompts"])
+            for name in SCHEDULE_FIELDS:
+                if name in kwargs and isinstance(kwargs[name], dict):
+                    kwargs[name] = Schedule(**kwargs[name])
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise ConfigError(f"malformed prompts or schedule in config: {exc}") from None
+        return cls(**kwargs)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> GenerationConfig:
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The settings behind the published DAS-AG numbers (reference-algorithm.md, section 4).
+    "paper": dict(
+        resolution=448,
+        steps=200,
+        augment_copies=8,
+        lr=0.05,
+        clip_weight=5.0,
+        aesthetic=Schedule("exp_decay", 0.0, 3.0, 0.06),
+        noise=Schedule("exp_decay", 0.2, 0.5, 0.03),
+        colour=Schedule("exp_decay", 0.05, 0.30, 0.03),
+        tv_weight=1e-8,
+        l1_weight=0.0,
+        interpolation="bilinear",
+        seed=42,
+        deterministic=True,
+    ),
+    # A fast first look: fewer steps and copies at 224 px, the app's warm-up schedules.
+    "quick": dict(
+        resolution=224,
+        steps=50,
+        augment_copies=4,
+        lr=0.1,
+        aesthetic=Schedule("exp_decay", 0.0, 3.0, 0.1),
+    ),
+}
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _choice(problems: list[str], name: str, value: object, allowed) -> None:
+    if value not in allowed:
+        problems.append(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+def _int_in(problems: list[str], name: str, value: object, lo: int, hi: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        problems.append(f"{name} must be a whole number from {lo} to {hi}, not {value!r}")

@@ -1,0 +1,58 @@
+"""Bit-for-bit repeatable runs: seeded generators live in the engine; this module sets torch up.
+
+On the CPU, das-ag's ops are deterministic already. On CUDA, cuBLAS needs a fixed workspace
+(CUBLAS_WORKSPACE_CONFIG, read when CUDA starts) and torch must pick deterministic kernels.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+import torch
+
+from .errors import DeviceError
+
+CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
+CUBLAS_SETTING = ":4096:8"
+_DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")
+
+
+def prepare_cuda() -> None:
+    """Set CUBLAS_WORKSPACE_CONFIG for the user before CUDA starts, or explain why it is too late."""
+    if os.environ.get(CUBLAS_ENV) in _DETERMINISTIC_CUBLAS:
+        return
+    if torch.cuda.is_initialized():
+        raise DeviceError(
+            f"deterministic CUDA runs need {CUBLAS_ENV}={CUBLAS_SETTING} before CUDA starts; "
+            "set it in the environment or .env and restart"
+        )
+    os.environ[CUBLAS_ENV] = CUBLAS_SETTING
+
+
+def mode(device: torch.device, deterministic: bool) -> str:
+    """A short description of the reproducibility this run will have, for people."""
+    if device.type == "cpu":
+        return "deterministic (CPU: same seed and settings give the same PNG)"
+    if deterministic:
+        return f"deterministic (CUDA, deterministic kernels, {CUBLAS_ENV}={os.environ.get(CUBLAS_ENV)})"
+    return "fast (CUDA kernels may differ in the last bits between runs)"
+
+
+@contextmanager
+def deterministic_algorithms(enabled: bool, device: torch.device):
+    """Turn torch's deterministic algorithms on for the duration of a run, then restore them."""
+    if not enabled:
+        yield
+        return
+    if device.type == "cuda":
+        prepare_cuda()
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_benchmark = torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+        torch.backends.cudnn.benchmark = previous_benchmark

@@ -1,0 +1,107 @@
+"""PNG files that carry their own recipe: every setting, the model checksums and the final scores.
+
+A recipe holds nothing that changes from run to run (no timestamps, no timings), so the same
+recipe re-run on the same machine gives the same bytes. Files are written atomically and an
+existing file is never replaced unless the caller says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+from . import __version__
+from .config import GenerationConfig
+from .errors import DasAgError
+
+if TYPE_CHECKING:
+    from .engine import SynthesisResult
+
+RECIPE_KEY = "das-ag:recipe"
+RECIPE_FORMAT = 1
+
+
+class OutputExistsError(DasAgError, FileExistsError):
+    pass
+
+
+def build_recipe(result: SynthesisResult) -> dict:
+    import torch
+
+    return {
+        "format": RECIPE_FORMAT,
+        "das_ag_version": __version__,
+        "method": result.config.method,
+        "config": result.config.to_dict(),
+        "models": result.model_identities,
+        "scores": result.scores.to_dict(),
+        "initial_scores": result.initial_scores.to_dict(),
+        "run": {
+            "status": result.status,
+            "steps_done": result.steps_done,
+            "device": result.device,
+            "torch": torch.__version__,
+        },
+    }
+
+
+def save_png(image: Image.Image, path: str | Path, recipe: dict, *, overwrite: bool = False) -> Path:
+    """Write `image` with `recipe` embedded; the file appears whole or not at all."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise DasAgError(f"output {path} must end in .png")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; choose another name or allow overwriting")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", f"das-ag {__version__}")
+    info.add_itxt(RECIPE_KEY, json.dumps(recipe, sort_keys=True, ensure_ascii=False))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG", pnginfo=info)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # atomic "create if absent": never clobbers a file made meanwhile
+            except FileExistsError:
+                raise OutputExistsError(f"{path} already exists; choose another name or allow overwriting") from None
+            except OSError:
+                os.replace(tmp, path)  # filesystems without hard links
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def read_recipe(path: str | Path) -> dict:
+    """The recipe embedded in a das-ag PNG."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            text = getattr(image, "text", {}).get(RECIPE_KEY)
+    except FileNotFoundError:
+        raise DasAgError(f"{path} does not exist") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DasAgError(f"{path} is not a readable PNG ({exc})") from None
+    if text is None:
+        raise DasAgError(f"{path} has no das-ag recipe (not made by das-ag, or its metadata was stripped)")
+    try:
+        recipe = json.loads(text)
+    except ValueError:
+        raise DasAgError(f"{path} has a damaged das-ag recipe") from None
+    if not isinstance(recipe, dict) or "config" not in recipe:
+        raise DasAgError(f"{path} has a das-ag recipe without settings")
+    return recipe
+
+
+def config_from_png(path: str | Path) -> GenerationConfig:
+    return GenerationConfig.from_dict(read_recipe(path)["config"])
