@@ -52,7 +52,8 @@ def schedule_value(kind: str, start: float, end: float, rate: float, step: int, 
         # Starts at a and approaches b quickly: most of the change happens early.
         return (a - b) * (1 - r) ** t + b
     if kind == "exp_warmup":
-        # Starts at a and reaches b exactly at t = T: most of the change happens late.
+        # Starts at a, changes slowly and then fast: most of the change happens late. It ends at
+        # b - (b - a)(1 - r)^T, short of b by less than 5% for r * T >= 3.
         return (b - a) * (1 - r) ** (T - t) + a - (b - a) * (1 - r) ** T
     if kind == "cosine":
         return b + (a - b) * (1 + math.cos(math.pi * t / T)) / 2

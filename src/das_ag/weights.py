@@ -90,10 +90,9 @@ def resolve_clip(source: str | None = None, *, download: bool = True) -> Path:
         return path
     wf = clip_weight_file(source)
     if wf is None:
-        if path.suffix or os.sep in source:
-            raise WeightsError(f"CLIP checkpoint {source} does not exist; check {ENV_CLIP} or --clip-model")
         raise WeightsError(
-            f"CLIP model {source!r} is neither a file nor a known name ({', '.join(known_clip_models())})"
+            f"CLIP model {source} does not exist as a file and is not a known name "
+            f"({', '.join(known_clip_models())}); check {ENV_CLIP} or --clip-model"
         )
     return ensure_cached(wf, os.environ.get(ENV_CLIP_URL), download=download)
 

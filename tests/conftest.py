@@ -1,0 +1,69 @@
+"""Shared fixtures: a tiny random CLIP in OpenAI's format and the real aesthetic head from ../shared.
+
+Every test runs in its own working directory with its own cache and none of the user's weight
+variables, so a developer's .env or cache can never change what a test sees.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_HEAD = REPO.parent / "shared" / "data" / "aesthetic" / "sac+logos+ava1-l14-linearMSE.pth"
+HEAD_SHA256 = "21dd590f3ccdc646f0d53120778b296013b096a035a2718c9cb0d511bff0f1e0"
+
+USER_VARIABLES = (
+    "CLIP_MODEL_PATH",
+    "AESTHETIC_PREDICTOR_PATH",
+    "DAS_AG_CACHE_DIR",
+    "DAS_AG_CLIP_URL",
+    "DAS_AG_AESTHETIC_URL",
+    "DAS_AG_OUTPUT_DIR",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    for name in USER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DAS_AG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_path(tmp_path_factory) -> Path:
+    """A random 3.5 M-parameter CLIP saved as a TorchScript archive, as OpenAI ships theirs."""
+    from das_ag.random_clip import save_random_clip
+
+    return save_random_clip(tmp_path_factory.mktemp("clip") / "tiny-clip.pt", "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def head_path() -> Path:
+    if not SHARED_HEAD.is_file():
+        pytest.skip("the real aesthetic head is not in ../shared/data/aesthetic (a user's clone)")
+    return SHARED_HEAD
+
+
+@pytest.fixture(scope="session")
+def models(tiny_clip_path, head_path):
+    from das_ag.models import load_models
+
+    return load_models(str(tiny_clip_path), str(head_path), "cpu")
+
+
+def small_config(**changes):
+    """A fast config for the tiny model: 224 px, 4 copies, few steps."""
+    from das_ag.config import GenerationConfig
+    from das_ag.prompts import Prompt
+
+    base = dict(prompts=(Prompt("a red apple on a wooden table"),), steps=12, augment_copies=4, device="cpu")
+    return GenerationConfig(**{**base, **changes})
+
+
+def cli_env(tiny_clip_path, head_path) -> dict[str, str]:
+    return {**os.environ, "CLIP_MODEL_PATH": str(tiny_clip_path), "AESTHETIC_PREDICTOR_PATH": str(head_path)}

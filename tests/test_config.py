@@ -1,0 +1,87 @@
+import json
+
+import pytest
+
+from das_ag.config import PRESETS, GenerationConfig
+from das_ag.errors import ConfigError
+from das_ag.prompts import Prompt
+from das_ag.schedules import Schedule
+
+PROMPTS = (Prompt("a lighthouse at dusk"), Prompt("blurry", -1.0))
+
+
+def test_defaults_are_the_reference_app_defaults():
+    c = GenerationConfig(prompts=PROMPTS)
+    assert (c.resolution, c.steps, c.lr, c.augment_copies) == (224, 100, 0.1, 8)
+    assert c.noise.kind == c.colour.kind == "exp_warmup"
+    assert (c.margin, c.canvas_size) == (16, 256)
+    assert c.method == "DAS-AG" and c.guidance_sign == 1
+
+
+def test_paper_preset_matches_the_published_settings():
+    c = GenerationConfig.from_preset("paper", prompts=PROMPTS)
+    assert (c.resolution, c.margin, c.canvas_size, c.steps, c.lr) == (448, 32, 512, 200, 0.05)
+    assert c.aesthetic == Schedule("exp_decay", 0.0, 3.0, 0.06)
+    assert c.noise == Schedule("exp_decay", 0.2, 0.5, 0.03)
+    assert c.colour == Schedule("exp_decay", 0.05, 0.30, 0.03)
+    assert (c.tv_weight, c.l1_weight, c.seed, c.deterministic) == (1e-8, 0.0, 42, True)
+
+
+def test_guidance_names_the_method():
+    assert [GenerationConfig(prompts=PROMPTS, guidance=g).method for g in ("reward", "penalty", "off")] == [
+        "DAS-AG",
+        "DAS-rAG",
+        "DAS",
+    ]
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_json_round_trip_is_exact(preset):
+    c = GenerationConfig.from_preset(preset, prompts=PROMPTS, seed=7, jitter_margin=20)
+    again = GenerationConfig.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert again == c
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        (dict(steps=0), "steps"),
+        (dict(steps=2.5), "steps"),
+        (dict(resolution=10), "resolution"),
+        (dict(augment_copies=0), "augmentation copies"),
+        (dict(clip_weight=float("nan")), "clip weight"),
+        (dict(lr=float("inf")), "learning rate"),
+        (dict(lr=0), "learning rate"),
+        (dict(guidance="more"), "guidance"),
+        (dict(levels="some"), "levels"),
+        (dict(interpolation="lanczos"), "interpolation"),
+        (dict(device="tpu"), "device"),
+        (dict(dtype="int8"), "dtype"),
+        (dict(seed=-1), "seed"),
+        (dict(aesthetic=Schedule.constant(-1.0)), "penalty"),
+        (dict(jitter=Schedule.constant(2.0)), "jitter"),
+        (dict(prompts=(Prompt("blurry", -1.0),)), "positive prompt"),
+        (dict(prompts=()), "positive prompt"),
+        (dict(prompts=(Prompt("x", float("nan")),)), "weight"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_reason(changes, words):
+    with pytest.raises(ConfigError, match=words):
+        GenerationConfig(**{"prompts": PROMPTS, **changes})
+
+
+def test_unknown_settings_in_json_are_refused():
+    data = GenerationConfig(prompts=PROMPTS).to_dict() | {"warp_drive": 9}
+    with pytest.raises(ConfigError, match="warp_drive"):
+        GenerationConfig.from_dict(data)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="paper"):
+        GenerationConfig.from_preset("fast", prompts=PROMPTS)
+
+
+def test_prompt_groups():
+    c = GenerationConfig(prompts=PROMPTS)
+    assert [p.text for p in c.positive_prompts] == ["a lighthouse at dusk"]
+    assert [p.text for p in c.negative_prompts] == ["blurry"]

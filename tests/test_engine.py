@@ -1,0 +1,146 @@
+"""The engine on the tiny CLIP and the real aesthetic head: the behaviour a user would notice."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from das_ag.engine import synthesize
+from das_ag.errors import DeviceError
+from das_ag.models import AestheticHead, load_models
+from das_ag.prompts import Prompt
+from das_ag.schedules import Schedule
+
+from .conftest import small_config
+
+
+def png_bytes(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_the_sign_of_the_aesthetic_term_steers_the_score(models):
+    # Text guidance off: only the aesthetic term acts, from the same seed and starting image.
+    base = dict(steps=40, clip_weight=0.0, aesthetic=Schedule.constant(3.0), seed=3)
+    reward = synthesize(small_config(guidance="reward", **base), models).run()
+    penalty = synthesize(small_config(guidance="penalty", **base), models).run()
+    start = reward.initial_scores.aesthetic
+    assert penalty.initial_scores.aesthetic == start
+    assert reward.scores.aesthetic > start + 0.1
+    assert penalty.scores.aesthetic < start - 0.1
+    assert reward.scores.aesthetic > penalty.scores.aesthetic
+
+
+def test_off_leaves_the_aesthetic_term_out_of_the_loss(models):
+    run = synthesize(small_config(guidance="off", steps=3), models)
+    assert all(event.terms["aesthetic"] == 0 for event in run)
+
+
+def test_text_guidance_raises_clip_similarity(models):
+    # The tiny random CLIP has a narrow similarity range: 40 guided steps gain about 0.01-0.015,
+    # while the same run without text guidance does not move at all.
+    guided_run = synthesize(small_config(guidance="off", steps=40, clip_weight=5.0, seed=1), models)
+    events = list(guided_run)
+    guided = guided_run.result()
+    unguided = synthesize(small_config(guidance="off", steps=40, clip_weight=0.0, seed=1), models).run()
+    start = guided.initial_scores.clip_positive
+    assert guided.scores.clip_positive > start + 0.005
+    assert unguided.scores.clip_positive == pytest.approx(start, abs=1e-4)
+    assert events[-1].clip_positive > events[0].clip_positive
+
+
+def test_negative_prompts_are_pushed_away(models):
+    config = small_config(
+        prompts=(Prompt("a red apple"), Prompt("a blue car", -1.0)), guidance="off", steps=40, seed=2
+    )
+    result = synthesize(config, models).run()
+    gap_before = result.initial_scores.clip_positive - result.initial_scores.clip_negative
+    gap_after = result.scores.clip_positive - result.scores.clip_negative
+    assert gap_after > gap_before
+
+
+def test_same_seed_same_png_other_seed_other_png(models):
+    a = synthesize(small_config(seed=11), models).run()
+    b = synthesize(small_config(seed=11), models).run()
+    c = synthesize(small_config(seed=12), models).run()
+    assert png_bytes(a.image) == png_bytes(b.image)
+    assert a.scores == b.scores
+    assert png_bytes(a.image) != png_bytes(c.image)
+
+
+def test_events_carry_every_term_and_schedule(models):
+    config = small_config(steps=5, prompts=(Prompt("a cat"), Prompt("a dog", -0.5)), tv_weight=0.01, l1_weight=0.01)
+    events = list(synthesize(config, models))
+    assert [e.step for e in events] == [1, 2, 3, 4, 5]
+    for e in events:
+        assert set(e.terms) == {"text", "aesthetic", "tv", "l1"}
+        assert e.loss == pytest.approx(sum(e.terms.values()), abs=1e-5)
+        assert e.clip_negative is not None and e.terms["tv"] > 0 and e.terms["l1"] > 0
+    assert events[0].aesthetic_weight == 0.0 < events[-1].aesthetic_weight  # exp_decay 0 -> 3
+    assert events[0].lr == pytest.approx(0.1) and events[-1].lr < events[0].lr  # cosine annealing
+    assert events[-1].elapsed > 0
+
+
+def test_previews_arrive_when_asked(models):
+    events = list(synthesize(small_config(steps=7), models, preview_every=3))
+    with_preview = [e.step for e in events if e.preview is not None]
+    assert with_preview == [3, 6, 7]
+    assert events[2].preview.size == (224, 224)
+
+
+def test_stop_keeps_the_image_made_so_far(models):
+    run = synthesize(small_config(steps=50), models)
+    for event in run:
+        if event.step == 4:
+            preview = run.preview()
+            run.stop()
+    result = run.result()
+    assert (result.status, result.steps_done) == ("cancelled", 4)
+    assert png_bytes(result.image) == png_bytes(preview)
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_image(models, tmp_path, tiny_clip_path):
+    # A real (if broken) head file whose output is inf: the loss goes non-finite at once.
+    head = AestheticHead()
+    with torch.no_grad():
+        head.layers[7].bias.fill_(float("inf"))
+    broken = tmp_path / "broken-head.pth"
+    torch.save(head.state_dict(), broken)
+    broken_models = load_models(str(tiny_clip_path), str(broken), "cpu")
+    run = synthesize(small_config(steps=10), broken_models)
+    start = run.preview()
+    assert list(run) == []
+    result = run.result()
+    assert result.status == "non_finite" and "non-finite" in result.message and result.steps_done == 0
+    assert png_bytes(result.image) == png_bytes(start)
+
+
+def test_long_prompts_warn_and_run(models):
+    text = "an extremely detailed oil painting of " + "a quiet harbour with boats " * 30
+    run = synthesize(small_config(prompts=(Prompt(text),), steps=2), models)
+    assert len(run.warnings) == 1 and "truncated" in run.warnings[0]
+    assert run.run().steps_done == 2
+
+
+@pytest.mark.parametrize(
+    "changes", [dict(levels="all", resolution=48, steps=2), dict(combine="sum", init="zeros", steps=2, interpolation="bicubic"), dict(resolution=300, steps=2)]
+)
+def test_other_parameterisations_run(models, changes):
+    result = synthesize(small_config(**changes), models).run()
+    assert result.image.size == (changes.get("resolution", 224),) * 2 and result.status == "completed"
+
+
+def test_bfloat16_stays_close_to_float32(models):
+    full = synthesize(small_config(steps=20, seed=4), models).run()
+    fast = synthesize(small_config(steps=20, seed=4, dtype="bfloat16"), models).run()
+    assert fast.scores.clip_positive == pytest.approx(full.scores.clip_positive, abs=0.02)
+    assert fast.scores.aesthetic == pytest.approx(full.scores.aesthetic, abs=0.1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_cuda_config_without_a_gpu_is_refused(models):
+    with pytest.raises(DeviceError, match="no CUDA GPU"):
+        synthesize(small_config(device="cuda"), models)

@@ -1,0 +1,83 @@
+"""Model loading through the real clip.load path and the real aesthetic head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from das_ag.errors import DeviceError, WeightsError
+from das_ag.models import AestheticHead, load_aesthetic_head, load_clip, load_models, resolve_device
+from das_ag.random_clip import save_random_clip
+
+from .conftest import HEAD_SHA256
+
+
+def test_bundle_is_frozen_and_cached(models, tiny_clip_path, head_path):
+    assert all(not p.requires_grad for p in models.clip.parameters())
+    assert all(not p.requires_grad for p in models.aesthetic_head.parameters())
+    assert not models.clip.training and not models.aesthetic_head.training
+    assert load_models(str(tiny_clip_path), str(head_path), "cpu") is models
+    assert models.aesthetic_identity.sha256 == HEAD_SHA256
+    assert models.clip_identity.name == "tiny-clip.pt"
+
+
+def test_state_dict_checkpoints_load_too(tmp_path):
+    path = save_random_clip(tmp_path / "sd.pt", "tiny", seed=1, torchscript=False)
+    model = load_clip(path)
+    assert model.visual.input_resolution == 224 and next(model.parameters()).dtype == torch.float32
+
+
+def test_head_scores_are_stable_in_eval_mode(models):
+    e = torch.nn.functional.normalize(torch.randn(4, 768, generator=torch.Generator().manual_seed(0)), dim=-1)
+    first, second = models.aesthetic_score(e), models.aesthetic_score(e)
+    assert torch.equal(first, second)  # dropout off: the references' scores jittered here
+
+
+def test_head_is_the_published_affine_map(models):
+    # No activations: score(e) = bias + w.e, with |w| about 18 and bias about 5.24.
+    head = models.aesthetic_head.layers
+    w = torch.eye(768)
+    b = torch.zeros(1, 768)
+    for i in (0, 2, 4, 6, 7):
+        w, b = head[i](w) - head[i].bias, head[i](b)
+    assert w.norm().item() == pytest.approx(17.996, abs=0.01)
+    assert b.item() == pytest.approx(5.2366, abs=0.001)
+
+
+def test_corrupt_head_files_are_refused(tmp_path, head_path):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x00not a checkpoint" * 50)
+    with pytest.raises(WeightsError, match="not a PyTorch checkpoint"):
+        load_aesthetic_head(garbage)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(head_path.read_bytes()[: 100_000])
+    with pytest.raises(WeightsError):
+        load_aesthetic_head(truncated)
+
+
+def test_wrong_shaped_heads_are_refused(tmp_path):
+    wrong = tmp_path / "wrong.pth"
+    torch.save(AestheticHead(input_size=512).state_dict(), wrong)
+    with pytest.raises(WeightsError, match="not an improved-aesthetic-predictor head"):
+        load_aesthetic_head(wrong)
+
+
+def test_clip_files_that_are_not_clip_are_refused(tmp_path, head_path):
+    with pytest.raises(WeightsError, match="not a loadable OpenAI CLIP checkpoint"):
+        load_clip(head_path)
+
+
+def test_clip_with_other_embedding_width_is_refused(tmp_path):
+    from das_ag.clip_package import clip_module
+
+    small = clip_module().model.CLIP(512, 224, 1, 64, 32, 77, 49408, 64, 1, 1)
+    path = tmp_path / "clip512.pt"
+    torch.save(small.state_dict(), path)
+    with pytest.raises(WeightsError, match="768-d"):
+        load_clip(path)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_asked_for_but_absent():
+    with pytest.raises(DeviceError, match="no CUDA GPU"):
+        resolve_device("cuda")

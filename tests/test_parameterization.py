@@ -1,0 +1,78 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from das_ag.parameterization import MultiResolutionImage, from_pil, level_sizes, to_pil
+from das_ag.resample import resample_matrix, resize
+
+
+def test_level_sizes():
+    assert level_sizes(256) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    assert level_sizes(8, "all") == list(range(1, 9))
+
+
+def test_shapes_and_range():
+    img = MultiResolutionImage(256, 224, generator=torch.Generator().manual_seed(0))
+    assert [tuple(p.shape) for p in img.levels][:3] == [(1, 3, 1, 1), (1, 3, 2, 2), (1, 3, 4, 4)]
+    canvas = img()
+    assert canvas.shape == (1, 3, 256, 256)
+    assert 0 <= canvas.min() and canvas.max() <= 1
+    assert img.image().size == (224, 224)
+
+
+def test_normal_init_scales_each_level_by_its_size():
+    img = MultiResolutionImage(256, 224, generator=torch.Generator().manual_seed(0))
+    stds = {s: p.std().item() for s, p in zip(img.sizes, img.levels) if s >= 32}
+    for s, std in stds.items():
+        assert std == pytest.approx(1 / s, rel=0.2)
+
+
+def test_zero_init_is_mid_grey():
+    img = MultiResolutionImage(64, 48, init="zeros")
+    assert torch.equal(img(), torch.full((1, 3, 64, 64), 0.5))
+
+
+def test_sum_is_mean_times_level_count():
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    mean = MultiResolutionImage(64, 48, combine="mean", generator=g()).raw()
+    total = MultiResolutionImage(64, 48, combine="sum", generator=g()).raw()
+    assert torch.allclose(total, mean * 7, atol=1e-5)
+
+
+def test_output_uses_the_full_8_bit_range():
+    # The reference squashed into about mean +- 1 std (8-bit ~35..190); das-ag must reach 0 and 255.
+    img = MultiResolutionImage(64, 48, init="zeros")
+    with torch.no_grad():
+        img.levels[-1][:, :, :, :32] = -100.0
+        img.levels[-1][:, :, :, 32:] = 100.0
+    pixels = from_pil(img.image()) * 255
+    assert pixels.min() == 0 and pixels.max() == 255
+
+
+def test_levels_are_upsampled_like_interpolate():
+    img = MultiResolutionImage(32, 24, init="zeros", combine="sum", interpolation="bicubic")
+    with torch.no_grad():
+        img.levels[2].copy_(torch.randn(1, 3, 4, 4))
+    expected = F.interpolate(img.levels[2].detach(), size=(32, 32), mode="bicubic", align_corners=False)
+    assert torch.allclose(img.raw(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "nearest"])
+@pytest.mark.parametrize("src, dst", [(4, 32), (7, 30), (64, 64)])
+def test_resample_matrix_matches_interpolate(mode, src, dst):
+    x = torch.randn(2, 3, src, src)
+    kwargs = {} if mode == "nearest" else {"align_corners": False}
+    expected = F.interpolate(x, size=(dst, dst), mode=mode, **kwargs)
+    assert torch.allclose(resize(x, dst, mode, antialias=False), expected, atol=1e-5)
+
+
+def test_downsampling_matches_antialiased_interpolate():
+    x = torch.randn(1, 3, 448, 448)
+    expected = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False, antialias=True)
+    assert torch.allclose(resize(x, 224), expected, atol=1e-5)
+    assert resample_matrix(5, 5).equal(torch.eye(5))
+
+
+def test_pil_round_trip_is_exact_for_8_bit_values():
+    x = torch.randint(0, 256, (1, 3, 9, 11)).float() / 255
+    assert torch.equal(from_pil(to_pil(x)), x)

@@ -1,0 +1,110 @@
+"""Downloads and the cache, against a real HTTP server on 127.0.0.1 serving the real head."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from das_ag import weights
+from das_ag.errors import WeightsError
+
+from .conftest import HEAD_SHA256
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A static file server over tmp_path/served; yields its base URL."""
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(QuietHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_download_places_a_verified_file(server, head_path, monkeypatch):
+    root, url = server
+    (root / "head.pth").write_bytes(head_path.read_bytes())
+    monkeypatch.setenv(weights.ENV_AESTHETIC_URL, f"{url}/head.pth")
+    path = weights.resolve_aesthetic()
+    assert path == weights.cache_dir() / weights.AESTHETIC_HEAD.filename
+    assert weights.sha256_file(path) == HEAD_SHA256
+    # A second call uses the cache; the server is not needed any more.
+    (root / "head.pth").unlink()
+    assert weights.resolve_aesthetic() == path
+
+
+def test_a_download_with_the_wrong_checksum_is_discarded(server, monkeypatch):
+    root, url = server
+    (root / "head.pth").write_bytes(b"not the aesthetic head" * 100)
+    monkeypatch.setenv(weights.ENV_AESTHETIC_URL, f"{url}/head.pth")
+    with pytest.raises(WeightsError, match="sha256"):
+        weights.resolve_aesthetic()
+    leftovers = list(weights.cache_dir().iterdir()) if weights.cache_dir().exists() else []
+    assert leftovers == []
+
+
+def test_a_corrupt_cached_file_is_never_used(head_path, monkeypatch):
+    target = weights.cache_dir() / weights.AESTHETIC_HEAD.filename
+    target.parent.mkdir(parents=True)
+    target.write_bytes(head_path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(WeightsError, match="fails its sha256 check"):
+        weights.resolve_aesthetic(download=False)
+    # With downloading allowed but no network, it is still refused rather than used.
+    monkeypatch.setenv(weights.ENV_AESTHETIC_URL, "http://127.0.0.1:9/head.pth")
+    with pytest.raises(WeightsError, match="could not download"):
+        weights.resolve_aesthetic()
+
+
+def test_offline_message_names_the_variables(monkeypatch):
+    monkeypatch.setenv(weights.ENV_CLIP_URL, "http://127.0.0.1:9/ViT-L-14.pt")
+    with pytest.raises(WeightsError) as info:
+        weights.resolve_clip("ViT-L/14")
+    message = str(info.value)
+    assert "CLIP_MODEL_PATH" in message and "AESTHETIC_PREDICTOR_PATH" in message and "\n" not in message
+
+
+def test_clip_names_map_to_checksummed_official_files():
+    wf = weights.clip_weight_file("ViT-L/14")
+    assert wf.sha256 == "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"
+    assert wf.filename == "ViT-L-14.pt"
+    assert weights.clip_weight_file("ViT-XXL/1") is None
+
+
+def test_unknown_clip_names_and_missing_paths(tmp_path):
+    with pytest.raises(WeightsError, match="known name"):
+        weights.resolve_clip("ViT-Q/7")
+    with pytest.raises(WeightsError, match="does not exist as a file"):
+        weights.resolve_clip(str(tmp_path / "missing.pt"))
+    with pytest.raises(WeightsError, match="does not exist"):
+        weights.resolve_aesthetic(str(tmp_path / "missing.pth"))
+
+
+def test_env_paths_and_dotenv(tmp_path, tiny_clip_path, head_path, monkeypatch):
+    (tmp_path / ".env").write_text(f"CLIP_MODEL_PATH={tiny_clip_path}\nAESTHETIC_PREDICTOR_PATH=/nowhere/head.pth\n")
+    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))  # the real environment wins
+    monkeypatch.delenv("CLIP_MODEL_PATH", raising=False)
+    weights.load_environment()
+    assert weights.resolve_clip() == Path(tiny_clip_path)
+    assert weights.resolve_aesthetic() == head_path
+
+
+def test_checksums_are_remembered_until_the_file_changes(tmp_path):
+    f = tmp_path / "blob.bin"
+    f.write_bytes(b"a" * 1000)
+    first = weights.verified_sha256(f)
+    assert first == weights.sha256_file(f)
+    f.write_bytes(b"b" * 1001)
+    assert weights.verified_sha256(f) == weights.sha256_file(f) != first
