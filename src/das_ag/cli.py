@@ -229,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     from .weights import load_environment
 
     load_environment()
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors: argparse has said its line
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         return args.run(args)
     except DasAgError as exc:

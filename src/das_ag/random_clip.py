@@ -7,6 +7,7 @@ depends on: 77-token context and the 49408-token vocabulary (so the real tokeniz
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -48,10 +49,11 @@ def save_random_clip(path: str | Path, shape: str = "tiny", *, seed: int = 0, to
     if torchscript:
         image = torch.zeros(1, 3, 224, 224, dtype=torch.half)
         text = torch.zeros(1, 77, dtype=torch.long)
-        with torch.no_grad():
-            traced = torch.jit.trace(model.float(), (image.float(), text), check_trace=False)
-        traced = traced.half()
-        torch.jit.save(traced, str(path))
+        with torch.no_grad(), warnings.catch_warnings():
+            # TorchScript is deprecated, but it is the format OpenAI shipped and clip.load reads.
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(model.float(), (image.float(), text), check_trace=False).half()
+            torch.jit.save(traced, str(path))
     else:
         torch.save(model.state_dict(), path)
     return path

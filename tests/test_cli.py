@@ -1,0 +1,143 @@
+"""The das-ag command: real models, real files, and one clear line for every mistake."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from das_ag.cli import main
+from das_ag.png import read_recipe
+
+from .conftest import cli_env
+
+FAST = ["--steps", "6", "--batch", "2", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture
+def weights_env(tiny_clip_path, head_path, monkeypatch):
+    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
+    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("das-ag"), err
+    return lines[0]
+
+
+def test_generate_saves_a_png_whose_recipe_says_what_was_asked(weights_env, tmp_path, capsys):
+    out = tmp_path / "out.png"
+    code = main(["generate", "--prompt", "a lighthouse:1.5", "--negative", "fog:0.5", "--guidance", "penalty",
+                 "--aesthetic-weight", "2", "--clip-weight", "4", "--seed", "9", "--out", str(out), *FAST])
+    assert code == 0
+    summary = capsys.readouterr().out
+    assert f"saved {out}" in summary and "DAS-rAG" in summary and "aesthetic" in summary
+    recipe = read_recipe(out)
+    config = recipe["config"]
+    assert config["prompts"] == [{"text": "a lighthouse", "weight": 1.5}, {"text": "fog", "weight": -0.5}]
+    assert (config["guidance"], config["clip_weight"], config["seed"], config["steps"]) == ("penalty", 4.0, 9, 6)
+    assert config["aesthetic"]["end"] == 2.0
+    assert recipe["method"] == "DAS-rAG" and recipe["run"]["steps_done"] == 6
+    assert recipe["models"]["aesthetic"]["sha256"].startswith("21dd590f")
+    assert set(recipe["scores"]) >= {"clip_positive", "clip_negative", "aesthetic"}
+
+    assert main(["recipe", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out) == recipe
+
+
+def test_from_png_reproduces_the_same_pixels_and_bytes(weights_env, tmp_path, capsys):
+    first, again = tmp_path / "first.png", tmp_path / "again.png"
+    assert main(["generate", "--prompt", "a red kite", "--seed", "5", "--out", str(first), *FAST]) == 0
+    assert main(["generate", "--from-png", str(first), "--out", str(again), "--quiet"]) == 0
+    assert again.read_bytes() == first.read_bytes()
+    other = tmp_path / "other.png"
+    assert main(["generate", "--from-png", str(first), "--seed", "6", "--out", str(other), "--quiet"]) == 0
+    assert other.read_bytes() != first.read_bytes()
+    assert read_recipe(other)["config"]["prompts"] == read_recipe(first)["config"]["prompts"]
+
+
+def test_default_output_name_never_overwrites(weights_env, tmp_path, capsys):
+    for _ in range(2):
+        assert main(["generate", "--prompt", "A Red Kite!", *FAST]) == 0
+    names = sorted(p.name for p in (tmp_path / "outputs").iterdir())
+    assert names == ["a-red-kite-DAS-AG-seed42-1.png", "a-red-kite-DAS-AG-seed42.png"]
+
+
+def test_existing_output_is_kept(weights_env, tmp_path, capsys):
+    out = tmp_path / "taken.png"
+    out.write_bytes(b"precious")
+    assert main(["generate", "--prompt", "x", "--out", str(out), *FAST]) == 1
+    assert "already exists" in one_line_error(capsys)
+    assert out.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--prompt", "x", "--guidance", "sideways"], "invalid choice"),
+        (["--prompt", "x", "--steps", "0"], "greater than 0"),
+        (["--prompt", "x", "--steps", "many"], "whole number"),
+        (["--prompt", "x", "--resolution", "8"], "resolution"),
+        (["--prompt", "x", "--clip-weight", "nan"], "finite"),
+        (["--prompt", "x", "--aesthetic-weight", "inf"], "finite"),
+        (["--prompt", "x", "--aesthetic-weight", "-1"], "penalty"),
+        (["--prompt", "x", "--lr", "-0.1"], "learning rate"),
+        (["--prompt", "x", "--device", "tpu"], "device"),
+        (["--prompt", "x", "--seed", "-4"], "0 or more"),
+        (["--prompt", "x", "--out", "picture.jpg"], ".png"),
+        (["--negative", "blurry"], "at least one --prompt"),
+        ([], "at least one --prompt"),
+        (["--prompt", ":3"], "no text"),
+        (["--prompt", "x", "--aesthetic-model", "/nowhere/head.pth"], "does not exist"),
+        (["--prompt", "x", "--clip-model", "/nowhere/clip.pt"], "does not exist"),
+        (["--prompt", "x", "--from-png", "/nowhere/recipe.png"], "does not exist"),
+        (["--prompt", "x", "--dtype", "float16", "--device", "cpu"], "float16 needs a CUDA GPU"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(weights_env, tmp_path, capsys, args, words):
+    code = main(["generate", *args, "--quiet"] + ([] if "--steps" in args else ["--steps", "2"]))
+    assert code != 0
+    assert words in one_line_error(capsys)
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_corrupt_head_is_refused(weights_env, tmp_path, capsys, monkeypatch, head_path):
+    bad = tmp_path / "head.pth"
+    bad.write_bytes(head_path.read_bytes()[:50_000])
+    assert main(["generate", "--prompt", "x", "--aesthetic-model", str(bad), *FAST]) == 1
+    assert "not a PyTorch checkpoint" in one_line_error(capsys)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_asked_for_but_absent(weights_env, capsys):
+    assert main(["generate", "--prompt", "x", "--device", "cuda", "--steps", "2", "--quiet"]) == 1
+    assert "no CUDA GPU" in one_line_error(capsys)
+
+
+def test_download_offline_names_what_to_set(monkeypatch, capsys):
+    monkeypatch.setenv("DAS_AG_CLIP_URL", "http://127.0.0.1:9/ViT-L-14.pt")
+    assert main(["download"]) == 1
+    line = one_line_error(capsys)
+    assert "CLIP_MODEL_PATH" in line and "AESTHETIC_PREDICTOR_PATH" in line
+
+
+def test_download_with_local_files_verifies_them(weights_env, capsys):
+    assert main(["download"]) == 0
+    out = capsys.readouterr().out
+    assert "sha256 21dd590f3ccdc646" in out
+
+
+def test_the_installed_command_fails_cleanly(tiny_clip_path, head_path, tmp_path):
+    # The real entry point in a fresh process: a usage mistake exits 2 with one line.
+    proc = subprocess.run(
+        [sys.executable, "-m", "das_ag.cli", "generate", "--prompt", "x", "--steps", "-3"],
+        capture_output=True, text=True, env=cli_env(tiny_clip_path, head_path), cwd=tmp_path, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
