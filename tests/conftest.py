@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_HEAD = REPO.parent / "shared" / "data" / "aesthetic" / "sac+logos+ava1-l14-linearMSE.pth"
+# DAS_AG_TEST_HEAD points the tests at another copy (say, on a machine without ../shared).
+SHARED_HEAD = Path(
+    os.environ.get("DAS_AG_TEST_HEAD")
+    or REPO.parent / "shared" / "data" / "aesthetic" / "sac+logos+ava1-l14-linearMSE.pth"
+)
 HEAD_SHA256 = "21dd590f3ccdc646f0d53120778b296013b096a035a2718c9cb0d511bff0f1e0"
 
 USER_VARIABLES = (

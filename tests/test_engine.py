@@ -9,7 +9,7 @@ import torch
 
 from das_ag.engine import synthesize
 from das_ag.errors import DeviceError
-from das_ag.models import AestheticHead, load_models
+from das_ag.models import AestheticHead, ModelBundle, load_models
 from das_ag.prompts import Prompt
 from das_ag.schedules import Schedule
 
@@ -144,3 +144,22 @@ def test_bfloat16_stays_close_to_float32(models):
 def test_a_cuda_config_without_a_gpu_is_refused(models):
     with pytest.raises(DeviceError, match="no CUDA GPU"):
         synthesize(small_config(device="cuda"), models)
+
+
+def test_a_failure_mid_run_keeps_the_image_so_far(models, monkeypatch):
+    # Simulate the GPU running out of memory on the fourth encoder forward.
+    run = synthesize(small_config(steps=10), models)
+    real_encode, calls = ModelBundle.encode_images, []
+
+    def flaky_encode(self, batch):
+        calls.append(1)
+        if len(calls) == 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_encode(self, batch)
+
+    monkeypatch.setattr(ModelBundle, "encode_images", flaky_encode)
+    events = list(run)
+    result = run.result()
+    assert [e.step for e in events] == [1, 2, 3]
+    assert result.status == "failed" and "out of memory" in result.message and result.steps_done == 3
+    assert png_bytes(result.image) == png_bytes(run.preview())

@@ -172,8 +172,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise DasAgError(f"{out} already exists; pass --overwrite or choose another --out")
     device = resolve_device(config.device)
-    if config.deterministic and device.type == "cuda":
-        determinism.prepare_cuda()  # must happen before CUDA starts
     _say(args, f"loading models on {device} ...")
     models = load_models(args.clip_model, args.aesthetic_model, config.device)
     run = synthesize(config, models)
@@ -197,7 +195,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     neg = "" if s.clip_negative is None else f"  clip- {s.clip_negative:.4f}"
     print(f"saved {path}  {config.method}  {result.steps_done} steps  {result.elapsed:.1f} s  "
           f"clip+ {s.clip_positive:.4f}{neg}  aesthetic {result.initial_scores.aesthetic:.3f} -> {s.aesthetic:.3f}")
-    if result.status == "non_finite":
+    if result.status in ("non_finite", "failed"):
         print(f"das-ag: error: {result.message}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_INTERRUPTED if interrupted else 0

@@ -20,14 +20,24 @@ CUBLAS_SETTING = ":4096:8"
 _DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")
 
 
+def reserve_cuda_workspace() -> None:
+    """Set CUBLAS_WORKSPACE_CONFIG if das-ag is about to start CUDA and the user has not set it.
+
+    Called before models move to a GPU, so that a deterministic run stays possible later in the
+    same process; a value the user chose is never changed.
+    """
+    if CUBLAS_ENV not in os.environ and not torch.cuda.is_initialized():
+        os.environ[CUBLAS_ENV] = CUBLAS_SETTING
+
+
 def prepare_cuda() -> None:
-    """Set CUBLAS_WORKSPACE_CONFIG for the user before CUDA starts, or explain why it is too late."""
+    """Make sure cuBLAS is deterministic for this run, or explain why it is too late."""
     if os.environ.get(CUBLAS_ENV) in _DETERMINISTIC_CUBLAS:
         return
     if torch.cuda.is_initialized():
         raise DeviceError(
-            f"deterministic CUDA runs need {CUBLAS_ENV}={CUBLAS_SETTING} before CUDA starts; "
-            "set it in the environment or .env and restart"
+            f"deterministic CUDA runs need {CUBLAS_ENV}={CUBLAS_SETTING} (now "
+            f"{os.environ.get(CUBLAS_ENV, 'unset')}) before CUDA starts; set it in the environment or .env and restart"
         )
     os.environ[CUBLAS_ENV] = CUBLAS_SETTING
 

@@ -64,7 +64,7 @@ class SynthesisResult:
     scores: Scores
     initial_scores: Scores  # the starting image's scores, so a user sees how far the run moved it
     steps_done: int
-    status: str  # "completed", "cancelled" or "non_finite"
+    status: str  # "completed", "cancelled", "non_finite" or "failed"
     message: str
     elapsed: float
     device: str
@@ -133,8 +133,16 @@ class Synthesis:
         while self.step < cfg.steps and not self._stop_requested and self.status == "running":
             if self._t0 is None:
                 self._t0 = time.perf_counter()
-            event = self._take_step()
-            self._elapsed = time.perf_counter() - self._t0
+            try:
+                event = self._take_step()
+            except RuntimeError as exc:
+                # Out of GPU memory, a kernel with no deterministic version, a driver error: end the
+                # run with a message and keep the image from the last completed step.
+                self.status = "failed"
+                self.message = f"stopped at step {self.step + 1}: {_first_line(exc)}; kept the image so far"
+                return
+            finally:
+                self._elapsed = time.perf_counter() - self._t0
             if event is None:
                 return
             yield event
@@ -272,3 +280,8 @@ def _check_dtype(name: str, device: torch.device) -> torch.dtype:
     if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise DeviceError("this GPU has no bfloat16 support; use float16 or float32")
     return dtype
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]

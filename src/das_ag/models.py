@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import weights
+from . import determinism, weights
 from .errors import DeviceError, WeightsError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -112,6 +112,8 @@ def load_models(
     """
     weights.load_environment()
     dev = resolve_device(device)
+    if dev.type == "cuda":
+        determinism.reserve_cuda_workspace()  # before CUDA starts, so deterministic runs stay possible
     clip_name = clip_source or os.environ.get(weights.ENV_CLIP) or weights.DEFAULT_CLIP_MODEL
     clip_path = weights.resolve_clip(clip_name, download=download)
     head_path = weights.resolve_aesthetic(aesthetic_source, download=download)
