@@ -1,4 +1,4 @@
-"""das-ag on the command line: generate, recipe, download.
+"""das-ag on the command line: generate, recipe, download, app.
 
 The CLI only translates flags into a GenerationConfig and events into a progress bar; every
 decision about images lives in the engine. Anything a user can get wrong ends in one line on
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -103,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("png", metavar="FILE.png")
     recipe.set_defaults(run=cmd_recipe)
 
+    app = commands.add_parser("app", help="open the studio in the browser (Streamlit)")
+    app.add_argument("streamlit_args", nargs=argparse.REMAINDER, help="passed on to `streamlit run`")
+    app.set_defaults(run=cmd_app)
+
     download = commands.add_parser("download", help="fetch and verify the CLIP and aesthetic weights")
     download.add_argument("--clip-model", metavar="NAME", help="default: $CLIP_MODEL_PATH, else ViT-L/14")
     download.set_defaults(run=cmd_download)
@@ -148,25 +151,16 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
     return config.replace(**changes)
 
 
-def default_output(config: GenerationConfig, folder: Path = Path("outputs")) -> Path:
-    """outputs/<first words of the prompt>-<method>-seed<S>.png, numbered if taken."""
-    words = re.sub(r"[^a-z0-9]+", "-", config.positive_prompts[0].text.lower()).strip("-")[:48].rstrip("-")
-    stem = f"{words or 'image'}-{config.method}-seed{config.seed}"
-    path, n = folder / f"{stem}.png", 1
-    while path.exists():
-        path, n = folder / f"{stem}-{n}.png", n + 1
-    return path
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import determinism
-    from .models import load_models, resolve_device
     from .engine import synthesize
+    from .models import load_models, resolve_device
+    from .png import next_free_path
 
     config = config_from_args(args)
-    out = Path(args.out) if args.out else default_output(config)
+    out = Path(args.out) if args.out else next_free_path(config)
     if out.suffix.lower() != ".png":
         raise DasAgError(f"--out {out} must end in .png")
     if out.exists() and not args.overwrite:
@@ -208,6 +202,15 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    import os
+
+    app_path = Path(__file__).with_name("app.py")
+    argv = [sys.executable, "-m", "streamlit", "run", str(app_path), *args.streamlit_args]
+    os.execv(sys.executable, argv)  # the studio replaces this process; Ctrl-C stops it
+    return 0  # not reached
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from . import weights
 
@@ -227,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     from .weights import load_environment
 
     load_environment()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["app"] and argv[1:2] not in (["-h"], ["--help"]):
+        # Everything after `app` belongs to `streamlit run` (argparse would take --server.* as ours).
+        return cmd_app(argparse.Namespace(streamlit_args=argv[1:]))
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors: argparse has said its line

@@ -142,6 +142,15 @@ class GenerationConfig:
             p.append("deterministic must be true or false")
         return p
 
+    @classmethod
+    def problems_of(cls, **settings: Any) -> list[str]:
+        """Every problem `settings` have, without raising: for forms that show them all at once."""
+        draft = object.__new__(cls)
+        for f in dataclasses.fields(cls):
+            object.__setattr__(draft, f.name, settings.get(f.name, f.default))
+        object.__setattr__(draft, "prompts", tuple(draft.prompts))
+        return draft.problems()
+
     # -- copies and JSON --------------------------------------------------------------------
     def replace(self, **changes: Any) -> GenerationConfig:
         return dataclasses.replace(self, **changes)

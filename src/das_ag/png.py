@@ -7,8 +7,10 @@ existing file is never replaced unless the caller says so.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,21 +52,31 @@ def build_recipe(result: SynthesisResult) -> dict:
     }
 
 
+def encode_png(image: Image.Image, recipe: dict) -> bytes:
+    """The PNG file's bytes: `image` with `recipe` in an iTXt chunk (UTF-8, so any prompt fits)."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", f"das-ag {__version__}")
+    info.add_itxt(RECIPE_KEY, json.dumps(recipe, sort_keys=True, ensure_ascii=False))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
 def save_png(image: Image.Image, path: str | Path, recipe: dict, *, overwrite: bool = False) -> Path:
     """Write `image` with `recipe` embedded; the file appears whole or not at all."""
-    path = Path(path)
+    return write_atomic(Path(path), encode_png(image, recipe), overwrite=overwrite)
+
+
+def write_atomic(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
     if path.suffix.lower() != ".png":
         raise DasAgError(f"output {path} must end in .png")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; choose another name or allow overwriting")
     path.parent.mkdir(parents=True, exist_ok=True)
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Software", f"das-ag {__version__}")
-    info.add_itxt(RECIPE_KEY, json.dumps(recipe, sort_keys=True, ensure_ascii=False))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG", pnginfo=info)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         if overwrite:
@@ -81,27 +93,38 @@ def save_png(image: Image.Image, path: str | Path, recipe: dict, *, overwrite: b
     return path
 
 
-def read_recipe(path: str | Path) -> dict:
-    """The recipe embedded in a das-ag PNG."""
-    path = Path(path)
+def next_free_path(config: GenerationConfig, folder: str | Path = "outputs") -> Path:
+    """<folder>/<first words of the prompt>-<method>-seed<S>.png, numbered if the name is taken."""
+    folder = Path(folder)
+    words = re.sub(r"[^a-z0-9]+", "-", config.positive_prompts[0].text.lower()).strip("-")[:48].rstrip("-")
+    stem = f"{words or 'image'}-{config.method}-seed{config.seed}"
+    path, n = folder / f"{stem}.png", 1
+    while path.exists():
+        path, n = folder / f"{stem}-{n}.png", n + 1
+    return path
+
+
+def read_recipe(source: str | Path | bytes) -> dict:
+    """The recipe embedded in a das-ag PNG, given its path or its bytes (an upload)."""
+    name = "the file" if isinstance(source, bytes) else str(source)
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source)) as image:
             image.load()
             text = getattr(image, "text", {}).get(RECIPE_KEY)
     except FileNotFoundError:
-        raise DasAgError(f"{path} does not exist") from None
+        raise DasAgError(f"{name} does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DasAgError(f"{path} is not a readable PNG ({exc})") from None
+        raise DasAgError(f"{name} is not a readable PNG ({exc})") from None
     if text is None:
-        raise DasAgError(f"{path} has no das-ag recipe (not made by das-ag, or its metadata was stripped)")
+        raise DasAgError(f"{name} has no das-ag recipe (not made by das-ag, or its metadata was stripped)")
     try:
         recipe = json.loads(text)
     except ValueError:
-        raise DasAgError(f"{path} has a damaged das-ag recipe") from None
+        raise DasAgError(f"{name} has a damaged das-ag recipe") from None
     if not isinstance(recipe, dict) or "config" not in recipe:
-        raise DasAgError(f"{path} has a das-ag recipe without settings")
+        raise DasAgError(f"{name} has a das-ag recipe without settings")
     return recipe
 
 
-def config_from_png(path: str | Path) -> GenerationConfig:
-    return GenerationConfig.from_dict(read_recipe(path)["config"])
+def config_from_png(source: str | Path | bytes) -> GenerationConfig:
+    return GenerationConfig.from_dict(read_recipe(source)["config"])

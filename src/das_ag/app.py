@@ -1,0 +1,456 @@
+"""das-ag studio: write prompts, choose the aesthetic guidance, watch the image form, save it.
+
+    uv run streamlit run src/das_ag/app.py      (or: uv run das-ag app)
+
+This page only lays out controls and shows what a Job reports; settings are translated by
+das_ag.form, runs happen in das_ag.jobs, images are made by the engine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+import torch
+
+from das_ag import determinism, form, weights
+from das_ag.config import INITS, INTERPOLATIONS, LEVELS, PRESETS, GenerationConfig
+from das_ag.errors import DasAgError, WeightsError
+from das_ag.jobs import Job
+from das_ag.png import config_from_png, encode_png, next_free_path, write_atomic
+from das_ag.prompts import Prompt
+from das_ag.schedules import SCHEDULE_KINDS
+
+GUIDANCE_LABELS = {"reward": "reward (DAS-AG)", "penalty": "penalty (DAS-rAG)", "off": "off (DAS)"}
+SCHEDULE_LABELS = {"aesthetic": "Aesthetic weight", "noise": "Noise sigma", "colour": "Colour shift", "jitter": "Jitter (fraction of margin)"}
+SCHEDULE_LIMITS = {"aesthetic": 100.0, "noise": 5.0, "colour": 5.0, "jitter": 1.0}
+POLL_SECONDS = 1.0  # the page's redraws compete with the run for the CPU
+
+
+# -- state ------------------------------------------------------------------------------------
+@st.cache_resource
+def launch_cublas_setting() -> str | None:
+    """CUBLAS_WORKSPACE_CONFIG as it was when the server started (das-ag may set it later)."""
+    return os.environ.get(determinism.CUBLAS_ENV)
+
+
+def default_state() -> dict:
+    state = form.config_to_state(GenerationConfig(prompts=(Prompt("placeholder"),)))
+    state.update(form.prompts_to_state(()))  # one empty prompt row to type into
+    return state
+
+
+def init_state() -> None:
+    ss = st.session_state
+    if "initialised" in ss:
+        return
+    ss.update(default_state())
+    ss.update(
+        initialised=True,
+        row_counter=10,
+        preset="default",
+        preview_every=5,
+        output_dir=os.environ.get("DAS_AG_OUTPUT_DIR", "outputs"),
+        gallery=[],
+        job=None,
+        recorded_job=None,
+        notice=None,
+    )
+
+
+def clear_prompt_rows() -> None:
+    ss = st.session_state
+    for key in [k for k in ss.keys() if k.startswith(("pos_text_", "pos_weight_", "neg_text_", "neg_weight_"))]:
+        del ss[key]
+
+
+def apply_settings(config: GenerationConfig, *, with_prompts: bool) -> None:
+    state = form.config_to_state(config)
+    if with_prompts:
+        clear_prompt_rows()
+    else:
+        state = {k: v for k, v in state.items() if not k.startswith(("pos_", "neg_"))}
+    st.session_state.update(state)
+
+
+# -- callbacks (run before the next rerun draws the widgets) ------------------------------------
+def on_preset() -> None:
+    name = st.session_state["preset"]
+    apply_settings(GenerationConfig(prompts=(Prompt("placeholder"),), **PRESETS.get(name, {})), with_prompts=False)
+    st.session_state["notice"] = ("info", f"Applied the {name} settings; your prompts are unchanged.")
+
+
+def on_restore() -> None:
+    upload = st.session_state.get("restore_png")
+    if upload is None:
+        return
+    try:
+        config = config_from_png(upload.getvalue())
+    except DasAgError as exc:
+        st.session_state["notice"] = ("error", f"Could not restore from {upload.name}: {exc}")
+        return
+    apply_settings(config, with_prompts=True)
+    st.session_state["preset"] = "default"
+    st.session_state["notice"] = ("success", f"Restored every setting from {upload.name}. Press Generate to re-run it.")
+
+
+def add_row(group: str) -> None:
+    ss = st.session_state
+    ss["row_counter"] += 1
+    row = ss["row_counter"]
+    ss[f"{group}_rows"] = [*ss[f"{group}_rows"], row]
+    ss[form.prompt_key(group, row, "text")] = ""
+    ss[form.prompt_key(group, row, "weight")] = 1.0
+
+
+def remove_row(group: str, row: int) -> None:
+    ss = st.session_state
+    ss[f"{group}_rows"] = [r for r in ss[f"{group}_rows"] if r != row]
+
+
+def start_job() -> None:
+    # Read the settings now, not when the button was drawn: inputs committed since then (a value
+    # typed just before the click) are in the session state only by the time callbacks run.
+    config, problems = form.state_to_config(dict(st.session_state))
+    if problems:
+        st.session_state["notice"] = ("error", " ".join(problems))
+        return
+    st.session_state["job"] = Job(config, preview_every=int(st.session_state["preview_every"])).start()
+    st.session_state["notice"] = None
+
+
+def stop_job() -> None:
+    job = st.session_state.get("job")
+    if job is not None:
+        job.stop()
+
+
+def download_weights() -> None:
+    try:
+        weights.resolve_clip()
+        weights.resolve_aesthetic()
+        st.session_state["notice"] = ("success", "Weights downloaded and verified.")
+    except WeightsError as exc:
+        st.session_state["notice"] = ("error", str(exc))
+
+
+def save_latest() -> None:
+    item = st.session_state["gallery"][-1]
+    try:
+        path = write_atomic(next_free_path(item["config"], st.session_state["output_dir"]), item["png"])
+    except (DasAgError, OSError) as exc:
+        st.session_state["notice"] = ("error", f"Could not save: {exc}")
+        return
+    item["saved"] = str(path)
+    st.session_state["notice"] = ("success", f"Saved {path}")
+
+
+# -- layout pieces ----------------------------------------------------------------------------
+def device_options() -> list[str]:
+    options = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        options += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return options
+
+
+def keep_valid(key: str, options: list[str], fallback: str) -> str | None:
+    """Reset a choice that this machine cannot offer (say, a recipe made on a GPU); say so."""
+    if st.session_state.get(key) in options:
+        return None
+    old = st.session_state.get(key)
+    st.session_state[key] = fallback
+    return f"{key} {old!r} is not available here; using {fallback!r}."
+
+
+def prompt_rows(group: str, label: str) -> None:
+    ss = st.session_state
+    for i, row in enumerate(ss[f"{group}_rows"]):
+        text_col, weight_col, remove_col = st.columns([6, 1.4, 0.6], vertical_alignment="bottom")
+        text_col.text_input(
+            f"{label} {i + 1}", key=form.prompt_key(group, row, "text"),
+            placeholder="a lighthouse on a cliff at dawn, golden light" if group == "pos" else "blurry, dull, low quality",
+        )
+        weight_col.number_input(
+            "Strength" if group == "neg" else "Weight", key=form.prompt_key(group, row, "weight"),
+            min_value=0.01, max_value=100.0, step=0.1, format="%.2f", help=f"weight of {label.lower()} {i + 1}",
+        )
+        if group == "neg" or len(ss[f"{group}_rows"]) > 1:
+            remove_col.button("✕", key=f"remove_{group}_{row}", on_click=remove_row, args=(group, row), help=f"remove {label.lower()} {i + 1}")
+
+
+def schedule_controls(name: str, *, disabled_reason: str | None = None) -> None:
+    ss = st.session_state
+    kind = ss[form.schedule_key(name, "kind")]
+    limit = SCHEDULE_LIMITS[name]
+    cols = st.columns(4)
+    cols[0].selectbox(f"{SCHEDULE_LABELS[name]} schedule", SCHEDULE_KINDS, key=form.schedule_key(name, "kind"),
+                      disabled=disabled_reason is not None, help=disabled_reason)
+    cols[1].number_input("start", key=form.schedule_key(name, "start"), min_value=0.0, max_value=limit, step=0.05,
+                         disabled=disabled_reason is not None, help=disabled_reason or f"{SCHEDULE_LABELS[name]} at the first step")
+    if name == "aesthetic":
+        cols[2].caption("end: the Aesthetic weight above")  # one widget per setting
+    else:
+        no_end = disabled_reason or ("a constant schedule has no end value" if kind == "constant" else None)
+        cols[2].number_input("end", key=form.schedule_key(name, "end"), min_value=0.0, max_value=limit, step=0.05,
+                             disabled=no_end is not None, help=no_end or f"{SCHEDULE_LABELS[name]} the schedule moves towards")
+    no_rate = disabled_reason or (None if kind in form.RATE_KINDS else "only exponential schedules use a rate")
+    cols[3].number_input("rate", key=form.schedule_key(name, "rate"), min_value=0.0001, max_value=0.9999, step=0.01,
+                         format="%.4f", disabled=no_rate is not None, help=no_rate or "how fast the exponential moves")
+
+
+def sidebar(on_cpu: bool) -> list[str]:
+    """Settings beyond the prompt and guidance. Returns notes about choices reset for this machine."""
+    notes = []
+    ss = st.session_state
+    with st.sidebar:
+        st.header("Settings")
+        st.selectbox("Preset", ["default", *PRESETS], key="preset", on_change=on_preset,
+                     help="paper: the published DAS-AG settings; quick: a fast look; default: the app's defaults")
+        st.file_uploader("Restore from a das-ag PNG", type=["png"], key="restore_png", on_change=on_restore,
+                         help="drop an image made by das-ag to restore every control from its recipe")
+        st.text_input("Output folder", key="output_dir", help="where Save PNG writes; set DAS_AG_OUTPUT_DIR to change the default")
+
+        st.subheader("Optimisation")
+        c1, c2 = st.columns(2)
+        c1.number_input("Steps", key="steps", min_value=1, max_value=100_000, step=10)
+        c2.number_input("Augmented copies", key="augment_copies", min_value=1, max_value=256, help="views of the image per step")
+        c1.number_input("Learning rate", key="lr", min_value=0.0001, max_value=10.0, step=0.01, format="%.4f")
+        c2.number_input("Resolution (px)", key="resolution", min_value=32, max_value=2048, step=32)
+        c1.number_input("Seed", key="seed", min_value=0, max_value=2**31 - 1)
+        c2.number_input("Preview every (steps)", key="preview_every", min_value=1, max_value=1000)
+
+        st.subheader("Image parameterisation")
+        c1, c2 = st.columns(2)
+        c1.selectbox("Levels", LEVELS, key="levels", help="pow2: 1, 2, 4, ... (DAS-AG); all: every size (original DAS, slower)")
+        c2.selectbox("Interpolation", INTERPOLATIONS, key="interpolation",
+                     help="every mode is deterministic in das-ag (resizes are matrix products)")
+        c1.selectbox("Init", INITS, key="init")
+        c2.selectbox("Combine levels", ["mean", "sum"], key="combine")
+        st.checkbox("Automatic jitter margin (resolution / 14)", key="jitter_margin_auto")
+        st.number_input("Jitter margin (px)", key="jitter_margin", min_value=0, max_value=1024,
+                        disabled=ss["jitter_margin_auto"], help="turn off the automatic margin to set it")
+
+        st.subheader("Regularisers")
+        c1, c2 = st.columns(2)
+        c1.number_input("TV weight", key="tv_weight", min_value=0.0, max_value=10.0, format="%.2e")
+        c2.number_input("L1 weight", key="l1_weight", min_value=0.0, max_value=10.0, format="%.4f")
+
+        st.subheader("Device")
+        options = device_options()
+        notes.append(keep_valid("device", options, "auto"))
+        st.selectbox("Device", options, key="device",
+                     help=None if torch.cuda.is_available() else "no CUDA GPU is visible to torch on this machine")
+        dtypes = ["float32", "bfloat16"] + ([] if on_cpu else ["float16"])
+        notes.append(keep_valid("dtype", dtypes, "float32"))
+        st.selectbox("Encoder precision", dtypes, key="dtype", help="float16 needs a CUDA GPU" if on_cpu else None)
+        st.checkbox("Deterministic CUDA kernels", key="deterministic", disabled=on_cpu,
+                    help="CPU runs are always deterministic" if on_cpu else "same settings, same PNG on CUDA (slower)")
+    return [n for n in notes if n]
+
+
+def weights_panel(problem: str) -> None:
+    st.error("The model weights are not available yet, so nothing can be generated.")
+    st.markdown(
+        "das-ag needs OpenAI's **CLIP ViT-L/14** and LAION's **improved aesthetic predictor** head. Either:\n"
+        "1. set `CLIP_MODEL_PATH` and `AESTHETIC_PREDICTOR_PATH` to local copies, in the environment or in a "
+        "`.env` file in the folder you start the app from (see `.env.example`), then reload this page; or\n"
+        "2. run `uv run das-ag download` where the network reaches them (or press the button below)."
+    )
+    st.caption(f"Details: {problem}")
+    st.button("Download the weights now", on_click=download_weights)
+
+
+def live_panel() -> None:
+    job: Job | None = st.session_state.get("job")
+    if job is None:
+        return
+    snap = job.snapshot()
+    if snap.state == "queued":
+        st.info(f"Waiting for another run on {snap.device or 'this device'} to finish; yours starts next.")
+    elif snap.state == "loading":
+        st.info("Loading the models (the first run of this server only; later runs reuse them) ...")
+    last = snap.last_event
+    if snap.state == "running" or last is not None:
+        step = last.step if last else 0
+        rate = last.steps_per_second if last else 0.0
+        left = f"{last.seconds_left:.0f} s left" if last and snap.active else ("finished" if not snap.active else "starting")
+        st.progress(step / snap.config.steps, text=f"step {step}/{snap.config.steps} · {rate:.2f} steps/s · {left}")
+    for warning in snap.warnings:
+        st.warning(warning)
+    if snap.active:
+        image_col, chart_col = st.columns([1, 1])
+        if snap.preview is not None:
+            image_col.image(snap.preview, caption=f"preview at step {last.step if last else 0}", output_format="PNG")
+        with chart_col:
+            metric_charts(snap.metrics)
+    elif st.session_state.get("recorded_job") is not job:
+        st.rerun(scope="app")  # the run ended: redraw the whole page with the result
+
+
+def metric_charts(metrics) -> None:
+    if not metrics:
+        return
+    frame = pd.DataFrame(
+        {
+            "loss": [m.loss for m in metrics],
+            "CLIP +": [m.clip_positive for m in metrics],
+            "CLIP -": [m.clip_negative for m in metrics],
+            "aesthetic": [m.aesthetic_score for m in metrics],
+        },
+        index=pd.Index([m.step for m in metrics], name="step"),
+    )
+    st.caption("loss")
+    st.line_chart(frame[["loss"]], height=140)
+    st.caption("CLIP similarity (positive / negative prompts)")
+    st.line_chart(frame[["CLIP +", "CLIP -"]].dropna(axis=1, how="all"), height=140)
+    st.caption("aesthetic score (training head)")
+    st.line_chart(frame[["aesthetic"]], height=140)
+
+
+def record_finished_job() -> None:
+    """Once per finished job: keep its image (with recipe) in this session's gallery."""
+    job: Job | None = st.session_state.get("job")
+    if job is None or st.session_state.get("recorded_job") is job:
+        return
+    snap = job.snapshot()
+    if snap.active:
+        return
+    st.session_state["recorded_job"] = job
+    if snap.result is None:
+        st.session_state["notice"] = ("error", f"The run did not start: {snap.error}")
+        return
+    result = snap.result
+    st.session_state["gallery"].append(
+        {
+            "png": encode_png(result.image, result.recipe()),
+            "config": result.config,
+            "result": result,
+            "metrics": snap.metrics,
+            "saved": None,
+            "error": snap.error,
+        }
+    )
+
+
+def result_panel() -> None:
+    gallery = st.session_state["gallery"]
+    job = st.session_state.get("job")
+    if not gallery or (job is not None and job.snapshot().active):
+        return
+    item = gallery[-1]
+    result = item["result"]
+    st.subheader("Finished" if result.status == "completed" else "Stopped")
+    if item["error"]:
+        st.error(f"{item['error']}")
+    elif result.status == "cancelled":
+        st.warning(result.message)
+    image_col, info_col = st.columns([1, 1])
+    image_col.image(result.image, caption=f"{result.config.method} · seed {result.config.seed} · {result.image.width} px", output_format="PNG")
+    with info_col:
+        s, s0 = result.scores, result.initial_scores
+        st.markdown(
+            f"**{result.config.method}**, {result.steps_done} steps in {result.elapsed:.1f} s on {result.device}\n\n"
+            f"- CLIP similarity to the prompts: **{s.clip_positive:.4f}** (start {s0.clip_positive:.4f})\n"
+            + (f"- to the negative prompts: **{s.clip_negative:.4f}** (start {s0.clip_negative:.4f})\n" if s.clip_negative is not None else "")
+            + f"- aesthetic score (training head, not held out): **{s.aesthetic:.3f}** (start {s0.aesthetic:.3f})"
+        )
+        c1, c2 = st.columns(2)
+        c1.button("Save PNG", type="primary", on_click=save_latest, disabled=item["saved"] is not None,
+                  help=f"write it into {st.session_state['output_dir']}")
+        c2.download_button("Download PNG", data=item["png"], file_name=next_free_path(result.config, ".").name, mime="image/png")
+        if item["saved"]:
+            st.caption(f"Saved as {item['saved']}")
+        metric_charts(item["metrics"])
+
+
+def gallery_panel() -> None:
+    gallery = st.session_state["gallery"]
+    if len(gallery) < 2:
+        return
+    with st.expander(f"This session's images ({len(gallery)})"):
+        cols = st.columns(4)
+        for i, item in enumerate(reversed(gallery)):
+            r = item["result"]
+            with cols[i % 4]:
+                st.image(r.image, caption=f"{r.config.method} · seed {r.config.seed} · aes {r.scores.aesthetic:.2f}", output_format="PNG")
+                st.download_button("Download", data=item["png"], file_name=next_free_path(r.config, ".").name,
+                                   mime="image/png", key=f"gallery_download_{len(gallery) - i}")
+
+
+# -- the page ---------------------------------------------------------------------------------
+def main() -> None:
+    st.set_page_config(page_title="das-ag studio", page_icon="🎨", layout="wide")
+    weights.load_environment()
+    launch_cublas_setting()
+    init_state()
+    record_finished_job()
+    ss = st.session_state
+
+    st.title("das-ag studio")
+    st.caption("Images by direct ascent on CLIP, steered toward (or away from) what people find beautiful.")
+
+    try:
+        weights.resolve_clip(download=False)
+        weights.resolve_aesthetic(download=False)
+        weights_problem = None
+    except WeightsError as exc:
+        weights_problem = str(exc)
+
+    on_cpu = ss.get("device") == "cpu" or (ss.get("device") == "auto" and not torch.cuda.is_available())
+    notes = sidebar(on_cpu)
+    if ss.get("notice"):
+        level, text = ss["notice"]
+        getattr(st, level)(text)
+    for note in notes:
+        st.warning(note)
+    if weights_problem:
+        weights_panel(weights_problem)
+
+    st.subheader("Prompts")
+    prompt_rows("pos", "Prompt")
+    st.button("Add prompt", on_click=add_row, args=("pos",))
+    prompt_rows("neg", "Negative prompt")
+    st.button("Add negative prompt", on_click=add_row, args=("neg",))
+
+    st.subheader("Guidance")
+    g1, g2, g3 = st.columns([2, 1, 1])
+    g1.radio("Aesthetic guidance", list(GUIDANCE_LABELS), key="guidance", format_func=GUIDANCE_LABELS.get, horizontal=True,
+             help="reward pushes the aesthetic score up, penalty pushes it down, off leaves it out")
+    aesthetic_off = "aesthetic guidance is off (DAS)" if ss["guidance"] == "off" else None
+    g2.number_input("Aesthetic weight", key=form.schedule_key("aesthetic", "end"), min_value=0.0, max_value=100.0, step=0.5,
+                    disabled=aesthetic_off is not None, help=aesthetic_off or "the weight the aesthetic schedule reaches")
+    g3.number_input("CLIP weight", key="clip_weight", min_value=0.0, max_value=1000.0, step=0.5, help="weight of the text term; 0 turns it off")
+    with st.expander("Schedules"):
+        schedule_controls("aesthetic", disabled_reason=aesthetic_off)
+        schedule_controls("noise")
+        schedule_controls("colour")
+        schedule_controls("jitter")
+
+    _, problems = form.state_to_config(dict(ss))
+    for problem in problems:
+        st.error(problem)
+    job = ss.get("job")
+    running = job is not None and job.snapshot().active
+    device = ss["device"]
+    resolved = "cuda" if device == "auto" and torch.cuda.is_available() else device
+    mode = determinism.mode(torch.device("cpu" if resolved == "auto" else resolved.split(":")[0]), bool(ss["deterministic"]))
+    launched = launch_cublas_setting()
+    st.caption(f"Reproducibility: {mode}" + (f"; {determinism.CUBLAS_ENV}={launched} at launch" if launched else ""))
+
+    b1, b2, _ = st.columns([1, 1, 4])
+    b1.button("Generate", type="primary", disabled=bool(problems or weights_problem or running), on_click=start_job)
+    b2.button("Stop", disabled=not running, on_click=stop_job, help="end the run now and keep the image so far")
+
+    # The polling fragment sits alone in its own container: a late auto-rerun of a fragment can
+    # clear the element that follows it (seen here: the result's heading vanished), so nothing
+    # follows it inside that container.
+    with st.container():
+        st.fragment(run_every=POLL_SECONDS if running else None)(live_panel)()
+    with st.container():
+        result_panel()
+        gallery_panel()
+
+
+main()

@@ -1,0 +1,106 @@
+"""The studio's form state <-> GenerationConfig, with no Streamlit in it.
+
+The app keeps every control's value in a flat dict of widget keys (Streamlit's session state).
+These functions turn a config (a preset, a PNG recipe) into those values and the values back into
+a validated config, so the app itself holds no knowledge of settings beyond laying them out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import SCHEDULE_FIELDS, GenerationConfig
+from .prompts import Prompt
+from .schedules import Schedule
+
+# Scalar settings whose widget key is the config field's name.
+SCALAR_FIELDS = (
+    "guidance", "clip_weight", "steps", "augment_copies", "lr", "resolution", "levels", "init",
+    "combine", "interpolation", "tv_weight", "l1_weight", "seed", "deterministic", "device", "dtype",
+)
+SCHEDULE_PARTS = ("kind", "start", "end", "rate")
+# Only the exponential forms read `rate`; a constant schedule has no `end`.
+RATE_KINDS = ("exp_decay", "exp_warmup")
+
+
+def prompt_key(group: str, row: int, part: str) -> str:
+    """Widget key of one prompt row: group 'pos' or 'neg', part 'text' or 'weight'."""
+    return f"{group}_{part}_{row}"
+
+
+def schedule_key(name: str, part: str) -> str:
+    return f"{name}_{part}"
+
+
+def config_to_state(config: GenerationConfig) -> dict[str, Any]:
+    """Widget values that show `config`."""
+    state: dict[str, Any] = {name: getattr(config, name) for name in SCALAR_FIELDS}
+    for name in SCHEDULE_FIELDS:
+        sched: Schedule = getattr(config, name)
+        for part in SCHEDULE_PARTS:
+            value = getattr(sched, part)
+            state[schedule_key(name, part)] = value if part == "kind" else float(value)
+    state["jitter_margin_auto"] = config.jitter_margin is None
+    state["jitter_margin"] = config.margin
+    state.update(prompts_to_state(config.prompts))
+    # Streamlit number inputs keep the type they were created with: floats stay floats.
+    for name in ("clip_weight", "lr", "tv_weight", "l1_weight"):
+        state[name] = float(state[name])
+    return state
+
+
+def prompts_to_state(prompts: tuple[Prompt, ...]) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    positives = [p for p in prompts if not p.is_negative]
+    negatives = [p for p in prompts if p.is_negative]
+    state["pos_rows"] = list(range(max(1, len(positives))))
+    state["neg_rows"] = list(range(len(negatives)))
+    for group, items in (("pos", positives), ("neg", negatives)):
+        for row, prompt in enumerate(items):
+            state[prompt_key(group, row, "text")] = prompt.text
+            state[prompt_key(group, row, "weight")] = float(abs(prompt.weight))
+    if not positives:
+        state[prompt_key("pos", 0, "text")] = ""
+        state[prompt_key("pos", 0, "weight")] = 1.0
+    return state
+
+
+def prompts_from_state(state: dict[str, Any]) -> tuple[Prompt, ...]:
+    """The prompts the rows hold; empty rows are skipped, negative rows become negative weights."""
+    prompts = []
+    for group, sign in (("pos", 1.0), ("neg", -1.0)):
+        for row in state.get(f"{group}_rows", []):
+            text = str(state.get(prompt_key(group, row, "text"), "")).strip()
+            if text:
+                weight = float(state.get(prompt_key(group, row, "weight"), 1.0))
+                prompts.append(Prompt(text, sign * weight))
+    return tuple(prompts)
+
+
+def state_to_config(state: dict[str, Any]) -> tuple[GenerationConfig | None, list[str]]:
+    """The config the form describes, or None and every problem in plain words."""
+    prompts = prompts_from_state(state)
+    problems = []
+    if not any(not p.is_negative for p in prompts):
+        problems.append("Write at least one prompt to steer towards.")
+    if any(p.weight == 0 for p in prompts):
+        problems.append("Prompt weights must be greater than 0; remove a prompt instead of zeroing it.")
+    kwargs: dict[str, Any] = {name: state[name] for name in SCALAR_FIELDS if name in state}
+    for name in SCHEDULE_FIELDS:
+        parts = {part: state.get(schedule_key(name, part)) for part in SCHEDULE_PARTS}
+        if any(v is None for v in parts.values()):
+            continue
+        if parts["kind"] == "constant":
+            parts["end"] = parts["start"]  # a constant schedule shows no end; keep it consistent
+        kwargs[name] = Schedule(parts["kind"], float(parts["start"]), float(parts["end"]), float(parts["rate"]))
+    if "jitter_margin_auto" in state:
+        kwargs["jitter_margin"] = None if state["jitter_margin_auto"] else int(state["jitter_margin"])
+    for name in ("steps", "augment_copies", "resolution", "seed"):
+        if isinstance(kwargs.get(name), float) and kwargs[name].is_integer():
+            kwargs[name] = int(kwargs[name])
+    if problems:
+        return None, problems
+    problems = GenerationConfig.problems_of(prompts=prompts, **kwargs)
+    if problems:
+        return None, [p[0].upper() + p[1:] + "." for p in problems]
+    return GenerationConfig(prompts=prompts, **kwargs), []

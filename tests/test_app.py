@@ -1,0 +1,185 @@
+"""The studio page through Streamlit's AppTest: the real script, the real engine, no browser."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from das_ag import form
+from das_ag.config import GenerationConfig
+from das_ag.engine import synthesize
+from das_ag.png import encode_png, read_recipe
+from das_ag.prompts import Prompt
+from das_ag.schedules import Schedule
+
+from .conftest import REPO
+
+APP = str(REPO / "src" / "das_ag" / "app.py")
+
+
+@pytest.fixture
+def studio(tiny_clip_path, head_path, monkeypatch, tmp_path):
+    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
+    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
+    monkeypatch.setenv("DAS_AG_OUTPUT_DIR", str(tmp_path / "saved"))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def finish_job(at: AppTest) -> None:
+    assert at.session_state["job"].join(120)
+    at.run()
+
+
+def quick_form(at: AppTest, prompt: str = "a red apple", steps: int = 4) -> None:
+    at.text_input(key="pos_text_0").set_value(prompt)
+    at.number_input(key="steps").set_value(steps)
+    at.number_input(key="augment_copies").set_value(2)
+    at.run()
+
+
+def test_an_empty_form_explains_and_cannot_generate(studio):
+    assert "Write at least one prompt to steer towards." in errors(studio)
+    assert button(studio, "Generate").disabled
+    quick_form(studio)
+    assert errors(studio) == [] and not button(studio, "Generate").disabled
+
+
+def test_a_negative_prompt_alone_is_not_enough(studio):
+    button(studio, "Add negative prompt").click().run()
+    studio.text_input(key=next(k.key for k in studio.text_input if k.label == "Negative prompt 1")).set_value("blurry").run()
+    assert "Write at least one prompt to steer towards." in errors(studio)
+
+
+def test_prompts_can_be_added_and_removed(studio):
+    button(studio, "Add prompt").click().run()
+    labels = [t.label for t in studio.text_input]
+    assert "Prompt 1" in labels and "Prompt 2" in labels
+    remove = [b for b in studio.button if b.help and b.help.startswith("remove prompt")]
+    remove[-1].click().run()
+    assert "Prompt 2" not in [t.label for t in studio.text_input]
+
+
+def test_presets_set_the_published_values_and_keep_prompts(studio):
+    quick_form(studio, "a koi pond")
+    studio.selectbox(key="preset").set_value("paper").run()
+    state = studio.session_state
+    assert (state["resolution"], state["steps"], state["lr"], state["deterministic"]) == (448, 200, 0.05, True)
+    assert (state["noise_kind"], state["noise_start"], state["noise_end"]) == ("exp_decay", 0.2, 0.5)
+    assert state["pos_text_0"] == "a koi pond"
+    assert studio.number_input(key="resolution").value == 448
+
+
+def test_controls_that_do_not_apply_are_disabled_with_a_reason(studio):
+    studio.radio(key="guidance").set_value("off").run()
+    weight = studio.number_input(key="aesthetic_end")
+    assert weight.disabled and "off" in weight.help
+    studio.selectbox(key="noise_kind").set_value("linear").run()
+    assert studio.number_input(key="noise_rate").disabled
+    assert "exponential" in studio.number_input(key="noise_rate").help
+    studio.selectbox(key="noise_kind").set_value("constant").run()
+    assert studio.number_input(key="noise_end").disabled
+
+
+def test_restoring_from_a_png_sets_every_control(studio, models, tmp_path):
+    config = GenerationConfig(
+        prompts=(Prompt("a koi pond", 1.5), Prompt("murky water", -0.7)), guidance="penalty",
+        aesthetic=Schedule("linear", 0.5, 2.5), steps=3, augment_copies=2, seed=77, resolution=192,
+        interpolation="bicubic", device="cpu", noise=Schedule.constant(0.1),
+    )
+    result = synthesize(config, models).run()
+    png = encode_png(result.image, result.recipe())
+    studio.file_uploader(key="restore_png").set_value(("koi.png", png, "image/png")).run()
+    assert not studio.exception
+    expected = form.config_to_state(config)
+    shown = {key: studio.session_state[key] for key in expected}
+    assert shown == expected  # every control shows the recipe's value
+    assert form.state_to_config(shown) == (config, [])
+    assert any("Restored every setting from koi.png" in s.value for s in studio.success)
+    assert studio.text_input(key="pos_text_0").value == "a koi pond"
+    assert studio.radio(key="guidance").value == "penalty"
+
+
+def test_a_png_without_a_recipe_is_refused_politely(studio):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="PNG")
+    studio.file_uploader(key="restore_png").set_value(("plain.png", buffer.getvalue(), "image/png")).run()
+    assert not studio.exception
+    assert any("no das-ag recipe" in e for e in errors(studio))
+
+
+def test_generate_watch_and_save(studio, tmp_path):
+    quick_form(studio, "a lighthouse at dusk", steps=5)
+    button(studio, "Generate").click().run()
+    finish_job(studio)
+    assert "Finished" in [s.value for s in studio.subheader]
+    assert len(studio.session_state["gallery"]) == 1
+    button(studio, "Save PNG").click().run()
+    saved = list((tmp_path / "saved").glob("*.png"))
+    assert [p.name for p in saved] == ["a-lighthouse-at-dusk-DAS-AG-seed42.png"]
+    recipe = read_recipe(saved[0])
+    assert recipe["config"]["prompts"] == [{"text": "a lighthouse at dusk", "weight": 1.0}]
+    assert recipe["config"]["steps"] == 5
+    assert any("Saved" in s.value for s in studio.success)
+
+
+def test_stop_keeps_the_image_made_so_far(studio):
+    quick_form(studio, "a slow sunrise", steps=5000)
+    button(studio, "Generate").click().run()
+    job = studio.session_state["job"]
+    import time
+
+    while len(job.snapshot().metrics) < 3:
+        time.sleep(0.05)
+    button(studio, "Stop").click().run()
+    finish_job(studio)
+    assert "Stopped" in [s.value for s in studio.subheader]
+    result = studio.session_state["gallery"][-1]["result"]
+    assert result.status == "cancelled" and result.steps_done >= 3
+
+
+def test_a_second_session_waits_its_turn(studio, tiny_clip_path, head_path):
+    quick_form(studio, "the first session", steps=5000)
+    button(studio, "Generate").click().run()
+    first = studio.session_state["job"]
+    import time
+
+    while first.snapshot().state != "running":
+        time.sleep(0.05)
+    other = AppTest.from_file(APP, default_timeout=120)
+    other.run()
+    quick_form(other, "the second session", steps=3)
+    button(other, "Generate").click().run()
+    assert any("Waiting for another run on cpu" in i.value for i in other.info)
+    button(studio, "Stop").click().run()
+    finish_job(studio)
+    finish_job(other)
+    assert other.session_state["gallery"][-1]["result"].status == "completed"
+
+
+def test_without_weights_the_page_says_what_to_set(monkeypatch, tmp_path):
+    monkeypatch.setenv("DAS_AG_CLIP_URL", "http://127.0.0.1:9/clip.pt")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception
+    assert "The model weights are not available yet, so nothing can be generated." in errors(at)
+    text = " ".join(m.value for m in at.markdown)
+    assert "CLIP_MODEL_PATH" in text and "AESTHETIC_PREDICTOR_PATH" in text and "das-ag download" in text
+    assert button(at, "Generate").disabled
+    button(at, "Download the weights now").click().run()
+    assert not at.exception
+    assert any("could not download" in e for e in errors(at))

@@ -1,0 +1,192 @@
+"""End to end in a real browser: a Streamlit server on 127.0.0.1 driven by Debian's Chromium.
+
+The server gets the tiny CLIP and the real aesthetic head through the environment, as a user's
+.env would give them. Screenshots of the finished pages go to test-artifacts/ (printed by CI).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from das_ag.png import read_recipe
+
+from .conftest import REPO
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Studio:
+    """A real `streamlit run src/das_ag/app.py` process with its own folder and environment."""
+
+    def __init__(self, folder: Path, env: dict[str, str]):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = folder / "streamlit.log"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(REPO / "src" / "das_ag" / "app.py"),
+             "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.port", str(self.port), "--server.address", "127.0.0.1"],
+            cwd=folder, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2).read() == b"ok":
+                    return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"streamlit did not start; see {self.log}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium chromium-driver)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLIP_MODEL", "AESTHETIC_PREDICTOR", "DAS_AG_"))}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    return path
+
+
+def fill(page, label: str, value: str) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(value)
+    box.press("Enter")  # Streamlit commits text and number inputs on Enter or blur
+
+
+@pytest.mark.browser
+def test_generate_and_save_in_the_browser(browser, tmp_path, tiny_clip_path, head_path):
+    out_dir = tmp_path / "saved"
+    studio = Studio(tmp_path, server_env(
+        CLIP_MODEL_PATH=str(tiny_clip_path), AESTHETIC_PREDICTOR_PATH=str(head_path),
+        DAS_AG_OUTPUT_DIR=str(out_dir), DAS_AG_CACHE_DIR=str(tmp_path / "cache"),
+    ))
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(studio.url)
+        page.get_by_text("das-ag studio").first.wait_for(timeout=90_000)
+        page.get_by_text("Write at least one prompt").wait_for(timeout=30_000)
+
+        fill(page, "Prompt 1", "a lighthouse on a cliff at dawn")
+        page.get_by_role("button", name="Add negative prompt").click()
+        page.get_by_label("Negative prompt 1", exact=True).wait_for()
+        fill(page, "Negative prompt 1", "blurry, dull")
+        page.get_by_text("penalty (DAS-rAG)").click()
+        fill(page, "Aesthetic weight", "2.5")
+        fill(page, "Steps", "8")
+        fill(page, "Augmented copies", "2")
+        fill(page, "Seed", "21")
+        page.get_by_text("Write at least one prompt").wait_for(state="detached", timeout=30_000)
+
+        generate = page.get_by_role("button", name="Generate")
+        generate.click()
+        try:
+            page.get_by_text("Finished", exact=True).wait_for(timeout=120_000)
+        except Exception:
+            screenshot(page, "studio-failed.png")
+            raise
+        page.get_by_role("button", name="Save PNG").click()
+        page.get_by_text("Saved ").first.wait_for(timeout=30_000)
+        screenshot(page, "studio-finished.png")
+
+        saved = sorted(out_dir.glob("*.png"))
+        assert [p.name for p in saved] == ["a-lighthouse-on-a-cliff-at-dawn-DAS-rAG-seed21.png"]
+        recipe = read_recipe(saved[0])
+        config = recipe["config"]
+        assert config["prompts"] == [
+            {"text": "a lighthouse on a cliff at dawn", "weight": 1.0},
+            {"text": "blurry, dull", "weight": -1.0},
+        ]
+        assert (config["guidance"], config["aesthetic"]["end"], config["steps"], config["augment_copies"], config["seed"]) == (
+            "penalty", 2.5, 8, 2, 21,
+        )
+        assert recipe["run"]["steps_done"] == 8 and recipe["method"] == "DAS-rAG"
+    finally:
+        studio.stop()
+    assert "Traceback" not in studio.log.read_text()
+
+
+@pytest.mark.browser
+def test_no_weights_page_explains_what_to_set(browser, tmp_path):
+    # Nothing configured and nothing cached; the CLIP download would go to a closed local port.
+    studio = Studio(tmp_path, server_env(
+        DAS_AG_CACHE_DIR=str(tmp_path / "empty-cache"), DAS_AG_CLIP_URL="http://127.0.0.1:9/clip.pt",
+        DAS_AG_AESTHETIC_URL="http://127.0.0.1:9/head.pth",
+    ))
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(studio.url)
+        page.get_by_text("The model weights are not available yet").wait_for(timeout=90_000)
+        text = page.inner_text("body")
+        assert "CLIP_MODEL_PATH" in text and "AESTHETIC_PREDICTOR_PATH" in text and "das-ag download" in text
+        assert "Traceback" not in text
+        assert page.get_by_role("button", name="Generate").is_disabled()
+        screenshot(page, "studio-no-weights.png")
+    finally:
+        studio.stop()
+
+
+def test_das_ag_app_serves_the_studio(tmp_path, tiny_clip_path, head_path):
+    """`das-ag app` is `streamlit run` on the packaged app; extra flags pass through."""
+    port = free_port()
+    log = tmp_path / "app.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "das_ag.cli", "app", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=tmp_path, env=server_env(CLIP_MODEL_PATH=str(tiny_clip_path), AESTHETIC_PREDICTOR_PATH=str(head_path)),
+        stdout=open(log, "w"), stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline, healthy = time.monotonic() + 120, False
+        while time.monotonic() < deadline and not healthy:
+            try:
+                healthy = urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok"
+            except OSError:
+                time.sleep(0.5)
+        assert healthy, log.read_text()
+    finally:
+        process.terminate()
+        process.wait(20)

@@ -1,0 +1,57 @@
+import pytest
+
+from das_ag import form
+from das_ag.config import PRESETS, GenerationConfig
+from das_ag.prompts import Prompt
+from das_ag.schedules import Schedule
+
+PROMPTS = (Prompt("a koi pond", 1.5), Prompt("a tea house", 1.0), Prompt("blurry", -0.5))
+
+
+@pytest.mark.parametrize("preset", [None, *PRESETS])
+def test_config_survives_the_form(preset):
+    config = GenerationConfig.from_preset(preset, prompts=PROMPTS) if preset else GenerationConfig(prompts=PROMPTS)
+    back, problems = form.state_to_config(form.config_to_state(config))
+    assert problems == [] and back == config
+
+
+def test_every_setting_survives_the_form():
+    config = GenerationConfig(
+        prompts=PROMPTS, guidance="penalty", aesthetic=Schedule("cosine", 1.0, 4.0), clip_weight=2.5, steps=17,
+        augment_copies=3, lr=0.02, resolution=320, jitter_margin=9, levels="all", init="zeros", combine="sum",
+        interpolation="bicubic", noise=Schedule("linear", 0.1, 0.3), colour=Schedule.constant(0.2),
+        jitter=Schedule("exp_decay", 1.0, 0.5, 0.1), tv_weight=0.001, l1_weight=0.01, seed=123, deterministic=True,
+        device="cpu", dtype="bfloat16",
+    )
+    assert form.state_to_config(form.config_to_state(config)) == (config, [])
+
+
+def test_negative_rows_hold_strengths_and_empty_rows_are_skipped():
+    state = form.config_to_state(GenerationConfig(prompts=PROMPTS))
+    assert state["pos_rows"] == [0, 1] and state["neg_rows"] == [0]
+    assert state["neg_weight_0"] == 0.5
+    state["pos_rows"].append(7)
+    state["pos_text_7"] = "   "
+    assert form.prompts_from_state(state) == PROMPTS
+
+
+def test_no_positive_prompt_is_a_problem_not_an_exception():
+    state = form.config_to_state(GenerationConfig(prompts=PROMPTS))
+    state["pos_text_0"] = state["pos_text_1"] = ""
+    config, problems = form.state_to_config(state)
+    assert config is None and problems == ["Write at least one prompt to steer towards."]
+
+
+def test_all_problems_are_listed_at_once():
+    state = form.config_to_state(GenerationConfig(prompts=PROMPTS))
+    state.update(steps=0, lr=0.0, resolution=8)
+    config, problems = form.state_to_config(state)
+    assert config is None and len(problems) == 3
+    assert all(p[0].isupper() and p.endswith(".") for p in problems)
+
+
+def test_a_constant_schedule_ignores_a_stale_end():
+    state = form.config_to_state(GenerationConfig(prompts=PROMPTS))
+    state.update(noise_kind="constant", noise_start=0.3, noise_end=0.9)
+    config, _ = form.state_to_config(state)
+    assert config.noise == Schedule("constant", 0.3, 0.3, state["noise_rate"])
