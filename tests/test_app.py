@@ -183,3 +183,37 @@ def test_without_weights_the_page_says_what_to_set(monkeypatch, tmp_path):
     button(at, "Download the weights now").click().run()
     assert not at.exception
     assert any("could not download" in e for e in errors(at))
+
+
+def test_the_same_settings_give_the_same_png_again(studio):
+    quick_form(studio, "a paper boat", steps=4)
+    for _ in range(2):
+        button(studio, "Generate").click().run()
+        finish_job(studio)
+    first, second = studio.session_state["gallery"]
+    assert first["png"] == second["png"]
+    assert any("deterministic" in c.value for c in studio.caption)
+
+
+def test_a_failure_mid_run_shows_a_message_and_keeps_the_image(tiny_clip_path, monkeypatch, tmp_path):
+    import torch
+
+    from das_ag.models import AestheticHead
+
+    head = AestheticHead()
+    with torch.no_grad():
+        head.layers[7].bias.fill_(float("nan"))
+    broken = tmp_path / "broken-head.pth"
+    torch.save(head.state_dict(), broken)
+    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
+    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(broken))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    quick_form(at, "a broken dream", steps=5)
+    button(at, "Generate").click().run()
+    finish_job(at)
+    assert not at.exception
+    assert "Stopped" in [s.value for s in at.subheader]
+    assert any("non-finite" in e for e in errors(at))
+    assert at.session_state["gallery"][-1]["result"].image.size == (224, 224)
+    assert not button(at, "Save PNG").disabled  # what was made can still be kept
