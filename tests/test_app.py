@@ -217,3 +217,17 @@ def test_a_failure_mid_run_shows_a_message_and_keeps_the_image(tiny_clip_path, m
     assert any("non-finite" in e for e in errors(at))
     assert at.session_state["gallery"][-1]["result"].image.size == (224, 224)
     assert not button(at, "Save PNG").disabled  # what was made can still be kept
+
+
+def test_compare_mode_shows_the_three_methods_side_by_side(studio, tmp_path):
+    quick_form(studio, "a glass teapot", steps=3)
+    studio.toggle(key="compare_mode").set_value(True).run()
+    button(studio, "Generate").click().run()
+    finish_job(studio)
+    assert "Finished" in [s.value for s in studio.subheader]
+    items = studio.session_state["last_items"]
+    assert [i["result"].config.method for i in items] == ["DAS", "DAS-AG", "DAS-rAG"]
+    assert len({i["result"].config.seed for i in items}) == 1
+    assert {c.value for c in studio.caption} >= {"Same prompts, settings and seed (42); only the aesthetic guidance differs."}
+    button(studio, "Save 3 PNGs").click().run()
+    assert len(list((tmp_path / "saved").glob("*.png"))) == 3

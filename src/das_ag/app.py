@@ -18,6 +18,7 @@ import torch
 from das_ag import determinism, form, weights
 from das_ag.config import INITS, INTERPOLATIONS, LEVELS, PRESETS, GenerationConfig
 from das_ag.errors import DasAgError, WeightsError
+from das_ag.experiments import METHOD_ORDER
 from das_ag.jobs import Job
 from das_ag.png import config_from_png, encode_png, next_free_path, write_atomic
 from das_ag.prompts import Prompt
@@ -54,6 +55,8 @@ def init_state() -> None:
         preview_every=5,
         output_dir=os.environ.get("DAS_AG_OUTPUT_DIR", "outputs"),
         gallery=[],
+        last_items=[],
+        compare_mode=False,
         job=None,
         recorded_job=None,
         notice=None,
@@ -117,7 +120,12 @@ def start_job() -> None:
     if problems:
         st.session_state["notice"] = ("error", " ".join(problems))
         return
-    st.session_state["job"] = Job(config, preview_every=int(st.session_state["preview_every"])).start()
+    if st.session_state["compare_mode"]:
+        # DAS, DAS-AG and DAS-rAG with every other setting, the seed included, identical.
+        configs = [config.replace(guidance=g) for g in METHOD_ORDER]
+    else:
+        configs = [config]
+    st.session_state["job"] = Job(configs, preview_every=int(st.session_state["preview_every"])).start()
     st.session_state["notice"] = None
 
 
@@ -137,14 +145,19 @@ def download_weights() -> None:
 
 
 def save_latest() -> None:
-    item = st.session_state["gallery"][-1]
-    try:
-        path = write_atomic(next_free_path(item["config"], st.session_state["output_dir"]), item["png"])
-    except (DasAgError, OSError) as exc:
-        st.session_state["notice"] = ("error", f"Could not save: {exc}")
-        return
-    item["saved"] = str(path)
-    st.session_state["notice"] = ("success", f"Saved {path}")
+    """Save every image of the last job (one, or the three of a comparison) into the output folder."""
+    saved = []
+    for item in st.session_state["last_items"]:
+        if item["saved"]:
+            continue
+        try:
+            path = write_atomic(next_free_path(item["config"], st.session_state["output_dir"]), item["png"])
+        except (DasAgError, OSError) as exc:
+            st.session_state["notice"] = ("error", f"Could not save: {exc}")
+            return
+        item["saved"] = str(path)
+        saved.append(str(path))
+    st.session_state["notice"] = ("success", "Saved " + ", ".join(saved))
 
 
 # -- layout pieces ----------------------------------------------------------------------------
@@ -276,7 +289,8 @@ def live_panel() -> None:
         step = last.step if last else 0
         rate = last.steps_per_second if last else 0.0
         left = f"{last.seconds_left:.0f} s left" if last and snap.active else ("finished" if not snap.active else "starting")
-        st.progress(step / snap.config.steps, text=f"step {step}/{snap.config.steps} · {rate:.2f} steps/s · {left}")
+        which = f"run {snap.run_index + 1}/{snap.runs} · {snap.config.method} · " if snap.runs > 1 else ""
+        st.progress(step / snap.config.steps, text=f"{which}step {step}/{snap.config.steps} · {rate:.2f} steps/s · {left}")
     for warning in snap.warnings:
         st.warning(warning)
     if snap.active:
@@ -318,34 +332,50 @@ def record_finished_job() -> None:
     if snap.active:
         return
     st.session_state["recorded_job"] = job
-    if snap.result is None:
+    if not snap.results:
         st.session_state["notice"] = ("error", f"The run did not start: {snap.error}")
         return
-    result = snap.result
-    st.session_state["gallery"].append(
-        {
-            "png": encode_png(result.image, result.recipe()),
-            "config": result.config,
-            "result": result,
-            "metrics": snap.metrics,
-            "saved": None,
-            "error": snap.error,
-        }
-    )
+    items = [
+        {"png": encode_png(r.image, r.recipe()), "config": r.config, "result": r, "metrics": m, "saved": None,
+         "error": r.message if r.status in ("non_finite", "failed") else None}
+        for r, m in zip(snap.results, snap.run_metrics)
+    ]
+    if snap.error and not any(item["error"] for item in items):
+        items[-1]["error"] = snap.error
+    st.session_state["gallery"].extend(items)
+    st.session_state["last_items"] = items
 
 
 def result_panel() -> None:
-    gallery = st.session_state["gallery"]
+    items = st.session_state["last_items"]
     job = st.session_state.get("job")
-    if not gallery or (job is not None and job.snapshot().active):
+    if not items or (job is not None and job.snapshot().active):
         return
-    item = gallery[-1]
+    results = [item["result"] for item in items]
+    finished = all(r.status == "completed" for r in results) and len(results) == len(job.configs if job else results)
+    st.subheader("Finished" if finished else "Stopped")
+    for item in items:
+        if item["error"]:
+            st.error(item["error"])
+    if any(r.status == "cancelled" for r in results):
+        st.warning(next(r.message for r in results if r.status == "cancelled"))
+    if len(items) == 1:
+        single_result(items[0])
+    else:
+        comparison(items)
+    c1, c2, _ = st.columns([1, 1, 2])
+    unsaved = [i for i in items if not i["saved"]]
+    c1.button("Save PNG" if len(items) == 1 else f"Save {len(items)} PNGs", type="primary", on_click=save_latest,
+              disabled=not unsaved, help=f"write into {st.session_state['output_dir']}")
+    if len(items) == 1:
+        c2.download_button("Download PNG", data=items[0]["png"], file_name=next_free_path(results[0].config, ".").name, mime="image/png")
+    for item in items:
+        if item["saved"]:
+            st.caption(f"Saved as {item['saved']}")
+
+
+def single_result(item) -> None:
     result = item["result"]
-    st.subheader("Finished" if result.status == "completed" else "Stopped")
-    if item["error"]:
-        st.error(f"{item['error']}")
-    elif result.status == "cancelled":
-        st.warning(result.message)
     image_col, info_col = st.columns([1, 1])
     image_col.image(result.image, caption=f"{result.config.method} · seed {result.config.seed} · {result.image.width} px", output_format="PNG")
     with info_col:
@@ -356,13 +386,21 @@ def result_panel() -> None:
             + (f"- to the negative prompts: **{s.clip_negative:.4f}** (start {s0.clip_negative:.4f})\n" if s.clip_negative is not None else "")
             + f"- aesthetic score (training head, not held out): **{s.aesthetic:.3f}** (start {s0.aesthetic:.3f})"
         )
-        c1, c2 = st.columns(2)
-        c1.button("Save PNG", type="primary", on_click=save_latest, disabled=item["saved"] is not None,
-                  help=f"write it into {st.session_state['output_dir']}")
-        c2.download_button("Download PNG", data=item["png"], file_name=next_free_path(result.config, ".").name, mime="image/png")
-        if item["saved"]:
-            st.caption(f"Saved as {item['saved']}")
         metric_charts(item["metrics"])
+
+
+def comparison(items) -> None:
+    """DAS, DAS-AG and DAS-rAG side by side: same prompts, settings and seed."""
+    st.caption(f"Same prompts, settings and seed ({items[0]['config'].seed}); only the aesthetic guidance differs.")
+    for col, item in zip(st.columns(len(items)), items):
+        r = item["result"]
+        with col:
+            st.image(r.image, caption=r.config.method, output_format="PNG")
+            neg = f" · CLIP- {r.scores.clip_negative:.4f}" if r.scores.clip_negative is not None else ""
+            st.markdown(f"**{r.config.method}** · aesthetic **{r.scores.aesthetic:.3f}** (training head)\n\n"
+                        f"CLIP+ {r.scores.clip_positive:.4f}{neg}")
+            st.download_button("Download", data=item["png"], file_name=next_free_path(r.config, ".").name,
+                               mime="image/png", key=f"compare_download_{r.config.method}")
 
 
 def gallery_panel() -> None:
@@ -439,6 +477,8 @@ def main() -> None:
     launched = launch_cublas_setting()
     st.caption(f"Reproducibility: {mode}" + (f"; {determinism.CUBLAS_ENV}={launched} at launch" if launched else ""))
 
+    st.toggle("Compare DAS / DAS-AG / DAS-rAG", key="compare_mode",
+              help="run the three guidance signs one after another with identical settings and seed, shown side by side")
     b1, b2, _ = st.columns([1, 1, 4])
     b1.button("Generate", type="primary", disabled=bool(problems or weights_problem or running), on_click=start_job)
     b2.button("Stop", disabled=not running, on_click=stop_job, help="end the run now and keep the image so far")

@@ -1,4 +1,4 @@
-"""das-ag on the command line: generate, recipe, download, app.
+"""das-ag on the command line: generate, compare, batch, report, recipe, download, app.
 
 The CLI only translates flags into a GenerationConfig and events into a progress bar; every
 decision about images lives in the engine. Anything a user can get wrong ends in one line on
@@ -56,26 +56,31 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="das-ag", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"das-ag {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"expected whole numbers >= 0 separated by commas, got {text!r}")
+    return seeds
 
-    gen = commands.add_parser("generate", help="make one image from text")
-    what = gen.add_argument_group("what to make")
-    what.add_argument("--prompt", action="append", default=[], metavar="TEXT[:WEIGHT]",
-                      help="a prompt to steer towards (repeatable); a negative WEIGHT repels")
-    what.add_argument("--negative", action="append", default=[], metavar="TEXT[:WEIGHT]",
-                      help="a prompt to steer away from (repeatable)")
-    what.add_argument("--guidance", choices=list(GUIDANCE), help="aesthetic term: reward (DAS-AG), penalty (DAS-rAG) or off (DAS)")
+
+def _add_prompt_arguments(group) -> None:
+    group.add_argument("--prompt", action="append", default=[], metavar="TEXT[:WEIGHT]",
+                       help="a prompt to steer towards (repeatable); a negative WEIGHT repels")
+    group.add_argument("--negative", action="append", default=[], metavar="TEXT[:WEIGHT]",
+                       help="a prompt to steer away from (repeatable)")
+
+
+def _add_settings_arguments(parser) -> None:
+    what = parser.add_argument_group("guidance")
     what.add_argument("--aesthetic-weight", type=_finite_float, metavar="W", help="the aesthetic weight the schedule reaches")
     what.add_argument("--aesthetic-start", type=_finite_float, metavar="W", help="the aesthetic weight at step 0")
     what.add_argument("--aesthetic-schedule", choices=SCHEDULE_KINDS)
     what.add_argument("--clip-weight", type=_finite_float, metavar="W", help="weight of the text term (0 turns it off)")
-    what.add_argument("--from-png", metavar="FILE.png", help="start from the recipe in a das-ag PNG; other flags override it")
     what.add_argument("--preset", choices=list(PRESETS), help="paper: the published settings; quick: a fast look")
-
-    how = gen.add_argument_group("optimisation")
+    how = parser.add_argument_group("optimisation")
     how.add_argument("--steps", type=_positive_int)
     how.add_argument("--batch", type=_positive_int, dest="augment_copies", metavar="N", help="augmented copies per step")
     how.add_argument("--resolution", type=_positive_int, metavar="PX")
@@ -84,19 +89,62 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--interpolation", choices=INTERPOLATIONS)
     how.add_argument("--tv", type=_finite_float, dest="tv_weight", metavar="W", help="total-variation weight")
     how.add_argument("--l1", type=_finite_float, dest="l1_weight", metavar="W")
-    how.add_argument("--seed", type=_seed)
     how.add_argument("--deterministic", action="store_true", default=None,
                      help="bit-for-bit repeatable on CUDA too (the CPU always is)")
     how.add_argument("--device", metavar="auto|cpu|cuda[:N]")
     how.add_argument("--dtype", choices=DTYPES, help="encoder precision")
 
-    models = gen.add_argument_group("models and output")
+
+def _add_model_arguments(parser):
+    models = parser.add_argument_group("models and output")
     models.add_argument("--clip-model", metavar="NAME|PATH", help="default: $CLIP_MODEL_PATH, else ViT-L/14")
     models.add_argument("--aesthetic-model", metavar="PATH", help="default: $AESTHETIC_PREDICTOR_PATH, else the download")
+    models.add_argument("--quiet", action="store_true", help="no progress bar")
+    return models
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="das-ag", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"das-ag {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    gen = commands.add_parser("generate", help="make one image from text")
+    what = gen.add_argument_group("what to make")
+    _add_prompt_arguments(what)
+    what.add_argument("--guidance", choices=list(GUIDANCE), help="aesthetic term: reward (DAS-AG), penalty (DAS-rAG) or off (DAS)")
+    what.add_argument("--from-png", metavar="FILE.png", help="start from the recipe in a das-ag PNG; other flags override it")
+    _add_settings_arguments(gen)
+    how = gen.add_argument_group("reproducibility")
+    how.add_argument("--seed", type=_seed)
+    models = _add_model_arguments(gen)
     models.add_argument("--out", metavar="FILE.png", help="default: outputs/<prompt>-<method>-seed<S>.png")
     models.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    models.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(run=cmd_generate)
+
+    compare = commands.add_parser("compare", help="DAS vs DAS-AG vs DAS-rAG with identical settings and seeds")
+    what = compare.add_argument_group("what to make")
+    _add_prompt_arguments(what)
+    what.add_argument("--prompts", choices=["reference"], dest="prompt_source",
+                      help="reference: the four published prompts with the shared negative prompt")
+    what.add_argument("--seeds", type=_seed_list, default=[0], metavar="0,1,2", help="default: 0")
+    _add_settings_arguments(compare)
+    models = _add_model_arguments(compare)
+    models.add_argument("--out", required=True, metavar="DIR", help="folder for the images, tables, chart and sheet")
+    models.add_argument("--evaluate", action="append", default=[], metavar="NAME",
+                        help="an extra, held-out evaluator: aesthetic-v2.5 (opt-in, AGPL-3.0)")
+    compare.set_defaults(run=cmd_compare)
+
+    batch = commands.add_parser("batch", help="run a plan of prompts x seeds x methods x variants (resumable)")
+    batch.add_argument("plan", metavar="PLAN.toml")
+    batch.add_argument("--out", metavar="DIR", help="default: the plan's `out`, else a folder named after it")
+    _add_model_arguments(batch)
+    batch.set_defaults(run=cmd_batch)
+
+    report = commands.add_parser("report", help="rebuild the tables, chart and contact sheet from a folder of PNGs")
+    report.add_argument("folder", metavar="DIR")
+    report.add_argument("--evaluate", action="append", default=[], metavar="NAME")
+    report.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]")
+    report.set_defaults(run=cmd_report)
 
     recipe = commands.add_parser("recipe", help="print the recipe embedded in a das-ag PNG")
     recipe.add_argument("png", metavar="FILE.png")
@@ -131,11 +179,16 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
         prompts = tuple(parse_prompt(p) for p in args.prompt) + tuple(parse_prompt(n, negative=True) for n in args.negative)
         config = config.replace(prompts=prompts)
 
+    return apply_settings(config, args)
+
+
+def apply_settings(config: GenerationConfig, args: argparse.Namespace) -> GenerationConfig:
+    """`config` with every settings flag the user gave applied on top."""
     changes = {
         name: getattr(args, name)
         for name in ("guidance", "clip_weight", "steps", "augment_copies", "resolution", "lr", "levels",
                      "interpolation", "tv_weight", "l1_weight", "seed", "deterministic", "device", "dtype")
-        if getattr(args, name) is not None
+        if getattr(args, name, None) is not None
     }
     aesthetic = config.aesthetic
     if args.aesthetic_schedule is not None:
@@ -193,6 +246,81 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"das-ag: error: {result.message}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_INTERRUPTED if interrupted else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from . import reference
+    from .experiments import build_plan, slug
+    from .prompts import parse_prompt
+
+    if args.prompt_source == "reference":
+        if args.prompt or args.negative:
+            raise DasAgError("--prompts reference brings its own prompts; drop --prompt and --negative")
+        prompt_sets = reference.prompt_sets()
+    else:
+        prompts = tuple(parse_prompt(p) for p in args.prompt) + tuple(parse_prompt(n, negative=True) for n in args.negative)
+        if not any(not p.is_negative for p in prompts):
+            raise DasAgError("give at least one --prompt to steer towards, or --prompts reference")
+        prompt_sets = [(slug(prompts[0].text), prompts)]
+    base_config = GenerationConfig(**{**PRESETS.get(args.preset or "", {}), "prompts": prompt_sets[0][1]})
+    settings = apply_settings(base_config, args)
+    base = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name not in ("prompts", "guidance", "seed")}
+    published = reference.PUBLISHED if args.prompt_source == "reference" else None
+    plan = build_plan(prompt_sets, args.seeds, base, Path(args.out), evaluators=tuple(args.evaluate), published=published)
+    return _run_plan(plan, args)
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .experiments import load_plan
+
+    return _run_plan(load_plan(args.plan, args.out), args)
+
+
+def _run_plan(plan, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .evaluators import optional_evaluator
+    from .experiments import run_plan
+    from .models import load_models, resolve_device
+    from .report import write_report
+
+    device = plan.items[0].config.device
+    # Evaluators first: a missing one should cost a message, not an hour of images.
+    evaluators = [optional_evaluator(name, str(resolve_device(device))) for name in plan.evaluators]
+    models = load_models(args.clip_model, args.aesthetic_model, device)
+    _say(args, f"{len(plan.items)} images into {plan.out_dir}")
+    with tqdm(total=len(plan.items), unit="image", disable=args.quiet, file=sys.stderr) as bar:
+        def on_item(item, status):
+            bar.set_postfix_str(f"{item.filename} {status}")
+            bar.update(1)
+
+        try:
+            made, skipped = run_plan(plan, models, on_item=on_item)
+        except KeyboardInterrupt:
+            bar.close()
+            print(f"das-ag: interrupted; finished images are kept in {plan.image_dir}; "
+                  "run the same command again to continue", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    paths = write_report(plan.out_dir, evaluators)
+    print(f"made {made}, skipped {skipped} already finished; tables in {plan.out_dir}, sheet {paths['contact_sheet']}")
+    print(paths["summary_md"].read_text().split("\n\n")[0])
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .evaluators import optional_evaluator
+    from .models import resolve_device
+    from .report import write_report
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise DasAgError(f"{folder} is not a folder")
+    evaluators = [optional_evaluator(name, str(resolve_device(args.device))) for name in args.evaluate]
+    paths = write_report(folder, evaluators)
+    print(paths["summary_md"].read_text().split("\n\n")[0])
+    return 0
 
 
 def cmd_recipe(args: argparse.Namespace) -> int:

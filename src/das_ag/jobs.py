@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -44,11 +45,14 @@ class Metrics:
 @dataclass
 class JobSnapshot:
     state: str  # queued, loading, running, finished
-    config: GenerationConfig
-    metrics: list[Metrics] = field(default_factory=list)
+    config: GenerationConfig  # the run in progress (the first, before any starts)
+    run_index: int = 0  # which of the job's runs is in progress, 0-based
+    runs: int = 1
+    metrics: list[Metrics] = field(default_factory=list)  # of the run in progress
     last_event: StepEvent | None = None
     preview: Image.Image | None = None
-    result: SynthesisResult | None = None
+    results: list[SynthesisResult] = field(default_factory=list)
+    run_metrics: list[list[Metrics]] = field(default_factory=list)  # one list per finished run
     error: str | None = None
     warnings: tuple[str, ...] = ()
     device: str = ""
@@ -57,21 +61,32 @@ class JobSnapshot:
     def active(self) -> bool:
         return self.state != "finished"
 
+    @property
+    def result(self) -> SynthesisResult | None:
+        return self.results[-1] if self.results else None
+
 
 class Job:
+    """One or several runs (a comparison: the same settings with each guidance) in one thread.
+
+    The runs of a job hold the device for their whole sequence, so a comparison is never split by
+    another session's run.
+    """
+
     def __init__(
         self,
-        config: GenerationConfig,
+        config: GenerationConfig | Sequence[GenerationConfig],
         *,
         clip_source: str | None = None,
         aesthetic_source: str | None = None,
         preview_every: int = 5,
     ):
-        self.config = config
+        self.configs = [config] if isinstance(config, GenerationConfig) else list(config)
+        self.config = self.configs[0]
         self._sources = (clip_source, aesthetic_source)
         self._preview_every = preview_every
         self._lock = threading.Lock()  # guards the snapshot fields below
-        self._snapshot = JobSnapshot(state="queued", config=config)
+        self._snapshot = JobSnapshot(state="queued", config=self.config, runs=len(self.configs))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="das-ag-job", daemon=True)
 
@@ -90,7 +105,8 @@ class Job:
     def snapshot(self) -> JobSnapshot:
         with self._lock:
             s = self._snapshot
-            return JobSnapshot(s.state, s.config, list(s.metrics), s.last_event, s.preview, s.result, s.error, s.warnings, s.device)
+            return JobSnapshot(s.state, s.config, s.run_index, s.runs, list(s.metrics), s.last_event, s.preview,
+                               list(s.results), [list(m) for m in s.run_metrics], s.error, s.warnings, s.device)
 
     # -- the worker thread -------------------------------------------------------------------
     def _update(self, **changes) -> None:
@@ -124,8 +140,17 @@ class Job:
     def _generate(self) -> None:
         self._update(state="loading")
         models = load_models(*self._sources, device=self.config.device)
-        run = synthesize(self.config, models, preview_every=self._preview_every)
-        self._update(state="running", warnings=run.warnings, preview=run.preview())
+        for index, config in enumerate(self.configs):
+            if self._stop.is_set():
+                break
+            if not self._run_one(index, config, models):
+                break
+
+    def _run_one(self, index: int, config: GenerationConfig, models) -> bool:
+        """One run; False when the job should not go on to the next."""
+        run = synthesize(config, models, preview_every=self._preview_every)
+        self._update(state="running", config=config, run_index=index, metrics=[], last_event=None,
+                     warnings=run.warnings, preview=run.preview())
         try:
             for event in run:
                 metrics = Metrics(event.step, event.loss, event.clip_positive, event.clip_negative, event.aesthetic_score)
@@ -137,8 +162,12 @@ class Job:
                 if self._stop.is_set():
                     run.stop()
         finally:
-            # Whatever ended the loop, the image made so far becomes the result.
+            # Whatever ended the loop, the image made so far becomes a result.
             result = run.result()
-            self._update(result=result, preview=result.image)
+            with self._lock:
+                self._snapshot.results.append(result)
+                self._snapshot.run_metrics.append(list(self._snapshot.metrics))
+                self._snapshot.preview = result.image
             if result.status in ("non_finite", "failed"):
                 self._update(error=result.message)
+        return result.status == "completed"

@@ -64,12 +64,15 @@ def encode_png(image: Image.Image, recipe: dict) -> bytes:
 
 def save_png(image: Image.Image, path: str | Path, recipe: dict, *, overwrite: bool = False) -> Path:
     """Write `image` with `recipe` embedded; the file appears whole or not at all."""
-    return write_atomic(Path(path), encode_png(image, recipe), overwrite=overwrite)
-
-
-def write_atomic(path: Path, data: bytes, *, overwrite: bool = False) -> Path:
+    path = Path(path)
     if path.suffix.lower() != ".png":
         raise DasAgError(f"output {path} must end in .png")
+    return write_atomic(path, encode_png(image, recipe), overwrite=overwrite)
+
+
+def write_atomic(path: str | Path, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write `data` to `path` through a temporary file: readers never see half a file."""
+    path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; choose another name or allow overwriting")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,281 @@
+"""Comparisons and batch plans: many runs, resumable, and tables rebuilt from the PNGs themselves.
+
+A Plan is a list of items (prompt set x variant x method x seed), each with its config and file.
+Running it skips every item whose PNG already holds a completed run of exactly that config with
+the same models, so an interrupted plan resumes where it stopped. The tables are rebuilt from the
+recipes inside the PNGs, so they can never disagree with the images.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import GUIDANCE, METHOD_NAMES, PRESETS, GenerationConfig
+from .errors import ConfigError, DasAgError
+from .png import read_recipe
+
+METHOD_ORDER = ("off", "reward", "penalty")  # DAS, DAS-AG, DAS-rAG: the published table's order
+MANIFEST = "plan.json"
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    prompt_set: str  # a short name for the prompts, used in file names and tables
+    variant: str  # "" or the name of a [[variants]] entry
+    seed: int
+    config: GenerationConfig
+
+    @property
+    def method(self) -> str:
+        return self.config.method
+
+    @property
+    def filename(self) -> str:
+        variant = f"-{self.variant}" if self.variant else ""
+        return f"{self.prompt_set}{variant}-{self.method}-seed{self.seed}.png"
+
+
+@dataclass(frozen=True)
+class Plan:
+    items: tuple[PlanItem, ...]
+    out_dir: Path
+    evaluators: tuple[str, ...] = ()
+    published: dict | None = None  # the paper's numbers, shown beside ours for --prompts reference
+
+    @property
+    def image_dir(self) -> Path:
+        return self.out_dir / "images"
+
+    def path(self, item: PlanItem) -> Path:
+        return self.image_dir / item.filename
+
+    def manifest(self) -> dict:
+        return {
+            "items": [
+                {"file": f"images/{i.filename}", "prompt_set": i.prompt_set, "variant": i.variant, "method": i.method, "seed": i.seed}
+                for i in self.items
+            ],
+            "evaluators": list(self.evaluators),
+            "published": self.published,
+        }
+
+
+def slug(text: str, length: int = 32) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:length].rstrip("-") or "prompt"
+
+
+def build_plan(
+    prompt_sets: list[tuple[str, tuple]],
+    seeds: list[int],
+    base: dict[str, Any],
+    out_dir: Path,
+    *,
+    methods: tuple[str, ...] = METHOD_ORDER,
+    variants: list[tuple[str, dict[str, Any]]] | None = None,
+    evaluators: tuple[str, ...] = (),
+    published: dict | None = None,
+) -> Plan:
+    """Every combination, each method with identical settings and seeds."""
+    if not prompt_sets:
+        raise ConfigError("a plan needs at least one prompt")
+    if not seeds:
+        raise ConfigError("a plan needs at least one seed")
+    names = [name for name, _ in prompt_sets]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"prompt set names must differ: {', '.join(names)}")
+    items = []
+    for name, prompts in prompt_sets:
+        for variant, overrides in variants or [("", {})]:
+            for method in methods:
+                for seed in seeds:
+                    config = GenerationConfig(**{**base, **overrides, "prompts": prompts, "guidance": method, "seed": seed})
+                    items.append(PlanItem(name, variant, seed, config))
+    return Plan(tuple(items), Path(out_dir), tuple(evaluators), published)
+
+
+def load_plan(path: str | Path, out_dir: str | Path | None = None) -> Plan:
+    """A plan from TOML (see README, "Batch plans")."""
+    from .prompts import parse_prompt
+
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise DasAgError(f"plan {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise DasAgError(f"plan {path} is not valid TOML ({exc})") from None
+    known = {"out", "preset", "seeds", "methods", "evaluators", "settings", "prompts", "variants"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise DasAgError(f"plan {path} has unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
+    base = dict(PRESETS.get(data.get("preset", ""), {}))
+    if "preset" in data and data["preset"] not in PRESETS:
+        raise DasAgError(f"plan preset {data['preset']!r} is unknown; choose one of {', '.join(PRESETS)}")
+    base.update(_settings(data.get("settings", {}), "settings"))
+    methods = tuple(_method(m) for m in data.get("methods", METHOD_ORDER))
+    seeds = data.get("seeds", [base.get("seed", 42)])
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise DasAgError("plan seeds must be a list of whole numbers >= 0")
+    prompt_sets = []
+    for i, entry in enumerate(data.get("prompts", [])):
+        texts = entry.get("text", [])
+        texts = [texts] if isinstance(texts, str) else texts
+        negatives = entry.get("negative", [])
+        negatives = [negatives] if isinstance(negatives, str) else negatives
+        prompts = tuple(parse_prompt(t) for t in texts) + tuple(parse_prompt(n, negative=True) for n in negatives)
+        prompt_sets.append((entry.get("name") or f"{i + 1:02d}-{slug(texts[0] if texts else '')}", prompts))
+    variants = [(slug(v.get("name", f"variant-{i + 1}")), _settings({k: x for k, x in v.items() if k != "name"}, "variant"))
+                for i, v in enumerate(data.get("variants", []))]
+    out = Path(out_dir) if out_dir else (path.parent / data.get("out", path.stem))
+    return build_plan(prompt_sets, seeds, base, out, methods=methods, variants=variants or None,
+                      evaluators=tuple(data.get("evaluators", ())))
+
+
+def _method(name: str) -> str:
+    """A guidance value from either its name (reward) or its method name (DAS-AG)."""
+    by_method = {v: k for k, v in METHOD_NAMES.items()}
+    if name in GUIDANCE:
+        return name
+    if name in by_method:
+        return by_method[name]
+    raise DasAgError(f"unknown method {name!r}; use {', '.join(GUIDANCE)} or {', '.join(by_method)}")
+
+
+def _settings(table: dict[str, Any], where: str) -> dict[str, Any]:
+    from .schedules import Schedule
+
+    out = {}
+    for key, value in table.items():
+        if key in ("prompts", "guidance", "seed"):
+            raise DasAgError(f"{key} is set by the plan itself, not in {where}")
+        if key in ("aesthetic", "noise", "colour", "jitter") and isinstance(value, dict):
+            value = Schedule(**value)
+        out[key] = value
+    return out
+
+
+# -- running -----------------------------------------------------------------------------------
+def is_complete(path: Path, config: GenerationConfig, model_identities: dict) -> bool:
+    """True when `path` holds a finished run of exactly `config` with the same weights."""
+    try:
+        recipe = read_recipe(path)
+        return (
+            recipe.get("run", {}).get("status") == "completed"
+            and GenerationConfig.from_dict(recipe["config"]) == config
+            and recipe.get("models") == model_identities
+        )
+    except DasAgError:
+        return False
+
+
+def run_plan(plan: Plan, models, *, on_item: Callable[[PlanItem, str], None] | None = None,
+             on_step: Callable[[Any], None] | None = None) -> tuple[int, int]:
+    """Make every item not already complete. Returns (made, skipped)."""
+    from .engine import synthesize
+    from .png import save_png, write_atomic
+
+    identities = {"clip": models.clip_identity.to_dict(), "aesthetic": models.aesthetic_identity.to_dict()}
+    plan.image_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in plan.image_dir.glob(".*.partial"):
+        leftover.unlink()  # a temporary file of a run that was killed mid-write; never a result
+    write_atomic(plan.out_dir / MANIFEST, json.dumps(plan.manifest(), indent=2).encode(), overwrite=True)
+    made = skipped = 0
+    for item in plan.items:
+        path = plan.path(item)
+        if is_complete(path, item.config, identities):
+            skipped += 1
+            if on_item:
+                on_item(item, "skipped")
+            continue
+        run = synthesize(item.config, models)
+        for event in run:
+            if on_step:
+                on_step(event)
+        result = run.result()
+        # Atomic replace: an older or unfinished file with this name is swapped whole; an
+        # interruption before this line leaves nothing that could count as done.
+        save_png(result.image, path, result.recipe(), overwrite=True)
+        made += 1
+        if on_item:
+            on_item(item, result.status)
+    return made, skipped
+
+
+# -- tables ------------------------------------------------------------------------------------
+def read_manifest(out_dir: Path) -> dict:
+    """The plan's manifest in `out_dir`, or {} for a plain folder of PNGs."""
+    path = Path(out_dir) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+SCORE_COLUMNS = ("clip_positive", "clip_negative", "aesthetic")
+
+
+def collect_rows(out_dir: Path, evaluators: list | None = None) -> list[dict[str, Any]]:
+    """One row per PNG, numbers from its recipe (and from each extra evaluator, on its pixels).
+
+    The plan's manifest, when present, names each file's prompt set and variant; without one
+    (any folder of das-ag PNGs) the first prompt stands for the prompt set.
+    """
+    from PIL import Image
+
+    from .prompts import Prompt
+
+    out_dir = Path(out_dir)
+    entries = read_manifest(out_dir).get("items")
+    if entries is not None:
+        files = [(out_dir / e["file"], e) for e in entries if (out_dir / e["file"]).is_file()]
+    else:
+        files = [(p, {}) for p in sorted(out_dir.glob("**/*.png"))]
+    rows = []
+    for path, entry in files:
+        try:
+            recipe = read_recipe(path)
+        except DasAgError:
+            continue  # not a das-ag image
+        config = GenerationConfig.from_dict(recipe["config"])
+        rows.append(
+            {
+                "file": str(path.relative_to(out_dir)),
+                "prompt_set": entry.get("prompt_set") or slug(config.positive_prompts[0].text),
+                "variant": entry.get("variant", ""),
+                "method": config.method,
+                "seed": config.seed,
+                "status": recipe["run"]["status"],
+                **{c: recipe["scores"][c] for c in SCORE_COLUMNS},
+            }
+        )
+    for evaluator in evaluators or []:
+        images = [Image.open(out_dir / r["file"]).convert("RGB") for r in rows]
+        prompts = [tuple(Prompt(**p) for p in read_recipe(out_dir / r["file"])["config"]["prompts"]) for r in rows]
+        for row, scores in zip(rows, evaluator.score(images, prompts) if rows else []):
+            row.update(scores)
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]], columns: list[str]) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation per (variant, method), methods in the published order."""
+    order = {METHOD_NAMES[g]: i for i, g in enumerate(METHOD_ORDER)}
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["variant"], row["method"]), []).append(row)
+    summary = []
+    for (variant, method), members in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
+        entry: dict[str, Any] = {"variant": variant, "method": method, "n": len(members)}
+        for column in columns:
+            values = [m[column] for m in members if m.get(column) is not None]
+            entry[column] = {
+                "mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0 if values else None,
+            }
+        summary.append(entry)
+    return summary
