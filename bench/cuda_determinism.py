@@ -3,7 +3,8 @@
     python bench/cuda_determinism.py --head PATH/sac+logos+ava1-l14-linearMSE.pth [--shape ViT-L/14]
 
 Runs the same short config twice per mode and says whether the PNG bytes match, then times one
-`paper` preset image (448 px, 200 steps, 8 copies) in float32 and bfloat16. Prints a table last.
+`paper` preset image (448 px, 200 steps, 8 copies) in each precision, with and without
+deterministic kernels and compilation. Prints a table last.
 Needs a CUDA GPU; the CPU is always deterministic and is covered by the tests.
 """
 
@@ -35,6 +36,7 @@ def main() -> int:
     parser.add_argument("--head", required=True)
     parser.add_argument("--shape", default="ViT-L/14")
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--profile", action="store_true", help="print the top CUDA ops of a deterministic bf16 paper step")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA GPU here; nothing to measure", file=sys.stderr)
@@ -53,9 +55,11 @@ def main() -> int:
                          f"aesthetic {a.scores.aesthetic:.4f} / {b.scores.aesthetic:.4f}"))
         except Exception as exc:  # report, keep measuring the other modes
             rows.append((f"det={deterministic} {interpolation}", "error", str(exc).splitlines()[0][:90]))
-    for dtype in ("float32", "bfloat16"):
-        config = GenerationConfig.from_preset("paper", prompts=PROMPTS, device="cuda", dtype=dtype)
-        synthesize(config.replace(steps=5), models).run()  # warm-up: kernels, allocator
+    for dtype, deterministic, compile_ in [("float32", True, False), ("float32", False, False),
+                                           ("auto", True, False), ("auto", False, False), ("auto", False, True)]:
+        config = GenerationConfig.from_preset("paper", prompts=PROMPTS, device="cuda", dtype=dtype,
+                                              deterministic=deterministic, compile=compile_)
+        synthesize(config.replace(steps=5), models).run()  # warm-up: kernels, allocator, compilation
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
@@ -63,7 +67,18 @@ def main() -> int:
         torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         peak = torch.cuda.max_memory_allocated() / 2**30
-        rows.append((f"paper {dtype}", f"{seconds:.2f} s/image", f"{seconds / config.steps * 1000:.1f} ms/step, peak {peak:.1f} GiB, aes {result.scores.aesthetic:.3f}"))
+        label = f"paper {result.dtype}{' det' if deterministic else ''}{' compile' if compile_ else ''}"
+        rows.append((label, f"{seconds:.2f} s/image", f"{seconds / config.steps * 1000:.1f} ms/step, peak {peak:.1f} GiB, aes {result.scores.aesthetic:.3f}"))
+        print(rows[-1], flush=True)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        config = GenerationConfig.from_preset("paper", prompts=PROMPTS, device="cuda", dtype="auto", steps=6)
+        run = synthesize(config, models)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in run:
+                pass
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=60))
     print(f"\n{torch.cuda.get_device_name()}  torch {torch.__version__}  shape {args.shape}")
     print(f"{'mode':28} {'result':18} detail")
     for mode, outcome, detail in rows:

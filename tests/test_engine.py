@@ -133,11 +133,40 @@ def test_other_parameterisations_run(models, changes):
     assert result.image.size == (changes.get("resolution", 224),) * 2 and result.status == "completed"
 
 
+# The fast mode's quality guard: bfloat16 must end within these of float32 from the same seed.
+BF16_TOLERANCE = {"clip_positive": 0.02, "aesthetic": 0.1}
+
+
 def test_bfloat16_stays_close_to_float32(models):
-    full = synthesize(small_config(steps=20, seed=4), models).run()
+    full = synthesize(small_config(steps=20, seed=4, dtype="float32"), models).run()
     fast = synthesize(small_config(steps=20, seed=4, dtype="bfloat16"), models).run()
-    assert fast.scores.clip_positive == pytest.approx(full.scores.clip_positive, abs=0.02)
-    assert fast.scores.aesthetic == pytest.approx(full.scores.aesthetic, abs=0.1)
+    assert (full.dtype, fast.dtype) == ("float32", "bfloat16")
+    assert fast.scores.clip_positive == pytest.approx(full.scores.clip_positive, abs=BF16_TOLERANCE["clip_positive"])
+    assert fast.scores.aesthetic == pytest.approx(full.scores.aesthetic, abs=BF16_TOLERANCE["aesthetic"])
+    assert png_bytes(fast.image) != png_bytes(full.image)  # really two modes
+
+
+def test_auto_precision_is_recorded_as_what_ran(models):
+    from das_ag.engine import native_bf16
+
+    result = synthesize(small_config(steps=2), models).run()
+    assert result.dtype == ("bfloat16" if native_bf16(torch.device("cpu")) else "float32")
+    assert result.recipe()["run"]["dtype"] == result.dtype and result.config.dtype == "auto"
+
+
+def test_float32_is_bit_reproducible(models):
+    a = synthesize(small_config(steps=6, dtype="float32"), models).run()
+    b = synthesize(small_config(steps=6, dtype="float32"), models).run()
+    assert png_bytes(a.image) == png_bytes(b.image)
+
+
+def test_compiled_encoder_matches_eager(models):
+    eager = synthesize(small_config(steps=3, dtype="float32"), models).run()
+    run = synthesize(small_config(steps=3, dtype="float32", compile=True), models)
+    compiled = run.run()
+    assert not [w for w in run.warnings if "compile" in w]  # it really compiled
+    assert compiled.scores.aesthetic == pytest.approx(eager.scores.aesthetic, abs=1e-3)
+    assert compiled.scores.clip_positive == pytest.approx(eager.scores.clip_positive, abs=1e-4)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -81,3 +81,24 @@ def test_clip_with_other_embedding_width_is_refused(tmp_path):
 def test_cuda_asked_for_but_absent():
     with pytest.raises(DeviceError, match="no CUDA GPU"):
         resolve_device("cuda")
+
+
+def test_patch_matmul_is_the_patch_convolution():
+    from das_ag.models import PatchEmbedding
+
+    conv = torch.nn.Conv2d(3, 64, kernel_size=14, stride=14, bias=False)
+    x = torch.randn(2, 3, 224, 224, requires_grad=True)
+    y = torch.randn(2, 3, 224, 224, requires_grad=True)
+    expected = conv(x)
+    got = PatchEmbedding(conv)(y)
+    assert torch.allclose(got, expected, atol=1e-5)
+    (expected * expected.detach()).sum().backward()
+    (got * expected.detach()).sum().backward()
+    assert torch.allclose(x.grad, y.grad, atol=1e-5)
+
+
+def test_loaded_clip_uses_the_patch_matmul(models):
+    from das_ag.models import PatchEmbedding
+
+    assert isinstance(models.clip.visual.conv1, PatchEmbedding)
+    assert models.clip.dtype == torch.float32  # CLIP reads conv1.weight for its dtype

@@ -255,9 +255,12 @@ def sidebar(on_cpu: bool) -> list[str]:
         notes.append(keep_valid("device", options, "auto"))
         st.selectbox("Device", options, key="device",
                      help=None if torch.cuda.is_available() else "no CUDA GPU is visible to torch on this machine")
-        dtypes = ["float32", "bfloat16"] + ([] if on_cpu else ["float16"])
-        notes.append(keep_valid("dtype", dtypes, "float32"))
-        st.selectbox("Encoder precision", dtypes, key="dtype", help="float16 needs a CUDA GPU" if on_cpu else None)
+        dtypes = ["auto", "float32", "bfloat16"] + ([] if on_cpu else ["float16"])
+        notes.append(keep_valid("dtype", dtypes, "auto"))
+        st.selectbox("Encoder precision", dtypes, key="dtype",
+                     help="auto: bfloat16 where the hardware has it, else float32 (the bit-exact mode)"
+                     + ("; float16 needs a CUDA GPU" if on_cpu else ""))
+        st.checkbox("Compile the encoder", key="compile", help="torch.compile: a slow first step, then faster ones")
         st.checkbox("Deterministic CUDA kernels", key="deterministic", disabled=on_cpu,
                     help="CPU runs are always deterministic" if on_cpu else "same settings, same PNG on CUDA (slower)")
     return [n for n in notes if n]

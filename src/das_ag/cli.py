@@ -92,7 +92,8 @@ def _add_settings_arguments(parser) -> None:
     how.add_argument("--deterministic", action="store_true", default=None,
                      help="bit-for-bit repeatable on CUDA too (the CPU always is)")
     how.add_argument("--device", metavar="auto|cpu|cuda[:N]")
-    how.add_argument("--dtype", choices=DTYPES, help="encoder precision")
+    how.add_argument("--dtype", choices=DTYPES, help="encoder precision (default auto: bfloat16 where native)")
+    how.add_argument("--compile", action="store_true", default=None, help="torch.compile the encoder (slow start, faster steps)")
 
 
 def _add_model_arguments(parser):
@@ -187,7 +188,7 @@ def apply_settings(config: GenerationConfig, args: argparse.Namespace) -> Genera
     changes = {
         name: getattr(args, name)
         for name in ("guidance", "clip_weight", "steps", "augment_copies", "resolution", "lr", "levels",
-                     "interpolation", "tv_weight", "l1_weight", "seed", "deterministic", "device", "dtype")
+                     "interpolation", "tv_weight", "l1_weight", "seed", "deterministic", "device", "dtype", "compile")
         if getattr(args, name, None) is not None
     }
     aesthetic = config.aesthetic

@@ -23,7 +23,7 @@ LEVELS = ("pow2", "all")
 INITS = ("normal", "zeros")
 COMBINES = ("mean", "sum")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 2048
 MAX_STEPS, MAX_COPIES = 100_000, 256
 
@@ -58,7 +58,12 @@ class GenerationConfig:
     seed: int = 42
     deterministic: bool = False
     device: str = "auto"
-    dtype: str = "float32"
+    # Encoder precision. auto: bfloat16 where the hardware computes it natively (about 4x faster
+    # than float32 on a CPU with AVX512-BF16), else float32. float32 is the bit-exact mode.
+    dtype: str = "auto"
+    # torch.compile the image encoder: ~10% faster steps after a one-off compile (about a minute
+    # for ViT-L/14 on a 2-core CPU), so it pays off for long runs and servers, not for a quick look.
+    compile: bool = False
 
     def __post_init__(self):
         # Accept lists (from JSON or callers) but store tuples so the config stays hashable.
@@ -138,8 +143,9 @@ class GenerationConfig:
         if isinstance(self.jitter, Schedule) and _finite(self.jitter.start) and _finite(self.jitter.end):
             if max(self.jitter.start, self.jitter.end) > 1:
                 p.append("jitter is a fraction of the margin and must not exceed 1")
-        if not isinstance(self.deterministic, bool):
-            p.append("deterministic must be true or false")
+        for name in ("deterministic", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                p.append(f"{name} must be true or false")
         return p
 
     @classmethod

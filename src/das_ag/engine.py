@@ -68,6 +68,7 @@ class SynthesisResult:
     message: str
     elapsed: float
     device: str
+    dtype: str  # the encoder precision actually used ("auto" resolved)
     model_identities: dict[str, dict[str, str]]
     warnings: tuple[str, ...] = field(default=())
 
@@ -91,6 +92,7 @@ class Synthesis:
         if self.device != models.device:
             raise ConfigError(f"the config asks for device {config.device} but the models are on {models.device}")
         self.dtype = _check_dtype(config.dtype, self.device)
+        self._compile = config.compile
 
         with self._deterministic():
             self.text_features, warnings = encode_text_prompts(models, config.prompts)
@@ -172,6 +174,7 @@ class Synthesis:
             message=self.message,
             elapsed=self._elapsed,
             device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
             model_identities={
                 "clip": self.models.clip_identity.to_dict(),
                 "aesthetic": self.models.aesthetic_identity.to_dict(),
@@ -198,8 +201,7 @@ class Synthesis:
                 generator=self.augment_generator,
                 out_size=self.models.input_resolution,
             )
-            with self._autocast():
-                embeddings = self.models.encode_images(batch)
+            embeddings = self._encode(batch)
             sims = prompt_similarities(embeddings, self.text_features)
             score = self.models.aesthetic_score(embeddings).mean()
             zero = sims.new_zeros(())
@@ -251,6 +253,20 @@ class Synthesis:
             preview=preview,
         )
 
+    def _encode(self, batch: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            if not self._compile:
+                return self.models.encode_images(batch)
+            try:
+                if self.device.type == "cuda":
+                    # A new optimisation step: CUDA-graph outputs of the last one may be reused.
+                    torch.compiler.cudagraph_mark_step_begin()
+                return self.models.encode_images(batch, compiled=True)
+            except Exception as exc:  # no compiler, an unsupported op: run eagerly and say so
+                self._compile = False
+                self.warnings = (*self.warnings, f"torch.compile failed ({_first_line(exc)}); running uncompiled")
+                return self.models.encode_images(batch)
+
     def _measure(self) -> Scores:
         return score_image(self.models, self.image.image(), self.config.prompts, self.text_features)
 
@@ -273,8 +289,27 @@ def generate(config: GenerationConfig, models: ModelBundle) -> SynthesisResult:
     return Synthesis(config, models).run()
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 matrix products natively (not by emulation)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_dtype(name: str, device: torch.device) -> str:
+    """The precision `name` means on `device` ("auto" picks the fastest exact-enough one)."""
+    if name != "auto":
+        return name
+    return "bfloat16" if native_bf16(device) else "float32"
+
+
 def _check_dtype(name: str, device: torch.device) -> torch.dtype:
-    dtype = _DTYPES[name]
+    dtype = _DTYPES[resolve_dtype(name, device)]
     if dtype == torch.float16 and device.type == "cpu":
         raise DeviceError("float16 needs a CUDA GPU; on the CPU use bfloat16 or float32")
     if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():

@@ -16,7 +16,7 @@ from .schedules import Schedule
 # Scalar settings whose widget key is the config field's name.
 SCALAR_FIELDS = (
     "guidance", "clip_weight", "steps", "augment_copies", "lr", "resolution", "levels", "init",
-    "combine", "interpolation", "tv_weight", "l1_weight", "seed", "deterministic", "device", "dtype",
+    "combine", "interpolation", "tv_weight", "l1_weight", "seed", "deterministic", "device", "dtype", "compile",
 )
 SCHEDULE_PARTS = ("kind", "start", "end", "rate")
 # Only the exponential forms read `rate`; a constant schedule has no `end`.

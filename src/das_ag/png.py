@@ -47,6 +47,7 @@ def build_recipe(result: SynthesisResult) -> dict:
             "status": result.status,
             "steps_done": result.steps_done,
             "device": result.device,
+            "dtype": result.dtype,
             "torch": torch.__version__,
         },
     }

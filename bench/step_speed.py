@@ -1,0 +1,173 @@
+"""How fast is one optimisation step, against the hardware floor and the reference loop?
+
+    uv run python bench/step_speed.py                 # CPU: ViT-B/32 and ViT-L/14 shapes
+    uv run python bench/step_speed.py --device cuda   # on a GPU
+
+Random-weight CLIPs of the real shapes are built locally (no download). For each shape, at 224 px
+with 8 copies: the engine's step time in float32, in its default mode (auto) and compiled; the
+floor (encoder forward + input-gradient FLOPs / the measured matmul peak of that dtype); and the
+reference app's loop (bench/reference_loop.py). Then step time and peak memory against copies
+and resolution. Every ratio comes from this one run; the table is printed last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from das_ag import GenerationConfig, Prompt, load_models, synthesize  # noqa: E402
+from das_ag.engine import resolve_dtype  # noqa: E402
+from das_ag.models import AestheticHead  # noqa: E402
+from das_ag.prompts import tokenize  # noqa: E402
+from das_ag.random_clip import save_random_clip  # noqa: E402
+from reference_loop import ReferenceLoop  # noqa: E402
+
+PROMPTS = (Prompt("a lighthouse on a cliff at dawn, golden light"), Prompt("blurry, dull", -1.0))
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device) -> float:
+    n, reps = (8192, 20) if device.type == "cuda" else (2048, 5)
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    for _ in range(2):
+        a @ b
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def encoder_flops(models, copies: int) -> float:
+    x = torch.randn(copies, 3, 224, 224, device=models.device, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        models.encode_images(x).sum().backward()
+    return counter.get_total_flops()
+
+
+def reset_peak_memory(device):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident size
+
+
+def peak_memory_gib(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**30
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def engine_step_seconds(models, steps: int, **settings) -> float:
+    """Seconds per step after one warm-up step (two for compiled runs)."""
+    warm = 2 if settings.get("compile") else 1
+    config = GenerationConfig(prompts=PROMPTS, steps=warm + steps, device=str(models.device), **settings)
+    times = []
+    run = synthesize(config, models)
+    for event in run:
+        sync(models.device)
+        times.append(event.elapsed)
+    return (times[-1] - times[warm - 1]) / steps
+
+
+def reference_step_seconds(models, clip_path: Path, steps: int, copies: int) -> float:
+    from das_ag.models import load_clip
+
+    clip_model = load_clip(clip_path).to(models.device)  # a private, unfrozen copy
+    tokens, _ = tokenize([p.text for p in PROMPTS[:1]])
+    loop = ReferenceLoop(clip_model, models.aesthetic_head, tokens, copies=copies, device=str(models.device))
+    loop.step()
+    sync(models.device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        loop.step()
+    sync(models.device)
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--shapes", default="ViT-B/32,ViT-L/14")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per measurement")
+    parser.add_argument("--scaling-shape", default=None, help="default: ViT-L/14 on CUDA, ViT-B/32 on the CPU")
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--no-reference", action="store_true")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    tmp = Path(tempfile.mkdtemp())
+    head = tmp / "head.pth"
+    torch.save(AestheticHead().state_dict(), head)  # random weights: only its shape costs time
+
+    peaks = {name: matmul_peak(DTYPES[name], device) for name in ("float32", "bfloat16")}
+    auto = resolve_dtype("auto", device)
+    print(f"{device} matmul peak: float32 {peaks['float32'] / 1e12:.3f} TFLOP/s, bfloat16 {peaks['bfloat16'] / 1e12:.3f} TFLOP/s; auto = {auto}", flush=True)
+    # Scaling first: on the CPU, memory a bigger model has held is not given back, which would
+    # hide these peaks.
+    scaling_shape = args.scaling_shape or ("ViT-L/14" if device.type == "cuda" else "ViT-B/32")
+    path = save_random_clip(tmp / "scaling.pt", scaling_shape, torchscript=False)
+    models = load_models(str(path), str(head), str(device))
+    scaling = []
+    for resolution in (224, 448):
+        for copies in (4, 8, 16, 32):
+            reset_peak_memory(device)
+            seconds = engine_step_seconds(models, args.steps, augment_copies=copies, resolution=resolution)
+            scaling.append((resolution, copies, seconds, peak_memory_gib(device)))
+            print(f"  scaling {scaling_shape} {resolution}px x{copies}: {seconds:.3f} s/step", flush=True)
+
+    rows = []
+    for shape in args.shapes.split(","):
+        path = save_random_clip(tmp / f"{shape.replace('/', '-')}.pt", shape, torchscript=False)
+        models = load_models(str(path), str(head), str(device))
+        flops = encoder_flops(models, 8)
+        modes = [("float32", dict(dtype="float32")), (f"auto ({auto})", dict(dtype="auto"))]
+        if not args.no_compile:
+            modes.append((f"auto ({auto}) + compile", dict(dtype="auto", compile=True)))
+        measured = {}
+        for label, settings in modes:
+            seconds = engine_step_seconds(models, args.steps, augment_copies=8, **settings)
+            dtype = settings["dtype"] if settings["dtype"] != "auto" else auto
+            measured[label] = seconds
+            rows.append((shape, label, seconds, flops / seconds, flops / seconds / peaks[dtype], flops / peaks[dtype]))
+            print(f"  {shape} {label}: {seconds:.3f} s/step", flush=True)
+        if not args.no_reference:
+            ref = reference_step_seconds(models, path, args.steps, 8)
+            rows.append((shape, "reference loop (float32)", ref, flops / ref, flops / ref / peaks["float32"], flops / peaks["float32"]))
+            print(f"  {shape} reference: {ref:.3f} s/step", flush=True)
+            for label, seconds in measured.items():
+                rows.append((shape, f"speed-up of {label}", ref / seconds, None, None, None))
+
+    print(f"\nStep speed on {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}); 224 px, 8 copies")
+    print(f"{'shape':10} {'mode':34} {'s/step':>9} {'TFLOP/s':>8} {'of peak':>8} {'floor s':>8}")
+    for shape, label, value, rate, fraction, floor in rows:
+        if rate is None:
+            print(f"{shape:10} {label:34} {value:8.2f}x")
+        else:
+            print(f"{shape:10} {label:34} {value:9.3f} {rate / 1e12:8.3f} {fraction:8.1%} {floor:8.3f}")
+    print(f"\nScaling ({scaling_shape}, default mode): step time and peak {'GPU memory' if device.type == 'cuda' else 'resident memory'}")
+    print(f"{'resolution':>10} {'copies':>6} {'s/step':>8} {'s/copy':>8} {'peak GiB':>9}")
+    for resolution, copies, seconds, memory in scaling:
+        print(f"{resolution:>10} {copies:>6} {seconds:8.3f} {seconds / copies:8.4f} {memory:9.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
