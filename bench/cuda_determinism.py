@@ -45,18 +45,19 @@ def main() -> int:
         clip_path = save_random_clip(Path(tmp) / "clip.pt", args.shape, torchscript=False)
         models = load_models(str(clip_path), args.head, "cuda")
     rows = []
-    for deterministic, interpolation in [(True, "bilinear"), (True, "bicubic"), (False, "bilinear")]:
-        config = GenerationConfig(prompts=PROMPTS, steps=args.steps, device="cuda",
+    for deterministic, interpolation, compile_ in [(True, "bilinear", False), (True, "bicubic", False),
+                                                   (False, "bilinear", False), (True, "bilinear", True)]:
+        config = GenerationConfig(prompts=PROMPTS, steps=args.steps, device="cuda", compile=compile_,
                                   deterministic=deterministic, interpolation=interpolation, seed=7)
         try:
             a, b = (synthesize(config, models).run() for _ in range(2))
             same = png_bytes(a) == png_bytes(b)
-            rows.append((f"det={deterministic} {interpolation}", "identical PNG" if same else "PNG differs",
+            rows.append((f"det={deterministic} {interpolation}{' compile' if compile_ else ''}", "identical PNG" if same else "PNG differs",
                          f"aesthetic {a.scores.aesthetic:.4f} / {b.scores.aesthetic:.4f}"))
         except Exception as exc:  # report, keep measuring the other modes
-            rows.append((f"det={deterministic} {interpolation}", "error", str(exc).splitlines()[0][:90]))
-    for dtype, deterministic, compile_ in [("float32", True, False), ("float32", False, False),
-                                           ("auto", True, False), ("auto", False, False), ("auto", False, True)]:
+            rows.append((f"det={deterministic} {interpolation}{' compile' if compile_ else ''}", "error", str(exc).splitlines()[0][:90]))
+    for dtype, deterministic, compile_ in [("float32", True, False), ("auto", True, False), ("auto", False, False),
+                                           ("auto", False, True), ("auto", True, True)]:
         config = GenerationConfig.from_preset("paper", prompts=PROMPTS, device="cuda", dtype=dtype,
                                               deterministic=deterministic, compile=compile_)
         synthesize(config.replace(steps=5), models).run()  # warm-up: kernels, allocator, compilation

@@ -55,4 +55,4 @@ class ReferenceLoop:
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
-        return float(loss)
+        return float(loss.detach())

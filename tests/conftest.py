@@ -71,3 +71,18 @@ def small_config(**changes):
 
 def cli_env(tiny_clip_path, head_path) -> dict[str, str]:
     return {**os.environ, "CLIP_MODEL_PATH": str(tiny_clip_path), "AESTHETIC_PREDICTOR_PATH": str(head_path)}
+
+
+@pytest.fixture
+def broken_head_path(tmp_path) -> Path:
+    """A real head file, of the right shape, whose score is infinite: every loss goes non-finite."""
+    import torch
+
+    from das_ag.models import AestheticHead
+
+    head = AestheticHead()
+    with torch.no_grad():
+        head.layers[7].bias.fill_(float("inf"))
+    path = tmp_path / "broken-head.pth"
+    torch.save(head.state_dict(), path)
+    return path

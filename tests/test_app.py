@@ -195,18 +195,9 @@ def test_the_same_settings_give_the_same_png_again(studio):
     assert any("deterministic" in c.value for c in studio.caption)
 
 
-def test_a_failure_mid_run_shows_a_message_and_keeps_the_image(tiny_clip_path, monkeypatch, tmp_path):
-    import torch
-
-    from das_ag.models import AestheticHead
-
-    head = AestheticHead()
-    with torch.no_grad():
-        head.layers[7].bias.fill_(float("nan"))
-    broken = tmp_path / "broken-head.pth"
-    torch.save(head.state_dict(), broken)
+def test_a_failure_mid_run_shows_a_message_and_keeps_the_image(tiny_clip_path, broken_head_path, monkeypatch):
     monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
-    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(broken))
+    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(broken_head_path))
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     quick_form(at, "a broken dream", steps=5)
