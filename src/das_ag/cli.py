@@ -226,6 +226,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"das-ag: warning: {warning}", file=sys.stderr)
     _say(args, f"{config.method}: {config.steps} steps at {config.resolution} px, seed {config.seed}, "
                f"{determinism.mode(device, config.deterministic)}")
+    if config.compile:
+        _say(args, "compiling the encoder: the first step waits for the compiler (about a minute)")
     interrupted = False
     with tqdm(total=config.steps, unit="step", disable=args.quiet, leave=False, file=sys.stderr) as bar:
         try:
