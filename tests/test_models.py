@@ -102,3 +102,11 @@ def test_loaded_clip_uses_the_patch_matmul(models):
 
     assert isinstance(models.clip.visual.conv1, PatchEmbedding)
     assert models.clip.dtype == torch.float32  # CLIP reads conv1.weight for its dtype
+
+
+def test_one_line_reports_survive_empty_messages():
+    from das_ag.errors import first_line
+
+    assert first_line(RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")) == "CUDA out of memory."
+    assert first_line(AssertionError()) == "AssertionError"
+    assert first_line(ValueError("x" * 500), 20) == "x" * 20

@@ -9,16 +9,14 @@ das_ag.form, runs happen in das_ag.jobs, images are made by the engine.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 import torch
 
 from das_ag import determinism, form, weights
-from das_ag.config import INITS, INTERPOLATIONS, LEVELS, PRESETS, GenerationConfig
+from das_ag.config import INITS, INTERPOLATIONS, LEVELS, METHOD_ORDER, PRESETS, GenerationConfig
 from das_ag.errors import DasAgError, WeightsError
-from das_ag.experiments import METHOD_ORDER
 from das_ag.jobs import Job
 from das_ag.png import config_from_png, encode_png, next_free_path, write_atomic
 from das_ag.prompts import Prompt

@@ -163,23 +163,28 @@ def build_parser() -> argparse.ArgumentParser:
 # -- generate ---------------------------------------------------------------------------------
 def config_from_args(args: argparse.Namespace) -> GenerationConfig:
     from .png import config_from_png
-    from .prompts import parse_prompt
 
+    prompts = prompts_from_args(args)
     if args.from_png:
         config = config_from_png(args.from_png)
         if args.preset:
             config = GenerationConfig.from_preset(args.preset, prompts=config.prompts)
+        if prompts:
+            config = config.replace(prompts=prompts)
     else:
-        prompts = tuple(parse_prompt(p) for p in args.prompt) + tuple(parse_prompt(n, negative=True) for n in args.negative)
         if not any(not p.is_negative for p in prompts):
             raise DasAgError("give at least one --prompt to steer towards")
         base = PRESETS.get(args.preset, {}) if args.preset else {}
         config = GenerationConfig(**{**base, "prompts": prompts})
-    if args.from_png and (args.prompt or args.negative):
-        prompts = tuple(parse_prompt(p) for p in args.prompt) + tuple(parse_prompt(n, negative=True) for n in args.negative)
-        config = config.replace(prompts=prompts)
 
     return apply_settings(config, args)
+
+
+def prompts_from_args(args: argparse.Namespace) -> tuple:
+    """The prompts of --prompt and --negative, in that order."""
+    from .prompts import parse_prompt
+
+    return tuple(parse_prompt(p) for p in args.prompt) + tuple(parse_prompt(n, negative=True) for n in args.negative)
 
 
 def apply_settings(config: GenerationConfig, args: argparse.Namespace) -> GenerationConfig:
@@ -255,14 +260,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from . import reference
     from .experiments import build_plan, slug
-    from .prompts import parse_prompt
 
     if args.prompt_source == "reference":
         if args.prompt or args.negative:
             raise DasAgError("--prompts reference brings its own prompts; drop --prompt and --negative")
         prompt_sets = reference.prompt_sets()
     else:
-        prompts = tuple(parse_prompt(p) for p in args.prompt) + tuple(parse_prompt(n, negative=True) for n in args.negative)
+        prompts = prompts_from_args(args)
         if not any(not p.is_negative for p in prompts):
             raise DasAgError("give at least one --prompt to steer towards, or --prompts reference")
         prompt_sets = [(slug(prompts[0].text), prompts)]

@@ -19,6 +19,7 @@ from .schedules import Schedule
 # guidance -> sign of the aesthetic term, and the method's name in the paper
 GUIDANCE = {"reward": 1, "penalty": -1, "off": 0}
 METHOD_NAMES = {"reward": "DAS-AG", "penalty": "DAS-rAG", "off": "DAS"}
+METHOD_ORDER = ("off", "reward", "penalty")  # DAS, DAS-AG, DAS-rAG: the published table's order
 LEVELS = ("pow2", "all")
 INITS = ("normal", "zeros")
 COMBINES = ("mean", "sum")

@@ -12,6 +12,7 @@ backward; every term of the loss reads that one forward.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from PIL import Image
 from . import determinism
 from .augment import AugmentStrength, augment
 from .config import GenerationConfig
-from .errors import ConfigError, DeviceError
+from .errors import ConfigError, DeviceError, first_line
 from .models import ModelBundle, resolve_device
 from .objectives import aesthetic_loss, l1, prompt_similarities, text_loss, total_variation
 from .parameterization import MultiResolutionImage
@@ -127,7 +128,7 @@ class Synthesis:
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
                 self.optimizer, T_max=config.steps, eta_min=FINAL_LR_FRACTION * config.lr
             )
-            self.initial_scores = self._measure()
+            self.initial_scores = self._scores(self.image.image())
         self.step = 0
         self.status, self.message = "running", ""
         self._stop_requested = False
@@ -163,7 +164,7 @@ class Synthesis:
                     # Out of GPU memory, a kernel with no deterministic version, a driver error: end
                     # the run with a message and keep the image from the last completed step.
                     self.status = "failed"
-                    self.message = f"stopped at step {self.step + 1}: {_first_line(exc)}; kept the image so far"
+                    self.message = f"stopped at step {self.step + 1}: {first_line(exc)}; kept the image so far"
             if pending is not None:
                 event = self._resolve(pending)
                 if event is None:
@@ -190,7 +191,7 @@ class Synthesis:
                 self.status, self.message = "cancelled", f"stopped after {self.step} of {self.config.steps} steps"
         image = self.image.image()
         with self._deterministic():
-            scores = score_image(self.models, image, self.config.prompts, self.text_features)
+            scores = self._scores(image)
         return SynthesisResult(
             image=image,
             config=self.config,
@@ -313,11 +314,12 @@ class Synthesis:
                 return self.models.encode_images(batch, compiled=True)
             except Exception as exc:  # no compiler, an unsupported op: run eagerly and say so
                 self._compile = False
-                self.warnings = (*self.warnings, f"torch.compile failed ({_first_line(exc)}); running uncompiled")
+                self.warnings = (*self.warnings, f"torch.compile failed ({first_line(exc)}); running uncompiled")
                 return self.models.encode_images(batch)
 
-    def _measure(self) -> Scores:
-        return score_image(self.models, self.image.image(), self.config.prompts, self.text_features)
+    def _scores(self, image: Image.Image) -> Scores:
+        """Scores of an 8-bit image without augmentation, reusing this run's text features."""
+        return score_image(self.models, image, self.config.prompts, self.text_features)
 
     def _deterministic(self):
         return determinism.deterministic_algorithms(self.config.deterministic, self.device)
@@ -338,6 +340,7 @@ def generate(config: GenerationConfig, models: ModelBundle) -> SynthesisResult:
     return Synthesis(config, models).run()
 
 
+@functools.cache
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bfloat16 matrix products natively (not by emulation)."""
     if device.type == "cuda":
@@ -365,7 +368,3 @@ def _check_dtype(name: str, device: torch.device) -> torch.dtype:
         raise DeviceError("this GPU has no bfloat16 support; use float16 or float32")
     return dtype
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]

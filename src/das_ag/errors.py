@@ -1,6 +1,12 @@
 """The one exception family a user can cause. Its message is a single sentence meant for people."""
 
 
+def first_line(exc: BaseException, width: int = 300) -> str:
+    """The first line of an exception's message (its type's name if it has none), for one-line reports."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:width]
+
+
 class DasAgError(Exception):
     """Something the user can fix: the message says what was wrong and what to do."""
 

@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 from PIL import Image
 
-from .errors import DasAgError
+from .errors import DasAgError, first_line
 from .models import ModelBundle
 from .prompts import Prompt
 from .scoring import score_image
@@ -91,7 +91,7 @@ class AestheticV25Evaluator:
                 predictor_name_or_path=predictor, encoder_model_name=encoder, local_files_only=True
             )
         except Exception as exc:
-            raise EvaluatorUnavailable(f"aesthetic-v2.5 could not load its weights ({str(exc).splitlines()[0]})") from None
+            raise EvaluatorUnavailable(f"aesthetic-v2.5 could not load its weights ({first_line(exc)})") from None
         self.model = model.to(device).eval()
         self.device = device
 

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import GUIDANCE, METHOD_NAMES, PRESETS, GenerationConfig
+from .config import GUIDANCE, METHOD_NAMES, METHOD_ORDER, PRESETS, GenerationConfig
 from .errors import ConfigError, DasAgError
 from .png import read_recipe
 
-METHOD_ORDER = ("off", "reward", "penalty")  # DAS, DAS-AG, DAS-rAG: the published table's order
 MANIFEST = "plan.json"
 
 
@@ -228,21 +227,20 @@ def collect_rows(out_dir: Path, evaluators: list | None = None) -> list[dict[str
     """
     from PIL import Image
 
-    from .prompts import Prompt
-
     out_dir = Path(out_dir)
     entries = read_manifest(out_dir).get("items")
     if entries is not None:
         files = [(out_dir / e["file"], e) for e in entries if (out_dir / e["file"]).is_file()]
     else:
         files = [(p, {}) for p in sorted(out_dir.glob("**/*.png"))]
-    rows = []
+    rows, row_prompts = [], []
     for path, entry in files:
         try:
             recipe = read_recipe(path)
         except DasAgError:
             continue  # not a das-ag image
         config = GenerationConfig.from_dict(recipe["config"])
+        row_prompts.append(config.prompts)
         rows.append(
             {
                 "file": str(path.relative_to(out_dir)),
@@ -256,8 +254,7 @@ def collect_rows(out_dir: Path, evaluators: list | None = None) -> list[dict[str
         )
     for evaluator in evaluators or []:
         images = [Image.open(out_dir / r["file"]).convert("RGB") for r in rows]
-        prompts = [tuple(Prompt(**p) for p in read_recipe(out_dir / r["file"])["config"]["prompts"]) for r in rows]
-        for row, scores in zip(rows, evaluator.score(images, prompts) if rows else []):
+        for row, scores in zip(rows, evaluator.score(images, row_prompts) if rows else []):
             row.update(scores)
     return rows
 

@@ -8,6 +8,7 @@ imports streamlit.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from PIL import Image
 
 from .config import GenerationConfig
 from .engine import StepEvent, SynthesisResult, synthesize
-from .errors import DasAgError
+from .errors import DasAgError, first_line
 from .models import load_models, resolve_device
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,9 @@ class Job:
     def snapshot(self) -> JobSnapshot:
         with self._lock:
             s = self._snapshot
-            return JobSnapshot(s.state, s.config, s.run_index, s.runs, list(s.metrics), s.last_event, s.preview,
-                               list(s.results), [list(m) for m in s.run_metrics], s.error, s.warnings, s.device)
+            # Copy the lists the worker keeps appending to; everything else is replaced, not mutated.
+            return dataclasses.replace(s, metrics=list(s.metrics), results=list(s.results),
+                                       run_metrics=[list(m) for m in s.run_metrics])
 
     # -- the worker thread -------------------------------------------------------------------
     def _update(self, **changes) -> None:
@@ -132,7 +134,7 @@ class Job:
             self._update(error=str(exc))
         except Exception as exc:  # keep the page alive; the server log has the traceback
             log.exception("generation failed")
-            self._update(error=f"unexpected error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
+            self._update(error=f"unexpected error: {first_line(exc)}")
         finally:
             lock.release()
             self._update(state="finished")

@@ -7,7 +7,6 @@ later caller (the app, batch runs), which is what keeps a second generation inst
 from __future__ import annotations
 
 import functools
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 from torch import nn
 
 from . import determinism, weights
-from .errors import DeviceError, WeightsError
+from .errors import DeviceError, WeightsError, first_line
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -155,7 +154,7 @@ def load_models(
     dev = resolve_device(device)
     if dev.type == "cuda":
         determinism.reserve_cuda_workspace()  # before CUDA starts, so deterministic runs stay possible
-    clip_name = clip_source or os.environ.get(weights.ENV_CLIP) or weights.DEFAULT_CLIP_MODEL
+    clip_name = weights.clip_source(clip_source)
     clip_path = weights.resolve_clip(clip_name, download=download)
     head_path = weights.resolve_aesthetic(aesthetic_source, download=download)
     return _load_bundle(clip_name, clip_path.resolve(), head_path.resolve(), dev)
@@ -185,7 +184,7 @@ def load_clip(path: Path) -> nn.Module:
             warnings.simplefilter("ignore")
             model, _ = clip.load(str(path), device="cpu", jit=False)
     except Exception as exc:  # clip raises whatever torch.load or build_model raised
-        raise WeightsError(f"{path} is not a loadable OpenAI CLIP checkpoint ({_first_line(exc)})") from None
+        raise WeightsError(f"{path} is not a loadable OpenAI CLIP checkpoint ({first_line(exc, 200)})") from None
     if not hasattr(model.visual, "proj"):
         raise WeightsError(f"{path} is a ResNet CLIP; das-ag needs a ViT CLIP such as ViT-L/14")
     _use_patch_matmul(model.visual)
@@ -203,7 +202,7 @@ def load_aesthetic_head(path: Path) -> AestheticHead:
         # The published file was saved from cuda:0, so map it to the CPU; never unpickle code.
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsError(f"{path} is not a PyTorch checkpoint ({_first_line(exc)})") from None
+        raise WeightsError(f"{path} is not a PyTorch checkpoint ({first_line(exc, 200)})") from None
     head = AestheticHead()
     expected = {k: tuple(v.shape) for k, v in head.state_dict().items()}
     got = (
@@ -225,7 +224,3 @@ def _frozen(module: nn.Module) -> nn.Module:
         p.requires_grad_(False)
     return module
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

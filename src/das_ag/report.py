@@ -16,8 +16,8 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from .evaluators import Column, TrainingEvaluator
-from .experiments import METHOD_ORDER, collect_rows, read_manifest, summarize
-from .config import METHOD_NAMES
+from .config import METHOD_NAMES, METHOD_ORDER
+from .experiments import collect_rows, read_manifest, summarize
 from .png import write_atomic
 
 SHORT = {"clip_positive": "CLIP +", "clip_negative": "CLIP -", "aesthetic": "aesthetic (train)", "aesthetic_v2_5": "aesthetic v2.5"}

@@ -82,9 +82,14 @@ def known_clip_models() -> list[str]:
 
 
 # -- resolving what to load ------------------------------------------------------------------
+def clip_source(source: str | None = None) -> str:
+    """Which CLIP to use: `source`, else CLIP_MODEL_PATH, else ViT-L/14."""
+    return source or os.environ.get(ENV_CLIP) or DEFAULT_CLIP_MODEL
+
+
 def resolve_clip(source: str | None = None, *, download: bool = True) -> Path:
     """A local CLIP checkpoint for `source` (a path or a model name), downloading a name if needed."""
-    source = source or os.environ.get(ENV_CLIP) or DEFAULT_CLIP_MODEL
+    source = clip_source(source)
     path = Path(source).expanduser()
     if path.is_file():
         return path
