@@ -123,8 +123,11 @@ def test_long_prompts_warn_and_run(models):
     "changes", [dict(levels="all", resolution=48, steps=2), dict(combine="sum", init="zeros", steps=2, interpolation="bicubic"), dict(resolution=300, steps=2)]
 )
 def test_other_parameterisations_run(models, changes):
-    result = synthesize(small_config(**changes), models).run()
+    run = synthesize(small_config(**changes), models)
+    start = png_bytes(run.preview())
+    result = run.run()
     assert result.image.size == (changes.get("resolution", 224),) * 2 and result.status == "completed"
+    assert png_bytes(result.image) != start  # the steps really moved this parameterisation's pixels
 
 
 # The fast mode's quality guard: bfloat16 must end within these of float32 from the same seed.
