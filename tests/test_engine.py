@@ -177,11 +177,11 @@ def test_a_failure_mid_run_keeps_the_image_so_far(models, monkeypatch):
     run = synthesize(small_config(steps=10), models)
     real_encode, calls = ModelBundle.encode_images, []
 
-    def flaky_encode(self, batch):
+    def flaky_encode(self, batch, **kwargs):
         calls.append(1)
         if len(calls) == 4:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_encode(self, batch)
+        return real_encode(self, batch, **kwargs)
 
     monkeypatch.setattr(ModelBundle, "encode_images", flaky_encode)
     events = list(run)

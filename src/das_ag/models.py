@@ -8,48 +8,19 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from . import determinism, weights
+from .encoder import speed_up_image_encoder, with_matmul_weights_in
 from .errors import DeviceError, WeightsError, first_line
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 EMBED_DIM = 768  # ViT-L/14's projection width, which the aesthetic head was trained on
-
-
-class PatchEmbedding(nn.Module):
-    """CLIP's patch convolution (kernel = stride = patch, no padding, no bias) as one matrix product.
-
-    Cutting an image into non-overlapping patches is a reshape, so the convolution is exactly
-    patches @ W^T. The reason: in deterministic mode cuDNN picks a backward kernel for this conv
-    that took 90% of an H100 bf16 step (191 ms of ~213 ms); a matmul is deterministic and fast on
-    every device. `weight` stays the conv's weight, so checkpoints and `CLIP.dtype` still see it.
-    """
-
-    def __init__(self, conv: nn.Conv2d):
-        super().__init__()
-        self.weight = conv.weight  # (width, 3, p, p)
-        self.patch = conv.kernel_size[0]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        p = self.patch
-        if h % p or w % p:
-            return nn.functional.conv2d(x, self.weight, stride=p)
-        patches = x.reshape(n, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(n, (h // p) * (w // p), c * p * p)
-        out = patches @ self.weight.reshape(self.weight.shape[0], -1).t().to(patches.dtype)  # (n, grid*grid, width)
-        return out.transpose(1, 2).reshape(n, -1, h // p, w // p)
-
-
-def _use_patch_matmul(visual: nn.Module) -> None:
-    conv = visual.conv1
-    if conv.kernel_size == conv.stride and conv.padding == (0, 0) and conv.bias is None and conv.groups == 1:
-        visual.conv1 = PatchEmbedding(conv)
 
 
 class AestheticHead(nn.Module):
@@ -95,26 +66,39 @@ class ModelBundle:
     device: torch.device
     clip_identity: ModelIdentity
     aesthetic_identity: ModelIdentity
+    _encoders: dict = field(default_factory=dict, repr=False)  # (dtype, compiled) -> image encoder
 
     @property
     def input_resolution(self) -> int:
         return int(self.clip.visual.input_resolution)
 
-    def encode_images(self, normalized: torch.Tensor, *, compiled: bool = False) -> torch.Tensor:
-        """L2-normalised embeddings of a CLIP-normalised batch (N, 3, 224, 224)."""
-        visual = self.compiled_visual if compiled else self.clip.visual
-        e = visual(normalized).float()
+    def encode_images(
+        self, normalized: torch.Tensor, *, compiled: bool = False, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """L2-normalised embeddings of a CLIP-normalised batch (N, 3, 224, 224).
+
+        `dtype` is the autocast dtype the caller runs under: below float32, an encoder whose
+        matmul weights are already stored in it is used (see encoder.with_matmul_weights_in).
+        """
+        e = self.image_encoder(dtype, compiled=compiled)(normalized).float()
         return e / e.norm(dim=-1, keepdim=True)
 
-    @functools.cached_property
-    def compiled_visual(self) -> nn.Module:
-        """The image encoder through torch.compile, made once per bundle (compiling is slow).
+    def image_encoder(self, dtype: torch.dtype = torch.float32, *, compiled: bool = False) -> nn.Module:
+        """The image encoder for runs in `dtype`, made once per bundle (a copy, or a compile, is slow).
 
-        On CUDA it also records CUDA graphs ("reduce-overhead"): eager ViT-L/14 spends most of
-        a step launching ~1,000 small kernels from Python, which a graph replays at once.
+        Compiled, on CUDA, it also records CUDA graphs ("reduce-overhead"): eager ViT-L/14 spends
+        most of a step launching ~1,000 small kernels from Python, which a graph replays at once.
         """
-        mode = "reduce-overhead" if self.device.type == "cuda" else None
-        return torch.compile(self.clip.visual, mode=mode)
+        key = (dtype, compiled)
+        if key not in self._encoders:
+            if compiled:
+                mode = "reduce-overhead" if self.device.type == "cuda" else None
+                self._encoders[key] = torch.compile(self.image_encoder(dtype), mode=mode)
+            elif dtype == torch.float32:
+                self._encoders[key] = self.clip.visual
+            else:
+                self._encoders[key] = with_matmul_weights_in(self.clip.visual, dtype)
+        return self._encoders[key]
 
     @torch.no_grad()
     def encode_texts(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -187,13 +171,14 @@ def load_clip(path: Path) -> nn.Module:
         raise WeightsError(f"{path} is not a loadable OpenAI CLIP checkpoint ({first_line(exc, 200)})") from None
     if not hasattr(model.visual, "proj"):
         raise WeightsError(f"{path} is a ResNet CLIP; das-ag needs a ViT CLIP such as ViT-L/14")
-    _use_patch_matmul(model.visual)
     width = model.text_projection.shape[1]
     if width != EMBED_DIM:
         raise WeightsError(
             f"{path} gives {width}-d embeddings but the aesthetic head needs ViT-L/14's {EMBED_DIM}-d"
         )
-    return _frozen(model.float())
+    model = _frozen(model.float())
+    speed_up_image_encoder(model.visual)
+    return model
 
 
 def load_aesthetic_head(path: Path) -> AestheticHead:

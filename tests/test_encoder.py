@@ -1,0 +1,103 @@
+"""The sped-up image encoder computes what CLIP's own encoder computes, forward and backward."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from das_ag import encoder
+from das_ag.clip_package import clip_module
+from das_ag.encoder import EncoderBlock, PatchEmbedding, blocked_attention, speed_up_image_encoder, with_matmul_weights_in
+
+
+def small_vision_clip(width: int = 128, layers: int = 2):
+    """A random CLIP with width // 64 heads: the tiny test CLIP has a single head."""
+    torch.manual_seed(0)
+    model = clip_module().model.CLIP(
+        embed_dim=768, image_resolution=224, vision_layers=layers, vision_width=width, vision_patch_size=32,
+        context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=1,
+    ).float().eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def encode_with_input_grad(visual, x, dtype=torch.float32):
+    x = x.detach().clone().requires_grad_()
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        e = visual(x).float()
+    (e * torch.linspace(-1, 1, e.shape[-1])).sum().backward()
+    return e.detach(), x.grad
+
+
+def test_patch_matmul_is_the_patch_convolution():
+    conv = torch.nn.Conv2d(3, 64, kernel_size=14, stride=14, bias=False)
+    x = torch.randn(2, 3, 224, 224, requires_grad=True)
+    y = x.detach().clone().requires_grad_()
+    expected = conv(x)
+    got = PatchEmbedding(conv)(y)
+    assert torch.allclose(got, expected, atol=1e-5)
+    (expected * expected.detach()).sum().backward()
+    (got * expected.detach()).sum().backward()
+    assert torch.allclose(x.grad, y.grad, atol=1e-5)
+
+
+def test_blocked_attention_has_the_exact_gradient(monkeypatch):
+    # A tiny score budget splits 5 heads into groups of 2, 2 and 1, so the grouping is exercised.
+    monkeypatch.setattr(encoder, "SCORE_BYTES_PER_GROUP", 2 * 7 * 7 * 4)
+    q, k, v = (torch.randn(5, 7, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    assert torch.autograd.gradcheck(blocked_attention, (q, k, v))
+    expected = torch.softmax(q @ k.transpose(1, 2), dim=-1) @ v
+    assert torch.allclose(blocked_attention(q, k, v), expected, atol=1e-12)
+
+
+def test_blocked_attention_in_bfloat16_is_as_accurate_as_flash_attention():
+    # Logits of size ~9: rounding the scores to bf16 would double the error (measured 0.0145);
+    # float32 scores keep it at FlashAttention's level (0.0078 for both).
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(32, 257, 64, dtype=torch.float64) * 3 for _ in range(3))
+    q = q / 8
+    exact = torch.softmax(q @ k.transpose(1, 2), dim=-1) @ v
+    got = blocked_attention(q.bfloat16(), k.bfloat16(), v.bfloat16()).double()
+    flash = F.scaled_dot_product_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), scale=1.0).double()
+    error, flash_error = ((x - exact).norm() / exact.norm() for x in (got, flash))
+    assert error < 0.01 and error < 1.2 * flash_error
+
+
+def test_sped_up_encoder_computes_what_clip_computes():
+    model = small_vision_clip()
+    stock = copy.deepcopy(model.visual)
+    speed_up_image_encoder(model.visual)
+    assert all(isinstance(b, EncoderBlock) for b in model.visual.transformer.resblocks)
+    assert isinstance(model.visual.conv1, PatchEmbedding)
+    x = torch.randn(3, 3, 224, 224)
+    e_stock, g_stock = encode_with_input_grad(stock, x)
+    e_fast, g_fast = encode_with_input_grad(model.visual, x)
+    assert torch.allclose(e_fast, e_stock, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(g_fast, g_stock, rtol=1e-4, atol=1e-6)
+
+
+def test_stored_bfloat16_weights_give_exactly_what_autocast_gives():
+    model = small_vision_clip()
+    speed_up_image_encoder(model.visual)
+    x = torch.randn(2, 3, 224, 224)
+    stored = with_matmul_weights_in(model.visual, torch.bfloat16)
+    e_auto, g_auto = encode_with_input_grad(model.visual, x, torch.bfloat16)
+    e_stored, g_stored = encode_with_input_grad(stored, x, torch.bfloat16)
+    assert torch.equal(e_auto, e_stored) and torch.equal(g_auto, g_stored)
+    block, copied = model.visual.transformer.resblocks[0], stored.transformer.resblocks[0]
+    assert copied.fc_weight.dtype == torch.bfloat16 and block.fc_weight.dtype == torch.float32
+    assert copied.ln_1.weight is block.ln_1.weight  # everything but the matmul weights is shared
+
+
+def test_loaded_clip_runs_the_sped_up_encoder(models):
+    visual = models.clip.visual
+    assert isinstance(visual.conv1, PatchEmbedding)
+    assert all(isinstance(b, EncoderBlock) for b in visual.transformer.resblocks)
+    assert models.clip.dtype == torch.float32  # CLIP reads conv1.weight for its dtype
+    assert not any(p.requires_grad for p in visual.parameters())
+    assert models.image_encoder(torch.float32) is visual
+    assert models.image_encoder(torch.bfloat16) is models.image_encoder(torch.bfloat16)
+
