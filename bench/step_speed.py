@@ -13,6 +13,7 @@ and resolution. Every ratio comes from this one run; the table is printed last.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -80,21 +81,17 @@ def peak_memory_gib(device) -> float:
 
 
 def engine_step_seconds(models, steps: int, **settings) -> float:
-    """Seconds per step after one warm-up step (two for compiled runs).
+    """Median seconds per step over `steps` steps after one warm-up step (two for compiled runs).
 
-    The engine reports step t only after it has launched step t+1 (its loop runs one step
-    ahead), so the clock starts at the last warm-up step's event with the device synchronised,
-    when steps 0..warm have finished, and stops when the run ends: `steps` whole steps between.
+    The engine reports step t once it has launched step t+1 (its loop runs one step ahead), so
+    the gap between two reports is one step of device time, and on a GPU the host's work still
+    overlaps the device's as in a real run. The median keeps one disturbed step (this CPU is a
+    shared VM) from moving the figure.
     """
     warm = 2 if settings.get("compile") else 1
     config = GenerationConfig(prompts=PROMPTS, steps=warm + 1 + steps, device=str(models.device), **settings)
-    start = None
-    for event in synthesize(config, models):
-        if event.step == warm:
-            sync(models.device)
-            start = time.perf_counter()
-    sync(models.device)
-    return (time.perf_counter() - start) / steps
+    marks = [time.perf_counter() for event in synthesize(config, models) if event.step >= warm]
+    return statistics.median(b - a for a, b in zip(marks[:-2], marks[1:-1]))
 
 
 def reference_step_seconds(models, clip_path: Path, steps: int, copies: int) -> float:
@@ -106,19 +103,21 @@ def reference_step_seconds(models, clip_path: Path, steps: int, copies: int) -> 
     tokens, _ = tokenize([p.text for p in PROMPTS[:1]])
     loop = ReferenceLoop(clip_model, models.aesthetic_head, tokens, copies=copies, device=str(models.device))
     loop.step()
-    sync(models.device)
-    start = time.perf_counter()
+    times = []
     for _ in range(steps):
+        sync(models.device)
+        start = time.perf_counter()
         loop.step()
-    sync(models.device)
-    return (time.perf_counter() - start) / steps
+        sync(models.device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--shapes", default="ViT-B/32,ViT-L/14")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per measurement")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (the median is kept)")
     parser.add_argument("--scaling-shape", default=None, help="default: ViT-L/14 on CUDA, ViT-B/32 on the CPU")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--no-reference", action="store_true")

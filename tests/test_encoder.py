@@ -70,7 +70,9 @@ def test_sped_up_encoder_computes_what_clip_computes():
     model = small_vision_clip()
     stock = copy.deepcopy(model.visual)
     speed_up_image_encoder(model.visual)
-    assert all(isinstance(b, EncoderBlock) for b in model.visual.transformer.resblocks)
+    blocks = model.visual.transformer.resblocks
+    assert all(isinstance(b, EncoderBlock) for b in blocks)
+    assert [b.class_token_only for b in blocks] == [False, True]  # CLIP reads token 0 of the last
     assert isinstance(model.visual.conv1, PatchEmbedding)
     x = torch.randn(3, 3, 224, 224)
     e_stock, g_stock = encode_with_input_grad(stock, x)

@@ -9,7 +9,8 @@ work (`speed_up_image_encoder`):
   (`blocked_attention`); on CUDA it is torch's scaled-dot-product attention (FlashAttention);
 - QuickGELU, x * sigmoid(1.702 x), becomes SiLU with the 1.702 folded into the neighbouring
   weights, and the 1/sqrt(head width) of attention is folded into the query weights, which turns
-  four elementwise passes per block (and their backward) into one.
+  four elementwise passes per block (and their backward) into one;
+- the last block computes the class token only, the one token CLIP reads from it.
 
 The folds are exact in real arithmetic; in float32 they move the last bits only. The text encoder
 is not touched: it runs once per run.
@@ -90,14 +91,14 @@ class _BlockedAttention(torch.autograd.Function):
         q, k, v, out, *probs = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        # The softmax backward needs rowsum(dP * P), which equals rowsum(dO * O): a sum over the
-        # head width (64) instead of over all tokens (257).
-        row = (_wide(grad_out) * _wide(out)).sum(-1, keepdim=True).to(q.dtype)
         with torch.autocast(q.device.type, enabled=False):
             for i, start in enumerate(range(0, q.shape[0], ctx.group)):
-                g, p = slice(start, start + ctx.group), probs[i]
-                torch.bmm(p.transpose(1, 2), grad_out[g], out=dv[g])
-                ds = (grad_out[g] @ v[g].transpose(1, 2)).sub_(row[g]).mul_(p)  # dS = P * (dP - rowsum)
+                g, p, d_out = slice(start, start + ctx.group), probs[i], grad_out[start : start + ctx.group]
+                torch.bmm(p.transpose(1, 2), d_out, out=dv[g])
+                # The softmax backward needs rowsum(dP * P), which equals rowsum(dO * O): a sum
+                # over the head width (64) instead of over all tokens (257).
+                row = (_wide(d_out) * _wide(out[g])).sum(-1, keepdim=True)
+                ds = (d_out @ v[g].transpose(1, 2)).sub_(row).mul_(p)  # dS = P * (dP - rowsum)
                 torch.bmm(ds, k[g], out=dq[g])
                 torch.bmm(ds.transpose(1, 2), q[g], out=dk[g])
         return dq, dk, dv, None
@@ -105,8 +106,7 @@ class _BlockedAttention(torch.autograd.Function):
 
 def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T) v for (heads, tokens, width) tensors; q must already carry the 1/sqrt(width)."""
-    tokens = q.shape[1]
-    group = max(1, SCORE_BYTES_PER_GROUP // (tokens * tokens * 4))
+    group = max(1, SCORE_BYTES_PER_GROUP // (q.shape[1] * k.shape[1] * 4))
     return _BlockedAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), group)
 
 
@@ -117,19 +117,23 @@ def _frozen_parameter(t: torch.Tensor) -> nn.Parameter:
 class EncoderBlock(nn.Module):
     """One of CLIP's vision ResidualAttentionBlocks, same function, built from its weights.
 
-    Tokens are laid out (tokens, batch, width) as in CLIP's transformer.
+    Tokens are laid out (tokens, batch, width) as in CLIP's transformer. With `class_token_only`
+    the block returns the class token alone: after the last block CLIP reads nothing else, so
+    the other 256 tokens' queries, attention rows and MLP (5/6 of that block's matmuls) are
+    skipped with no change to the result.
     """
 
-    def __init__(self, block: nn.Module):
+    def __init__(self, block: nn.Module, *, class_token_only: bool = False):
         super().__init__()
         attn = block.attn
         width, self.heads = attn.embed_dim, attn.num_heads
-        head_width = width // self.heads
-        query_scale = torch.ones(3 * width, 1)
-        query_scale[:width] = head_width**-0.5  # a power of two for 64-wide heads: an exact fold
+        self.class_token_only = class_token_only
         self.ln_1, self.ln_2 = block.ln_1, block.ln_2
-        self.in_proj_weight = _frozen_parameter(attn.in_proj_weight * query_scale)
-        self.in_proj_bias = _frozen_parameter(attn.in_proj_bias * query_scale[:, 0])
+        scale = (width // self.heads) ** -0.5  # a power of two for 64-wide heads: an exact fold
+        self.query_weight = _frozen_parameter(attn.in_proj_weight[:width] * scale)
+        self.query_bias = _frozen_parameter(attn.in_proj_bias[:width] * scale)
+        self.key_value_weight = _frozen_parameter(attn.in_proj_weight[width:])
+        self.key_value_bias = _frozen_parameter(attn.in_proj_bias[width:])
         self.out_proj = attn.out_proj
         fc, proj = block.mlp.c_fc, block.mlp.c_proj
         self.fc_weight = _frozen_parameter(fc.weight * QUICK_GELU_SLOPE)
@@ -138,25 +142,34 @@ class EncoderBlock(nn.Module):
         self.proj_bias = proj.bias
 
     def matmul_weights(self) -> tuple[nn.Parameter, ...]:
-        return (self.in_proj_weight, self.out_proj.weight, self.fc_weight, self.proj_weight)
+        return (self.query_weight, self.key_value_weight, self.out_proj.weight, self.fc_weight, self.proj_weight)
 
-    def attention(self, x: torch.Tensor) -> torch.Tensor:
-        tokens, batch, width = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
-        # (tokens, batch, 3 * width) -> three (batch * heads, tokens, head width), contiguous.
-        q, k, v = qkv.view(tokens, batch, 3, self.heads, -1).permute(2, 1, 3, 0, 4).reshape(3, batch * self.heads, tokens, -1)
+    def _split_heads(self, t: torch.Tensor, n: int) -> torch.Tensor:
+        """(tokens, batch, n * width) -> (n, batch * heads, tokens, head width), contiguous."""
+        tokens, batch, _ = t.shape
+        return t.view(tokens, batch, n, self.heads, -1).permute(2, 1, 3, 0, 4).reshape(n, batch * self.heads, tokens, -1)
+
+    def attention(self, x: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        (q,) = self._split_heads(F.linear(queries, self.query_weight, self.query_bias), 1)
+        k, v = self._split_heads(F.linear(x, self.key_value_weight, self.key_value_bias), 2)
+        batch = x.shape[1]
         if x.device.type == "cpu":
             out = blocked_attention(q, k, v)
         else:
-            out = F.scaled_dot_product_attention(*(t.view(batch, self.heads, tokens, -1) for t in (q, k, v)), scale=1.0)
-        out = out.view(batch, self.heads, tokens, -1).permute(2, 0, 1, 3).reshape(tokens, batch, width)
+            out = F.scaled_dot_product_attention(*(t.unflatten(0, (batch, self.heads)) for t in (q, k, v)), scale=1.0)
+        out = out.view(batch, self.heads, queries.shape[0], -1).permute(2, 0, 1, 3).reshape(queries.shape)
         return self.out_proj(out)
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(F.silu(F.linear(x, self.fc_weight, self.fc_bias)), self.proj_weight, self.proj_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.ln_1(x))
+        h = self.ln_1(x)
+        if self.class_token_only:
+            x, queries = x[:1], h[:1]
+        else:
+            queries = h
+        x = x + self.attention(h, queries)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -168,7 +181,8 @@ def speed_up_image_encoder(visual: nn.Module) -> None:
     blocks = visual.transformer.resblocks
     for i, block in enumerate(blocks):
         if block.attn_mask is None and block.attn.in_proj_weight is not None:  # vision blocks never mask
-            blocks[i] = EncoderBlock(block)
+            # VisionTransformer.forward reads only token 0 of the last block's output.
+            blocks[i] = EncoderBlock(block, class_token_only=i == len(blocks) - 1)
 
 
 def with_matmul_weights_in(visual: nn.Module, dtype: torch.dtype) -> nn.Module:
