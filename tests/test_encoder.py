@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -26,9 +27,9 @@ def small_vision_clip(width: int = 128, layers: int = 2):
 
 def encode_with_input_grad(visual, x, dtype=torch.float32):
     x = x.detach().clone().requires_grad_()
-    with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
         e = visual(x).float()
-    (e * torch.linspace(-1, 1, e.shape[-1])).sum().backward()
+    (e * torch.linspace(-1, 1, e.shape[-1], device=e.device)).sum().backward()
     return e.detach(), x.grad
 
 
@@ -66,16 +67,22 @@ def test_blocked_attention_in_bfloat16_is_as_accurate_as_flash_attention():
     assert error < 0.01 and error < 1.2 * flash_error
 
 
-def test_sped_up_encoder_computes_what_clip_computes():
-    model = small_vision_clip()
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))],
+)
+def test_sped_up_encoder_computes_what_clip_computes(device):
+    # On the CPU attention is blocked_attention; on CUDA it is scaled_dot_product_attention.
+    model = small_vision_clip().to(device)
     stock = copy.deepcopy(model.visual)
     speed_up_image_encoder(model.visual)
     blocks = model.visual.transformer.resblocks
     assert all(isinstance(b, EncoderBlock) for b in blocks)
     assert [b.class_token_only for b in blocks] == [False, True]  # CLIP reads token 0 of the last
     assert isinstance(model.visual.conv1, PatchEmbedding)
-    x = torch.randn(3, 3, 224, 224)
-    e_stock, g_stock = encode_with_input_grad(stock, x)
+    x = torch.randn(3, 3, 224, 224, device=device)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # stock conv1 in true fp32
+        e_stock, g_stock = encode_with_input_grad(stock, x)
     e_fast, g_fast = encode_with_input_grad(model.visual, x)
     assert torch.allclose(e_fast, e_stock, rtol=1e-4, atol=1e-5)
     assert torch.allclose(g_fast, g_stock, rtol=1e-4, atol=1e-6)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
 from das_ag.jobs import Job
 
 from .conftest import small_config
+from .test_engine import png_bytes
 
 
 @pytest.fixture
@@ -71,3 +73,19 @@ def test_missing_weights_end_the_job_with_the_message(tmp_path):
     assert job.join(30)
     snap = job.snapshot()
     assert snap.state == "finished" and snap.result is None and "does not exist" in snap.error
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_compiled_cuda_runs_work_from_the_studios_threads(sources):
+    # CUDA graphs recorded in one job's thread are replayed by the next job's thread, as in the
+    # studio, where each Generate starts a new thread; deterministic runs must still repeat.
+    config = small_config(steps=8, device="cuda", compile=True, deterministic=True)
+    results = []
+    for _ in range(2):
+        job = Job(config, **sources).start()
+        assert job.join(600)
+        snap = job.snapshot()
+        assert snap.error is None and snap.result.status == "completed"
+        assert not snap.result.warnings  # no fallback to eager
+        results.append(snap.result)
+    assert png_bytes(results[0].image) == png_bytes(results[1].image)

@@ -26,10 +26,10 @@ from torch import nn
 
 QUICK_GELU_SLOPE = 1.702  # QuickGELU(x) = x * sigmoid(1.702 x) = silu(1.702 x) / 1.702
 
-# The float32 scores of one group of heads should fit in the CPU's caches. Measured on a 2-core
-# EPYC (1 MiB L2 per core, 32 MiB L3), ViT-L/14 shape: 8 heads (2 MiB of scores) per group were
-# fastest; all 128 heads at once (34 MiB) ran 3-4x slower, one head at a time 1.5x slower.
-SCORE_BYTES_PER_GROUP = 2 << 20
+# The float32 scores of one group of heads should stay in the CPU's caches. Measured on a 2-core
+# EPYC (1 MiB L2 per core, 32 MiB L3), ViT-L/14 shape (257 tokens): 10-14 heads (~3 MiB of
+# scores) per group were fastest; 32 heads ran 2.5x slower, all 128 at once 3-4x, 3 heads 1.3x.
+SCORE_BYTES_PER_GROUP = 3 << 20
 
 
 class PatchEmbedding(nn.Module):
@@ -129,11 +129,10 @@ class EncoderBlock(nn.Module):
         width, self.heads = attn.embed_dim, attn.num_heads
         self.class_token_only = class_token_only
         self.ln_1, self.ln_2 = block.ln_1, block.ln_2
-        scale = (width // self.heads) ** -0.5  # a power of two for 64-wide heads: an exact fold
-        self.query_weight = _frozen_parameter(attn.in_proj_weight[:width] * scale)
-        self.query_bias = _frozen_parameter(attn.in_proj_bias[:width] * scale)
-        self.key_value_weight = _frozen_parameter(attn.in_proj_weight[width:])
-        self.key_value_bias = _frozen_parameter(attn.in_proj_bias[width:])
+        query_scale = torch.ones(3 * width, 1)
+        query_scale[:width] = (width // self.heads) ** -0.5  # a power of two for 64-wide heads: exact
+        self.in_proj_weight = _frozen_parameter(attn.in_proj_weight * query_scale)
+        self.in_proj_bias = _frozen_parameter(attn.in_proj_bias * query_scale[:, 0])
         self.out_proj = attn.out_proj
         fc, proj = block.mlp.c_fc, block.mlp.c_proj
         self.fc_weight = _frozen_parameter(fc.weight * QUICK_GELU_SLOPE)
@@ -142,34 +141,35 @@ class EncoderBlock(nn.Module):
         self.proj_bias = proj.bias
 
     def matmul_weights(self) -> tuple[nn.Parameter, ...]:
-        return (self.query_weight, self.key_value_weight, self.out_proj.weight, self.fc_weight, self.proj_weight)
+        return (self.in_proj_weight, self.out_proj.weight, self.fc_weight, self.proj_weight)
 
     def _split_heads(self, t: torch.Tensor, n: int) -> torch.Tensor:
         """(tokens, batch, n * width) -> (n, batch * heads, tokens, head width), contiguous."""
         tokens, batch, _ = t.shape
         return t.view(tokens, batch, n, self.heads, -1).permute(2, 1, 3, 0, 4).reshape(n, batch * self.heads, tokens, -1)
 
-    def attention(self, x: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-        (q,) = self._split_heads(F.linear(queries, self.query_weight, self.query_bias), 1)
-        k, v = self._split_heads(F.linear(x, self.key_value_weight, self.key_value_bias), 2)
-        batch = x.shape[1]
-        if x.device.type == "cpu":
+    def attention(self, h: torch.Tensor) -> torch.Tensor:
+        """Attention over the normalised tokens h; for the class token alone if class_token_only."""
+        tokens, batch, width = h.shape
+        w, b = self.in_proj_weight, self.in_proj_bias
+        if self.class_token_only:
+            (q,) = self._split_heads(F.linear(h[:1], w[:width], b[:width]), 1)
+            k, v = self._split_heads(F.linear(h, w[width:], b[width:]), 2)
+        else:
+            q, k, v = self._split_heads(F.linear(h, w, b), 3)  # one matmul for all three
+        if h.device.type == "cpu":
             out = blocked_attention(q, k, v)
         else:
             out = F.scaled_dot_product_attention(*(t.unflatten(0, (batch, self.heads)) for t in (q, k, v)), scale=1.0)
-        out = out.view(batch, self.heads, queries.shape[0], -1).permute(2, 0, 1, 3).reshape(queries.shape)
+        queries = q.shape[1]
+        out = out.view(batch, self.heads, queries, -1).permute(2, 0, 1, 3).reshape(queries, batch, width)
         return self.out_proj(out)
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(F.silu(F.linear(x, self.fc_weight, self.fc_bias)), self.proj_weight, self.proj_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.ln_1(x)
-        if self.class_token_only:
-            x, queries = x[:1], h[:1]
-        else:
-            queries = h
-        x = x + self.attention(h, queries)
+        x = (x[:1] if self.class_token_only else x) + self.attention(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
 
