@@ -11,6 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from das_ag import determinism
+
+# As das-ag does when it loads models: before any test starts CUDA, so that deterministic GPU
+# tests can run after others have used the GPU (a no-op on machines without CUDA).
+determinism.reserve_cuda_workspace()
+
 REPO = Path(__file__).resolve().parents[1]
 # DAS_AG_TEST_HEAD points the tests at another copy (say, on a machine without ../shared).
 SHARED_HEAD = Path(

@@ -129,7 +129,7 @@ class EncoderBlock(nn.Module):
         width, self.heads = attn.embed_dim, attn.num_heads
         self.class_token_only = class_token_only
         self.ln_1, self.ln_2 = block.ln_1, block.ln_2
-        query_scale = torch.ones(3 * width, 1)
+        query_scale = attn.in_proj_weight.new_ones(3 * width, 1)
         query_scale[:width] = (width // self.heads) ** -0.5  # a power of two for 64-wide heads: exact
         self.in_proj_weight = _frozen_parameter(attn.in_proj_weight * query_scale)
         self.in_proj_bias = _frozen_parameter(attn.in_proj_bias * query_scale[:, 0])
