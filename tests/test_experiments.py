@@ -14,10 +14,11 @@ from PIL import Image
 
 from das_ag.cli import main
 from das_ag.errors import DasAgError
-from das_ag.evaluators import EvaluatorUnavailable, TrainingEvaluator, optional_evaluator
+from das_ag.evaluators import EvaluatorUnavailable, optional_evaluator
 from das_ag.experiments import load_plan
 from das_ag.png import read_recipe
 from das_ag.prompts import Prompt
+from das_ag.scoring import score_image
 from das_ag import reference
 
 from .conftest import cli_env
@@ -58,16 +59,15 @@ def test_tables_agree_with_the_images(compared, models):
     with open(out / "scores.csv") as f:
         csv_rows = list(csv.DictReader(f))
     assert len(rows) == len(csv_rows) == 6
-    evaluator = TrainingEvaluator(models)
     for row, csv_row in zip(rows, csv_rows):
         assert float(csv_row["aesthetic"]) == pytest.approx(row["aesthetic"], abs=1e-9)
         recipe = read_recipe(out / row["file"])
         assert row["aesthetic"] == recipe["scores"]["aesthetic"]
         # The stored numbers are what the saved pixels score now.
         image = Image.open(out / row["file"])
-        again = evaluator.score([image], [tuple(Prompt(**p) for p in recipe["config"]["prompts"])])[0]
-        assert again["aesthetic"] == pytest.approx(row["aesthetic"], abs=1e-5)
-        assert again["clip_positive"] == pytest.approx(row["clip_positive"], abs=1e-5)
+        again = score_image(models, image, tuple(Prompt(**p) for p in recipe["config"]["prompts"]))
+        assert again.aesthetic == pytest.approx(row["aesthetic"], abs=1e-5)
+        assert again.clip_positive == pytest.approx(row["clip_positive"], abs=1e-5)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["columns"]["aesthetic"]["held_out"] is False
     by_method = {s["method"]: s for s in summary["summary"]}

@@ -168,16 +168,23 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
     if args.from_png:
         config = config_from_png(args.from_png)
         if args.preset:
-            config = GenerationConfig.from_preset(args.preset, prompts=config.prompts)
+            config = _preset_config(args, config.prompts)
         if prompts:
             config = config.replace(prompts=prompts)
     else:
-        if not any(not p.is_negative for p in prompts):
-            raise DasAgError("give at least one --prompt to steer towards")
-        base = PRESETS.get(args.preset, {}) if args.preset else {}
-        config = GenerationConfig(**{**base, "prompts": prompts})
-
+        _need_attracting_prompt(prompts, "give at least one --prompt to steer towards")
+        config = _preset_config(args, prompts)
     return apply_settings(config, args)
+
+
+def _preset_config(args: argparse.Namespace, prompts: tuple) -> GenerationConfig:
+    """The --preset's settings (or the defaults) with `prompts`."""
+    return GenerationConfig(**{**PRESETS.get(args.preset or "", {}), "prompts": prompts})
+
+
+def _need_attracting_prompt(prompts: tuple, message: str) -> None:
+    if not any(not p.is_negative for p in prompts):
+        raise DasAgError(message)
 
 
 def prompts_from_args(args: argparse.Namespace) -> tuple:
@@ -267,11 +274,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         prompt_sets = reference.prompt_sets()
     else:
         prompts = prompts_from_args(args)
-        if not any(not p.is_negative for p in prompts):
-            raise DasAgError("give at least one --prompt to steer towards, or --prompts reference")
+        _need_attracting_prompt(prompts, "give at least one --prompt to steer towards, or --prompts reference")
         prompt_sets = [(slug(prompts[0].text), prompts)]
-    base_config = GenerationConfig(**{**PRESETS.get(args.preset or "", {}), "prompts": prompt_sets[0][1]})
-    settings = apply_settings(base_config, args)
+    settings = apply_settings(_preset_config(args, prompt_sets[0][1]), args)
     base = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name not in ("prompts", "guidance", "seed")}
     published = reference.PUBLISHED if args.prompt_source == "reference" else None
     plan = build_plan(prompt_sets, args.seeds, base, Path(args.out), evaluators=tuple(args.evaluate), published=published)

@@ -11,7 +11,6 @@ backward; every term of the loss reads that one forward.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from dataclasses import dataclass, field
@@ -304,18 +303,17 @@ class Synthesis:
         )
 
     def _encode(self, batch: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
-            if not self._compile:
-                return self.models.encode_images(batch, dtype=self.dtype)
-            try:
-                if self.device.type == "cuda":
-                    # A new optimisation step: CUDA-graph outputs of the last one may be reused.
-                    torch.compiler.cudagraph_mark_step_begin()
-                return self.models.encode_images(batch, compiled=True, dtype=self.dtype)
-            except Exception as exc:  # no compiler, an unsupported op: run eagerly and say so
-                self._compile = False
-                self.warnings = (*self.warnings, f"torch.compile failed ({first_line(exc)}); running uncompiled")
-                return self.models.encode_images(batch, dtype=self.dtype)
+        if not self._compile:
+            return self.models.encode_images(batch, dtype=self.dtype)
+        try:
+            if self.device.type == "cuda":
+                # A new optimisation step: CUDA-graph outputs of the last one may be reused.
+                torch.compiler.cudagraph_mark_step_begin()
+            return self.models.encode_images(batch, compiled=True, dtype=self.dtype)
+        except Exception as exc:  # no compiler, an unsupported op: run eagerly and say so
+            self._compile = False
+            self.warnings = (*self.warnings, f"torch.compile failed ({first_line(exc)}); running uncompiled")
+            return self.models.encode_images(batch, dtype=self.dtype)
 
     def _scores(self, image: Image.Image) -> Scores:
         """Scores of an 8-bit image without augmentation, reusing this run's text features."""
@@ -323,11 +321,6 @@ class Synthesis:
 
     def _deterministic(self):
         return determinism.deterministic_algorithms(self.config.deterministic, self.device)
-
-    def _autocast(self):
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
 
 
 def synthesize(config: GenerationConfig, models: ModelBundle, *, preview_every: int = 0) -> Synthesis:

@@ -15,9 +15,7 @@ import torch
 from PIL import Image
 
 from .errors import DasAgError, first_line
-from .models import ModelBundle
 from .prompts import Prompt
-from .scoring import score_image
 
 ENV_V25_PREDICTOR = "AESTHETIC_V25_PREDICTOR_PATH"
 ENV_V25_ENCODER = "AESTHETIC_V25_ENCODER_PATH"
@@ -41,24 +39,13 @@ class Evaluator(Protocol):
         """One dict per image, keyed by column name."""
 
 
-class TrainingEvaluator:
-    """CLIP similarity and the training head's aesthetic score: the numbers a recipe stores."""
-
-    columns = (
-        Column("clip_positive", "CLIP similarity to the prompts (training CLIP)", False),
-        Column("clip_negative", "CLIP similarity to the negative prompts (training CLIP)", False),
-        Column("aesthetic", "improved aesthetic predictor (training head, not held out)", False),
-    )
-
-    def __init__(self, models: ModelBundle):
-        self.models = models
-
-    def score(self, images, prompts):
-        rows = []
-        for image, image_prompts in zip(images, prompts):
-            s = score_image(self.models, image, image_prompts)
-            rows.append({"clip_positive": s.clip_positive, "clip_negative": s.clip_negative, "aesthetic": s.aesthetic})
-        return rows
+# The numbers every recipe stores (scoring.score_image of the saved PNG): CLIP similarity and the
+# training head's aesthetic score. Reports read them from the recipes instead of re-scoring.
+TRAINING_COLUMNS = (
+    Column("clip_positive", "CLIP similarity to the prompts (training CLIP)", False),
+    Column("clip_negative", "CLIP similarity to the negative prompts (training CLIP)", False),
+    Column("aesthetic", "improved aesthetic predictor (training head, not held out)", False),
+)
 
 
 class AestheticV25Evaluator:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from .config import GUIDANCE, METHOD_NAMES, METHOD_ORDER, PRESETS, GenerationConfig
 from .errors import ConfigError, DasAgError
+from .evaluators import TRAINING_COLUMNS
 from .png import read_recipe
 
 MANIFEST = "plan.json"
@@ -216,7 +217,6 @@ def read_manifest(out_dir: Path) -> dict:
         return {}
 
 
-SCORE_COLUMNS = ("clip_positive", "clip_negative", "aesthetic")
 
 
 def collect_rows(out_dir: Path, evaluators: list | None = None) -> list[dict[str, Any]]:
@@ -249,7 +249,7 @@ def collect_rows(out_dir: Path, evaluators: list | None = None) -> list[dict[str
                 "method": config.method,
                 "seed": config.seed,
                 "status": recipe["run"]["status"],
-                **{c: recipe["scores"][c] for c in SCORE_COLUMNS},
+                **{c.name: recipe["scores"][c.name] for c in TRAINING_COLUMNS},
             }
         )
     for evaluator in evaluators or []:

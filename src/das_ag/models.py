@@ -77,10 +77,12 @@ class ModelBundle:
     ) -> torch.Tensor:
         """L2-normalised embeddings of a CLIP-normalised batch (N, 3, 224, 224).
 
-        `dtype` is the autocast dtype the caller runs under: below float32, an encoder whose
-        matmul weights are already stored in it is used (see encoder.with_matmul_weights_in).
+        Below float32 the encoder runs under autocast in `dtype`, with its matmul weights already
+        stored in that dtype (see encoder.with_matmul_weights_in).
         """
-        e = self.image_encoder(dtype, compiled=compiled)(normalized).float()
+        encoder = self.image_encoder(dtype, compiled=compiled)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            e = encoder(normalized).float()
         return e / e.norm(dim=-1, keepdim=True)
 
     def image_encoder(self, dtype: torch.dtype = torch.float32, *, compiled: bool = False) -> nn.Module:

@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .evaluators import Column, TrainingEvaluator
+from .evaluators import TRAINING_COLUMNS, Column
 from .config import METHOD_NAMES, METHOD_ORDER
 from .experiments import collect_rows, read_manifest, summarize
 from .png import write_atomic
@@ -28,7 +28,7 @@ def write_report(out_dir: str | Path, evaluators: list | None = None) -> dict[st
     evaluators = evaluators or []
     published = read_manifest(out_dir).get("published")
     rows = collect_rows(out_dir, evaluators)
-    columns: list[Column] = [*TrainingEvaluator.columns, *(c for e in evaluators for c in e.columns)]
+    columns: list[Column] = [*TRAINING_COLUMNS, *(c for e in evaluators for c in e.columns)]
     names = [c.name for c in columns]
     info = {c.name: {"evaluator": c.evaluator, "held_out": c.held_out} for c in columns}
     summary = summarize(rows, names)
