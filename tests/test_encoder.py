@@ -101,6 +101,42 @@ def test_stored_bfloat16_weights_give_exactly_what_autocast_gives():
     assert copied.ln_1.weight is block.ln_1.weight  # everything but the matmul weights is shared
 
 
+def test_sped_up_encoder_in_bfloat16_is_as_accurate_as_clip_under_autocast():
+    # The bf16 encoder changes where it rounds (a contiguous bf16 residual stream normalised
+    # without casts, the oneDNN linears, float32 attention scores); its error against the float32
+    # result must stay at the level of CLIP's own under autocast, forward and input gradient.
+    model = small_vision_clip(width=256, layers=3)
+    stock = copy.deepcopy(model.visual)
+    speed_up_image_encoder(model.visual)
+    fast = with_matmul_weights_in(model.visual, torch.bfloat16)
+    x = torch.randn(2, 3, 224, 224)
+    exact_e, exact_g = encode_with_input_grad(stock, x)
+    errors = {}
+    for name, visual in (("stock", stock), ("fast", fast)):
+        e, g = encode_with_input_grad(visual, x, torch.bfloat16)
+        errors[name] = ((e - exact_e).norm() / exact_e.norm(), (g - exact_g).norm() / exact_g.norm())
+    (stock_e, stock_g), (fast_e, fast_g) = errors["stock"], errors["fast"]
+    assert fast_e < 0.02 and fast_g < 0.05
+    assert fast_e < 1.25 * stock_e and fast_g < 1.25 * stock_g
+
+
+@pytest.mark.skipif(not encoder._onednn_linear_available(), reason="torch built without oneDNN")
+def test_bfloat16_linear_adds_its_bias_inside_the_onednn_gemm():
+    torch.manual_seed(0)
+    w, b = torch.randn(96, 64).bfloat16(), torch.randn(96).bfloat16()
+    x = torch.randn(7, 3, 64)
+    fused_x, plain_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    fused = encoder.linear(fused_x, w, b)
+    assert type(fused.grad_fn).__name__ == "_OneDnnLinearBackward"  # the fast path was taken
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = F.linear(plain_x, w.float(), b.float())
+    assert torch.equal(fused, plain)  # the same oneDNN kernel as autocast's addmm: the same bits
+    grad = torch.randn_like(plain, dtype=torch.float32)
+    fused.backward(grad)
+    plain.backward(grad)
+    assert fused_x.grad.dtype == torch.float32 and torch.equal(fused_x.grad, plain_x.grad)
+
+
 def test_loaded_clip_runs_the_sped_up_encoder(models):
     visual = models.clip.visual
     assert isinstance(visual.conv1, PatchEmbedding)

@@ -110,6 +110,57 @@ def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torc
     return _BlockedAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), group)
 
 
+def _onednn_linear_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+class _OneDnnLinear(torch.autograd.Function):
+    """x W^T + b for frozen half-precision W and b on the CPU, with the bias added inside the gemm.
+
+    torch's CPU addmm first copies the broadcast bias into its whole output, then accumulates the
+    product onto it: 0.23 s of copies in a bf16 ViT-L/14 step with 8 copies (profiled). oneDNN's
+    linear adds the bias in the gemm's epilogue and gives the same bits as addmm under autocast;
+    the step ran 1.5-2.7% faster (paired runs). Only the input needs a gradient: the weights are
+    frozen.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(weight)
+        return torch.ops.mkldnn._linear_pointwise(x.to(weight.dtype), weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        return grad.to(weight.dtype) @ weight, None, None
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """F.linear, through oneDNN with a fused bias where that is faster (bf16 weights on the CPU)."""
+    if (
+        weight.dtype == torch.bfloat16
+        and bias.dtype == weight.dtype
+        and x.device.type == "cpu"
+        and not weight.requires_grad
+        and not torch.compiler.is_compiling()  # inductor fuses the bias itself
+        and _onednn_linear_available()
+    ):
+        return _OneDnnLinear.apply(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+def layer_norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """CLIP's LayerNorm without its two casts around a half-precision input.
+
+    CLIP's LayerNorm casts a bf16 input to float32, normalises, and casts back: two copies of the
+    residual stream per norm, and two more in the backward. torch's CPU layer_norm takes a bf16
+    input with float32 weights directly and computes in float32 inside, so the result has the
+    same accuracy (it differs from CLIP's in the rounding of ~1 element in 40,000). On CUDA
+    autocast runs layer_norm in float32 itself, as CLIP does; float32 inputs are unchanged.
+    """
+    return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+
+
 def _frozen_parameter(t: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(t.detach().clone(), requires_grad=False)
 
@@ -141,7 +192,9 @@ class EncoderBlock(nn.Module):
         self.proj_bias = proj.bias
 
     def matmul_weights(self) -> tuple[nn.Parameter, ...]:
-        return (self.in_proj_weight, self.out_proj.weight, self.fc_weight, self.proj_weight)
+        """The weights and biases of the four matmuls: what autocast would cast on every step."""
+        return (self.in_proj_weight, self.in_proj_bias, self.out_proj.weight, self.out_proj.bias,
+                self.fc_weight, self.fc_bias, self.proj_weight, self.proj_bias)
 
     def _split_heads(self, t: torch.Tensor, n: int) -> torch.Tensor:
         """(tokens, batch, n * width) -> (n, batch * heads, tokens, head width), contiguous."""
@@ -153,24 +206,28 @@ class EncoderBlock(nn.Module):
         tokens, batch, width = h.shape
         w, b = self.in_proj_weight, self.in_proj_bias
         if self.class_token_only:
-            (q,) = self._split_heads(F.linear(h[:1], w[:width], b[:width]), 1)
-            k, v = self._split_heads(F.linear(h, w[width:], b[width:]), 2)
+            (q,) = self._split_heads(linear(h[:1], w[:width], b[:width]), 1)
+            k, v = self._split_heads(linear(h, w[width:], b[width:]), 2)
         else:
-            q, k, v = self._split_heads(F.linear(h, w, b), 3)  # one matmul for all three
+            q, k, v = self._split_heads(linear(h, w, b), 3)  # one matmul for all three
         if h.device.type == "cpu":
             out = blocked_attention(q, k, v)
         else:
             out = F.scaled_dot_product_attention(*(t.unflatten(0, (batch, self.heads)) for t in (q, k, v)), scale=1.0)
         queries = q.shape[1]
         out = out.view(batch, self.heads, queries, -1).permute(2, 0, 1, 3).reshape(queries, batch, width)
-        return self.out_proj(out)
+        return linear(out, self.out_proj.weight, self.out_proj.bias)
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.silu(F.linear(x, self.fc_weight, self.fc_bias)), self.proj_weight, self.proj_bias)
+        return linear(F.silu(linear(x, self.fc_weight, self.fc_bias)), self.proj_weight, self.proj_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x[:1] if self.class_token_only else x) + self.attention(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
+        # CLIP hands the blocks its tokens as a (batch, tokens)-ordered tensor permuted to
+        # (tokens, batch): every LayerNorm then copied it to contiguous, forward and backward.
+        # One copy here, in the first block, and the residual stream stays contiguous after it.
+        x = x.contiguous()
+        x = (x[:1] if self.class_token_only else x) + self.attention(layer_norm(self.ln_1, x))
+        return x + self.mlp(layer_norm(self.ln_2, x))
 
 
 def speed_up_image_encoder(visual: nn.Module) -> None:
