@@ -8,6 +8,10 @@ with 8 copies: the engine's step time in float32, in its default mode (auto) and
 floor (encoder forward + input-gradient FLOPs / the measured matmul peak of that dtype); and the
 reference app's loop (bench/reference_loop.py). Then step time and peak memory against copies
 and resolution. Every ratio comes from this one run; the table is printed last.
+
+On the CPU the share of peak pairs each step with a matmul timing taken right after it, because
+this shared VM's speed drifts by 20-30% over seconds: a peak taken once at the start, against
+steps taken minutes later, measured the drift as much as the step (see note/performance.md).
 """
 
 from __future__ import annotations
@@ -40,21 +44,30 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def matmul_peak(dtype: torch.dtype, device: torch.device, trials: int = 3) -> float:
-    """The best of a few timings of a large square matmul: this machine's attainable FLOP/s."""
-    n, reps = (8192, 20) if device.type == "cuda" else (2048, 5)
+def _square_matmul(dtype: torch.dtype, device: torch.device):
+    n = 8192 if device.type == "cuda" else 2048
     a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
-    for _ in range(2):
-        a @ b
-    best = 0.0
-    for _ in range(trials):
+    return (lambda: a @ b), 2 * n**3
+
+
+def matmul_rate(dtype: torch.dtype, device: torch.device, seconds: float) -> float:
+    """FLOP/s of a large square matmul repeated for about `seconds`."""
+    matmul, flops = _square_matmul(dtype, device)
+    matmul()
+    sync(device)
+    reps, start = 0, time.perf_counter()
+    while True:
+        matmul()
+        reps += 1
         sync(device)
-        start = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        sync(device)
-        best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
-    return best
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return flops * reps / elapsed
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, trials: int = 3) -> float:
+    """The best of a few short timings of a large square matmul: this machine's attainable FLOP/s."""
+    return max(matmul_rate(dtype, device, 0.1 if device.type == "cpu" else 0.2) for _ in range(trials))
 
 
 def encoder_flops(models, copies: int) -> float:
@@ -80,18 +93,32 @@ def peak_memory_gib(device) -> float:
     return float("nan")
 
 
-def engine_step_seconds(models, steps: int, **settings) -> float:
-    """Median seconds per step over `steps` steps after one warm-up step (two for compiled runs).
+def engine_steps(models, steps: int, beside=None, **settings) -> tuple[list[float], list]:
+    """Seconds of `steps` steps after one warm-up step (two for compiled runs), and what
+    `beside()` returned right before each of them (it runs between steps, off the clock).
 
     The engine reports step t once it has launched step t+1 (its loop runs one step ahead), so
-    the gap between two reports is one step of device time, and on a GPU the host's work still
-    overlaps the device's as in a real run. The median keeps one disturbed step (this CPU is a
-    shared VM) from moving the figure.
+    the time from resuming after one report to the next report is one step of device time, and
+    on a GPU the host's work still overlaps the device's as in a real run.
     """
     warm = 2 if settings.get("compile") else 1
     config = GenerationConfig(prompts=PROMPTS, steps=warm + 1 + steps, device=str(models.device), **settings)
-    marks = [time.perf_counter() for event in synthesize(config, models) if event.step >= warm]
-    return statistics.median(b - a for a, b in zip(marks[:-2], marks[1:-1]))
+    seconds, besides, resumed = [], [], None
+    for event in synthesize(config, models):
+        now = time.perf_counter()
+        if resumed is not None:
+            seconds.append(now - resumed)
+        if event.step >= warm:
+            if beside is not None:
+                besides.append(beside())
+            resumed = time.perf_counter()
+    # The last report comes after the loop ends, with no step launched behind it.
+    return seconds[:-1], besides[: len(seconds) - 1]
+
+
+def engine_step_seconds(models, steps: int, **settings) -> float:
+    """The median step: it keeps one disturbed step (this CPU is a shared VM) from moving the figure."""
+    return statistics.median(engine_steps(models, steps, **settings)[0])
 
 
 def reference_step_seconds(models, clip_path: Path, steps: int, copies: int) -> float:
@@ -117,7 +144,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--shapes", default="ViT-B/32,ViT-L/14")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (the median is kept)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement (the median is kept)")
     parser.add_argument("--scaling-shape", default=None, help="default: ViT-L/14 on CUDA, ViT-B/32 on the CPU")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--no-reference", action="store_true")
@@ -153,26 +180,35 @@ def main() -> int:
             modes.append((f"auto ({auto}) + compile", dict(dtype="auto", compile=True)))
         measured = {}
         for label, settings in modes:
-            seconds = engine_step_seconds(models, args.steps, augment_copies=8, **settings)
             dtype = settings["dtype"] if settings["dtype"] != "auto" else auto
+            if device.type == "cpu":  # pair each step with a peak timed right after it
+                times, rates = engine_steps(models, args.steps, lambda: matmul_rate(DTYPES[dtype], device, 0.4), augment_copies=8, **settings)
+                seconds, peak = statistics.median(times), statistics.median(rates)
+                fraction = statistics.median(flops / t / r for t, r in zip(times, rates))
+            else:
+                seconds, peak = engine_step_seconds(models, args.steps, augment_copies=8, **settings), peaks[dtype]
+                fraction = flops / seconds / peak
             measured[label] = seconds
-            rows.append((shape, label, seconds, flops / seconds, flops / seconds / peaks[dtype], flops / peaks[dtype]))
-            print(f"  {shape} {label}: {seconds:.3f} s/step", flush=True)
+            rows.append((shape, label, seconds, flops / seconds, fraction, flops / peak, peak))
+            print(f"  {shape} {label}: {seconds:.3f} s/step, {fraction:.1%} of peak", flush=True)
         if not args.no_reference:
             ref = reference_step_seconds(models, path, args.steps, 8)
-            rows.append((shape, "reference loop (float32)", ref, flops / ref, flops / ref / peaks["float32"], flops / peaks["float32"]))
+            peak = peaks["float32"]
+            rows.append((shape, "reference loop (float32)", ref, flops / ref, flops / ref / peak, flops / peak, peak))
             print(f"  {shape} reference: {ref:.3f} s/step", flush=True)
             for label, seconds in measured.items():
-                rows.append((shape, f"speed-up of {label}", ref / seconds, None, None, None))
+                rows.append((shape, f"speed-up of {label}", ref / seconds, None, None, None, None))
 
     print(f"\nStep speed on {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}); 224 px, 8 copies")
-    print(f"{'shape':10} {'mode':34} {'s/step':>9} {'TFLOP/s':>8} {'of peak':>8} {'floor s':>8}")
-    for shape, label, value, rate, fraction, floor in rows:
+    if device.type == "cpu":
+        print("'peak' is the median of the matmul timings taken right after each step, 'of peak' the median of the steps' paired shares")
+    print(f"{'shape':10} {'mode':34} {'s/step':>9} {'TFLOP/s':>8} {'peak':>8} {'of peak':>8} {'floor s':>8}")
+    for shape, label, value, rate, fraction, floor, peak in rows:
         if rate is None:
             print(f"{shape:10} {label:34} {value:8.2f}x")
         else:
-            print(f"{shape:10} {label:34} {value:9.3f} {rate / 1e12:8.3f} {fraction:8.1%} {floor:8.3f}")
+            print(f"{shape:10} {label:34} {value:9.3f} {rate / 1e12:8.3f} {peak / 1e12:8.3f} {fraction:8.1%} {floor:8.3f}")
     print(f"\nScaling ({scaling_shape}, default mode): step time and peak {'GPU memory' if device.type == 'cuda' else 'resident memory'}")
     print(f"{'resolution':>10} {'copies':>6} {'s/step':>8} {'s/copy':>8} {'peak GiB':>9}")
     for resolution, copies, seconds, memory in scaling:
