@@ -45,23 +45,33 @@ def test_patch_matmul_is_the_patch_convolution():
     assert torch.allclose(x.grad, y.grad, atol=1e-5)
 
 
-def test_blocked_attention_has_the_exact_gradient(monkeypatch):
-    # A tiny score budget splits 5 heads into groups of 2, 2 and 1, so the grouping is exercised.
-    monkeypatch.setattr(encoder, "SCORE_BYTES_PER_GROUP", 2 * 7 * 7 * 4)
-    q, k, v = (torch.randn(5, 7, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    assert torch.autograd.gradcheck(blocked_attention, (q, k, v))
-    expected = torch.softmax(q @ k.transpose(1, 2), dim=-1) @ v
-    assert torch.allclose(blocked_attention(q, k, v), expected, atol=1e-12)
+def multi_head_attention(qkv, heads, queries):
+    """The textbook computation, from a (tokens, batch, 3 x width) projection."""
+    tokens, batch, _ = qkv.shape
+    q, k, v = qkv.unflatten(-1, (3, heads, -1)).permute(2, 1, 3, 0, 4)  # (batch, heads, tokens, width)
+    out = torch.softmax(q[:, :, :queries] @ k.transpose(-1, -2), dim=-1) @ v
+    return out.permute(2, 0, 1, 3).reshape(queries, batch, -1)
+
+
+@pytest.mark.parametrize("queries", [7, 1])  # every token, and the class token alone
+def test_blocked_attention_has_the_exact_gradient(monkeypatch, queries):
+    # A tiny score budget splits each image's 5 heads into groups of 3 and 2, so the grouping and
+    # the strided reads and writes are exercised.
+    monkeypatch.setattr(encoder, "SCORE_BYTES_PER_GROUP", 4 * queries * 7 * 4)
+    qkv = torch.randn(7, 2, 3 * 5 * 4, dtype=torch.float64, requires_grad=True)  # 7 tokens, 2 images
+    assert torch.autograd.gradcheck(lambda t: blocked_attention(t, 5, queries), (qkv,))
+    assert torch.allclose(blocked_attention(qkv, 5, queries), multi_head_attention(qkv, 5, queries), atol=1e-12)
 
 
 def test_blocked_attention_in_bfloat16_is_as_accurate_as_flash_attention():
     # Logits of size ~9: rounding the scores to bf16 would double the error (measured 0.0145);
     # float32 scores keep it at FlashAttention's level (0.0078 for both).
     torch.manual_seed(0)
-    q, k, v = (torch.randn(32, 257, 64, dtype=torch.float64) * 3 for _ in range(3))
+    q, k, v = (torch.randn(2, 16, 257, 64, dtype=torch.float64) * 3 for _ in range(3))
     q = q / 8
-    exact = torch.softmax(q @ k.transpose(1, 2), dim=-1) @ v
-    got = blocked_attention(q.bfloat16(), k.bfloat16(), v.bfloat16()).double()
+    exact = torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
+    qkv = torch.stack([q, k, v], dim=2).permute(3, 0, 2, 1, 4).reshape(257, 2, 3 * 16 * 64)
+    got = blocked_attention(qkv.bfloat16(), 16).double().unflatten(-1, (16, 64)).permute(1, 2, 0, 3)
     flash = F.scaled_dot_product_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), scale=1.0).double()
     error, flash_error = ((x - exact).norm() / exact.norm() for x in (got, flash))
     assert error < 0.01 and error < 1.2 * flash_error

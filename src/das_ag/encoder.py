@@ -5,8 +5,11 @@ so the loaded CLIP's vision blocks are swapped for ones that compute the same fu
 work (`speed_up_image_encoder`):
 
 - the patch convolution becomes one matrix product (PatchEmbedding);
-- attention on the CPU runs over groups of heads small enough to stay in cache
-  (`blocked_attention`); on CUDA it is torch's scaled-dot-product attention (FlashAttention);
+- attention on the CPU runs over groups of heads small enough to stay in cache, reading the heads
+  where the projection wrote them (`blocked_attention`); on CUDA it is torch's
+  scaled-dot-product attention (FlashAttention);
+- bf16 linears on the CPU add their bias inside oneDNN's gemm, and the bf16 residual stream is
+  normalised without CLIP's casts to float32 and back;
 - QuickGELU, x * sigmoid(1.702 x), becomes SiLU with the 1.702 folded into the neighbouring
   weights, and the 1/sqrt(head width) of attention is folded into the query weights, which turns
   four elementwise passes per block (and their backward) into one;
@@ -62,7 +65,8 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
 
 
 class _BlockedAttention(torch.autograd.Function):
-    """softmax(q k^T) v over (heads, tokens, width) tensors, a cache-sized group of heads at a time.
+    """Multi-head softmax(q k^T) v read straight from the in-projection's output, a cache-sized
+    group of one image's heads at a time.
 
     torch's CPU FlashAttention tiles over tokens, which for 257 tokens and 64-wide heads leaves it
     far from the matmul peak (26% of a bf16 ViT-L/14 step for ~6% of the FLOPs). Here each group's
@@ -70,44 +74,76 @@ class _BlockedAttention(torch.autograd.Function):
     computed in float32 even for bf16 inputs, so accuracy matches FlashAttention (rounding scores
     of size ~10 to bf16 would double the output's error); the probabilities are kept in the input
     dtype for the second product and for the backward.
+
+    q, k and v are strided views into the (tokens, batch, 3 x width) projection, and the output
+    and the gradient are written in the same token-major layout, so no copy splits the heads out
+    or merges them back, forward or backward.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, group):
-        with torch.autocast(q.device.type, enabled=False):
-            out = torch.empty_like(q)
-            probs = []
-            for start in range(0, q.shape[0], group):
-                g = slice(start, start + group)
-                p = torch.softmax(_wide(q[g]) @ _wide(k[g]).transpose(1, 2), dim=-1).to(q.dtype)
-                torch.bmm(p, v[g], out=out[g])
+    def forward(ctx, qkv, heads, queries, group):
+        q_all, k_all, v_all = _heads(qkv, heads).unbind(2)
+        out = qkv.new_empty(queries, qkv.shape[1], qkv.shape[2] // 3)
+        o_all = out.unflatten(-1, (heads, -1))
+        probs = []
+        with torch.autocast(qkv.device.type, enabled=False):
+            for image, g in _head_groups(qkv.shape[1], heads, group):
+                q, k, v = (_group(t, image, g) for t in (q_all[:queries], k_all, v_all))
+                p = torch.softmax(_wide(q) @ _wide(k).transpose(1, 2), dim=-1).to(qkv.dtype)
+                torch.bmm(p, v, out=_group(o_all, image, g))
                 probs.append(p)
-        ctx.group = group
-        ctx.save_for_backward(q, k, v, out, *probs)
+        ctx.heads, ctx.queries, ctx.group = heads, queries, group
+        ctx.save_for_backward(qkv, out, *probs)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, out, *probs = ctx.saved_tensors
-        grad_out = grad_out.contiguous()
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        with torch.autocast(q.device.type, enabled=False):
-            for i, start in enumerate(range(0, q.shape[0], ctx.group)):
-                g, p, d_out = slice(start, start + ctx.group), probs[i], grad_out[start : start + ctx.group]
-                torch.bmm(p.transpose(1, 2), d_out, out=dv[g])
+        qkv, out, *probs = ctx.saved_tensors
+        heads, queries = ctx.heads, ctx.queries
+        q_all, k_all, v_all = _heads(qkv, heads).unbind(2)
+        grad_qkv = torch.empty_like(qkv) if queries == qkv.shape[0] else torch.zeros_like(qkv)
+        dq_all, dk_all, dv_all = _heads(grad_qkv, heads).unbind(2)
+        do_all, o_all = grad_out.contiguous().unflatten(-1, (heads, -1)), out.unflatten(-1, (heads, -1))
+        with torch.autocast(qkv.device.type, enabled=False):
+            for p, (image, g) in zip(probs, _head_groups(qkv.shape[1], heads, ctx.group)):
+                q, k, v, d_out, o = (_group(t, image, g) for t in (q_all[:queries], k_all, v_all, do_all, o_all))
+                torch.bmm(p.transpose(1, 2), d_out, out=_group(dv_all, image, g))
                 # The softmax backward needs rowsum(dP * P), which equals rowsum(dO * O): a sum
                 # over the head width (64) instead of over all tokens (257).
-                row = (_wide(d_out) * _wide(out[g])).sum(-1, keepdim=True)
-                ds = (d_out @ v[g].transpose(1, 2)).sub_(row).mul_(p)  # dS = P * (dP - rowsum)
-                torch.bmm(ds, k[g], out=dq[g])
-                torch.bmm(ds.transpose(1, 2), q[g], out=dk[g])
-        return dq, dk, dv, None
+                row = (_wide(d_out) * _wide(o)).sum(-1, keepdim=True)
+                ds = (d_out @ v.transpose(1, 2)).sub_(row).mul_(p)  # dS = P * (dP - rowsum)
+                torch.bmm(ds, k, out=_group(dq_all[:queries], image, g))
+                torch.bmm(ds.transpose(1, 2), q, out=_group(dk_all, image, g))
+        return grad_qkv, None, None, None
 
 
-def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T) v for (heads, tokens, width) tensors; q must already carry the 1/sqrt(width)."""
-    group = max(1, SCORE_BYTES_PER_GROUP // (q.shape[1] * k.shape[1] * 4))
-    return _BlockedAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), group)
+def _heads(qkv: torch.Tensor, heads: int) -> torch.Tensor:
+    """(tokens, batch, 3 x width) -> a (tokens, batch, 3, heads, head width) view."""
+    return qkv.unflatten(-1, (3, heads, -1))
+
+
+def _head_groups(batch: int, heads: int, group: int):
+    """(image, heads slice) for each group of at most `group` heads of one image, evenly sized."""
+    n = -(-heads // group)
+    size = -(-heads // n)
+    for image in range(batch):
+        for start in range(0, heads, size):
+            yield image, slice(start, start + size)
+
+
+def _group(t: torch.Tensor, image: int, heads: slice) -> torch.Tensor:
+    """(tokens, batch, heads, head width) -> (group heads, tokens, head width) for one image, a view."""
+    return t[:, image, heads].transpose(0, 1)
+
+
+def blocked_attention(qkv: torch.Tensor, heads: int, queries: int | None = None) -> torch.Tensor:
+    """Multi-head attention over an in-projection's output (tokens, batch, 3 x width): the first
+    `queries` tokens' outputs (all by default), (queries, batch, width). The queries must already
+    carry the 1/sqrt(head width)."""
+    tokens = qkv.shape[0]
+    queries = tokens if queries is None else queries
+    group = max(1, SCORE_BYTES_PER_GROUP // (queries * tokens * 4))
+    return _BlockedAttention.apply(qkv.contiguous(), heads, queries, group)
 
 
 def _onednn_linear_available() -> bool:
@@ -197,25 +233,27 @@ class EncoderBlock(nn.Module):
                 self.fc_weight, self.fc_bias, self.proj_weight, self.proj_bias)
 
     def _split_heads(self, t: torch.Tensor, n: int) -> torch.Tensor:
-        """(tokens, batch, n * width) -> (n, batch * heads, tokens, head width), contiguous."""
+        """(tokens, batch, n * width) -> (n, batch, heads, tokens, head width), contiguous."""
         tokens, batch, _ = t.shape
-        return t.view(tokens, batch, n, self.heads, -1).permute(2, 1, 3, 0, 4).reshape(n, batch * self.heads, tokens, -1)
+        return t.view(tokens, batch, n, self.heads, -1).permute(2, 1, 3, 0, 4).contiguous()
 
     def attention(self, h: torch.Tensor) -> torch.Tensor:
         """Attention over the normalised tokens h; for the class token alone if class_token_only."""
         tokens, batch, width = h.shape
         w, b = self.in_proj_weight, self.in_proj_bias
-        if self.class_token_only:
-            (q,) = self._split_heads(linear(h[:1], w[:width], b[:width]), 1)
-            k, v = self._split_heads(linear(h, w[width:], b[width:]), 2)
-        else:
-            q, k, v = self._split_heads(linear(h, w, b), 3)  # one matmul for all three
+        queries = 1 if self.class_token_only else tokens
         if h.device.type == "cpu":
-            out = blocked_attention(q, k, v)
+            # In class_token_only the other tokens' queries are computed too (~0.3% of a step), so
+            # that the attention reads every head from one projection output, without copies.
+            out = blocked_attention(linear(h, w, b), self.heads, queries)
         else:
-            out = F.scaled_dot_product_attention(*(t.unflatten(0, (batch, self.heads)) for t in (q, k, v)), scale=1.0)
-        queries = q.shape[1]
-        out = out.view(batch, self.heads, queries, -1).permute(2, 0, 1, 3).reshape(queries, batch, width)
+            if self.class_token_only:
+                (q,) = self._split_heads(linear(h[:1], w[:width], b[:width]), 1)
+                k, v = self._split_heads(linear(h, w[width:], b[width:]), 2)
+            else:
+                q, k, v = self._split_heads(linear(h, w, b), 3)  # one matmul for all three
+            out = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (batch, heads, queries, head width)
+            out = out.permute(2, 0, 1, 3).reshape(queries, batch, width)
         return linear(out, self.out_proj.weight, self.out_proj.bias)
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
