@@ -107,7 +107,7 @@ def test_stored_bfloat16_weights_give_exactly_what_autocast_gives():
     e_stored, g_stored = encode_with_input_grad(stored, x, torch.bfloat16)
     assert torch.equal(e_auto, e_stored) and torch.equal(g_auto, g_stored)
     block, copied = model.visual.transformer.resblocks[0], stored.transformer.resblocks[0]
-    assert copied.fc_weight.dtype == torch.bfloat16 and block.fc_weight.dtype == torch.float32
+    assert copied.fc.weight.dtype == torch.bfloat16 and block.fc.weight.dtype == torch.float32
     assert copied.ln_1.weight is block.ln_1.weight  # everything but the matmul weights is shared
 
 
@@ -130,21 +130,43 @@ def test_sped_up_encoder_in_bfloat16_is_as_accurate_as_clip_under_autocast():
     assert fast_e < 1.25 * stock_e and fast_g < 1.25 * stock_g
 
 
-@pytest.mark.skipif(not encoder._onednn_linear_available(), reason="torch built without oneDNN")
-def test_bfloat16_linear_adds_its_bias_inside_the_onednn_gemm():
-    torch.manual_seed(0)
-    w, b = torch.randn(96, 64).bfloat16(), torch.randn(96).bfloat16()
-    x = torch.randn(7, 3, 64)
-    fused_x, plain_x = x.clone().requires_grad_(), x.clone().requires_grad_()
-    fused = encoder.linear(fused_x, w, b)
-    assert type(fused.grad_fn).__name__ == "_OneDnnLinearBackward"  # the fast path was taken
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        plain = F.linear(plain_x, w.float(), b.float())
-    assert torch.equal(fused, plain)  # the same oneDNN kernel as autocast's addmm: the same bits
-    grad = torch.randn_like(plain, dtype=torch.float32)
-    fused.backward(grad)
-    plain.backward(grad)
-    assert fused_x.grad.dtype == torch.float32 and torch.equal(fused_x.grad, plain_x.grad)
+needs_packing = pytest.mark.skipif(
+    not (encoder.packing_available(torch.bfloat16) and encoder.packing_available(torch.float32)),
+    reason="this torch or CPU has no oneDNN linears on packed bf16 and float32 weights",
+)
+
+
+@needs_packing
+def test_packed_bfloat16_encoder_gives_exactly_what_autocast_gives():
+    # Forward and input gradient through weights prepacked for oneDNN: the same bits as the
+    # stored-bf16 encoder under autocast (and so as CLIP's own linears under autocast).
+    model = small_vision_clip(width=256, layers=3)
+    speed_up_image_encoder(model.visual)
+    x = torch.randn(2, 3, 224, 224)
+    packed = encoder.with_packed_matmul_weights(model.visual, torch.bfloat16)
+    linears = [m for m in packed.modules() if isinstance(m, encoder.FrozenLinear)]
+    assert len(linears) == 12 and all(m.packed is not None and m.packed.dtype == torch.bfloat16 for m in linears)
+    y = linears[2](torch.randn(7, 3, 256, requires_grad=True))
+    assert type(y.grad_fn).__name__ == "_PackedLinearBackward"  # the packed path is the one taken
+    e_stored, g_stored = encode_with_input_grad(with_matmul_weights_in(model.visual, torch.bfloat16), x, torch.bfloat16)
+    e_packed, g_packed = encode_with_input_grad(packed, x, torch.bfloat16)
+    assert torch.equal(e_packed, e_stored) and torch.equal(g_packed, g_stored)
+    block, copied = model.visual.transformer.resblocks[0], packed.transformer.resblocks[0]
+    assert copied.fc.weight is block.fc.weight and block.fc.packed is None  # shared, and only the copy packed
+
+
+@needs_packing
+def test_packed_float32_encoder_matches_and_repeats_bit_for_bit():
+    model = small_vision_clip(width=256, layers=3)
+    speed_up_image_encoder(model.visual)
+    x = torch.randn(2, 3, 224, 224)
+    packed = encoder.with_packed_matmul_weights(model.visual, torch.float32)
+    e_plain, g_plain = encode_with_input_grad(model.visual, x)
+    e_packed, g_packed = encode_with_input_grad(packed, x)
+    assert torch.allclose(e_packed, e_plain, rtol=1e-4, atol=1e-5)  # only the summation order differs
+    assert torch.allclose(g_packed, g_plain, rtol=1e-4, atol=1e-6)
+    again = encode_with_input_grad(packed, x)
+    assert torch.equal(again[0], e_packed) and torch.equal(again[1], g_packed)
 
 
 def test_loaded_clip_runs_the_sped_up_encoder(models):
@@ -153,6 +175,11 @@ def test_loaded_clip_runs_the_sped_up_encoder(models):
     assert all(isinstance(b, EncoderBlock) for b in visual.transformer.resblocks)
     assert models.clip.dtype == torch.float32  # CLIP reads conv1.weight for its dtype
     assert not any(p.requires_grad for p in visual.parameters())
-    assert models.image_encoder(torch.float32) is visual
-    assert models.image_encoder(torch.bfloat16) is models.image_encoder(torch.bfloat16)
+    for dtype in (torch.float32, torch.bfloat16):
+        made = models.image_encoder(dtype)
+        assert made is models.image_encoder(dtype)  # made once per bundle
+        if encoder.packing_available(dtype):  # a copy with packed weights, sharing every tensor
+            assert made is not visual
+            assert {id(t) for t in made.parameters()} == {id(t) for t in visual.parameters()}
+            assert all(m.packed.dtype == dtype for m in made.modules() if isinstance(m, encoder.FrozenLinear))
 
