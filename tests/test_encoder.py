@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 
 import pytest
 import torch
@@ -11,6 +12,10 @@ import torch.nn.functional as F
 from das_ag import encoder
 from das_ag.clip_package import clip_module
 from das_ag.encoder import EncoderBlock, PatchEmbedding, blocked_attention, speed_up_image_encoder, with_matmul_weights_in
+from das_ag.engine import generate
+from das_ag.models import load_models
+
+from .conftest import small_config
 
 
 def small_vision_clip(width: int = 128, layers: int = 2):
@@ -175,11 +180,20 @@ def test_loaded_clip_runs_the_sped_up_encoder(models):
     assert all(isinstance(b, EncoderBlock) for b in visual.transformer.resblocks)
     assert models.clip.dtype == torch.float32  # CLIP reads conv1.weight for its dtype
     assert not any(p.requires_grad for p in visual.parameters())
-    for dtype in (torch.float32, torch.bfloat16):
-        made = models.image_encoder(dtype)
-        assert made is models.image_encoder(dtype)  # made once per bundle
-        if encoder.packing_available(dtype):  # a copy with packed weights, sharing every tensor
-            assert made is not visual
-            assert {id(t) for t in made.parameters()} == {id(t) for t in visual.parameters()}
-            assert all(m.packed.dtype == dtype for m in made.modules() if isinstance(m, encoder.FrozenLinear))
+    assert models.image_encoder(torch.float32) is visual
+    assert models.image_encoder(torch.bfloat16) is models.image_encoder(torch.bfloat16)  # made once per bundle
 
+
+@needs_packing
+def test_a_run_packs_one_encoder_and_scoring_packs_none(tiny_clip_path, head_path, tmp_path):
+    # Packed weights cost 1.2 GB (bf16) or 2.4 GB (float32) for ViT-L/14: only the optimisation
+    # loop's encoder may carry them, never the float32 encoder that scores the first and last image.
+    own_copy = shutil.copy(tiny_clip_path, tmp_path / "clip.pt")  # a bundle no other test has used
+    models = load_models(str(own_copy), str(head_path), "cpu")
+    result = generate(small_config(steps=3, dtype="bfloat16"), models)
+    assert result.status == "completed" and result.dtype == "bfloat16"
+    made = models.image_encoder(torch.bfloat16, packed=True)
+    packed = [e for e in models._encoders.values() if any(getattr(m, "packed", None) for m in e.modules())]
+    assert packed == [made] and made is not models.clip.visual
+    assert {id(t) for t in made.parameters()} == {id(t) for t in models.clip.visual.parameters()}  # shared
+    assert all(m.packed.dtype == torch.bfloat16 for m in made.modules() if isinstance(m, encoder.FrozenLinear))

@@ -66,43 +66,52 @@ class ModelBundle:
     device: torch.device
     clip_identity: ModelIdentity
     aesthetic_identity: ModelIdentity
-    _encoders: dict = field(default_factory=dict, repr=False)  # (dtype, compiled) -> image encoder
+    _encoders: dict = field(default_factory=dict, repr=False)  # (dtype, compiled, packed) -> image encoder
 
     @property
     def input_resolution(self) -> int:
         return int(self.clip.visual.input_resolution)
 
     def encode_images(
-        self, normalized: torch.Tensor, *, compiled: bool = False, dtype: torch.dtype = torch.float32
+        self,
+        normalized: torch.Tensor,
+        *,
+        compiled: bool = False,
+        dtype: torch.dtype = torch.float32,
+        packed: bool = False,
     ) -> torch.Tensor:
         """L2-normalised embeddings of a CLIP-normalised batch (N, 3, 224, 224).
 
         Below float32 the encoder runs under autocast in `dtype`, with its matmul weights already
-        in that dtype (see `image_encoder`).
+        in that dtype; `packed` asks for the encoder an optimisation loop runs (see `image_encoder`).
         """
-        encoder = self.image_encoder(dtype, compiled=compiled)
+        encoder = self.image_encoder(dtype, compiled=compiled, packed=packed)
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             e = encoder(normalized).float()
         return e / e.norm(dim=-1, keepdim=True)
 
-    def image_encoder(self, dtype: torch.dtype = torch.float32, *, compiled: bool = False) -> nn.Module:
+    def image_encoder(
+        self, dtype: torch.dtype = torch.float32, *, compiled: bool = False, packed: bool = False
+    ) -> nn.Module:
         """The image encoder for runs in `dtype`, made once per bundle (a copy, or a compile, is slow).
 
-        On the CPU its matmuls run on weights prepacked for oneDNN (encoder.FrozenLinear): 1.2 GB
-        more for ViT-L/14 in bf16, 2.4 GB in float32. Elsewhere, below float32, its matmul weights
-        are a copy stored in `dtype`, so autocast does not cast them again on every step.
+        `packed`, on the CPU and uncompiled: its matmuls run on weights prepacked for oneDNN
+        (encoder.FrozenLinear), which pays over an optimisation loop's many forwards and backwards
+        but costs 1.2 GB more for ViT-L/14 in bf16, 2.4 GB in float32; a one-off encoding (scoring
+        an image) leaves it off. Otherwise, below float32, its matmul weights are a copy stored in
+        `dtype`, so autocast does not cast them again on every step.
         Compiled, the encoder is plain (inductor packs weights itself), and on CUDA it also records
         CUDA graphs ("reduce-overhead"): eager ViT-L/14 spends most of a step launching ~1,000 small
         kernels from Python, which a graph replays at once.
         """
-        key = (dtype, compiled)
+        packed = packed and not compiled and self.device.type == "cpu" and packing_available(dtype)
+        key = (dtype, compiled, packed)
         if key not in self._encoders:
             visual = self.clip.visual
             if compiled:
                 mode = "reduce-overhead" if self.device.type == "cuda" else None
-                plain = visual if dtype == torch.float32 else with_matmul_weights_in(visual, dtype)
-                self._encoders[key] = torch.compile(plain, mode=mode)
-            elif self.device.type == "cpu" and packing_available(dtype):
+                self._encoders[key] = torch.compile(self.image_encoder(dtype), mode=mode)
+            elif packed:
                 self._encoders[key] = with_packed_matmul_weights(visual, dtype)
             elif dtype == torch.float32:
                 self._encoders[key] = visual
