@@ -235,9 +235,15 @@ class FrozenLinear(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is not None and x.device.type == "cpu" and not torch.compiler.is_compiling():
-            return _PackedLinear.apply(x, self.packed)
+        if self.packed is not None and x.device.type == "cpu":
+            return packed_linear(x, self.packed)
         return F.linear(x, self.weight, self.bias)
+
+
+# torch.compile runs it as it is, between compiled graphs, as it does blocked_attention.
+@torch.compiler.disable
+def packed_linear(x: torch.Tensor, weight: PackedWeight) -> torch.Tensor:
+    return _PackedLinear.apply(x, weight)
 
 
 def layer_norm(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:

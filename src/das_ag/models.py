@@ -104,13 +104,13 @@ class ModelBundle:
         CUDA graphs ("reduce-overhead"): eager ViT-L/14 spends most of a step launching ~1,000 small
         kernels from Python, which a graph replays at once.
         """
-        packed = packed and not compiled and self.device.type == "cpu" and packing_available(dtype)
+        packed = packed and self.device.type == "cpu" and packing_available(dtype)
         key = (dtype, compiled, packed)
         if key not in self._encoders:
             visual = self.clip.visual
             if compiled:
                 mode = "reduce-overhead" if self.device.type == "cuda" else None
-                self._encoders[key] = torch.compile(self.image_encoder(dtype), mode=mode)
+                self._encoders[key] = torch.compile(self.image_encoder(dtype, packed=packed), mode=mode)
             elif packed:
                 self._encoders[key] = with_packed_matmul_weights(visual, dtype)
             elif dtype == torch.float32:
