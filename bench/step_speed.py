@@ -65,9 +65,12 @@ class MatmulPeak:
         self.rates = {name: max(self._time(way, seconds) for _ in range(trials)) for name, way in ways.items()}
         self.way = max(self.rates, key=self.rates.get)
         self.peak, self._matmul = self.rates[self.way], ways[self.way]
+        self.best = self.peak  # the highest rate seen in the run, paired timings included
 
     def rate(self, seconds: float) -> float:
-        return self._time(self._matmul, seconds)
+        rate = self._time(self._matmul, seconds)
+        self.best = max(self.best, rate)
+        return rate
 
     def _time(self, matmul, seconds: float) -> float:
         matmul()
@@ -208,26 +211,28 @@ def main() -> int:
                 seconds, peak = engine_step_seconds(models, args.steps, augment_copies=8, **settings), peaks[dtype].peak
                 fraction = flops / seconds / peak
             measured[label] = seconds
-            rows.append((shape, label, seconds, flops / seconds, fraction, flops / peak, peak))
+            rows.append((shape, label, seconds, flops / seconds, fraction, flops / peak, peak, dtype))
             print(f"  {shape} {label}: {seconds:.3f} s/step, {fraction:.1%} of peak", flush=True)
         if not args.no_reference:
             ref = reference_step_seconds(models, path, args.steps, 8)
             peak = peaks["float32"].peak
-            rows.append((shape, "reference loop (float32)", ref, flops / ref, flops / ref / peak, flops / peak, peak))
+            rows.append((shape, "reference loop (float32)", ref, flops / ref, flops / ref / peak, flops / peak, peak, "float32"))
             print(f"  {shape} reference: {ref:.3f} s/step", flush=True)
             for label, seconds in measured.items():
-                rows.append((shape, f"speed-up of {label}", ref / seconds, None, None, None, None))
+                rows.append((shape, f"speed-up of {label}", ref / seconds, None, None, None, None, None))
 
     print(f"\nStep speed on {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}); 224 px, 8 copies")
     if device.type == "cpu":
-        print("'peak' is the median of the matmul timings taken right after each step, 'of peak' the median of the steps' paired shares")
-    print(f"{'shape':10} {'mode':34} {'s/step':>9} {'TFLOP/s':>8} {'peak':>8} {'of peak':>8} {'floor s':>8}")
-    for shape, label, value, rate, fraction, floor, peak in rows:
+        print("'peak' is the median of the matmul timings taken right after each step, 'of peak' the median of the steps' paired shares;")
+    print("'of best' is the step's FLOP/s against the highest matmul rate of its dtype seen anywhere in this run")
+    print(f"{'shape':10} {'mode':34} {'s/step':>9} {'TFLOP/s':>8} {'peak':>8} {'of peak':>8} {'of best':>8} {'floor s':>8}")
+    for shape, label, value, rate, fraction, floor, peak, dtype in rows:
         if rate is None:
             print(f"{shape:10} {label:34} {value:8.2f}x")
         else:
-            print(f"{shape:10} {label:34} {value:9.3f} {rate / 1e12:8.3f} {peak / 1e12:8.3f} {fraction:8.1%} {floor:8.3f}")
+            best = rate / peaks[dtype].best
+            print(f"{shape:10} {label:34} {value:9.3f} {rate / 1e12:8.3f} {peak / 1e12:8.3f} {fraction:8.1%} {best:8.1%} {floor:8.3f}")
     print(f"\nScaling ({scaling_shape}, default mode): step time and peak {'GPU memory' if device.type == 'cuda' else 'resident memory'}")
     print(f"{'resolution':>10} {'copies':>6} {'s/step':>8} {'s/copy':>8} {'peak GiB':>9}")
     for resolution, copies, seconds, memory in scaling:

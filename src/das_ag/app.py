@@ -258,7 +258,7 @@ def sidebar(on_cpu: bool) -> list[str]:
         st.selectbox("Encoder precision", dtypes, key="dtype",
                      help="auto: bfloat16 where the hardware has it, else float32 (the bit-exact mode)"
                      + ("; float16 needs a CUDA GPU" if on_cpu else ""))
-        st.checkbox("Compile the encoder", key="compile", help="torch.compile: a slow first step, then faster ones")
+        st.checkbox("Compile the encoder", key="compile", help="torch.compile: a slow first step, then ~3x faster ones on a GPU; no gain on the CPU")
         st.checkbox("Deterministic CUDA kernels", key="deterministic", disabled=on_cpu,
                     help="CPU runs are always deterministic" if on_cpu else "same settings, same PNG on CUDA (slower)")
     return [n for n in notes if n]

@@ -309,7 +309,7 @@ class Synthesis:
             if self.device.type == "cuda":
                 # A new optimisation step: CUDA-graph outputs of the last one may be reused.
                 torch.compiler.cudagraph_mark_step_begin()
-            return self.models.encode_images(batch, compiled=True, dtype=self.dtype)
+            return self.models.encode_images(batch, compiled=True, dtype=self.dtype, packed=True)
         except Exception as exc:  # no compiler, an unsupported op: run eagerly and say so
             self._compile = False
             self.warnings = (*self.warnings, f"torch.compile failed ({first_line(exc)}); running uncompiled")
