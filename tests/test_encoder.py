@@ -141,32 +141,33 @@ needs_packing = pytest.mark.skipif(
 )
 
 
+def sped_up_and_packed(dtype):
+    """A sped-up 4-head encoder, its copy with packed weights in `dtype`, and an input batch."""
+    model = small_vision_clip(width=256, layers=3)
+    speed_up_image_encoder(model.visual)
+    return model.visual, encoder.with_packed_matmul_weights(model.visual, dtype), torch.randn(2, 3, 224, 224)
+
+
 @needs_packing
 def test_packed_bfloat16_encoder_gives_exactly_what_autocast_gives():
     # Forward and input gradient through weights prepacked for oneDNN: the same bits as the
     # stored-bf16 encoder under autocast (and so as CLIP's own linears under autocast).
-    model = small_vision_clip(width=256, layers=3)
-    speed_up_image_encoder(model.visual)
-    x = torch.randn(2, 3, 224, 224)
-    packed = encoder.with_packed_matmul_weights(model.visual, torch.bfloat16)
+    visual, packed, x = sped_up_and_packed(torch.bfloat16)
     linears = [m for m in packed.modules() if isinstance(m, encoder.FrozenLinear)]
     assert len(linears) == 12 and all(m.packed is not None and m.packed.dtype == torch.bfloat16 for m in linears)
     y = linears[2](torch.randn(7, 3, 256, requires_grad=True))
     assert type(y.grad_fn).__name__ == "_PackedLinearBackward"  # the packed path is the one taken
-    e_stored, g_stored = encode_with_input_grad(with_matmul_weights_in(model.visual, torch.bfloat16), x, torch.bfloat16)
+    e_stored, g_stored = encode_with_input_grad(with_matmul_weights_in(visual, torch.bfloat16), x, torch.bfloat16)
     e_packed, g_packed = encode_with_input_grad(packed, x, torch.bfloat16)
     assert torch.equal(e_packed, e_stored) and torch.equal(g_packed, g_stored)
-    block, copied = model.visual.transformer.resblocks[0], packed.transformer.resblocks[0]
+    block, copied = visual.transformer.resblocks[0], packed.transformer.resblocks[0]
     assert copied.fc.weight is block.fc.weight and block.fc.packed is None  # shared, and only the copy packed
 
 
 @needs_packing
 def test_packed_float32_encoder_matches_and_repeats_bit_for_bit():
-    model = small_vision_clip(width=256, layers=3)
-    speed_up_image_encoder(model.visual)
-    x = torch.randn(2, 3, 224, 224)
-    packed = encoder.with_packed_matmul_weights(model.visual, torch.float32)
-    e_plain, g_plain = encode_with_input_grad(model.visual, x)
+    visual, packed, x = sped_up_and_packed(torch.float32)
+    e_plain, g_plain = encode_with_input_grad(visual, x)
     e_packed, g_packed = encode_with_input_grad(packed, x)
     assert torch.allclose(e_packed, e_plain, rtol=1e-4, atol=1e-5)  # only the summation order differs
     assert torch.allclose(g_packed, g_plain, rtol=1e-4, atol=1e-6)
