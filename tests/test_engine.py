@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 
 import pytest
 import torch
@@ -164,6 +165,25 @@ def test_compiled_encoder_matches_eager(models):
     assert not [w for w in run.warnings if "compile" in w]  # it really compiled
     assert compiled.scores.aesthetic == pytest.approx(eager.scores.aesthetic, abs=1e-3)
     assert compiled.scores.clip_positive == pytest.approx(eager.scores.clip_positive, abs=1e-4)
+
+
+def test_a_compile_that_fails_runs_uncompiled_and_says_so(tiny_clip_path, head_path, tmp_path, monkeypatch):
+    # No C++ compiler, an op the compiler cannot handle: the run goes on eagerly, with one warning,
+    # and makes the image an uncompiled run makes. A bundle of its own keeps the broken compiled
+    # encoder out of the other tests' cache.
+    def broken_compile(module, **options):
+        def fail(*args, **kwargs):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore detail")
+        return fail
+
+    models = load_models(str(shutil.copy(tiny_clip_path, tmp_path / "clip.pt")), str(head_path), "cpu")
+    eager = synthesize(small_config(steps=4, dtype="float32"), models).run()
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    run = synthesize(small_config(steps=4, dtype="float32", compile=True), models)
+    result = run.run()
+    assert result.status == "completed" and result.steps_done == 4
+    assert run.warnings == ("torch.compile failed (InvalidCxxCompiler: No working C++ compiler found); running uncompiled",)
+    assert png_bytes(result.image) == png_bytes(eager.image)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

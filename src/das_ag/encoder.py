@@ -214,8 +214,8 @@ class FrozenLinear(nn.Module):
     alike), and at ~0.45-0.50 TFLOP/s in float32 against ~0.20 for aten's float32 mm, which goes
     through MKL. The results are the same bits as the unpacked bf16 linear under autocast (tested),
     and float32 results differ only by summation order. The bias is added inside the gemm, which
-    also saves the copy of the broadcast bias that CPU addmm makes. Unpacked, or while
-    torch.compile traces it (inductor packs weights itself), it is F.linear.
+    also saves the copy of the broadcast bias that CPU addmm makes. torch.compile runs the packed
+    product as it is, between compiled graphs; unpacked, or on another device, it is F.linear.
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
@@ -285,10 +285,6 @@ class EncoderBlock(nn.Module):
         self.fc = FrozenLinear(fc.weight * QUICK_GELU_SLOPE, fc.bias * QUICK_GELU_SLOPE)
         self.proj = FrozenLinear(proj.weight / QUICK_GELU_SLOPE, proj.bias)
 
-    def linears(self) -> tuple[FrozenLinear, ...]:
-        """The four matrix products, whose weights are nearly all of the block's."""
-        return self.in_proj, self.out_proj, self.fc, self.proj
-
     def _split_heads(self, t: torch.Tensor, n: int) -> torch.Tensor:
         """(tokens, batch, n * width) -> (n, batch, heads, tokens, head width), contiguous."""
         tokens, batch, _ = t.shape
@@ -346,8 +342,8 @@ def with_matmul_weights_in(visual: nn.Module, dtype: torch.dtype) -> nn.Module:
 
     Under autocast every forward would otherwise cast all ~300M ViT-L/14 weights again (frozen
     weights are not in autocast's cast cache): 0.6 GB written per step, and ~100 extra kernels
-    on a GPU. Autocast casts the same way, so the results are identical. Every other tensor
-    (norms, biases, embeddings) is shared with `visual`, not copied.
+    on a GPU. Autocast casts the same way, so the results are identical. The matmuls' biases are
+    converted too; every other tensor (norms, embeddings) is shared with `visual`, not copied.
     """
     memo = {}
     for linear in _linears(visual):

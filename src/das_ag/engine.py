@@ -303,17 +303,17 @@ class Synthesis:
         )
 
     def _encode(self, batch: torch.Tensor) -> torch.Tensor:
-        if not self._compile:
-            return self.models.encode_images(batch, dtype=self.dtype, packed=True)
-        try:
-            if self.device.type == "cuda":
-                # A new optimisation step: CUDA-graph outputs of the last one may be reused.
-                torch.compiler.cudagraph_mark_step_begin()
-            return self.models.encode_images(batch, compiled=True, dtype=self.dtype, packed=True)
-        except Exception as exc:  # no compiler, an unsupported op: run eagerly and say so
-            self._compile = False
-            self.warnings = (*self.warnings, f"torch.compile failed ({first_line(exc)}); running uncompiled")
-            return self.models.encode_images(batch, dtype=self.dtype, packed=True)
+        # packed: the loop's many steps pay for weights prepacked for oneDNN on the CPU.
+        if self._compile:
+            try:
+                if self.device.type == "cuda":
+                    # A new optimisation step: CUDA-graph outputs of the last one may be reused.
+                    torch.compiler.cudagraph_mark_step_begin()
+                return self.models.encode_images(batch, compiled=True, dtype=self.dtype, packed=True)
+            except Exception as exc:  # no compiler, an unsupported op: run eagerly and say so
+                self._compile = False
+                self.warnings = (*self.warnings, f"torch.compile failed ({first_line(exc)}); running uncompiled")
+        return self.models.encode_images(batch, dtype=self.dtype, packed=True)
 
     def _scores(self, image: Image.Image) -> Scores:
         """Scores of an 8-bit image without augmentation, reusing this run's text features."""
