@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from das_ag import GenerationConfig, Prompt, load_models, synthesize  # noqa: E402
-from das_ag.encoder import packing_available  # noqa: E402
+from das_ag.encoder import FrozenLinear, packing_available  # noqa: E402
 from das_ag.engine import resolve_dtype  # noqa: E402
 from das_ag.models import AestheticHead  # noqa: E402
 from das_ag.prompts import tokenize  # noqa: E402
@@ -59,8 +59,10 @@ class MatmulPeak:
         a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
         ways = {"aten mm": lambda: a @ b}
         if device.type == "cpu" and packing_available(dtype):
-            packed = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), n)
-            ways["oneDNN packed"] = lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
+            # The engine's own route: a @ b as a linear whose weight b^T is packed (zero bias).
+            linear = FrozenLinear(b.t(), torch.zeros(n, dtype=dtype))
+            linear.pack(dtype)
+            ways["oneDNN packed"] = lambda: linear(a)
         seconds = 0.1 if device.type == "cpu" else 0.2
         self.rates = {name: max(self._time(way, seconds) for _ in range(trials)) for name, way in ways.items()}
         self.way = max(self.rates, key=self.rates.get)

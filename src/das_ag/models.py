@@ -95,14 +95,15 @@ class ModelBundle:
     ) -> nn.Module:
         """The image encoder for runs in `dtype`, made once per bundle (a copy, or a compile, is slow).
 
-        `packed`, on the CPU and uncompiled: its matmuls run on weights prepacked for oneDNN
-        (encoder.FrozenLinear), which pays over an optimisation loop's many forwards and backwards
-        but costs 1.2 GB more for ViT-L/14 in bf16, 2.4 GB in float32; a one-off encoding (scoring
-        an image) leaves it off. Otherwise, below float32, its matmul weights are a copy stored in
-        `dtype`, so autocast does not cast them again on every step.
-        Compiled, the encoder is plain (inductor packs weights itself), and on CUDA it also records
-        CUDA graphs ("reduce-overhead"): eager ViT-L/14 spends most of a step launching ~1,000 small
-        kernels from Python, which a graph replays at once.
+        `packed`, on the CPU: its matmuls run on weights prepacked for oneDNN (encoder.FrozenLinear),
+        which pays over an optimisation loop's many forwards and backwards but costs 1.2 GB more
+        for ViT-L/14 in bf16, 2.4 GB in float32; a one-off encoding (scoring an image) leaves it off.
+        Otherwise, below float32, its matmul weights are a copy stored in `dtype`, so autocast does
+        not cast them again on every step.
+        `compiled` wraps that same encoder in torch.compile (the packed products run as they are,
+        between compiled graphs); on CUDA it also records CUDA graphs ("reduce-overhead"): eager
+        ViT-L/14 spends most of a step launching ~1,000 small kernels from Python, which a graph
+        replays at once.
         """
         packed = packed and self.device.type == "cpu" and packing_available(dtype)
         key = (dtype, compiled, packed)
