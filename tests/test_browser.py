@@ -121,8 +121,10 @@ def test_generate_and_save_in_the_browser(browser, tmp_path, tiny_clip_path, hea
         fill(page, "Seed", "21")
         page.get_by_text("Write at least one prompt").wait_for(state="detached", timeout=30_000)
 
-        generate = page.get_by_role("button", name="Generate")
-        generate.click()
+        # While Streamlit re-renders, the page can briefly hold the stale, disabled Generate button
+        # beside the new one: wait until the prompt's rerun has replaced it, then click the live one.
+        page.get_by_role("button", name="Generate", disabled=True).wait_for(state="detached", timeout=30_000)
+        page.get_by_role("button", name="Generate", disabled=False).click()
         try:
             page.get_by_text("Finished", exact=True).wait_for(timeout=120_000)
         except Exception:
