@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from das_ag import form
+from das_ag.studio import form
 from das_ag.config import GenerationConfig
 from das_ag.engine import synthesize
 from das_ag.png import encode_png, read_recipe
@@ -135,6 +135,22 @@ def test_generate_watch_and_save(studio, tmp_path):
     assert recipe["config"]["prompts"] == [{"text": "a lighthouse at dusk", "weight": 1.0}]
     assert recipe["config"]["steps"] == 5
     assert any("Saved" in s.value for s in studio.success)
+
+
+def test_a_visitor_saves_inside_the_output_root_only(studio, tmp_path):
+    quick_form(studio, "a lighthouse at dusk", steps=2)
+    button(studio, "Generate").click().run()
+    finish_job(studio)
+    studio.text_input(key="output_subfolder").set_value(str(tmp_path / "elsewhere")).run()
+    button(studio, "Save PNG").click().run()
+    assert any("not an absolute path" in e for e in errors(studio))
+    studio.text_input(key="output_subfolder").set_value("../escape").run()
+    button(studio, "Save PNG").click().run()
+    assert any("climbs out" in e for e in errors(studio))
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "escape").exists()
+    studio.text_input(key="output_subfolder").set_value("dusk").run()
+    button(studio, "Save PNG").click().run()
+    assert [p.name for p in (tmp_path / "saved" / "dusk").glob("*.png")] == ["a-lighthouse-at-dusk-DAS-AG-seed42.png"]
 
 
 def test_stop_keeps_the_image_made_so_far(studio):

@@ -192,3 +192,51 @@ def test_das_ag_app_serves_the_studio(tmp_path, tiny_clip_path, head_path):
     finally:
         process.terminate()
         process.wait(20)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a socket listening on `port` (Linux's /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.rsplit(":", 1)
+            if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1, as the kernel writes them
+
+
+@pytest.mark.parametrize("command", ["readme", "das-ag app"])
+def test_the_studio_serves_this_machine_only_and_sends_no_statistics(tmp_path, command):
+    """The README's command (run in the project folder) and `das-ag app` bind to loopback alone."""
+    port = free_port()
+    log = tmp_path / "server.log"
+    if command == "readme":
+        argv, cwd = [sys.executable, "-m", "streamlit", "run", "src/das_ag/app.py"], REPO
+    else:
+        argv, cwd = [sys.executable, "-m", "das_ag.cli", "app"], tmp_path
+    process = subprocess.Popen(
+        [*argv, "--server.headless", "true", "--server.port", str(port)],
+        cwd=cwd, env=server_env(), stdout=open(log, "w"), stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline, healthy = time.monotonic() + 120, False
+        while time.monotonic() < deadline and not healthy:
+            try:
+                healthy = urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok"
+            except OSError:
+                time.sleep(0.5)
+        assert healthy, log.read_text()
+        addresses = listening_addresses(port)
+        assert addresses and addresses <= LOOPBACK, addresses
+    finally:
+        process.terminate()
+        process.wait(20)
+    assert "usage statistics" not in log.read_text().lower()

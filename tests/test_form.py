@@ -1,6 +1,6 @@
 import pytest
 
-from das_ag import form
+from das_ag.studio import form
 from das_ag.config import PRESETS, GenerationConfig
 from das_ag.prompts import Prompt
 from das_ag.schedules import Schedule

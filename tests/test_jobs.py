@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from das_ag.jobs import Job
+from das_ag.studio.jobs import Job
 
 from .conftest import small_config
 from .test_engine import png_bytes

@@ -3,7 +3,7 @@
     uv run streamlit run src/das_ag/app.py      (or: uv run das-ag app)
 
 This page only lays out controls and shows what a Job reports; settings are translated by
-das_ag.form, runs happen in das_ag.jobs, images are made by the engine.
+das_ag.studio.form, runs happen in das_ag.studio.jobs, images are made by the engine.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from das_ag import determinism, form, weights
+from das_ag import determinism, weights
+from das_ag.studio import form
 from das_ag.config import INITS, INTERPOLATIONS, LEVELS, METHOD_ORDER, PRESETS, GenerationConfig
 from das_ag.errors import DasAgError, WeightsError
-from das_ag.jobs import Job
+from das_ag.studio.files import MAX_UPLOAD_MB, output_folder, output_root
+from das_ag.studio.jobs import Job
 from das_ag.png import config_from_png, encode_png, next_free_path, write_atomic
 from das_ag.prompts import Prompt
 from das_ag.schedules import SCHEDULE_KINDS
@@ -51,7 +53,7 @@ def init_state() -> None:
         row_counter=10,
         preset="default",
         preview_every=5,
-        output_dir=os.environ.get("DAS_AG_OUTPUT_DIR", "outputs"),
+        output_subfolder="",
         gallery=[],
         last_items=[],
         compare_mode=False,
@@ -86,6 +88,9 @@ def on_preset() -> None:
 def on_restore() -> None:
     upload = st.session_state.get("restore_png")
     if upload is None:
+        return
+    if upload.size > MAX_UPLOAD_MB * 2**20:  # the server's own limit also applies; say it in words
+        st.session_state["notice"] = ("error", f"{upload.name} is over {MAX_UPLOAD_MB} MB; a das-ag PNG is far smaller.")
         return
     try:
         config = config_from_png(upload.getvalue())
@@ -145,11 +150,16 @@ def download_weights() -> None:
 def save_latest() -> None:
     """Save every image of the last job (one, or the three of a comparison) into the output folder."""
     saved = []
+    try:
+        folder = output_folder(st.session_state["output_subfolder"])
+    except DasAgError as exc:
+        st.session_state["notice"] = ("error", f"Could not save: {exc}")
+        return
     for item in st.session_state["last_items"]:
         if item["saved"]:
             continue
         try:
-            path = write_atomic(next_free_path(item["config"], st.session_state["output_dir"]), item["png"])
+            path = write_atomic(next_free_path(item["config"], folder), item["png"])
         except (DasAgError, OSError) as exc:
             st.session_state["notice"] = ("error", f"Could not save: {exc}")
             return
@@ -221,7 +231,9 @@ def sidebar(on_cpu: bool) -> list[str]:
                      help="paper: the published DAS-AG settings; quick: a fast look; default: the app's defaults")
         st.file_uploader("Restore from a das-ag PNG", type=["png"], key="restore_png", on_change=on_restore,
                          help="drop an image made by das-ag to restore every control from its recipe")
-        st.text_input("Output folder", key="output_dir", help="where Save PNG writes; set DAS_AG_OUTPUT_DIR to change the default")
+        st.text_input("Output folder", key="output_subfolder", placeholder="(the output root itself)",
+                      help=f"a folder inside {output_root()}, where Save PNG writes; the server's DAS_AG_OUTPUT_DIR "
+                      "sets that root, and the page cannot write outside it")
 
         st.subheader("Optimisation")
         c1, c2 = st.columns(2)
@@ -367,7 +379,7 @@ def result_panel() -> None:
     c1, c2, _ = st.columns([1, 1, 2])
     unsaved = [i for i in items if not i["saved"]]
     c1.button("Save PNG" if len(items) == 1 else f"Save {len(items)} PNGs", type="primary", on_click=save_latest,
-              disabled=not unsaved, help=f"write into {st.session_state['output_dir']}")
+              disabled=not unsaved, help=f"write into {output_root() / st.session_state['output_subfolder'].strip()}")
     if len(items) == 1:
         c2.download_button("Download PNG", data=items[0]["png"], file_name=next_free_path(results[0].config, ".").name, mime="image/png")
     for item in items:

@@ -17,6 +17,7 @@ from . import __version__
 from .config import DTYPES, GUIDANCE, INTERPOLATIONS, LEVELS, PRESETS, GenerationConfig
 from .errors import DasAgError
 from .schedules import SCHEDULE_KINDS, Schedule
+from .studio.files import MAX_UPLOAD_MB
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
@@ -341,11 +342,22 @@ def cmd_recipe(args: argparse.Namespace) -> int:
     return 0
 
 
+# What the project's .streamlit/config.toml sets, for `das-ag app` started from any folder: this
+# machine only, no usage statistics, small uploads. A flag the user passes wins.
+STUDIO_SERVER_DEFAULTS = {
+    "--server.address": "localhost",
+    "--browser.gatherUsageStats": "false",
+    "--server.maxUploadSize": str(MAX_UPLOAD_MB),
+}
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     import os
 
     app_path = Path(__file__).with_name("app.py")
-    argv = [sys.executable, "-m", "streamlit", "run", str(app_path), *args.streamlit_args]
+    given = {a.split("=", 1)[0] for a in args.streamlit_args}
+    defaults = [x for flag, value in STUDIO_SERVER_DEFAULTS.items() if flag not in given for x in (flag, value)]
+    argv = [sys.executable, "-m", "streamlit", "run", str(app_path), *defaults, *args.streamlit_args]
     os.execv(sys.executable, argv)  # the studio replaces this process; Ctrl-C stops it
     return 0  # not reached
 

@@ -79,6 +79,8 @@ def write_atomic(path: str | Path, data: bytes, *, overwrite: bool = False) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
+        # mkstemp makes the file 0600; a result should get the mode any new file of the user gets.
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -95,6 +97,20 @@ def write_atomic(path: str | Path, data: bytes, *, overwrite: bool = False) -> P
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask can only be read by setting it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # not Linux: set and restore at once
+    os.umask(mask)
+    return mask
 
 
 def next_free_path(config: GenerationConfig, folder: str | Path = "outputs") -> Path:

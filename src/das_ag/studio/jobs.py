@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from .config import GenerationConfig
-from .engine import StepEvent, SynthesisResult, synthesize
-from .errors import DasAgError, first_line
-from .models import load_models, resolve_device
+from ..config import GenerationConfig
+from ..engine import StepEvent, SynthesisResult, synthesize
+from ..errors import DasAgError, first_line
+from ..models import load_models, resolve_device
 
 log = logging.getLogger(__name__)
 

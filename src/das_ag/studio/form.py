@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import SCHEDULE_FIELDS, GenerationConfig
-from .prompts import Prompt
-from .schedules import Schedule
+from ..config import SCHEDULE_FIELDS, GenerationConfig
+from ..prompts import Prompt
+from ..schedules import Schedule
 
 # Scalar settings whose widget key is the config field's name.
 SCALAR_FIELDS = (

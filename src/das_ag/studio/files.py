@@ -1,0 +1,41 @@
+"""Where the studio may write: only inside the output root the server was started with.
+
+Anyone who can open the page can type into "Output folder", so that box names a folder *inside*
+DAS_AG_OUTPUT_DIR (default ./outputs), never an absolute path or one that climbs out with `..` or
+through a symbolic link. The server's owner chooses the root; a visitor only chooses a subfolder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+from ..errors import DasAgError
+
+OUTPUT_ROOT_ENV = "DAS_AG_OUTPUT_DIR"
+DEFAULT_OUTPUT_ROOT = "outputs"
+# Uploads are PNGs with recipes (a few MB at most); Streamlit's default allows 200 MB per file.
+MAX_UPLOAD_MB = 20
+
+
+def output_root() -> Path:
+    """The folder the server's owner allows the studio to write into."""
+    return Path(os.environ.get(OUTPUT_ROOT_ENV) or DEFAULT_OUTPUT_ROOT)
+
+
+def output_folder(subfolder: str, root: Path | None = None) -> Path:
+    """`root`/`subfolder`, refusing anything that would land outside `root`."""
+    root = output_root() if root is None else Path(root)
+    text = (subfolder or "").strip()
+    if not text or text == ".":
+        return root
+    if Path(text).is_absolute() or PurePosixPath(text).is_absolute() or "\\" in text:
+        raise DasAgError(f"the output folder must be a folder inside {root}, not an absolute path like {text!r}")
+    if ".." in PurePosixPath(text).parts:
+        raise DasAgError(f"the output folder must stay inside {root}; {text!r} climbs out with '..'")
+    folder = root / text
+    # A symbolic link inside the root could still point elsewhere: compare the real paths.
+    real_root, real_folder = root.resolve(), folder.resolve()
+    if real_folder != real_root and real_root not in real_folder.parents:
+        raise DasAgError(f"the output folder {text!r} leads outside {root}; choose a folder inside it")
+    return folder
