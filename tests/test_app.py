@@ -36,6 +36,11 @@ def errors(at: AppTest) -> list[str]:
     return [e.value for e in at.error]
 
 
+def problems(at: AppTest) -> list[str]:
+    """The form's problems, shown in red under the Generate button."""
+    return [c.value.removeprefix(":red[").removesuffix("]") for c in at.caption if c.value.startswith(":red[")]
+
+
 def finish_job(at: AppTest) -> None:
     assert at.session_state["job"].join(120)
     at.run()
@@ -49,16 +54,19 @@ def quick_form(at: AppTest, prompt: str = "a red apple", steps: int = 4) -> None
 
 
 def test_an_empty_form_explains_and_cannot_generate(studio):
-    assert "Write at least one prompt to steer towards." in errors(studio)
-    assert button(studio, "Generate").disabled
+    assert "Write at least one prompt to steer towards." in problems(studio)
+    # Generate stays clickable (a prompt typed just before the click must count) but starts nothing.
+    button(studio, "Generate").click().run()
+    assert studio.session_state["job"] is None
+    assert any("Write at least one prompt" in e for e in errors(studio))
     quick_form(studio)
-    assert errors(studio) == [] and not button(studio, "Generate").disabled
+    assert problems(studio) == [] and not button(studio, "Generate").disabled
 
 
 def test_a_negative_prompt_alone_is_not_enough(studio):
     button(studio, "Add negative prompt").click().run()
     studio.text_input(key=next(k.key for k in studio.text_input if k.label == "Negative prompt 1")).set_value("blurry").run()
-    assert "Write at least one prompt to steer towards." in errors(studio)
+    assert "Write at least one prompt to steer towards." in problems(studio)
 
 
 def test_prompts_can_be_added_and_removed(studio):

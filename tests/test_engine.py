@@ -50,7 +50,7 @@ def test_text_guidance_raises_clip_similarity(models):
     start = guided.initial_scores.clip_positive
     assert guided.scores.clip_positive > start + 0.005
     assert unguided.scores.clip_positive == pytest.approx(start, abs=1e-4)
-    assert events[-1].clip_positive > events[0].clip_positive
+    assert events[-1].metrics["text"]["clip_positive"] > events[0].metrics["text"]["clip_positive"]
 
 
 def test_negative_prompts_are_pushed_away(models):
@@ -79,8 +79,9 @@ def test_events_carry_every_term_and_schedule(models):
     for e in events:
         assert set(e.terms) == {"text", "aesthetic", "tv", "l1"}
         assert e.loss == pytest.approx(sum(e.terms.values()), abs=1e-5)
-        assert e.clip_negative is not None and e.terms["tv"] > 0 and e.terms["l1"] > 0
-    assert events[0].aesthetic_weight == 0.0 < events[-1].aesthetic_weight  # exp_decay 0 -> 3
+        assert set(e.metrics["text"]) == {"clip_positive", "clip_negative"} and e.terms["tv"] > 0 and e.terms["l1"] > 0
+        assert set(e.metrics["aesthetic"]) == {"score", "weight"}
+    assert events[0].metrics["aesthetic"]["weight"] == 0.0 < events[-1].metrics["aesthetic"]["weight"]  # exp_decay 0 -> 3
     assert events[0].lr == pytest.approx(0.1) and events[-1].lr < events[0].lr  # cosine annealing
     assert events[-1].elapsed > 0
 

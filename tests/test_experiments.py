@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from das_ag.cli import main
+from das_ag.config import GenerationConfig
 from das_ag.errors import DasAgError
 from das_ag.evaluators import EvaluatorUnavailable, optional_evaluator
 from das_ag.experiments import load_plan
@@ -65,7 +66,7 @@ def test_tables_agree_with_the_images(compared, models):
         assert row["aesthetic"] == recipe["scores"]["aesthetic"]
         # The stored numbers are what the saved pixels score now.
         image = Image.open(out / row["file"])
-        again = score_image(models, image, tuple(Prompt(**p) for p in recipe["config"]["prompts"]))
+        again = score_image(models, image, GenerationConfig.from_dict(recipe["config"]))
         assert again.aesthetic == pytest.approx(row["aesthetic"], abs=1e-5)
         assert again.clip_positive == pytest.approx(row["clip_positive"], abs=1e-5)
     summary = json.loads((out / "summary.json").read_text())

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from das_ag.objectives import aesthetic_loss, l1, text_loss, text_score, total_variation
+from das_ag.objectives.aesthetic import aesthetic_loss
+from das_ag.objectives.regularisers import l1, total_variation
+from das_ag.objectives.text import text_loss, text_score
 
 
 def test_unit_weights_give_mean_positive_minus_mean_negative():

@@ -19,7 +19,9 @@ from das_ag.studio import form
 from das_ag.config import INITS, INTERPOLATIONS, LEVELS, METHOD_ORDER, PRESETS, GenerationConfig
 from das_ag.errors import DasAgError, WeightsError
 from das_ag.studio.files import MAX_UPLOAD_MB, output_folder, output_root
-from das_ag.studio.jobs import Job
+from das_ag.objectives import term_class
+from das_ag.studio.jobs import Job, series
+from PIL import Image
 from das_ag.png import config_from_png, encode_png, next_free_path, write_atomic
 from das_ag.prompts import Prompt
 from das_ag.schedules import SCHEDULE_KINDS
@@ -57,6 +59,7 @@ def init_state() -> None:
         gallery=[],
         last_items=[],
         compare_mode=False,
+        variations=1,
         job=None,
         recorded_job=None,
         notice=None,
@@ -123,11 +126,11 @@ def start_job() -> None:
     if problems:
         st.session_state["notice"] = ("error", " ".join(problems))
         return
-    if st.session_state["compare_mode"]:
-        # DAS, DAS-AG and DAS-rAG with every other setting, the seed included, identical.
-        configs = [config.replace(guidance=g) for g in METHOD_ORDER]
-    else:
-        configs = [config]
+    # Variations: the next seeds. Compare: DAS, DAS-AG and DAS-rAG with every other setting, the
+    # seed included, identical. All of them share each step's encoder batch.
+    seeds = [config.seed + k for k in range(int(st.session_state["variations"]))]
+    methods = METHOD_ORDER if st.session_state["compare_mode"] else (config.guidance,)
+    configs = [config.replace(seed=seed, guidance=g) for seed in seeds for g in methods]
     st.session_state["job"] = Job(configs, preview_every=int(st.session_state["preview_every"])).start()
     st.session_state["notice"] = None
 
@@ -302,38 +305,58 @@ def live_panel() -> None:
         step = last.step if last else 0
         rate = last.steps_per_second if last else 0.0
         left = f"{last.seconds_left:.0f} s left" if last and snap.active else ("finished" if not snap.active else "starting")
-        which = f"run {snap.run_index + 1}/{snap.runs} · {snap.config.method} · " if snap.runs > 1 else ""
+        which = f"{snap.images} images together · " if snap.images > 1 else ""
         st.progress(step / snap.config.steps, text=f"{which}step {step}/{snap.config.steps} · {rate:.2f} steps/s · {left}")
     for warning in snap.warnings:
         st.warning(warning)
     if snap.active:
-        image_col, chart_col = st.columns([1, 1])
-        if snap.preview is not None:
-            image_col.image(snap.preview, caption=f"preview at step {last.step if last else 0}", output_format="PNG")
-        with chart_col:
-            metric_charts(snap.metrics)
+        if snap.images > 1:
+            image_grid([(p, f"{c.method} · seed {c.seed}") for p, c in zip(snap.previews, snap.configs)])
+            metric_charts(series(snap.metrics, 0), title=f"{snap.config.method} · seed {snap.config.seed}")
+        else:
+            image_col, chart_col = st.columns([1, 1])
+            if snap.preview is not None:
+                image_col.image(snap.preview, caption=f"preview at step {last.step if last else 0}", output_format="PNG")
+            with chart_col:
+                metric_charts(series(snap.metrics, 0))
     elif st.session_state.get("recorded_job") is not job:
         st.rerun(scope="app")  # the run ended: redraw the whole page with the result
 
 
-def metric_charts(metrics) -> None:
-    if not metrics:
+def image_grid(pictures: list[tuple[Image.Image | None, str]], columns: int = 4) -> None:
+    cols = st.columns(min(columns, max(1, len(pictures))))
+    for i, (picture, caption) in enumerate(pictures):
+        if picture is not None:
+            cols[i % len(cols)].image(picture, caption=caption, output_format="PNG")
+
+
+# Curves show at most this many points: a long run's page must not redraw thousands of them every
+# second while the run competes with it for the CPU.
+CHART_POINTS = 200
+
+
+def metric_charts(history, title: str | None = None) -> None:
+    """The loss and each term's metrics over the steps, one small chart per term."""
+    if not history:
         return
-    frame = pd.DataFrame(
-        {
-            "loss": [m.loss for m in metrics],
-            "CLIP +": [m.clip_positive for m in metrics],
-            "CLIP -": [m.clip_negative for m in metrics],
-            "aesthetic": [m.aesthetic_score for m in metrics],
-        },
-        index=pd.Index([m.step for m in metrics], name="step"),
-    )
+    stride = max(1, -(-len(history) // CHART_POINTS))
+    shown = history[::stride] if history[-1] is history[::stride][-1] else [*history[::stride], history[-1]]
+    steps = pd.Index([h[0] for h in shown], name="step")
+    if title:
+        st.caption(title)
     st.caption("loss")
-    st.line_chart(frame[["loss"]], height=140)
-    st.caption("CLIP similarity (positive / negative prompts)")
-    st.line_chart(frame[["CLIP +", "CLIP -"]].dropna(axis=1, how="all"), height=140)
-    st.caption("aesthetic score (training head)")
-    st.line_chart(frame[["aesthetic"]], height=140)
+    st.line_chart(pd.DataFrame({"loss": [h[1] for h in shown]}, index=steps), height=130)
+    for term in dict.fromkeys(name for h in shown for name in h[2]):
+        cls = term_class(term)
+        labels = cls.labels if cls else {}
+        keys = list(dict.fromkeys(k for h in shown for k in h[2].get(term, {})))
+        frame = pd.DataFrame({labels.get(k, k): [h[2].get(term, {}).get(k) for h in shown] for k in keys}, index=steps)
+        st.caption(TERM_CHART_TITLES.get(term, f"{term} term"))
+        st.line_chart(frame, height=130)
+
+
+TERM_CHART_TITLES = {"text": "CLIP similarity (positive / negative prompts)",
+                     "aesthetic": "aesthetic score (training head) and its weight"}
 
 
 def record_finished_job() -> None:
@@ -349,9 +372,9 @@ def record_finished_job() -> None:
         st.session_state["notice"] = ("error", f"The run did not start: {snap.error}")
         return
     items = [
-        {"png": encode_png(r.image, r.recipe()), "config": r.config, "result": r, "metrics": m, "saved": None,
-         "error": r.message if r.status in ("non_finite", "failed") else None}
-        for r, m in zip(snap.results, snap.run_metrics)
+        {"png": encode_png(r.image, r.recipe()), "config": r.config, "result": r, "metrics": series(snap.metrics, i),
+         "saved": None, "error": r.message if r.status in ("non_finite", "failed") else None}
+        for i, r in enumerate(snap.results)
     ]
     if snap.error and not any(item["error"] for item in items):
         items[-1]["error"] = snap.error
@@ -387,33 +410,46 @@ def result_panel() -> None:
             st.caption(f"Saved as {item['saved']}")
 
 
+SCORE_NAMES = {"clip_positive": "CLIP similarity to the prompts", "clip_negative": "to the negative prompts",
+               "aesthetic": "aesthetic score (training head, not held out)"}
+
+
+def score_lines(result) -> str:
+    """Every score of a finished image, with where the run started from."""
+    start = result.initial_scores.numbers()
+    return "\n".join(
+        f"- {SCORE_NAMES.get(k, k)}: **{v:.4f}**" + (f" (start {start[k]:.4f})" if start.get(k) is not None else "")
+        for k, v in result.scores.numbers().items() if v is not None
+    )
+
+
 def single_result(item) -> None:
     result = item["result"]
     image_col, info_col = st.columns([1, 1])
     image_col.image(result.image, caption=f"{result.config.method} · seed {result.config.seed} · {result.image.width} px", output_format="PNG")
     with info_col:
-        s, s0 = result.scores, result.initial_scores
-        st.markdown(
-            f"**{result.config.method}**, {result.steps_done} steps in {result.elapsed:.1f} s on {result.device}\n\n"
-            f"- CLIP similarity to the prompts: **{s.clip_positive:.4f}** (start {s0.clip_positive:.4f})\n"
-            + (f"- to the negative prompts: **{s.clip_negative:.4f}** (start {s0.clip_negative:.4f})\n" if s.clip_negative is not None else "")
-            + f"- aesthetic score (training head, not held out): **{s.aesthetic:.3f}** (start {s0.aesthetic:.3f})"
-        )
+        st.markdown(f"**{result.config.method}**, {result.steps_done} steps in {result.elapsed:.1f} s on {result.device}\n\n"
+                    + score_lines(result))
         metric_charts(item["metrics"])
 
 
 def comparison(items) -> None:
-    """DAS, DAS-AG and DAS-rAG side by side: same prompts, settings and seed."""
-    st.caption(f"Same prompts, settings and seed ({items[0]['config'].seed}); only the aesthetic guidance differs.")
-    for col, item in zip(st.columns(len(items)), items):
+    """Variations (rows: seeds) and methods (columns), made together with every other setting equal."""
+    configs = [item["config"] for item in items]
+    methods = list(dict.fromkeys(c.method for c in configs))
+    if len(methods) > 1:
+        seeds = ", ".join(str(s) for s in dict.fromkeys(c.seed for c in configs))
+        st.caption(f"Same prompts, settings and seed ({seeds}); only the aesthetic guidance differs.")
+    else:
+        st.caption("Same prompts and settings; each variation has its own seed.")
+    cols = st.columns(len(methods) if len(methods) > 1 else min(4, len(items)))
+    for i, item in enumerate(items):
         r = item["result"]
-        with col:
-            st.image(r.image, caption=r.config.method, output_format="PNG")
-            neg = f" · CLIP- {r.scores.clip_negative:.4f}" if r.scores.clip_negative is not None else ""
-            st.markdown(f"**{r.config.method}** · aesthetic **{r.scores.aesthetic:.3f}** (training head)\n\n"
-                        f"CLIP+ {r.scores.clip_positive:.4f}{neg}")
+        with cols[i % len(cols)]:
+            st.image(r.image, caption=f"{r.config.method} · seed {r.config.seed}", output_format="PNG")
+            st.markdown(score_lines(r))
             st.download_button("Download", data=item["png"], file_name=next_free_path(r.config, ".").name,
-                               mime="image/png", key=f"compare_download_{r.config.method}")
+                               mime="image/png", key=f"compare_download_{r.config.method}_{r.config.seed}")
 
 
 def gallery_panel() -> None:
@@ -480,8 +516,6 @@ def main() -> None:
         schedule_controls("jitter")
 
     _, problems = form.state_to_config(dict(ss))
-    for problem in problems:
-        st.error(problem)
     job = ss.get("job")
     running = job is not None and job.snapshot().active
     device = ss["device"]
@@ -490,11 +524,19 @@ def main() -> None:
     launched = launch_cublas_setting()
     st.caption(f"Reproducibility: {mode}" + (f"; {determinism.CUBLAS_ENV}={launched} at launch" if launched else ""))
 
-    st.toggle("Compare DAS / DAS-AG / DAS-rAG", key="compare_mode",
-              help="run the three guidance signs one after another with identical settings and seed, shown side by side")
+    v1, v2 = st.columns([1, 3], vertical_alignment="bottom")
+    v1.number_input("Variations", key="variations", min_value=1, max_value=4,
+                    help="images from the next seeds, made together in each step and shown as a grid")
+    v2.toggle("Compare DAS / DAS-AG / DAS-rAG", key="compare_mode",
+              help="the three guidance signs with identical settings and seed, made together, side by side")
     b1, b2, _ = st.columns([1, 1, 4])
-    b1.button("Generate", type="primary", disabled=bool(problems or weights_problem or running), on_click=start_job)
+    # Generate stays enabled while the form is incomplete: a prompt typed just before the click is
+    # committed by that click, and start_job says what is missing. Problems show below the buttons,
+    # so nothing moves under the pointer when they come or go.
+    b1.button("Generate", type="primary", disabled=bool(weights_problem or running), on_click=start_job)
     b2.button("Stop", disabled=not running, on_click=stop_job, help="end the run now and keep the image so far")
+    for problem in problems:
+        st.caption(f":red[{problem}]")
 
     # The polling fragment sits alone in its own container: a late auto-rerun of a fragment can
     # clear the element that follows it (seen here: the result's heading vanished), so nothing

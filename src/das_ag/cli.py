@@ -96,8 +96,18 @@ def _add_settings_arguments(parser) -> None:
     how.add_argument("--compile", action="store_true", default=None, help="torch.compile the encoder: a slow start, then ~3x faster steps on a GPU (no gain on the CPU)")
 
 
-def _add_model_arguments(parser):
+def _images_per_step(text: str) -> int | None:
+    if text == "auto":
+        return None
+    return _positive_int(text)
+
+
+def _add_model_arguments(parser, *, batches: bool = False):
     models = parser.add_argument_group("models and output")
+    if batches:
+        models.add_argument("--images-per-step", type=_images_per_step, default=None, metavar="N|auto",
+                            help="images that share each encoder step (default auto: as many as fit in memory); "
+                                 "DAS, DAS-AG and DAS-rAG of a seed run together")
     models.add_argument("--clip-model", metavar="NAME|PATH", help="default: $CLIP_MODEL_PATH, else ViT-L/14")
     models.add_argument("--aesthetic-model", metavar="PATH", help="default: $AESTHETIC_PREDICTOR_PATH, else the download")
     models.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -129,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="reference: the four published prompts with the shared negative prompt")
     what.add_argument("--seeds", type=_seed_list, default=[0], metavar="0,1,2", help="default: 0")
     _add_settings_arguments(compare)
-    models = _add_model_arguments(compare)
+    models = _add_model_arguments(compare, batches=True)
     models.add_argument("--out", required=True, metavar="DIR", help="folder for the images, tables, chart and sheet")
     models.add_argument("--evaluate", action="append", default=[], metavar="NAME",
                         help="an extra, held-out evaluator: aesthetic-v2.5 (opt-in, AGPL-3.0)")
@@ -138,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch = commands.add_parser("batch", help="run a plan of prompts x seeds x methods x variants (resumable)")
     batch.add_argument("plan", metavar="PLAN.toml")
     batch.add_argument("--out", metavar="DIR", help="default: the plan's `out`, else a folder named after it")
-    _add_model_arguments(batch)
+    _add_model_arguments(batch, batches=True)
     batch.set_defaults(run=cmd_batch)
 
     report = commands.add_parser("report", help="rebuild the tables, chart and contact sheet from a folder of PNGs")
@@ -217,15 +227,33 @@ def apply_settings(config: GenerationConfig, args: argparse.Namespace) -> Genera
     return config.replace(**changes)
 
 
+def progress_text(event) -> str:
+    """The progress bar's numbers: the loss and each term's metrics, whatever terms the run has."""
+    from .objectives import term_class
+
+    parts = [f"loss={event.loss:.4f}"]
+    for name, metrics in event.metrics.items():
+        cls = term_class(name)
+        if cls is not None and metrics:
+            parts.append(cls.progress(metrics))
+    return " ".join(p for p in parts if p)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import determinism
     from .engine import synthesize
     from .models import load_models, resolve_device
-    from .png import next_free_path
+    from .png import batch_from_recipe, next_free_path, read_recipe
 
     config = config_from_args(args)
+    batch, index = (config,), 0
+    if args.from_png:
+        recipe_batch, recipe_index = batch_from_recipe(read_recipe(args.from_png))
+        if recipe_batch[recipe_index] == config:
+            # Made together with other images: the same bytes need the same batch.
+            batch, index = recipe_batch, recipe_index
     out = Path(args.out) if args.out else next_free_path(config)
     if out.suffix.lower() != ".png":
         raise DasAgError(f"--out {out} must end in .png")
@@ -234,29 +262,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
     device = resolve_device(config.device)
     _say(args, f"loading models on {device} ...")
     models = load_models(args.clip_model, args.aesthetic_model, config.device)
-    run = synthesize(config, models)
+    run = synthesize(batch, models)
     for warning in run.warnings:
         print(f"das-ag: warning: {warning}", file=sys.stderr)
+    together = f", re-made with the {len(batch) - 1} other image(s) of its batch" if len(batch) > 1 else ""
     _say(args, f"{config.method}: {config.steps} steps at {config.resolution} px, seed {config.seed}, "
-               f"{determinism.mode(device, config.deterministic)}")
+               f"{determinism.mode(device, config.deterministic)}{together}")
     if config.compile:
         _say(args, "compiling the encoder: the first step waits for the compiler (about a minute)")
     interrupted = False
     with tqdm(total=config.steps, unit="step", disable=args.quiet, leave=False, file=sys.stderr) as bar:
         try:
             for event in run:
-                neg = "" if event.clip_negative is None else f" clip-={event.clip_negative:.3f}"
-                bar.set_postfix_str(f"loss={event.loss:.4f} clip+={event.clip_positive:.3f}{neg} aes={event.aesthetic_score:.2f}")
+                bar.set_postfix_str(progress_text(event.images[index]), refresh=False)
                 bar.update(1)
         except KeyboardInterrupt:
             interrupted = True  # keep what was made: the image so far is saved below
             run.stop()
-    result = run.result()
+    result = run.results()[index]
     path = result.save(out, overwrite=args.overwrite)
-    s = result.scores
-    neg = "" if s.clip_negative is None else f"  clip- {s.clip_negative:.4f}"
     print(f"saved {path}  {config.method}  {result.steps_done} steps  {result.elapsed:.1f} s  "
-          f"clip+ {s.clip_positive:.4f}{neg}  aesthetic {result.initial_scores.aesthetic:.3f} -> {s.aesthetic:.3f}")
+          f"{result.scores.summary()}  (aesthetic at start {result.initial_scores.aesthetic:.3f})")
     if result.status in ("non_finite", "failed"):
         print(f"das-ag: error: {result.message}", file=sys.stderr)
         return EXIT_FAILED
@@ -309,7 +335,7 @@ def _run_plan(plan, args: argparse.Namespace) -> int:
             bar.update(1)
 
         try:
-            made, skipped = run_plan(plan, models, on_item=on_item)
+            made, skipped = run_plan(plan, models, on_item=on_item, images_per_step=args.images_per_step)
         except KeyboardInterrupt:
             bar.close()
             print(f"das-ag: interrupted; finished images are kept in {plan.image_dir}; "

@@ -15,6 +15,7 @@ from typing import Any
 from .errors import ConfigError
 from .prompts import Prompt
 from .schedules import Schedule
+from .settings import setting
 
 # guidance -> sign of the aesthetic term, and the method's name in the paper
 GUIDANCE = {"reward": 1, "penalty": -1, "off": 0}
@@ -35,42 +36,67 @@ SCHEDULE_FIELDS = ("aesthetic", "noise", "colour", "jitter")
 class GenerationConfig:
     prompts: tuple[Prompt, ...] = ()
     # The signed aesthetic term: reward (DAS-AG), penalty (DAS-rAG) or off (DAS).
-    guidance: str = "reward"
+    guidance: str = setting("reward", group="guidance", choices=tuple(GUIDANCE), studio=False,
+                            help="aesthetic term: reward (DAS-AG), penalty (DAS-rAG) or off (DAS)")
     # Magnitude of the aesthetic term over the run; the sign comes from `guidance`.
-    aesthetic: Schedule = Schedule("exp_decay", 0.0, 3.0, 0.06)
-    clip_weight: float = 5.0
-    steps: int = 100
-    augment_copies: int = 8
-    lr: float = 0.1
-    resolution: int = 224
+    aesthetic: Schedule = setting(Schedule("exp_decay", 0.0, 3.0, 0.06), group="guidance", studio=False,
+                                  help="the aesthetic weight over the run (also see --aesthetic-weight)")
+    clip_weight: float = setting(5.0, group="guidance", minimum=0, studio=False,
+                                 help="weight of the text term (0 turns it off)")
+    steps: int = setting(100, group="optimisation", minimum=1, maximum=MAX_STEPS, step=10, help="optimisation steps")
+    augment_copies: int = setting(8, group="optimisation", minimum=1, maximum=MAX_COPIES, flag="--copies",
+                                  aliases=("--batch",), label="Augmented copies", help="augmented views of the image per step")
+    lr: float = setting(0.1, group="optimisation", minimum=1e-4, maximum=10.0, step=0.01, format="%.4f",
+                        label="Learning rate", help="Adam's learning rate (cosine-annealed to a hundredth)")
+    resolution: int = setting(224, group="optimisation", minimum=MIN_RESOLUTION, maximum=MAX_RESOLUTION, step=32,
+                              label="Resolution (px)", help="the image's side in pixels")
     # Jitter margin in pixels; None means resolution // 14 (16 at 224, 32 at 448, as published).
-    jitter_margin: int | None = None
-    levels: str = "pow2"
-    init: str = "normal"
-    combine: str = "mean"
-    interpolation: str = "bilinear"
+    jitter_margin: int | None = setting(None, group="augmentation", minimum=0, maximum=MAX_RESOLUTION // 2, studio=False,
+                                        help="jitter margin in px (default: resolution / 14)")
+    levels: str = setting("pow2", group="canvas", choices=LEVELS,
+                          help="pyramid levels: pow2 = 1, 2, 4, ... (DAS-AG); all = every size (original DAS, slower)")
+    init: str = setting("normal", group="canvas", choices=INITS, help="pyramid start: random normal or zeros")
+    combine: str = setting("mean", group="canvas", choices=COMBINES, label="Combine levels",
+                           help="how the pyramid's levels add up")
+    interpolation: str = setting("bilinear", group="canvas", choices=INTERPOLATIONS,
+                                 help="how coarse levels are upsampled (all deterministic: matrix products)")
     # Noise sigma and colour-shift range are in CLIP-normalised units, as in the references.
-    noise: Schedule = Schedule("exp_warmup", 0.2, 0.5, 0.03)
-    colour: Schedule = Schedule("exp_warmup", 0.05, 0.30, 0.03)
+    noise: Schedule = setting(Schedule("exp_warmup", 0.2, 0.5, 0.03), group="augmentation", studio=False,
+                              help="Gaussian noise sigma over the run (CLIP-normalised units)")
+    colour: Schedule = setting(Schedule("exp_warmup", 0.05, 0.30, 0.03), group="augmentation", studio=False,
+                               help="colour-shift range over the run (CLIP-normalised units)")
     # Jitter as a fraction of the margin, so schedules survive a change of resolution.
-    jitter: Schedule = Schedule.constant(1.0)
-    tv_weight: float = 1e-8
-    l1_weight: float = 0.0
-    seed: int = 42
-    deterministic: bool = False
-    device: str = "auto"
+    jitter: Schedule = setting(Schedule.constant(1.0), group="augmentation", studio=False,
+                               help="jitter over the run, as a fraction of the margin")
+    tv_weight: float = setting(1e-8, group="regularisers", minimum=0, maximum=10.0, flag="--tv", format="%.2e",
+                               label="TV weight", help="total-variation weight")
+    l1_weight: float = setting(0.0, group="regularisers", minimum=0, maximum=10.0, flag="--l1", format="%.4f",
+                               label="L1 weight", help="L1 weight on the augmented pixels")
+    seed: int = setting(42, group="reproducibility", minimum=0, maximum=2**63 - 1, studio=False,
+                        help="the seed of the start image and every augmentation")
+    deterministic: bool = setting(False, group="device", studio=False,
+                                  help="bit-for-bit repeatable on CUDA too (the CPU always is)")
+    device: str = setting("auto", group="device", studio=False, help="auto, cpu, cuda or cuda:N")
     # Encoder precision. auto: bfloat16 where the hardware computes it natively (about 2x faster
     # than float32 on a CPU with AVX512-BF16, 2x on an H100), else float32. float32 is the
     # bit-exact mode.
-    dtype: str = "auto"
+    dtype: str = setting("auto", group="device", choices=DTYPES, studio=False,
+                         help="encoder precision (default auto: bfloat16 where native)")
     # torch.compile the image encoder. On a GPU it records CUDA graphs: ~3x faster steps after a
     # one-off compile of about a minute, so it pays off for long runs and servers. On the CPU the
     # eager encoder already runs its matmuls on prepacked oneDNN weights and compiling gains nothing.
-    compile: bool = False
+    compile: bool = setting(False, group="device", studio=False,
+                            help="torch.compile the encoder: a slow start, then ~3x faster steps on a GPU (no gain on the CPU)")
+    # What is optimised: a registered canvas (das_ag.canvases); its settings are fields above.
+    canvas: str = setting("pyramid", group="canvas", studio=False, help="what is optimised: pyramid (pixels)")
+    # Settings of terms that declare their own (objectives.Term.Settings), by term name, sorted.
+    terms: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
-        # Accept lists (from JSON or callers) but store tuples so the config stays hashable.
+        # Accept lists and dicts (from JSON or callers) but store tuples so the config stays hashable.
         object.__setattr__(self, "prompts", tuple(self.prompts))
+        terms = self.terms.items() if isinstance(self.terms, dict) else self.terms
+        object.__setattr__(self, "terms", tuple(sorted((str(k), v) for k, v in terms)))
         problems = self.problems()
         if problems:
             raise ConfigError(problems[0])
@@ -84,6 +110,18 @@ class GenerationConfig:
     def canvas_size(self) -> int:
         """The smallest power of two that holds the image plus its jitter margin on each side."""
         return 1 << math.ceil(math.log2(self.resolution + 2 * self.margin))
+
+    def term_settings(self, name: str) -> Any:
+        """The settings of term `name` in this config (its defaults when the config gives none)."""
+        for key, value in self.terms:
+            if key == name:
+                return value
+        from .objectives import term_class
+
+        cls = term_class(name)
+        if cls is None or cls.Settings is None:
+            raise ConfigError(f"term {name!r} has no settings of its own")
+        return cls.Settings()
 
     @property
     def guidance_sign(self) -> int:
@@ -149,6 +187,26 @@ class GenerationConfig:
         for name in ("deterministic", "compile"):
             if not isinstance(getattr(self, name), bool):
                 p.append(f"{name} must be true or false")
+        p.extend(self._part_problems())
+        return p
+
+    def _part_problems(self) -> list[str]:
+        """What the named canvas and the terms say about this config (their registries load torch)."""
+        from .canvases import CANVASES
+        from .objectives import TERMS
+
+        p: list[str] = []
+        _choice(p, "canvas", self.canvas, CANVASES)
+        terms = self.terms.items() if isinstance(self.terms, dict) else self.terms
+        for name, settings in terms:
+            cls = TERMS.get(name)
+            if cls is None or cls.Settings is None:
+                p.append(f"unknown term {name!r} in the settings; is the module that defines it loaded?")
+            elif not isinstance(settings, cls.Settings):
+                p.append(f"settings of term {name!r} must be a {cls.Settings.__name__}")
+        if not p:
+            for cls in TERMS.values():
+                p.extend(cls.problems(self))
         return p
 
     @classmethod
@@ -167,6 +225,7 @@ class GenerationConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["prompts"] = [{"text": p.text, "weight": p.weight} for p in self.prompts]
+        d["terms"] = {name: dataclasses.asdict(settings) for name, settings in self.terms}
         return d
 
     @classmethod
@@ -184,8 +243,10 @@ class GenerationConfig:
             for name in SCHEDULE_FIELDS:
                 if name in kwargs and isinstance(kwargs[name], dict):
                     kwargs[name] = Schedule(**kwargs[name])
+            if "terms" in kwargs:
+                kwargs["terms"] = _term_settings_from_dict(kwargs["terms"])
         except (TypeError, KeyError, AttributeError) as exc:
-            raise ConfigError(f"malformed prompts or schedule in config: {exc}") from None
+            raise ConfigError(f"malformed prompts, schedule or term settings in config: {exc}") from None
         return cls(**kwargs)
 
     @classmethod
@@ -221,6 +282,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         aesthetic=Schedule("exp_decay", 0.0, 3.0, 0.1),
     ),
 }
+
+
+def _term_settings_from_dict(data: Any) -> tuple[tuple[str, Any], ...]:
+    from .objectives import TERMS
+
+    if not isinstance(data, dict):
+        raise ConfigError("term settings must be a table of term name -> settings")
+    out = []
+    for name, values in data.items():
+        cls = TERMS.get(name)
+        if cls is None or cls.Settings is None:
+            raise ConfigError(f"unknown term {name!r}; was this made by a newer das-ag or with a plugin?")
+        out.append((name, cls.Settings(**values)))
+    return tuple(out)
 
 
 def _finite(v: object) -> bool:

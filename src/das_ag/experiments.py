@@ -175,35 +175,46 @@ def is_complete(path: Path, config: GenerationConfig, model_identities: dict) ->
 
 
 def run_plan(plan: Plan, models, *, on_item: Callable[[PlanItem, str], None] | None = None,
-             on_step: Callable[[Any], None] | None = None) -> tuple[int, int]:
-    """Make every item not already complete. Returns (made, skipped)."""
-    from .engine import synthesize
+             on_step: Callable[[Any], None] | None = None, images_per_step: int | None = None) -> tuple[int, int]:
+    """Make every item not already complete, several images per step. Returns (made, skipped).
+
+    `images_per_step` None means auto (as many as fit in memory). DAS, DAS-AG and DAS-rAG of one
+    seed differ only in the aesthetic sign, so a comparison's images share one encoder batch.
+    """
+    from .engine import auto_images_per_step, plan_batches, synthesize
     from .png import save_png, write_atomic
 
-    identities = {"clip": models.clip_identity.to_dict(), "aesthetic": models.aesthetic_identity.to_dict()}
+    identities = models.identities()
     plan.image_dir.mkdir(parents=True, exist_ok=True)
     for leftover in plan.image_dir.glob(".*.partial"):
         leftover.unlink()  # a temporary file of a run that was killed mid-write; never a result
     write_atomic(plan.out_dir / MANIFEST, json.dumps(plan.manifest(), indent=2).encode(), overwrite=True)
-    made = skipped = 0
+    todo = []
+    skipped = 0
     for item in plan.items:
-        path = plan.path(item)
-        if is_complete(path, item.config, identities):
+        if is_complete(plan.path(item), item.config, identities):
             skipped += 1
             if on_item:
                 on_item(item, "skipped")
-            continue
-        run = synthesize(item.config, models)
+        else:
+            todo.append(item)
+    if not todo:
+        return 0, skipped
+    per_step = images_per_step or auto_images_per_step(models, todo[0].config)
+    made = 0
+    for indices in plan_batches([item.config for item in todo], per_step):
+        items = [todo[i] for i in indices]
+        run = synthesize([item.config for item in items], models)
         for event in run:
             if on_step:
                 on_step(event)
-        result = run.result()
-        # Atomic replace: an older or unfinished file with this name is swapped whole; an
-        # interruption before this line leaves nothing that could count as done.
-        save_png(result.image, path, result.recipe(), overwrite=True)
-        made += 1
-        if on_item:
-            on_item(item, result.status)
+        for item, result in zip(items, run.results()):
+            # Atomic replace: an older or unfinished file with this name is swapped whole; an
+            # interruption before this line leaves nothing that could count as done.
+            save_png(result.image, plan.path(item), result.recipe(), overwrite=True)
+            made += 1
+            if on_item:
+                on_item(item, result.status)
     return made, skipped
 
 
@@ -249,7 +260,7 @@ def collect_rows(out_dir: Path, evaluators: list | None = None) -> list[dict[str
                 "method": config.method,
                 "seed": config.seed,
                 "status": recipe["run"]["status"],
-                **{c.name: recipe["scores"][c.name] for c in TRAINING_COLUMNS},
+                **score_numbers(recipe["scores"]),
             }
         )
     for evaluator in evaluators or []:
@@ -257,6 +268,21 @@ def collect_rows(out_dir: Path, evaluators: list | None = None) -> list[dict[str
         for row, scores in zip(rows, evaluator.score(images, row_prompts) if rows else []):
             row.update(scores)
     return rows
+
+
+def score_numbers(scores: dict) -> dict[str, float | None]:
+    """The scalar scores of a recipe (every term's), without per-prompt details."""
+    return {k: v for k, v in scores.items() if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
+
+
+def score_columns(rows: list[dict[str, Any]], exclude: set[str] = frozenset()) -> list:
+    """The training columns the rows have: the long-standing ones first, then any other term's."""
+    from .evaluators import Column
+
+    known = [c for c in TRAINING_COLUMNS if any(c.name in r for r in rows)]
+    fixed = {"file", "prompt_set", "variant", "method", "seed", "status", *(c.name for c in TRAINING_COLUMNS)}
+    extra = sorted({k for r in rows for k in r if k not in fixed and k not in exclude})
+    return known + [Column(k, f"{k} (a term of the run, training models)", False) for k in extra]
 
 
 def summarize(rows: list[dict[str, Any]], columns: list[str]) -> list[dict[str, Any]]:

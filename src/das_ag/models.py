@@ -68,6 +68,10 @@ class ModelBundle:
     aesthetic_identity: ModelIdentity
     _encoders: dict = field(default_factory=dict, repr=False)  # (dtype, compiled, packed) -> image encoder
 
+    def identities(self) -> dict[str, dict[str, str]]:
+        """What a recipe records about the weights: name and sha256 of each file."""
+        return {"clip": self.clip_identity.to_dict(), "aesthetic": self.aesthetic_identity.to_dict()}
+
     @property
     def input_resolution(self) -> int:
         return int(self.clip.visual.input_resolution)

@@ -35,7 +35,7 @@ class OutputExistsError(DasAgError, FileExistsError):
 def build_recipe(result: SynthesisResult) -> dict:
     import torch
 
-    return {
+    recipe = {
         "format": RECIPE_FORMAT,
         "das_ag_version": __version__,
         "method": result.config.method,
@@ -51,6 +51,10 @@ def build_recipe(result: SynthesisResult) -> dict:
             "torch": torch.__version__,
         },
     }
+    if result.batch:
+        # Made together with other images: re-running it means re-running the whole batch.
+        recipe["batch"] = {"index": result.batch_index, "configs": [c.to_dict() for c in result.batch]}
+    return recipe
 
 
 def encode_png(image: Image.Image, recipe: dict) -> bytes:
@@ -148,3 +152,17 @@ def read_recipe(source: str | Path | bytes) -> dict:
 
 def config_from_png(source: str | Path | bytes) -> GenerationConfig:
     return GenerationConfig.from_dict(read_recipe(source)["config"])
+
+
+def batch_from_recipe(recipe: dict) -> tuple[tuple[GenerationConfig, ...], int]:
+    """The configs of the run that made a recipe's image, and which of them it is."""
+    batch = recipe.get("batch")
+    if not batch:
+        return (GenerationConfig.from_dict(recipe["config"]),), 0
+    try:
+        configs = tuple(GenerationConfig.from_dict(c) for c in batch["configs"])
+        index = int(batch["index"])
+        configs[index]
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise DasAgError("the recipe's batch is damaged") from None
+    return configs, index

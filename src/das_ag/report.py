@@ -15,9 +15,9 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .evaluators import TRAINING_COLUMNS, Column
+from .evaluators import Column
 from .config import METHOD_NAMES, METHOD_ORDER
-from .experiments import collect_rows, read_manifest, summarize
+from .experiments import collect_rows, read_manifest, score_columns, summarize
 from .png import write_atomic
 
 SHORT = {"clip_positive": "CLIP +", "clip_negative": "CLIP -", "aesthetic": "aesthetic (train)", "aesthetic_v2_5": "aesthetic v2.5"}
@@ -28,7 +28,8 @@ def write_report(out_dir: str | Path, evaluators: list | None = None) -> dict[st
     evaluators = evaluators or []
     published = read_manifest(out_dir).get("published")
     rows = collect_rows(out_dir, evaluators)
-    columns: list[Column] = [*TRAINING_COLUMNS, *(c for e in evaluators for c in e.columns)]
+    held_out = [c for e in evaluators for c in e.columns]
+    columns: list[Column] = [*score_columns(rows, {c.name for c in held_out}), *held_out]
     names = [c.name for c in columns]
     info = {c.name: {"evaluator": c.evaluator, "held_out": c.held_out} for c in columns}
     summary = summarize(rows, names)

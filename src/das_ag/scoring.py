@@ -1,15 +1,20 @@
-"""Scores of a finished image, measured without augmentation: what a user is told about a PNG."""
+"""Scores of a finished image, measured without augmentation: what a user is told about a PNG.
+
+Every term of the run says what it measures on the final 8-bit image (the text term its CLIP
+similarities, the aesthetic term the head's score, ...); a Scores holds them by name.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from PIL import Image
 
 from .augment import normalize
+from .canvases.base import from_pil
 from .models import ModelBundle
-from .parameterization import from_pil
 from .prompts import Prompt, tokenize
 from .resample import resize
 
@@ -23,22 +28,42 @@ class PromptScore:
 
 @dataclass(frozen=True)
 class Scores:
-    clip_positive: float  # mean cosine similarity to the attracting prompts
-    clip_negative: float | None  # mean cosine similarity to the repelling prompts, if any
-    aesthetic: float  # the training head's score (not a held-out judgement)
-    prompts: tuple[PromptScore, ...] = ()
+    """Named numbers about a finished image, from every term of its run (None: not applicable)."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def clip_positive(self) -> float:
+        return self.values["clip_positive"]
+
+    @property
+    def clip_negative(self) -> float | None:
+        return self.values.get("clip_negative")
+
+    @property
+    def aesthetic(self) -> float:
+        return self.values["aesthetic"]
+
+    @property
+    def prompts(self) -> tuple[PromptScore, ...]:
+        return tuple(PromptScore(**p) for p in self.values.get("prompts", ()))
+
+    def numbers(self) -> dict[str, float | None]:
+        """The scalar scores (for tables), without per-prompt details."""
+        return {k: v for k, v in self.values.items() if v is None or isinstance(v, (int, float))}
 
     def to_dict(self) -> dict:
-        return {
-            "clip_positive": self.clip_positive,
-            "clip_negative": self.clip_negative,
-            "aesthetic": self.aesthetic,
-            "prompts": [{"text": p.text, "weight": p.weight, "similarity": p.similarity} for p in self.prompts],
-        }
+        return dict(self.values)
 
     def summary(self) -> str:
-        neg = "" if self.clip_negative is None else f"  clip- {self.clip_negative:.4f}"
-        return f"clip+ {self.clip_positive:.4f}{neg}  aesthetic {self.aesthetic:.3f}"
+        parts = []
+        for key, value in self.numbers().items():
+            if value is not None:
+                parts.append(f"{SCORE_LABELS.get(key, key)} {value:.4f}")
+        return "  ".join(parts)
+
+
+SCORE_LABELS = {"clip_positive": "clip+", "clip_negative": "clip-", "aesthetic": "aesthetic"}
 
 
 def encode_text_prompts(models: ModelBundle, prompts: tuple[Prompt, ...]) -> tuple[torch.Tensor, list[str]]:
@@ -47,24 +72,26 @@ def encode_text_prompts(models: ModelBundle, prompts: tuple[Prompt, ...]) -> tup
     return models.encode_texts(tokens), warnings
 
 
-@torch.no_grad()
-def score_image(
-    models: ModelBundle, image: Image.Image, prompts: tuple[Prompt, ...], text_features: torch.Tensor | None = None
-) -> Scores:
-    """CLIP similarities and the aesthetic score of an 8-bit image, in fp32, one encoder forward."""
-    if text_features is None:
-        text_features, _ = encode_text_prompts(models, prompts)
+def embed_image(models: ModelBundle, image: Image.Image) -> torch.Tensor:
+    """The fp32 CLIP embedding (1, D) of an 8-bit image, unaugmented."""
     pixels = from_pil(image).to(models.device)
     batch = resize(normalize(pixels), models.input_resolution, "bilinear", antialias=True)
-    embedding = models.encode_images(batch)
-    sims = (embedding @ text_features.t())[0].tolist()
-    aesthetic = float(models.aesthetic_score(embedding)[0])
-    per_prompt = tuple(PromptScore(p.text, p.weight, s) for p, s in zip(prompts, sims))
-    pos = [s.similarity for s in per_prompt if s.weight > 0]
-    neg = [s.similarity for s in per_prompt if s.weight < 0]
-    return Scores(
-        clip_positive=sum(pos) / len(pos),
-        clip_negative=sum(neg) / len(neg) if neg else None,
-        aesthetic=aesthetic,
-        prompts=per_prompt,
-    )
+    return models.encode_images(batch)
+
+
+@torch.no_grad()
+def score_image(models: ModelBundle, image: Image.Image, config=None, terms=None) -> Scores:
+    """Every term's scores of an 8-bit image, from one fp32 encoder forward.
+
+    `terms` are a run's built terms (reusing their text features); without them they are built
+    from `config`.
+    """
+    if terms is None:
+        from .objectives import active_terms
+
+        terms = [cls(config, models) for cls in active_terms(config)]
+    embedding = embed_image(models, image)
+    values: dict[str, Any] = {}
+    for term in terms:
+        values.update(term.final_scores(embedding))
+    return Scores(values)

@@ -1,4 +1,4 @@
-"""Generation jobs for the studio: one background thread per run, queued per device.
+"""Generation jobs for the studio: one background thread per job, queued per device.
 
 The Streamlit script reruns on every click, so a run cannot live inside it. A Job owns its thread
 and exposes a snapshot the page polls. Runs on one device take turns (a lock per device): two
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from ..config import GenerationConfig
-from ..engine import StepEvent, SynthesisResult, synthesize
+from ..engine import StepEvent, SynthesisResult, auto_images_per_step, plan_batches, synthesize
 from ..errors import DasAgError, first_line
 from ..models import load_models, resolve_device
 
@@ -34,26 +34,27 @@ def device_lock(device: str) -> threading.Lock:
 
 @dataclass(frozen=True)
 class Metrics:
-    """The numbers of one step, for the live curves (a StepEvent without its preview)."""
+    """The numbers of one step for the live curves: each image's loss and term metrics."""
 
     step: int
-    loss: float
-    clip_positive: float
-    clip_negative: float | None
-    aesthetic_score: float
+    first: int  # the job's index of images[0] (a job of many images may run in several batches)
+    images: tuple[tuple[float, dict[str, dict[str, float]]], ...]
+
+
+def series(metrics: list[Metrics], index: int) -> list[tuple[int, float, dict[str, dict[str, float]]]]:
+    """(step, loss, term metrics) of image `index` of a job, step by step."""
+    return [(m.step, *m.images[index - m.first]) for m in metrics if m.first <= index < m.first + len(m.images)]
 
 
 @dataclass
 class JobSnapshot:
     state: str  # queued, loading, running, finished
-    config: GenerationConfig  # the run in progress (the first, before any starts)
-    run_index: int = 0  # which of the job's runs is in progress, 0-based
-    runs: int = 1
-    metrics: list[Metrics] = field(default_factory=list)  # of the run in progress
+    config: GenerationConfig  # the first image's settings
+    configs: tuple[GenerationConfig, ...] = ()
+    metrics: list[Metrics] = field(default_factory=list)  # one per step of every batch so far
     last_event: StepEvent | None = None
-    preview: Image.Image | None = None
+    previews: list[Image.Image] = field(default_factory=list)  # one per image
     results: list[SynthesisResult] = field(default_factory=list)
-    run_metrics: list[list[Metrics]] = field(default_factory=list)  # one list per finished run
     error: str | None = None
     warnings: tuple[str, ...] = ()
     device: str = ""
@@ -63,15 +64,23 @@ class JobSnapshot:
         return self.state != "finished"
 
     @property
+    def images(self) -> int:
+        return len(self.configs)
+
+    @property
+    def preview(self) -> Image.Image | None:
+        return self.previews[0] if self.previews else None
+
+    @property
     def result(self) -> SynthesisResult | None:
         return self.results[-1] if self.results else None
 
 
 class Job:
-    """One or several runs (a comparison: the same settings with each guidance) in one thread.
+    """One image, or several (variations, a comparison) made together, in one thread.
 
-    The runs of a job hold the device for their whole sequence, so a comparison is never split by
-    another session's run.
+    Several images share each step's encoder batch (as many per step as fit), so a comparison of
+    three methods costs about one run on a GPU. A job holds its device until all are made.
     """
 
     def __init__(
@@ -87,7 +96,7 @@ class Job:
         self._sources = (clip_source, aesthetic_source)
         self._preview_every = preview_every
         self._lock = threading.Lock()  # guards the snapshot fields below
-        self._snapshot = JobSnapshot(state="queued", config=self.config, runs=len(self.configs))
+        self._snapshot = JobSnapshot(state="queued", config=self.config, configs=tuple(self.configs))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="das-ag-job", daemon=True)
 
@@ -107,8 +116,7 @@ class Job:
         with self._lock:
             s = self._snapshot
             # Copy the lists the worker keeps appending to; everything else is replaced, not mutated.
-            return dataclasses.replace(s, metrics=list(s.metrics), results=list(s.results),
-                                       run_metrics=[list(m) for m in s.run_metrics])
+            return dataclasses.replace(s, metrics=list(s.metrics), results=list(s.results), previews=list(s.previews))
 
     # -- the worker thread -------------------------------------------------------------------
     def _update(self, **changes) -> None:
@@ -142,34 +150,36 @@ class Job:
     def _generate(self) -> None:
         self._update(state="loading")
         models = load_models(*self._sources, device=self.config.device)
-        for index, config in enumerate(self.configs):
-            if self._stop.is_set():
-                break
-            if not self._run_one(index, config, models):
+        per_step = auto_images_per_step(models, self.config)
+        for indices in plan_batches(self.configs, per_step):
+            if self._stop.is_set() or not self._run_batch([self.configs[i] for i in indices], models):
                 break
 
-    def _run_one(self, index: int, config: GenerationConfig, models) -> bool:
-        """One run; False when the job should not go on to the next."""
-        run = synthesize(config, models, preview_every=self._preview_every)
-        self._update(state="running", config=config, run_index=index, metrics=[], last_event=None,
-                     warnings=run.warnings, preview=run.preview())
+    def _run_batch(self, configs: list[GenerationConfig], models) -> bool:
+        """Images made together; False when the job should not go on to the next batch."""
+        run = synthesize(configs, models, preview_every=self._preview_every)
+        first = len(self._snapshot.results)
+        with self._lock:
+            self._snapshot.state, self._snapshot.warnings = "running", run.warnings
+            self._snapshot.previews[first:] = [run.preview(i) for i in range(len(configs))]
         try:
             for event in run:
-                metrics = Metrics(event.step, event.loss, event.clip_positive, event.clip_negative, event.aesthetic_score)
+                metrics = Metrics(event.step, first, tuple((i.loss, i.metrics) for i in event.images))
                 with self._lock:
                     self._snapshot.metrics.append(metrics)
                     self._snapshot.last_event = event
-                    if event.preview is not None:
-                        self._snapshot.preview = event.preview
+                    for i, image in enumerate(event.images):
+                        if image.preview is not None:
+                            self._snapshot.previews[first + i] = image.preview
                 if self._stop.is_set():
                     run.stop()
         finally:
-            # Whatever ended the loop, the image made so far becomes a result.
-            result = run.result()
+            # Whatever ended the loop, the images made so far become results.
+            results = run.results()
             with self._lock:
-                self._snapshot.results.append(result)
-                self._snapshot.run_metrics.append(list(self._snapshot.metrics))
-                self._snapshot.preview = result.image
-            if result.status in ("non_finite", "failed"):
-                self._update(error=result.message)
-        return result.status == "completed"
+                self._snapshot.results.extend(results)
+                self._snapshot.previews[first:] = [r.image for r in results]
+            failed = [r.message for r in results if r.status in ("non_finite", "failed")]
+            if failed:
+                self._update(error=failed[0])
+        return all(r.status == "completed" for r in results)

@@ -2,7 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from das_ag.parameterization import MultiResolutionImage, from_pil, level_sizes, to_pil
+from das_ag.canvases import from_pil, to_pil
+from das_ag.canvases.pyramid import PyramidCanvas, level_sizes
 from das_ag.resample import resample_matrix, resize
 
 
@@ -12,7 +13,7 @@ def test_level_sizes():
 
 
 def test_shapes_and_range():
-    img = MultiResolutionImage(256, 224, generator=torch.Generator().manual_seed(0))
+    img = PyramidCanvas(256, 224, generator=torch.Generator().manual_seed(0))
     assert [tuple(p.shape) for p in img.levels][:3] == [(1, 3, 1, 1), (1, 3, 2, 2), (1, 3, 4, 4)]
     canvas = img()
     assert canvas.shape == (1, 3, 256, 256)
@@ -21,27 +22,27 @@ def test_shapes_and_range():
 
 
 def test_normal_init_scales_each_level_by_its_size():
-    img = MultiResolutionImage(256, 224, generator=torch.Generator().manual_seed(0))
+    img = PyramidCanvas(256, 224, generator=torch.Generator().manual_seed(0))
     stds = {s: p.std().item() for s, p in zip(img.sizes, img.levels) if s >= 32}
     for s, std in stds.items():
         assert std == pytest.approx(1 / s, rel=0.2)
 
 
 def test_zero_init_is_mid_grey():
-    img = MultiResolutionImage(64, 48, init="zeros")
+    img = PyramidCanvas(64, 48, init="zeros")
     assert torch.equal(img(), torch.full((1, 3, 64, 64), 0.5))
 
 
 def test_sum_is_mean_times_level_count():
     g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
-    mean = MultiResolutionImage(64, 48, combine="mean", generator=g()).raw()
-    total = MultiResolutionImage(64, 48, combine="sum", generator=g()).raw()
+    mean = PyramidCanvas(64, 48, combine="mean", generator=g()).raw()
+    total = PyramidCanvas(64, 48, combine="sum", generator=g()).raw()
     assert torch.allclose(total, mean * 7, atol=1e-5)
 
 
 def test_output_uses_the_full_8_bit_range():
     # The reference squashed into about mean +- 1 std (8-bit ~35..190); das-ag must reach 0 and 255.
-    img = MultiResolutionImage(64, 48, init="zeros")
+    img = PyramidCanvas(64, 48, init="zeros")
     with torch.no_grad():
         img.levels[-1][:, :, :, :32] = -100.0
         img.levels[-1][:, :, :, 32:] = 100.0
@@ -50,7 +51,7 @@ def test_output_uses_the_full_8_bit_range():
 
 
 def test_levels_are_upsampled_like_interpolate():
-    img = MultiResolutionImage(32, 24, init="zeros", combine="sum", interpolation="bicubic")
+    img = PyramidCanvas(32, 24, init="zeros", combine="sum", interpolation="bicubic")
     with torch.no_grad():
         img.levels[2].copy_(torch.randn(1, 3, 4, 4))
     expected = F.interpolate(img.levels[2].detach(), size=(32, 32), mode="bicubic", align_corners=False)

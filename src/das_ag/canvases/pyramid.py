@@ -7,10 +7,10 @@ gradient ascent on CLIP produce images instead of adversarial noise (Direct Asce
 from __future__ import annotations
 
 import torch
-from PIL import Image
 from torch import nn
 
-from .resample import resample_matrix
+from ..resample import resample_matrix
+from .base import Canvas
 
 
 def level_sizes(canvas_size: int, levels: str = "pow2") -> list[int]:
@@ -24,7 +24,17 @@ def level_sizes(canvas_size: int, levels: str = "pow2") -> list[int]:
     return sizes
 
 
-class MultiResolutionImage(nn.Module):
+class PyramidCanvas(Canvas):
+    """Square levels of 1, 2, 4, ... px (or every size), each upsampled to the canvas, summed or
+    averaged, and squashed into [0, 1] by tanh."""
+
+    name = "pyramid"
+
+    @classmethod
+    def from_config(cls, config, generator: torch.Generator) -> PyramidCanvas:
+        return cls(config.canvas_size, config.resolution, levels=config.levels, init=config.init,
+                   combine=config.combine, interpolation=config.interpolation, generator=generator)
+
     def __init__(
         self,
         canvas_size: int,
@@ -39,7 +49,7 @@ class MultiResolutionImage(nn.Module):
         super().__init__()
         if resolution > canvas_size:
             raise ValueError("the output cannot be larger than the canvas")
-        self.canvas_size, self.resolution, self.combine = canvas_size, resolution, combine
+        self.size, self.resolution, self.combine = canvas_size, resolution, combine
         self.sizes = level_sizes(canvas_size, levels)
         tensors = []
         for s in self.sizes:
@@ -59,7 +69,7 @@ class MultiResolutionImage(nn.Module):
         """The combined, unsquashed canvas (1, 3, S, S)."""
         total = None
         for s, level in zip(self.sizes, self.levels):
-            if s == self.canvas_size:
+            if s == self.size:
                 up = level
             else:
                 u = getattr(self, f"up{s}")
@@ -71,30 +81,3 @@ class MultiResolutionImage(nn.Module):
         """Canvas pixels in [0, 1], the full range (the reference's tanh-as-normalised bug fixed)."""
         return (torch.tanh(self.raw()) + 1) / 2
 
-    @property
-    def crop_offset(self) -> int:
-        return (self.canvas_size - self.resolution) // 2
-
-    def crop(self, canvas: torch.Tensor) -> torch.Tensor:
-        o, r = self.crop_offset, self.resolution
-        return canvas[..., o : o + r, o : o + r]
-
-    @torch.no_grad()
-    def image(self) -> Image.Image:
-        """The central crop as an 8-bit RGB image: what a user sees and saves."""
-        return to_pil(self.crop(self.forward()))
-
-
-def to_pil(pixels: torch.Tensor) -> Image.Image:
-    """(1, 3, H, W) or (3, H, W) floats in [0, 1] -> 8-bit RGB."""
-    x = pixels.detach().float().reshape(-1, *pixels.shape[-2:])[:3]
-    array = (x * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(array, "RGB")
-
-
-def from_pil(image: Image.Image) -> torch.Tensor:
-    """8-bit RGB -> (1, 3, H, W) floats in [0, 1]."""
-    import numpy as np
-
-    array = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).float() / 255

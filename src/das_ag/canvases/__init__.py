@@ -1,0 +1,28 @@
+"""Canvases: what a run optimises. Each is a module of its own, registered here by name.
+
+    canvas = build_canvas(config, generator)   # config.canvas names it
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Canvas, from_pil, to_pil
+
+CANVASES: dict[str, type[Canvas]] = {}
+
+
+def register_canvas(cls: type[Canvas]) -> type[Canvas]:
+    CANVASES[cls.name] = cls
+    return cls
+
+
+def build_canvas(config, generator: torch.Generator) -> Canvas:
+    return CANVASES[config.canvas].from_config(config, generator)
+
+
+from .pyramid import PyramidCanvas  # noqa: E402
+
+register_canvas(PyramidCanvas)
+
+__all__ = ["CANVASES", "Canvas", "PyramidCanvas", "build_canvas", "from_pil", "register_canvas", "to_pil"]

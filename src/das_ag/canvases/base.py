@@ -1,0 +1,68 @@
+"""The canvas protocol: what the engine optimises, whatever it is made of (pixels, strokes, ...).
+
+A canvas is a torch module holding its parameters. It renders a square RGB image in [0, 1] that
+includes a jitter margin around the visible part (augmentation shifts windows within it), says
+which of its parameters learn at which rate, keeps them in range after each update, and turns
+itself into the 8-bit image a user sees. Its settings are fields of the GenerationConfig that
+names it, so a recipe re-creates it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+
+class Canvas(nn.Module):
+    name: ClassVar[str]
+
+    # Geometry: `size` px square in all, the central `resolution` px visible.
+    size: int
+    resolution: int
+
+    @classmethod
+    def from_config(cls, config, generator: torch.Generator) -> Canvas:
+        """The canvas a run of `config` starts from; every random draw comes from `generator`."""
+        raise NotImplementedError
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimizer parameter groups: one per learning rate the canvas wants (lr is the run's)."""
+        return [{"params": list(self.parameters()), "lr": lr}]
+
+    def forward(self) -> torch.Tensor:
+        """The whole canvas, margin included: (1, 3, size, size) in [0, 1], differentiable."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Put parameters back in their valid range after an update (no-op when all are valid)."""
+
+    @property
+    def crop_offset(self) -> int:
+        return (self.size - self.resolution) // 2
+
+    def crop(self, canvas: torch.Tensor) -> torch.Tensor:
+        o, r = self.crop_offset, self.resolution
+        return canvas[..., o : o + r, o : o + r]
+
+    @torch.no_grad()
+    def image(self) -> Image.Image:
+        """The visible part as an 8-bit RGB image: what a user sees and saves."""
+        return to_pil(self.crop(self.forward()))
+
+
+def to_pil(pixels: torch.Tensor) -> Image.Image:
+    """(1, 3, H, W) or (3, H, W) floats in [0, 1] -> 8-bit RGB."""
+    x = pixels.detach().float().reshape(-1, *pixels.shape[-2:])[:3]
+    array = (x * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array, "RGB")
+
+
+def from_pil(image: Image.Image) -> torch.Tensor:
+    """8-bit RGB -> (1, 3, H, W) floats in [0, 1]."""
+    array = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).float() / 255

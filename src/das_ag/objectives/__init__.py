@@ -1,0 +1,38 @@
+"""The terms of the loss, each a module of its own, and the registry the engine builds them from.
+
+    @register_term
+    class Symmetry(Term): ...
+
+makes a term part of every run whose config activates it: the engine, the CLI's progress line,
+the studio's curves, recipes and tables pick it up without knowing it.
+"""
+
+from __future__ import annotations
+
+from .base import Term, TermInputs
+
+TERMS: dict[str, type[Term]] = {}
+
+
+def register_term(cls: type[Term]) -> type[Term]:
+    """Add a term to the registry (a decorator). A second term of the same name replaces the first."""
+    TERMS[cls.name] = cls
+    return cls
+
+
+def active_terms(config) -> list[type[Term]]:
+    return [cls for cls in TERMS.values() if cls.active(config)]
+
+
+def term_class(name: str) -> type[Term] | None:
+    return TERMS.get(name)
+
+
+from .aesthetic import AestheticTerm  # noqa: E402
+from .regularisers import L1Term, TotalVariationTerm  # noqa: E402
+from .text import TextTerm  # noqa: E402
+
+for _term in (TextTerm, AestheticTerm, TotalVariationTerm, L1Term):
+    register_term(_term)
+
+__all__ = ["TERMS", "Term", "TermInputs", "active_terms", "register_term", "term_class"]

@@ -1,0 +1,76 @@
+"""The loss-term protocol: what every term of the objective (text, aesthetic, TV, ...) provides.
+
+A term is one small unit. Built from one image's config (and the models, once per run), it reads
+that image's share of the step's one encoder forward and returns its contribution to the loss and
+its named metrics, as tensors: the engine gathers every number of a step into one host copy.
+Losses are minimised, so an attracting term enters with a minus sign.
+
+A term that has settings of its own (beyond the config's long-standing top-level fields) declares
+them as a frozen dataclass in `Settings`; the config then carries an instance under the term's
+name (`GenerationConfig.terms`), recipes store it, and the CLI and studio offer its fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..config import GenerationConfig
+    from ..models import ModelBundle
+
+
+@dataclass(frozen=True)
+class TermInputs:
+    """One image's share of a step: what every term may read."""
+
+    embeddings: torch.Tensor  # (copies, D) L2-normalised CLIP embeddings of its augmented views
+    views: torch.Tensor  # (copies, 3, H, W) those views, CLIP-normalised, as the encoder saw them
+    step: int  # 0-based
+    steps: int
+
+
+class Term:
+    """One term of the loss. Subclasses set `name` and implement `loss`; the rest is optional."""
+
+    name: ClassVar[str]
+    # Readable names of the metrics, for curves and tables (a metric without one shows its key).
+    labels: ClassVar[dict[str, str]] = {}
+    # A frozen dataclass of this term's own settings, or None when it reads top-level config fields.
+    Settings: ClassVar[type | None] = None
+
+    def __init__(self, config: GenerationConfig, models: ModelBundle):
+        self.config = config
+        self.models = models
+
+    @classmethod
+    def active(cls, config: GenerationConfig) -> bool:
+        """Whether this term takes part in a run of `config` (an inactive one costs nothing)."""
+        return True
+
+    @classmethod
+    def problems(cls, config: GenerationConfig) -> list[str]:
+        """Why `config` cannot run this term, in plain words (empty when it can)."""
+        settings = config.term_settings(cls.name) if cls.Settings is not None else None
+        check = getattr(settings, "problems", None)
+        return list(check()) if check else []
+
+    @property
+    def settings(self) -> Any:
+        return self.config.term_settings(self.name)
+
+    def loss(self, inputs: TermInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        """This term's contribution to the image's loss (a scalar) and its named metrics: scalar
+        tensors, or plain floats for numbers known on the host (a scheduled weight)."""
+        raise NotImplementedError
+
+    def final_scores(self, embedding: torch.Tensor) -> dict[str, float | None]:
+        """Numbers a user is told about the finished 8-bit image (one unaugmented embedding, (1, D))."""
+        return {}
+
+    @classmethod
+    def progress(cls, metrics: dict[str, float]) -> str:
+        """A short form of this step's metrics for a one-line progress display."""
+        return " ".join(f"{cls.labels.get(k, k)}={v:.3f}" for k, v in metrics.items() if v == v)

@@ -1,0 +1,140 @@
+"""One description of every setting, read by the CLI, the studio's form and plans alike.
+
+A setting is a dataclass field (of GenerationConfig, or of a term's own Settings) whose metadata
+holds a `Setting`: what it means, where it belongs, its range or choices, its flag. The CLI makes
+its flags from these, the studio its controls, plans accept the field names: adding a setting is
+writing its field once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+from .schedules import SCHEDULE_KINDS, Schedule
+
+
+@dataclass(frozen=True)
+class Setting:
+    help: str
+    group: str  # where it is shown: "optimisation", "augmentation", "canvas", "regularisers", "device", ...
+    label: str = ""  # the studio's label (default: the field name in words)
+    flag: str | None = None  # the CLI flag (default: --field-name); "" for none
+    aliases: tuple[str, ...] = ()  # older flags that still work
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple = ()
+    step: float | None = None
+    format: str | None = None  # the studio's number format, e.g. "%.4f"
+    studio: bool = True  # False: the studio lays it out by hand (or not at all)
+
+    def label_for(self, name: str) -> str:
+        return self.label or name.replace("_", " ").capitalize()
+
+
+def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, **describe: Any):
+    """A dataclass field described for the CLI, the studio and plans."""
+    kwargs = {"metadata": {"setting": Setting(**describe)}}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, **kwargs)
+    return dataclasses.field(default=default, **kwargs)
+
+
+def described(cls: type) -> list[tuple[dataclasses.Field, Setting]]:
+    """The described fields of a dataclass, in declaration order."""
+    return [(f, f.metadata["setting"]) for f in dataclasses.fields(cls) if "setting" in f.metadata]
+
+
+def kind_of(f: dataclasses.Field) -> str:
+    """bool, int, float, str, schedule or optional_int, from the field's annotation."""
+    annotation = str(f.type).replace(" ", "")
+    for kind, names in (("schedule", ("Schedule",)), ("optional_int", ("int|None",)), ("bool", ("bool",)),
+                        ("int", ("int",)), ("float", ("float",)), ("str", ("str",))):
+        if annotation in names:
+            return kind
+    raise TypeError(f"setting {f.name} has an annotation the settings description cannot handle: {f.type}")
+
+
+# -- the command line ----------------------------------------------------------------------------
+def flag_of(f: dataclasses.Field, s: Setting, prefix: str = "") -> str:
+    return s.flag if s.flag is not None else "--" + (prefix + f.name).replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "", skip: tuple[str, ...] = ()) -> None:
+    """One flag per described field of `cls`, grouped as the studio groups them. Unset flags stay None."""
+    groups: dict[str, Any] = {}
+    for f, s in described(cls):
+        flag = flag_of(f, s, prefix)
+        if not flag or f.name in skip:
+            continue
+        group = groups.setdefault(s.group, parser.add_argument_group(s.group))
+        dest = (prefix + f.name).replace("-", "_")
+        kind = kind_of(f)
+        flags = (flag, *s.aliases)
+        if kind == "bool":
+            group.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=s.help)
+            continue
+        metavar = {"schedule": "KIND:START:END[:RATE]|VALUE", "int": "N", "optional_int": "N", "float": "X"}.get(kind)
+        group.add_argument(*flags, dest=dest, type=_parser_for(kind, f.name, s), default=None, help=s.help,
+                           choices=s.choices or None, metavar=None if s.choices else metavar)
+
+
+def values_from_arguments(args: argparse.Namespace, cls: type, *, prefix: str = "") -> dict[str, Any]:
+    """The described fields of `cls` the user gave flags for."""
+    out = {}
+    for f, _ in described(cls):
+        value = getattr(args, (prefix + f.name).replace("-", "_"), None)
+        if value is not None:
+            out[f.name] = value
+    return out
+
+
+def _parser_for(kind: str, name: str, s: Setting):
+    def number(text: str, cast):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {'whole ' if cast is int else ''}number, got {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if (s.minimum is not None and value < s.minimum) or (s.maximum is not None and value > s.maximum):
+            raise argparse.ArgumentTypeError(f"must be from {s.minimum:g} to {s.maximum:g}, got {text}")
+        return value
+
+    if kind == "schedule":
+        return lambda text: parse_schedule(text, name)
+    if kind in ("int", "optional_int"):
+        return lambda text: number(text, int)
+    if kind == "float":
+        return lambda text: number(text, float)
+    return str
+
+
+def parse_schedule(text: str, name: str = "schedule") -> Schedule:
+    """"0.3" (constant) or "KIND:START:END[:RATE]", e.g. "exp_warmup:0.2:0.5:0.03"."""
+    parts = text.split(":")
+    try:
+        if len(parts) == 1:
+            return Schedule.constant(float(parts[0]))
+        if len(parts) in (3, 4) and parts[0] in SCHEDULE_KINDS:
+            numbers = [float(p) for p in parts[1:]]
+            return Schedule(parts[0], *numbers)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(
+        f"{name}: expected a number or KIND:START:END[:RATE] with KIND one of {', '.join(SCHEDULE_KINDS)}, got {text!r}"
+    )
+
+
+def settings_from_table(cls: type, table: dict[str, Any], where: str) -> Any:
+    """An instance of a settings dataclass from a plan's or recipe's table, schedules included."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in {where}")
+    values = {k: Schedule(**v) if isinstance(v, dict) and kind_of(known[k]) == "schedule" else v for k, v in table.items()}
+    return cls(**values)
