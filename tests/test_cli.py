@@ -81,7 +81,7 @@ def test_existing_output_is_kept(weights_env, tmp_path, capsys):
     "args, words",
     [
         (["--prompt", "x", "--guidance", "sideways"], "invalid choice"),
-        (["--prompt", "x", "--steps", "0"], "greater than 0"),
+        (["--prompt", "x", "--steps", "0"], "steps must be from 1 to"),
         (["--prompt", "x", "--steps", "many"], "whole number"),
         (["--prompt", "x", "--resolution", "8"], "resolution"),
         (["--prompt", "x", "--clip-weight", "nan"], "finite"),
@@ -89,7 +89,8 @@ def test_existing_output_is_kept(weights_env, tmp_path, capsys):
         (["--prompt", "x", "--aesthetic-weight", "-1"], "penalty"),
         (["--prompt", "x", "--lr", "-0.1"], "learning rate"),
         (["--prompt", "x", "--device", "tpu"], "device"),
-        (["--prompt", "x", "--seed", "-4"], "0 or more"),
+        (["--prompt", "x", "--seed", "-4"], "seed must be from 0"),
+        (["--prompt", "x", "--noise", "exp_decay:0.2"], "KIND:START:END"),
         (["--prompt", "x", "--out", "picture.jpg"], ".png"),
         (["--negative", "blurry"], "at least one --prompt"),
         ([], "at least one --prompt"),

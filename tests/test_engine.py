@@ -106,7 +106,9 @@ def test_stop_keeps_the_image_made_so_far(models):
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_image(tiny_clip_path, broken_head_path):
     broken_models = load_models(str(tiny_clip_path), str(broken_head_path), "cpu")
-    run = synthesize(small_config(steps=10), broken_models)
+    # A constant weight puts the infinite score in the loss from the first step (an exp_decay
+    # weight starts at 0, and a term with weight 0 stays out of the loss).
+    run = synthesize(small_config(steps=10, aesthetic=Schedule.constant(3.0)), broken_models)
     start = run.preview()
     assert list(run) == []
     result = run.result()

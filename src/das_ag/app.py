@@ -16,10 +16,11 @@ import torch
 
 from das_ag import determinism, weights
 from das_ag.studio import form
-from das_ag.config import INITS, INTERPOLATIONS, LEVELS, METHOD_ORDER, PRESETS, GenerationConfig
+from das_ag.config import METHOD_ORDER, PRESETS, GenerationConfig
 from das_ag.errors import DasAgError, WeightsError
 from das_ag.studio.files import MAX_UPLOAD_MB, output_folder, output_root
-from das_ag.objectives import term_class
+from das_ag.objectives import TERMS, term_class
+from das_ag.settings import Setting, described, kind_of
 from das_ag.studio.jobs import Job, series
 from PIL import Image
 from das_ag.png import config_from_png, encode_png, next_free_path, write_atomic
@@ -239,29 +240,19 @@ def sidebar(on_cpu: bool) -> list[str]:
                       "sets that root, and the page cannot write outside it")
 
         st.subheader("Optimisation")
-        c1, c2 = st.columns(2)
-        c1.number_input("Steps", key="steps", min_value=1, max_value=100_000, step=10)
-        c2.number_input("Augmented copies", key="augment_copies", min_value=1, max_value=256, help="views of the image per step")
-        c1.number_input("Learning rate", key="lr", min_value=0.0001, max_value=10.0, step=0.01, format="%.4f")
-        c2.number_input("Resolution (px)", key="resolution", min_value=32, max_value=2048, step=32)
-        c1.number_input("Seed", key="seed", min_value=0, max_value=2**31 - 1)
-        c2.number_input("Preview every (steps)", key="preview_every", min_value=1, max_value=1000)
+        setting_controls("optimisation")
+        st.number_input("Seed", key="seed", min_value=0, max_value=2**31 - 1)
+        st.number_input("Preview every (steps)", key="preview_every", min_value=1, max_value=1000)
 
         st.subheader("Image parameterisation")
-        c1, c2 = st.columns(2)
-        c1.selectbox("Levels", LEVELS, key="levels", help="pow2: 1, 2, 4, ... (DAS-AG); all: every size (original DAS, slower)")
-        c2.selectbox("Interpolation", INTERPOLATIONS, key="interpolation",
-                     help="every mode is deterministic in das-ag (resizes are matrix products)")
-        c1.selectbox("Init", INITS, key="init")
-        c2.selectbox("Combine levels", ["mean", "sum"], key="combine")
+        setting_controls("canvas")
         st.checkbox("Automatic jitter margin (resolution / 14)", key="jitter_margin_auto")
         st.number_input("Jitter margin (px)", key="jitter_margin", min_value=0, max_value=1024,
                         disabled=ss["jitter_margin_auto"], help="turn off the automatic margin to set it")
 
         st.subheader("Regularisers")
-        c1, c2 = st.columns(2)
-        c1.number_input("TV weight", key="tv_weight", min_value=0.0, max_value=10.0, format="%.2e")
-        c2.number_input("L1 weight", key="l1_weight", min_value=0.0, max_value=10.0, format="%.4f")
+        setting_controls("regularisers")
+        term_controls()
 
         st.subheader("Device")
         options = device_options()
@@ -277,6 +268,41 @@ def sidebar(on_cpu: bool) -> list[str]:
         st.checkbox("Deterministic CUDA kernels", key="deterministic", disabled=on_cpu,
                     help="CPU runs are always deterministic" if on_cpu else "same settings, same PNG on CUDA (slower)")
     return [n for n in notes if n]
+
+
+def setting_control(key: str, f, s: Setting) -> None:
+    """The widget a described setting asks for (settings.py), in two columns."""
+    label, kind = s.label_for(f.name), kind_of(f)
+    if s.choices:
+        st.selectbox(label, s.choices, key=key, help=s.help)
+    elif kind == "bool":
+        st.checkbox(label, key=key, help=s.help)
+    elif kind in ("int", "float"):
+        cast = int if kind == "int" else float
+        st.number_input(label, key=key, help=s.help, format=s.format,
+                        min_value=None if s.minimum is None else cast(s.minimum),
+                        max_value=None if s.maximum is None else cast(s.maximum),
+                        step=None if s.step is None else cast(s.step))
+    else:
+        st.text_input(label, key=key, help=s.help)
+
+
+def setting_controls(group: str) -> None:
+    """Every studio-laid setting of GenerationConfig in `group`."""
+    fields = [(f, s) for f, s in described(GenerationConfig) if s.group == group and s.studio]
+    cols = st.columns(2)
+    for i, (f, s) in enumerate(fields):
+        with cols[i % 2]:
+            setting_control(f.name, f, s)
+
+
+def term_controls() -> None:
+    """The settings of terms that declare their own, one expander each."""
+    for name, cls in TERMS.items():
+        if cls.Settings is not None:
+            with st.expander(f"{name} term"):
+                for f, s in described(cls.Settings):
+                    setting_control(form.term_key(name, f.name), f, s)
 
 
 def weights_panel(problem: str) -> None:

@@ -8,13 +8,14 @@ stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
 from pathlib import Path
 
 from . import __version__
-from .config import DTYPES, GUIDANCE, INTERPOLATIONS, LEVELS, PRESETS, GenerationConfig
+from .config import PRESETS, GenerationConfig
 from .errors import DasAgError
 from .schedules import SCHEDULE_KINDS, Schedule
 from .studio.files import MAX_UPLOAD_MB
@@ -73,27 +74,22 @@ def _add_prompt_arguments(group) -> None:
                        help="a prompt to steer away from (repeatable)")
 
 
-def _add_settings_arguments(parser) -> None:
-    what = parser.add_argument_group("guidance")
+def _add_settings_arguments(parser, *, skip: tuple[str, ...] = ()) -> None:
+    """A flag for every setting of GenerationConfig (settings.py describes them), plus the
+    aesthetic weight's short forms and the preset."""
+    from .config import GenerationConfig
+    from .objectives import TERMS
+    from .settings import add_arguments
+
+    add_arguments(parser, GenerationConfig, skip=skip)
+    for name, term in TERMS.items():  # terms with settings of their own: --<term>-<setting>
+        if term.Settings is not None:
+            add_arguments(parser, term.Settings, prefix=f"{name}_")
+    what = next(g for g in parser._action_groups if g.title == "guidance")
     what.add_argument("--aesthetic-weight", type=_finite_float, metavar="W", help="the aesthetic weight the schedule reaches")
     what.add_argument("--aesthetic-start", type=_finite_float, metavar="W", help="the aesthetic weight at step 0")
-    what.add_argument("--aesthetic-schedule", choices=SCHEDULE_KINDS)
-    what.add_argument("--clip-weight", type=_finite_float, metavar="W", help="weight of the text term (0 turns it off)")
+    what.add_argument("--aesthetic-schedule", choices=SCHEDULE_KINDS, help="the aesthetic schedule's form")
     what.add_argument("--preset", choices=list(PRESETS), help="paper: the published settings; quick: a fast look")
-    how = parser.add_argument_group("optimisation")
-    how.add_argument("--steps", type=_positive_int)
-    how.add_argument("--batch", type=_positive_int, dest="augment_copies", metavar="N", help="augmented copies per step")
-    how.add_argument("--resolution", type=_positive_int, metavar="PX")
-    how.add_argument("--lr", type=_finite_float)
-    how.add_argument("--levels", choices=LEVELS)
-    how.add_argument("--interpolation", choices=INTERPOLATIONS)
-    how.add_argument("--tv", type=_finite_float, dest="tv_weight", metavar="W", help="total-variation weight")
-    how.add_argument("--l1", type=_finite_float, dest="l1_weight", metavar="W")
-    how.add_argument("--deterministic", action="store_true", default=None,
-                     help="bit-for-bit repeatable on CUDA too (the CPU always is)")
-    how.add_argument("--device", metavar="auto|cpu|cuda[:N]")
-    how.add_argument("--dtype", choices=DTYPES, help="encoder precision (default auto: bfloat16 where native)")
-    how.add_argument("--compile", action="store_true", default=None, help="torch.compile the encoder: a slow start, then ~3x faster steps on a GPU (no gain on the CPU)")
 
 
 def _images_per_step(text: str) -> int | None:
@@ -122,11 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="make one image from text")
     what = gen.add_argument_group("what to make")
     _add_prompt_arguments(what)
-    what.add_argument("--guidance", choices=list(GUIDANCE), help="aesthetic term: reward (DAS-AG), penalty (DAS-rAG) or off (DAS)")
     what.add_argument("--from-png", metavar="FILE.png", help="start from the recipe in a das-ag PNG; other flags override it")
     _add_settings_arguments(gen)
-    how = gen.add_argument_group("reproducibility")
-    how.add_argument("--seed", type=_seed)
     models = _add_model_arguments(gen)
     models.add_argument("--out", metavar="FILE.png", help="default: outputs/<prompt>-<method>-seed<S>.png")
     models.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -138,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--prompts", choices=["reference"], dest="prompt_source",
                       help="reference: the four published prompts with the shared negative prompt")
     what.add_argument("--seeds", type=_seed_list, default=[0], metavar="0,1,2", help="default: 0")
-    _add_settings_arguments(compare)
+    _add_settings_arguments(compare, skip=("guidance", "seed"))
     models = _add_model_arguments(compare, batches=True)
     models.add_argument("--out", required=True, metavar="DIR", help="folder for the images, tables, chart and sheet")
     models.add_argument("--evaluate", action="append", default=[], metavar="NAME",
@@ -207,13 +200,19 @@ def prompts_from_args(args: argparse.Namespace) -> tuple:
 
 def apply_settings(config: GenerationConfig, args: argparse.Namespace) -> GenerationConfig:
     """`config` with every settings flag the user gave applied on top."""
-    changes = {
-        name: getattr(args, name)
-        for name in ("guidance", "clip_weight", "steps", "augment_copies", "resolution", "lr", "levels",
-                     "interpolation", "tv_weight", "l1_weight", "seed", "deterministic", "device", "dtype", "compile")
-        if getattr(args, name, None) is not None
-    }
-    aesthetic = config.aesthetic
+    from .objectives import TERMS
+    from .settings import values_from_arguments
+
+    changes = values_from_arguments(args, GenerationConfig)
+    terms = dict(config.terms)
+    for name, term in TERMS.items():
+        if term.Settings is not None:
+            given = values_from_arguments(args, term.Settings, prefix=f"{name}_")
+            if given:
+                terms[name] = dataclasses.replace(config.term_settings(name), **given)
+    if terms != dict(config.terms):
+        changes["terms"] = terms
+    aesthetic = changes.get("aesthetic", config.aesthetic)
     if args.aesthetic_schedule is not None:
         aesthetic = Schedule(args.aesthetic_schedule, aesthetic.start, aesthetic.end, aesthetic.rate)
     if args.aesthetic_weight is not None:

@@ -197,8 +197,7 @@ class GenerationConfig:
 
         p: list[str] = []
         _choice(p, "canvas", self.canvas, CANVASES)
-        terms = self.terms.items() if isinstance(self.terms, dict) else self.terms
-        for name, settings in terms:
+        for name, settings in self.terms:
             cls = TERMS.get(name)
             if cls is None or cls.Settings is None:
                 p.append(f"unknown term {name!r} in the settings; is the module that defines it loaded?")
@@ -216,6 +215,8 @@ class GenerationConfig:
         for f in dataclasses.fields(cls):
             object.__setattr__(draft, f.name, settings.get(f.name, f.default))
         object.__setattr__(draft, "prompts", tuple(draft.prompts))
+        terms = draft.terms.items() if isinstance(draft.terms, dict) else draft.terms
+        object.__setattr__(draft, "terms", tuple(terms))
         return draft.problems()
 
     # -- copies and JSON --------------------------------------------------------------------

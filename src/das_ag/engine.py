@@ -252,6 +252,12 @@ class Synthesis:
             pass
         return self.result()
 
+    def run_all(self) -> list[SynthesisResult]:
+        """Run to the end (or until stopped) and return every image's result."""
+        for _ in self:
+            pass
+        return self.results()
+
     def result(self) -> SynthesisResult:
         return self.results()[0]
 
@@ -407,7 +413,6 @@ class Synthesis:
 
 def check_batch(configs: Sequence[GenerationConfig]) -> None:
     """Refuse images that cannot share a step, naming the setting that differs."""
-    first = configs[0]
     for name in BATCH_SHARED:
         values = {getattr(c, name) for c in configs}
         if len(values) > 1:

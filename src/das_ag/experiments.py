@@ -200,6 +200,8 @@ def run_plan(plan: Plan, models, *, on_item: Callable[[PlanItem, str], None] | N
             todo.append(item)
     if not todo:
         return 0, skipped
+    # A seed's methods side by side, so that they share a batch whatever its size.
+    todo.sort(key=lambda item: (item.prompt_set, item.variant, item.seed))
     per_step = images_per_step or auto_images_per_step(models, todo[0].config)
     made = 0
     for indices in plan_batches([item.config for item in todo], per_step):

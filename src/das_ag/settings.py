@@ -66,7 +66,7 @@ def flag_of(f: dataclasses.Field, s: Setting, prefix: str = "") -> str:
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "", skip: tuple[str, ...] = ()) -> None:
     """One flag per described field of `cls`, grouped as the studio groups them. Unset flags stay None."""
-    groups: dict[str, Any] = {}
+    groups: dict[str, Any] = {g.title: g for g in parser._action_groups}
     for f, s in described(cls):
         flag = flag_of(f, s, prefix)
         if not flag or f.name in skip:
@@ -102,7 +102,8 @@ def _parser_for(kind: str, name: str, s: Setting):
         if isinstance(value, float) and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
         if (s.minimum is not None and value < s.minimum) or (s.maximum is not None and value > s.maximum):
-            raise argparse.ArgumentTypeError(f"must be from {s.minimum:g} to {s.maximum:g}, got {text}")
+            bounds = f"from {s.minimum:g} to {s.maximum:g}" if s.maximum is not None else f"{s.minimum:g} or more"
+            raise argparse.ArgumentTypeError(f"{s.label_for(name).lower()} must be {bounds}, got {text}")
         return value
 
     if kind == "schedule":

@@ -26,6 +26,9 @@ class AestheticTerm(Term):
         weight = cfg.aesthetic.at(inputs.step, inputs.steps)
         score = self.models.aesthetic_score(inputs.embeddings).mean()
         metrics = {"score": score, "weight": weight}  # the weight is known on the host
+        if cfg.guidance_sign == 0 or weight == 0:
+            # Out of the loss, even for a score that is not finite (0 x inf would be NaN).
+            return score.new_zeros(()), metrics
         return aesthetic_loss(score, cfg.guidance_sign, weight), metrics
 
     def final_scores(self, embedding):

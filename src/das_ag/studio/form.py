@@ -7,16 +7,18 @@ a validated config, so the app itself holds no knowledge of settings beyond layi
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ..config import SCHEDULE_FIELDS, GenerationConfig
+from ..settings import described, kind_of
 from ..prompts import Prompt
 from ..schedules import Schedule
 
-# Scalar settings whose widget key is the config field's name.
-SCALAR_FIELDS = (
-    "guidance", "clip_weight", "steps", "augment_copies", "lr", "resolution", "levels", "init",
-    "combine", "interpolation", "tv_weight", "l1_weight", "seed", "deterministic", "device", "dtype", "compile",
+# Scalar settings whose widget key is the config field's name: every described one but the margin
+# (shown as "automatic" plus a number) and the schedules (four widgets each).
+SCALAR_FIELDS = tuple(
+    f.name for f, _ in described(GenerationConfig) if kind_of(f) in ("bool", "int", "float", "str")
 )
 SCHEDULE_PARTS = ("kind", "start", "end", "rate")
 # Only the exponential forms read `rate`; a constant schedule has no `end`.
@@ -44,9 +46,43 @@ def config_to_state(config: GenerationConfig) -> dict[str, Any]:
     state["jitter_margin"] = config.margin
     state.update(prompts_to_state(config.prompts))
     # Streamlit number inputs keep the type they were created with: floats stay floats.
-    for name in ("clip_weight", "lr", "tv_weight", "l1_weight"):
-        state[name] = float(state[name])
+    for f, _ in described(GenerationConfig):
+        if kind_of(f) == "float":
+            state[f.name] = float(state[f.name])
+    state.update(term_settings_to_state(config))
     return state
+
+
+def term_key(term: str, name: str) -> str:
+    """Widget key of a setting of a term that has settings of its own."""
+    return f"term:{term}:{name}"
+
+
+def term_settings_to_state(config: GenerationConfig) -> dict[str, Any]:
+    from ..objectives import TERMS
+
+    state: dict[str, Any] = {}
+    for term, cls in TERMS.items():
+        if cls.Settings is not None:
+            settings = config.term_settings(term)
+            for f, _ in described(cls.Settings):
+                value = getattr(settings, f.name)
+                state[term_key(term, f.name)] = float(value) if kind_of(f) == "float" else value
+    return state
+
+
+def term_settings_from_state(state: dict[str, Any]) -> dict[str, Any]:
+    """Settings of every term the form has controls for, as GenerationConfig.terms takes them."""
+    from ..objectives import TERMS
+
+    out = {}
+    for term, cls in TERMS.items():
+        if cls.Settings is None:
+            continue
+        values = {f.name: state[term_key(term, f.name)] for f, _ in described(cls.Settings) if term_key(term, f.name) in state}
+        if values:
+            out[term] = cls.Settings(**{**dataclasses.asdict(cls.Settings()), **values})
+    return out
 
 
 def prompts_to_state(prompts: tuple[Prompt, ...]) -> dict[str, Any]:
@@ -95,9 +131,15 @@ def state_to_config(state: dict[str, Any]) -> tuple[GenerationConfig | None, lis
         kwargs[name] = Schedule(parts["kind"], float(parts["start"]), float(parts["end"]), float(parts["rate"]))
     if "jitter_margin_auto" in state:
         kwargs["jitter_margin"] = None if state["jitter_margin_auto"] else int(state["jitter_margin"])
-    for name in ("steps", "augment_copies", "resolution", "seed"):
-        if isinstance(kwargs.get(name), float) and kwargs[name].is_integer():
-            kwargs[name] = int(kwargs[name])
+    for f, _ in described(GenerationConfig):
+        if kind_of(f) == "int" and isinstance(kwargs.get(f.name), float) and kwargs[f.name].is_integer():
+            kwargs[f.name] = int(kwargs[f.name])
+    try:
+        terms = term_settings_from_state(state)
+    except (TypeError, ValueError) as exc:
+        return None, [f"A term's settings are not valid: {exc}."]
+    if terms:
+        kwargs["terms"] = terms
     if problems:
         return None, problems
     problems = GenerationConfig.problems_of(prompts=prompts, **kwargs)

@@ -1,0 +1,114 @@
+"""A loss term defined here, in a test module alone, takes part everywhere: the engine's events,
+the CLI's flags and progress, recipes, tables and the studio's form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from das_ag.cli import main
+from das_ag.engine import synthesize
+from das_ag.objectives import TERMS, Term, register_term
+from das_ag.png import config_from_png, read_recipe
+from das_ag.report import write_report
+from das_ag.settings import setting
+from das_ag.studio import form
+
+from .conftest import small_config
+
+
+@dataclass(frozen=True)
+class BrightnessSettings:
+    weight: float = setting(0.0, group="regularisers", minimum=0, maximum=100.0, help="pull the pixels towards white")
+
+    def problems(self):
+        return [] if self.weight >= 0 else ["brightness weight must be >= 0"]
+
+
+class BrightnessTerm(Term):
+    name = "brightness"
+    labels = {"mean": "bright"}
+    Settings = BrightnessSettings
+
+    @classmethod
+    def active(cls, config):
+        return config.term_settings(cls.name).weight > 0
+
+    def loss(self, inputs):
+        mean = inputs.views.mean()  # CLIP-normalised pixels: higher is brighter
+        return -self.settings.weight * mean, {"mean": mean}
+
+    def final_scores(self, embedding):
+        return {"brightness_probe": float(embedding.abs().mean())}
+
+
+@pytest.fixture
+def brightness():
+    register_term(BrightnessTerm)
+    yield BrightnessSettings
+    TERMS.pop("brightness")
+
+
+def mean_pixel(image) -> float:
+    from PIL import ImageStat
+
+    return sum(ImageStat.Stat(image).mean) / 3
+
+
+def test_a_registered_term_steers_and_reports_its_metrics(brightness, models):
+    plain = small_config(steps=15, guidance="off", clip_weight=0.0, seed=5)
+    bright = plain.replace(terms={"brightness": brightness(weight=20.0)})
+    run = synthesize(bright, models)
+    events = list(run)
+    assert all("brightness" in e.terms and set(e.metrics["brightness"]) == {"mean"} for e in events)
+    assert events[-1].metrics["brightness"]["mean"] > events[0].metrics["brightness"]["mean"]
+    result = run.result()
+    assert mean_pixel(result.image) > mean_pixel(synthesize(plain, models).run().image) + 10
+    recipe = result.recipe()
+    assert recipe["config"]["terms"] == {"brightness": {"weight": 20.0}}
+    assert "brightness_probe" in recipe["scores"]
+
+
+def test_an_inactive_term_costs_nothing_and_is_absent(brightness, models):
+    events = list(synthesize(small_config(steps=2), models))
+    assert all("brightness" not in e.terms and "brightness" not in e.metrics for e in events)
+
+
+def test_the_cli_offers_its_settings_and_the_recipe_re_runs(brightness, tiny_clip_path, head_path, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
+    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
+    out = tmp_path / "bright.png"
+    assert main(["generate", "--prompt", "snow", "--brightness-weight", "2.5", "--steps", "3", "--copies", "2",
+                 "--device", "cpu", "--quiet", "--out", str(out)]) == 0
+    config = config_from_png(out)
+    assert config.term_settings("brightness") == brightness(weight=2.5)
+    again = tmp_path / "again.png"
+    assert main(["generate", "--from-png", str(out), "--quiet", "--out", str(again)]) == 0
+    assert again.read_bytes() == out.read_bytes()
+    paths = write_report(tmp_path)
+    assert "brightness_probe" in paths["summary_md"].read_text()
+    assert main(["generate", "--prompt", "snow", "--brightness-weight", "-1", "--quiet"]) != 0
+    assert "--brightness-weight: weight must be from 0 to 100, got -1" in capsys.readouterr().err
+
+
+def test_the_studio_form_carries_its_settings(brightness):
+    config = small_config(terms={"brightness": brightness(weight=1.5)})
+    state = form.config_to_state(config)
+    assert state[form.term_key("brightness", "weight")] == 1.5
+    state[form.term_key("brightness", "weight")] = 3.0
+    again, problems = form.state_to_config(state)
+    assert problems == [] and again.term_settings("brightness").weight == 3.0
+
+
+def test_a_recipe_naming_an_unknown_term_is_refused_in_one_sentence(models, tmp_path):
+    from das_ag.errors import ConfigError
+
+    register_term(BrightnessTerm)
+    try:
+        path = synthesize(small_config(steps=1, terms={"brightness": BrightnessSettings(1.0)}), models).run().save(tmp_path / "b.png")
+    finally:
+        TERMS.pop("brightness")
+    with pytest.raises(ConfigError, match="unknown term 'brightness'"):
+        config_from_png(path)
+    assert read_recipe(path)["config"]["terms"] == {"brightness": {"weight": 1.0}}
