@@ -8,7 +8,9 @@ das_ag.studio.form, runs happen in das_ag.studio.jobs, images are made by the en
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 
 import pandas as pd
 import streamlit as st
@@ -30,7 +32,11 @@ from das_ag.schedules import SCHEDULE_KINDS
 GUIDANCE_LABELS = {"reward": "reward (DAS-AG)", "penalty": "penalty (DAS-rAG)", "off": "off (DAS)"}
 SCHEDULE_LABELS = {"aesthetic": "Aesthetic weight", "noise": "Noise sigma", "colour": "Colour shift", "jitter": "Jitter (fraction of margin)"}
 SCHEDULE_LIMITS = {"aesthetic": 100.0, "noise": 5.0, "colour": 5.0, "jitter": 1.0}
-POLL_SECONDS = 1.0  # the page's redraws compete with the run for the CPU
+POLL_SECONDS = 1.5  # the live panel redraws this often; each redraw competes with the run for the CPU
+# A run's thread gives up the interpreter lock in every torch op and must take it back from the
+# page's threads: at Python's default 5 ms switch interval it waited so often that the studio made
+# 0.85x the CLI's steps/s; at 1 ms it matches the CLI (bench/studio_speed.py).
+sys.setswitchinterval(0.001)
 
 
 # -- state ------------------------------------------------------------------------------------
@@ -342,18 +348,32 @@ def live_panel() -> None:
         else:
             image_col, chart_col = st.columns([1, 1])
             if snap.preview is not None:
-                image_col.image(snap.preview, caption=f"preview at step {last.step if last else 0}", output_format="PNG")
+                image_col.image(png_of(snap.preview), caption=f"preview at step {last.step if last else 0}", output_format="PNG")
             with chart_col:
                 metric_charts(series(snap.metrics, 0))
     elif st.session_state.get("recorded_job") is not job:
         st.rerun(scope="app")  # the run ended: redraw the whole page with the result
 
 
+def png_of(picture: Image.Image) -> bytes:
+    """A preview's PNG bytes, encoded once: the live panel redraws each second, and st.image would
+    encode the same picture again every time."""
+    cache = st.session_state.setdefault("preview_png", {})
+    key = id(picture)
+    if key not in cache:
+        if len(cache) > 16:
+            cache.clear()
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG", compress_level=1)
+        cache[key] = (picture, buffer.getvalue())  # the picture itself keeps its id from being reused
+    return cache[key][1]
+
+
 def image_grid(pictures: list[tuple[Image.Image | None, str]], columns: int = 4) -> None:
     cols = st.columns(min(columns, max(1, len(pictures))))
     for i, (picture, caption) in enumerate(pictures):
         if picture is not None:
-            cols[i % len(cols)].image(picture, caption=caption, output_format="PNG")
+            cols[i % len(cols)].image(png_of(picture), caption=caption, output_format="PNG")
 
 
 # Curves show at most this many points: a long run's page must not redraw thousands of them every
@@ -371,14 +391,29 @@ def metric_charts(history, title: str | None = None) -> None:
     if title:
         st.caption(title)
     st.caption("loss")
-    st.line_chart(pd.DataFrame({"loss": [h[1] for h in shown]}, index=steps), height=130)
+    line_chart(pd.DataFrame({"loss": [h[1] for h in shown]}, index=steps))
     for term in dict.fromkeys(name for h in shown for name in h[2]):
         cls = term_class(term)
         labels = cls.labels if cls else {}
         keys = list(dict.fromkeys(k for h in shown for k in h[2].get(term, {})))
         frame = pd.DataFrame({labels.get(k, k): [h[2].get(term, {}).get(k) for h in shown] for k in keys}, index=steps)
         st.caption(TERM_CHART_TITLES.get(term, f"{term} term"))
-        st.line_chart(frame, height=130)
+        line_chart(frame)
+
+
+def line_chart(frame: pd.DataFrame, height: int = 130) -> None:
+    """Curves by step from a plain Vega-Lite spec: st.line_chart builds and validates an Altair
+    chart on every redraw, which took the server's interpreter away from a running generation."""
+    data = frame.reset_index().melt(id_vars="step", var_name="series").dropna()
+    st.vega_lite_chart(data, {
+        "height": height,
+        "mark": {"type": "line"},
+        "encoding": {
+            "x": {"field": "step", "type": "quantitative"},
+            "y": {"field": "value", "type": "quantitative", "scale": {"zero": False}, "title": None},
+            "color": {"field": "series", "type": "nominal", "legend": {"orient": "bottom", "title": None}},
+        },
+    }, use_container_width=True)
 
 
 TERM_CHART_TITLES = {"text": "CLIP similarity (positive / negative prompts)",

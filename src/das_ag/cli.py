@@ -368,11 +368,13 @@ def cmd_recipe(args: argparse.Namespace) -> int:
 
 
 # What the project's .streamlit/config.toml sets, for `das-ag app` started from any folder: this
-# machine only, no usage statistics, small uploads. A flag the user passes wins.
+# machine only, no usage statistics, small uploads, no source watcher. A flag the user passes wins.
 STUDIO_SERVER_DEFAULTS = {
     "--server.address": "localhost",
     "--browser.gatherUsageStats": "false",
     "--server.maxUploadSize": str(MAX_UPLOAD_MB),
+    "--server.fileWatcherType": "none",
+    "--runner.postScriptGC": "false",
 }
 
 

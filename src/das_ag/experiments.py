@@ -148,14 +148,17 @@ def _method(name: str) -> str:
 
 
 def _settings(table: dict[str, Any], where: str) -> dict[str, Any]:
+    from .config import SCHEDULE_FIELDS, _term_settings_from_dict
     from .schedules import Schedule
 
     out = {}
     for key, value in table.items():
         if key in ("prompts", "guidance", "seed"):
             raise DasAgError(f"{key} is set by the plan itself, not in {where}")
-        if key in ("aesthetic", "noise", "colour", "jitter") and isinstance(value, dict):
+        if key in SCHEDULE_FIELDS and isinstance(value, dict):
             value = Schedule(**value)
+        elif key == "terms":
+            value = _term_settings_from_dict(value)
         out[key] = value
     return out
 
