@@ -152,6 +152,45 @@ def test_generate_and_save_in_the_browser(browser, tmp_path, tiny_clip_path, hea
 
 
 @pytest.mark.browser
+def test_the_first_click_after_typing_starts_a_run(browser, tmp_path, tiny_clip_path, head_path):
+    """Type a prompt and click Generate at once, without leaving the box first: one click is enough.
+    Two variations with the comparison on make six images in one batch, shown as a grid."""
+    studio = Studio(tmp_path, server_env(
+        CLIP_MODEL_PATH=str(tiny_clip_path), AESTHETIC_PREDICTOR_PATH=str(head_path),
+        DAS_AG_OUTPUT_DIR=str(tmp_path / "saved"), DAS_AG_CACHE_DIR=str(tmp_path / "cache"),
+    ))
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(studio.url)
+        page.get_by_text("das-ag studio").first.wait_for(timeout=90_000)
+        fill(page, "Steps", "4")
+        fill(page, "Augmented copies", "2")
+        fill(page, "Variations", "2")
+        page.get_by_text("Compare DAS / DAS-AG / DAS-rAG").click()
+        generate = page.get_by_role("button", name="Generate")
+        box = generate.bounding_box()
+        page.get_by_label("Prompt 1", exact=True).fill("a paper boat")  # no Enter, no blur
+        page.get_by_role("button", name="Generate").click()
+        try:
+            page.get_by_text("Finished", exact=True).wait_for(timeout=120_000)
+        except Exception:
+            screenshot(page, "studio-first-click-failed.png")
+            raise
+        screenshot(page, "studio-variations.png")
+        text = page.inner_text("body")
+        for method in ("DAS", "DAS-AG", "DAS-rAG"):
+            for seed in (42, 43):
+                assert f"{method} · seed {seed}" in text
+        page.get_by_role("button", name="Save 6 PNGs").click()
+        page.get_by_text("Saved as").first.wait_for(timeout=30_000)
+        assert len(list((tmp_path / "saved").glob("*.png"))) == 6
+        assert box is not None
+    finally:
+        studio.stop()
+    assert "Traceback" not in studio.log.read_text()
+
+
+@pytest.mark.browser
 def test_no_weights_page_explains_what_to_set(browser, tmp_path):
     # Nothing configured and nothing cached; the CLIP download would go to a closed local port.
     studio = Studio(tmp_path, server_env(

@@ -498,9 +498,12 @@ def comparison(items) -> None:
     """Variations (rows: seeds) and methods (columns), made together with every other setting equal."""
     configs = [item["config"] for item in items]
     methods = list(dict.fromkeys(c.method for c in configs))
-    if len(methods) > 1:
-        seeds = ", ".join(str(s) for s in dict.fromkeys(c.seed for c in configs))
-        st.caption(f"Same prompts, settings and seed ({seeds}); only the aesthetic guidance differs.")
+    seeds = list(dict.fromkeys(c.seed for c in configs))
+    if len(methods) > 1 and len(seeds) == 1:
+        st.caption(f"Same prompts, settings and seed ({seeds[0]}); only the aesthetic guidance differs.")
+    elif len(methods) > 1:
+        st.caption(f"Same prompts and settings. Columns differ only in the aesthetic guidance; rows in the seed "
+                   f"({', '.join(map(str, seeds))}).")
     else:
         st.caption("Same prompts and settings; each variation has its own seed.")
     cols = st.columns(len(methods) if len(methods) > 1 else min(4, len(items)))
