@@ -180,7 +180,8 @@ def test_an_interrupted_batch_resumes_without_redoing_finished_images(tmp_path, 
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN.format(steps=60))
     images = tmp_path / "plan" / "images"
-    proc = subprocess.Popen([sys.executable, "-m", "das_ag.cli", "batch", str(plan), "--quiet"],
+    # Two images per step, so a kill can land between batches (auto would make all 8 together).
+    proc = subprocess.Popen([sys.executable, "-m", "das_ag.cli", "batch", str(plan), "--quiet", "--images-per-step", "2"],
                             env=cli_env(tiny_clip_path, head_path), cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180

@@ -25,7 +25,7 @@ from das_ag.objectives import TERMS, term_class
 from das_ag.settings import Setting, described, kind_of
 from das_ag.studio.jobs import Job, series
 from PIL import Image
-from das_ag.png import config_from_png, encode_png, next_free_path, write_atomic
+from das_ag.png import config_from_png, next_free_path, write_atomic
 from das_ag.prompts import Prompt
 from das_ag.schedules import SCHEDULE_KINDS
 
@@ -169,7 +169,9 @@ def save_latest() -> None:
         if item["saved"]:
             continue
         try:
-            path = write_atomic(next_free_path(item["config"], folder), item["png"])
+            path = next_free_path(item["config"], folder)
+            for suffix, data in item["files"].items():  # the PNG, and any file of the canvas beside it
+                write_atomic(path.with_suffix(suffix), data)
         except (DasAgError, OSError) as exc:
             st.session_state["notice"] = ("error", f"Could not save: {exc}")
             return
@@ -433,10 +435,12 @@ def record_finished_job() -> None:
         st.session_state["notice"] = ("error", f"The run did not start: {snap.error}")
         return
     items = [
-        {"png": encode_png(r.image, r.recipe()), "config": r.config, "result": r, "metrics": series(snap.metrics, i),
+        {"files": r.files(), "config": r.config, "result": r, "metrics": series(snap.metrics, i),
          "saved": None, "error": r.message if r.status in ("non_finite", "failed") else None}
         for i, r in enumerate(snap.results)
     ]
+    for item in items:
+        item["png"] = item["files"][".png"]
     if snap.error and not any(item["error"] for item in items):
         items[-1]["error"] = snap.error
     st.session_state["gallery"].extend(items)

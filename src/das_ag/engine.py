@@ -107,16 +107,35 @@ class SynthesisResult:
     # arithmetic can differ in the last bits from a run alone, so a recipe re-creates its batch.
     batch: tuple[GenerationConfig, ...] = ()
     batch_index: int = 0
+    # The canvas's files besides the PNG, by suffix (Canvas.exports).
+    exports: dict = field(default_factory=dict, compare=False, repr=False)
 
     def recipe(self) -> dict:
         from .png import build_recipe
 
         return build_recipe(self)
 
-    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        from .png import save_png
+    def files(self) -> dict[str, bytes]:
+        """Every file of the result by suffix: the PNG with its recipe, and the canvas's own."""
+        from .png import encode_png
 
-        return save_png(self.image, path, self.recipe(), overwrite=overwrite)
+        recipe = self.recipe()
+        return {".png": encode_png(self.image, recipe), **{sfx: make(recipe) for sfx, make in self.exports.items()}}
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the PNG at `path` and the canvas's other files beside it (same name, their suffix)."""
+        from .png import OutputExistsError, write_atomic
+
+        path = Path(path)
+        if path.suffix.lower() != ".png":
+            raise ConfigError(f"output {path} must end in .png")
+        targets = {sfx: path if sfx == ".png" else path.with_suffix(sfx) for sfx in (".png", *self.exports)}
+        taken = [str(p) for p in targets.values() if p.exists()]
+        if taken and not overwrite:
+            raise OutputExistsError(f"{taken[0]} already exists; choose another name or allow overwriting")
+        for sfx, data in self.files().items():
+            write_atomic(targets[sfx], data, overwrite=overwrite)
+        return path
 
 
 class _Image:
@@ -289,6 +308,7 @@ class Synthesis:
                 warnings=image.warnings,
                 batch=self.configs if len(self.configs) > 1 else (),
                 batch_index=index,
+                exports=image.canvas.exports(),
             ))
         return out
 

@@ -185,7 +185,7 @@ def run_plan(plan: Plan, models, *, on_item: Callable[[PlanItem, str], None] | N
     seed differ only in the aesthetic sign, so a comparison's images share one encoder batch.
     """
     from .engine import auto_images_per_step, plan_batches, synthesize
-    from .png import save_png, write_atomic
+    from .png import write_atomic
 
     identities = models.identities()
     plan.image_dir.mkdir(parents=True, exist_ok=True)
@@ -216,7 +216,7 @@ def run_plan(plan: Plan, models, *, on_item: Callable[[PlanItem, str], None] | N
         for item, result in zip(items, run.results()):
             # Atomic replace: an older or unfinished file with this name is swapped whole; an
             # interruption before this line leaves nothing that could count as done.
-            save_png(result.image, plan.path(item), result.recipe(), overwrite=True)
+            result.save(plan.path(item), overwrite=True)
             made += 1
             if on_item:
                 on_item(item, result.status)

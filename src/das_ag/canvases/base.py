@@ -9,7 +9,7 @@ names it, so a recipe re-creates it.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -48,6 +48,12 @@ class Canvas(nn.Module):
     def crop(self, canvas: torch.Tensor) -> torch.Tensor:
         o, r = self.crop_offset, self.resolution
         return canvas[..., o : o + r, o : o + r]
+
+    def exports(self) -> dict[str, Callable[[dict], bytes]]:
+        """Files this canvas saves beside the PNG, by suffix (".svg" for strokes): each makes the
+        file's bytes from the recipe. Called when a result is made, so each must hold a copy of
+        the state it needs, not read the canvas later."""
+        return {}
 
     @torch.no_grad()
     def image(self) -> Image.Image:
