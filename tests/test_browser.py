@@ -220,16 +220,22 @@ def test_das_ag_app_serves_the_studio(tmp_path, tiny_clip_path, head_path):
         stdout=open(log, "w"), stderr=subprocess.STDOUT,
     )
     try:
-        deadline, healthy = time.monotonic() + 120, False
-        while time.monotonic() < deadline and not healthy:
-            try:
-                healthy = urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok"
-            except OSError:
-                time.sleep(0.5)
-        assert healthy, log.read_text()
+        assert healthy(port), log.read_text()
     finally:
         process.terminate()
         process.wait(20)
+
+
+def healthy(port: int, seconds: float = 120) -> bool:
+    """Whether a Streamlit server on `port` answers its health check within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
+                return True
+        except OSError:
+            time.sleep(0.5)
+    return False
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -265,13 +271,7 @@ def test_the_studio_serves_this_machine_only_and_sends_no_statistics(tmp_path, c
         cwd=cwd, env=server_env(), stdout=open(log, "w"), stderr=subprocess.STDOUT,
     )
     try:
-        deadline, healthy = time.monotonic() + 120, False
-        while time.monotonic() < deadline and not healthy:
-            try:
-                healthy = urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok"
-            except OSError:
-                time.sleep(0.5)
-        assert healthy, log.read_text()
+        assert healthy(port), log.read_text()
         addresses = listening_addresses(port)
         assert addresses and addresses <= LOOPBACK, addresses
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from .base import Term, TermInputs
@@ -15,23 +17,26 @@ def l1(batch: torch.Tensor) -> torch.Tensor:
     return batch.abs().mean()
 
 
-class TotalVariationTerm(Term):
-    name = "tv"
+class _PixelRegulariser(Term):
+    """weight x penalty(augmented views), active only with a positive weight."""
+
+    weight_field: ClassVar[str]
+
+    @staticmethod
+    def penalty(views: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     @classmethod
     def active(cls, config):
-        return config.tv_weight > 0
+        return getattr(config, cls.weight_field) > 0
 
     def loss(self, inputs: TermInputs):
-        return self.config.tv_weight * total_variation(inputs.views), {}
+        return getattr(self.config, self.weight_field) * self.penalty(inputs.views), {}
 
 
-class L1Term(Term):
-    name = "l1"
+class TotalVariationTerm(_PixelRegulariser):
+    name, weight_field, penalty = "tv", "tv_weight", staticmethod(total_variation)
 
-    @classmethod
-    def active(cls, config):
-        return config.l1_weight > 0
 
-    def loss(self, inputs: TermInputs):
-        return self.config.l1_weight * l1(inputs.views), {}
+class L1Term(_PixelRegulariser):
+    name, weight_field, penalty = "l1", "l1_weight", staticmethod(l1)
