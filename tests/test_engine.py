@@ -212,3 +212,35 @@ def test_a_failure_mid_run_keeps_the_image_so_far(models, monkeypatch):
     assert [e.step for e in events] == [1, 2, 3]
     assert result.status == "failed" and "out of memory" in result.message and result.steps_done == 3
     assert png_bytes(result.image) == png_bytes(run.preview())
+
+
+COMPILE_TWICE = """
+import sys, torch
+from das_ag import GenerationConfig, Prompt, load_models, synthesize
+from torch._dynamo.utils import counters
+models = load_models(sys.argv[1], sys.argv[2], "cpu")
+config = GenerationConfig(prompts=(Prompt("a kite"),), steps=2, augment_copies=2, dtype="float32", compile=True, device="cpu")
+run = synthesize(config, models)
+run.run()
+assert not run.warnings, run.warnings
+print("hits", counters["inductor"]["fxgraph_cache_hit"], "misses", counters["inductor"]["fxgraph_cache_miss"])
+"""
+
+
+def test_a_second_process_reuses_the_compiled_kernels(tiny_clip_path, head_path, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    env["DAS_AG_CACHE_DIR"] = str(tmp_path / "cache")
+    runs = [subprocess.run([sys.executable, "-c", COMPILE_TWICE, str(tiny_clip_path), str(head_path)], env=env,
+                           capture_output=True, text=True, timeout=600) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    (first_hits, first_misses), (second_hits, second_misses) = [
+        [int(w) for w in run.stdout.split()[-3::2]] for run in runs
+    ]
+    assert first_misses > 0 and first_hits == 0  # the first process compiles ...
+    assert second_hits > 0 and second_misses == 0  # ... the second finds every kernel in das-ag's cache
+    assert any((tmp_path / "cache" / "torch-compile").iterdir())

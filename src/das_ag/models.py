@@ -7,6 +7,7 @@ later caller (the app, batch runs), which is what keeps a second generation inst
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,7 @@ class ModelBundle:
         if key not in self._encoders:
             visual = self.clip.visual
             if compiled:
+                use_compile_cache()
                 mode = "reduce-overhead" if self.device.type == "cuda" else None
                 self._encoders[key] = torch.compile(self.image_encoder(dtype, packed=packed), mode=mode)
             elif packed:
@@ -131,6 +133,23 @@ class ModelBundle:
 
     def aesthetic_score(self, embedding: torch.Tensor) -> torch.Tensor:
         return self.aesthetic_head(embedding.float())
+
+
+_COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def use_compile_cache() -> Path:
+    """Keep torch.compile's artefacts in das-ag's cache folder (a TORCHINDUCTOR_CACHE_DIR the user
+    set wins), so a second process or a restarted studio reuses the compiled kernels instead of
+    waiting for the compiler again; torch's default, a folder in /tmp, is lost on reboot."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    # torch writes its /tmp default into the environment the first time it looks (importing
+    # torchvision does): that value is torch's, not the user's.
+    chosen = os.environ.get(_COMPILE_CACHE_ENV)
+    if chosen is None or os.path.abspath(chosen) == os.path.abspath(default_cache_dir()):
+        os.environ[_COMPILE_CACHE_ENV] = str(weights.cache_dir() / "torch-compile")
+    return Path(os.environ[_COMPILE_CACHE_ENV])
 
 
 def resolve_device(name: str = "auto") -> torch.device:
