@@ -130,6 +130,12 @@ def test_a_png_without_a_recipe_is_refused_politely(studio):
     assert any("no das-ag recipe" in e for e in errors(studio))
 
 
+def test_an_oversized_upload_is_refused_politely(studio):
+    studio.file_uploader(key="restore_png").set_value(("huge.png", b"\0" * (21 * 2**20), "image/png")).run()
+    assert not studio.exception
+    assert any("is over 20 MB" in e for e in errors(studio))
+
+
 def test_generate_watch_and_save(studio, tmp_path):
     quick_form(studio, "a lighthouse at dusk", steps=5)
     button(studio, "Generate").click().run()

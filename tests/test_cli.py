@@ -51,6 +51,18 @@ def test_generate_saves_a_png_whose_recipe_says_what_was_asked(weights_env, tmp_
     assert json.loads(capsys.readouterr().out) == recipe
 
 
+def test_every_setting_has_a_flag_schedules_included(weights_env, tmp_path):
+    out = tmp_path / "flags.png"
+    assert main(["generate", "--prompt", "a kite", *FAST, "--noise", "exp_decay:0.3:0.1:0.05", "--colour", "0.2",
+                 "--jitter", "linear:1:0.5", "--jitter-margin", "8", "--levels", "all", "--resolution", "48",
+                 "--init", "zeros", "--copies", "3", "--out", str(out)]) == 0
+    config = read_recipe(out)["config"]
+    assert config["noise"] == {"kind": "exp_decay", "start": 0.3, "end": 0.1, "rate": 0.05}
+    assert config["colour"] == {"kind": "constant", "start": 0.2, "end": 0.2, "rate": 0.03}
+    assert (config["jitter"]["kind"], config["jitter"]["end"], config["jitter_margin"]) == ("linear", 0.5, 8)
+    assert (config["levels"], config["init"], config["augment_copies"]) == ("all", "zeros", 3)
+
+
 def test_from_png_reproduces_the_same_pixels_and_bytes(weights_env, tmp_path, capsys):
     first, again = tmp_path / "first.png", tmp_path / "again.png"
     assert main(["generate", "--prompt", "a red kite", "--seed", "5", "--out", str(first), *FAST]) == 0

@@ -112,3 +112,13 @@ def test_a_recipe_naming_an_unknown_term_is_refused_in_one_sentence(models, tmp_
     with pytest.raises(ConfigError, match="unknown term 'brightness'"):
         config_from_png(path)
     assert read_recipe(path)["config"]["terms"] == {"brightness": {"weight": 1.0}}
+
+
+def test_plans_carry_a_terms_settings(brightness, tmp_path):
+    from das_ag.experiments import load_plan
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text('seeds = [0]\nmethods = ["DAS"]\n[settings]\nsteps = 3\nterms = { brightness = { weight = 2.0 } }\n'
+                    '[[prompts]]\ntext = "snow"\n')
+    (item,) = load_plan(plan).items
+    assert item.config.term_settings("brightness") == brightness(weight=2.0)
