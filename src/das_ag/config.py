@@ -245,7 +245,7 @@ class GenerationConfig:
                 if name in kwargs and isinstance(kwargs[name], dict):
                     kwargs[name] = Schedule(**kwargs[name])
             if "terms" in kwargs:
-                kwargs["terms"] = _term_settings_from_dict(kwargs["terms"])
+                kwargs["terms"] = term_settings_from_dict(kwargs["terms"])
         except (TypeError, KeyError, AttributeError) as exc:
             raise ConfigError(f"malformed prompts, schedule or term settings in config: {exc}") from None
         return cls(**kwargs)
@@ -285,8 +285,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _term_settings_from_dict(data: Any) -> tuple[tuple[str, Any], ...]:
+def term_settings_from_dict(data: Any) -> tuple[tuple[str, Any], ...]:
+    """Term settings from a recipe's or plan's table of term name -> {setting: value}."""
     from .objectives import TERMS
+    from .settings import settings_from_table
 
     if not isinstance(data, dict):
         raise ConfigError("term settings must be a table of term name -> settings")
@@ -295,7 +297,7 @@ def _term_settings_from_dict(data: Any) -> tuple[tuple[str, Any], ...]:
         cls = TERMS.get(name)
         if cls is None or cls.Settings is None:
             raise ConfigError(f"unknown term {name!r}; was this made by a newer das-ag or with a plugin?")
-        out.append((name, cls.Settings(**values)))
+        out.append((name, settings_from_table(cls.Settings, values, f"the {name} term's settings")))
     return tuple(out)
 
 

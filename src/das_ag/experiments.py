@@ -148,7 +148,7 @@ def _method(name: str) -> str:
 
 
 def _settings(table: dict[str, Any], where: str) -> dict[str, Any]:
-    from .config import SCHEDULE_FIELDS, _term_settings_from_dict
+    from .config import SCHEDULE_FIELDS, term_settings_from_dict
     from .schedules import Schedule
 
     out = {}
@@ -158,7 +158,7 @@ def _settings(table: dict[str, Any], where: str) -> dict[str, Any]:
         if key in SCHEDULE_FIELDS and isinstance(value, dict):
             value = Schedule(**value)
         elif key == "terms":
-            value = _term_settings_from_dict(value)
+            value = term_settings_from_dict(value)
         out[key] = value
     return out
 
