@@ -15,19 +15,19 @@ import sys
 import pandas as pd
 import streamlit as st
 import torch
+from PIL import Image
 
 from das_ag import determinism, weights
-from das_ag.studio import form
 from das_ag.config import METHOD_ORDER, PRESETS, GenerationConfig
 from das_ag.errors import DasAgError, WeightsError
-from das_ag.studio.files import MAX_UPLOAD_MB, output_folder, output_root
 from das_ag.objectives import TERMS, term_class
-from das_ag.settings import Setting, described, kind_of
-from das_ag.studio.jobs import Job, series
-from PIL import Image
 from das_ag.png import config_from_png, next_free_path, write_atomic
 from das_ag.prompts import Prompt
 from das_ag.schedules import SCHEDULE_KINDS
+from das_ag.settings import Setting, described, kind_of
+from das_ag.studio import form
+from das_ag.studio.files import MAX_UPLOAD_MB, output_folder, output_root
+from das_ag.studio.jobs import Job, series
 
 GUIDANCE_LABELS = {"reward": "reward (DAS-AG)", "penalty": "penalty (DAS-rAG)", "off": "off (DAS)"}
 SCHEDULE_LABELS = {"aesthetic": "Aesthetic weight", "noise": "Noise sigma", "colour": "Colour shift", "jitter": "Jitter (fraction of margin)"}
