@@ -167,8 +167,7 @@ def test_the_first_click_after_typing_starts_a_run(browser, tmp_path, tiny_clip_
         fill(page, "Augmented copies", "2")
         fill(page, "Variations", "2")
         page.get_by_text("Compare DAS / DAS-AG / DAS-rAG").click()
-        generate = page.get_by_role("button", name="Generate")
-        box = generate.bounding_box()
+        before = page.get_by_role("button", name="Generate").bounding_box()
         page.get_by_label("Prompt 1", exact=True).fill("a paper boat")  # no Enter, no blur
         page.get_by_role("button", name="Generate").click()
         try:
@@ -180,10 +179,13 @@ def test_the_first_click_after_typing_starts_a_run(browser, tmp_path, tiny_clip_
             for seed in (42, 43):  # captions come with their images, which load after the heading
                 page.get_by_text(f"{method} · seed {seed}", exact=True).first.wait_for(timeout=30_000)
         screenshot(page, "studio-variations.png")
+        # The form's problem ("Write at least one prompt") has gone, and the run's panels came:
+        # all of it below the buttons, so Generate is where the pointer left it.
+        after = page.get_by_role("button", name="Generate").bounding_box()
+        assert (after["x"], after["y"]) == pytest.approx((before["x"], before["y"]), abs=1)
         page.get_by_role("button", name="Save 6 PNGs").click()
         page.get_by_text("Saved as").first.wait_for(timeout=30_000)
         assert len(list((tmp_path / "saved").glob("*.png"))) == 6
-        assert box is not None
     finally:
         studio.stop()
     assert "Traceback" not in studio.log.read_text()

@@ -309,8 +309,11 @@ def term_controls() -> None:
     for name, cls in TERMS.items():
         if cls.Settings is not None:
             with st.expander(f"{name} term"):
+                defaults = cls.Settings()  # for a term registered after this session began
                 for f, s in described(cls.Settings):
-                    setting_control(form.term_key(name, f.name), f, s)
+                    key = form.term_key(name, f.name)
+                    st.session_state.setdefault(key, getattr(defaults, f.name))
+                    setting_control(key, f, s)
 
 
 def weights_panel(problem: str) -> None:
@@ -387,8 +390,9 @@ def metric_charts(history, title: str | None = None) -> None:
     """The loss and each term's metrics over the steps, one small chart per term."""
     if not history:
         return
-    stride = max(1, -(-len(history) // CHART_POINTS))
-    shown = history[::stride] if history[-1] is history[::stride][-1] else [*history[::stride], history[-1]]
+    shown = history[:: max(1, -(-len(history) // CHART_POINTS))]
+    if shown[-1] is not history[-1]:
+        shown.append(history[-1])  # always the latest step
     steps = pd.Index([h[0] for h in shown], name="step")
     if title:
         st.caption(title)

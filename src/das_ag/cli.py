@@ -77,7 +77,6 @@ def _add_prompt_arguments(group) -> None:
 def _add_settings_arguments(parser, *, skip: tuple[str, ...] = ()) -> None:
     """A flag for every setting of GenerationConfig (settings.py describes them), plus the
     aesthetic weight's short forms and the preset."""
-    from .config import GenerationConfig
     from .objectives import TERMS
     from .settings import add_arguments
 
@@ -278,7 +277,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             interrupted = True  # keep what was made: the image so far is saved below
             run.stop()
-    result = run.results()[index]
+    result = run.result(index)
     path = result.save(out, overwrite=args.overwrite)
     print(f"saved {path}  {config.method}  {result.steps_done} steps  {result.elapsed:.1f} s  "
           f"{result.scores.summary()}  (aesthetic at start {result.initial_scores.aesthetic:.3f})")

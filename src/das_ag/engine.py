@@ -215,7 +215,8 @@ class Synthesis:
                     groups.append(group)
                     self._group_base_lr.append(group["lr"])
             self.optimizer = torch.optim.Adam(groups, lr=self.config.lr, betas=ADAM_BETAS)
-            self.initial_scores = [self._scores(image) for image in self.images]
+            self.initial_scores = [self._scores(image, image.canvas.image()) for image in self.images]
+        self._run_warnings: tuple[str, ...] = ()  # the run's own (a failed compile), not one image's
         self.step = 0
         self.status, self.message = "running", ""
         self._stop_requested = False
@@ -277,40 +278,37 @@ class Synthesis:
             pass
         return self.results()
 
-    def result(self) -> SynthesisResult:
-        return self.results()[0]
-
     def results(self) -> list[SynthesisResult]:
         """Every image's result, in the order of the configs."""
+        return [self.result(index) for index in range(len(self.images))]
+
+    def result(self, index: int = 0) -> SynthesisResult:
+        """Image `index` as it is now, scored (one encoder forward), with its recipe's facts."""
         if self.status == "running":
             if self.step >= self.steps:
                 self.status, self.message = "completed", f"completed {self.step} steps"
             else:
                 self.status, self.message = "cancelled", f"stopped after {self.step} of {self.steps} steps"
-        out = []
-        for index, image in enumerate(self.images):
-            picture = image.canvas.image()
-            with self._deterministic():
-                scores = self._scores(image)
-            stopped_alone = image.status == "non_finite"
-            out.append(SynthesisResult(
-                image=picture,
-                config=image.config,
-                scores=scores,
-                initial_scores=self.initial_scores[index],
-                steps_done=image.steps_done if stopped_alone else self.step,
-                status=image.status if stopped_alone else self.status,
-                message=image.message if stopped_alone else self.message,
-                elapsed=self._elapsed,
-                device=str(self.device),
-                dtype=str(self.dtype).removeprefix("torch."),
-                model_identities=self.models.identities(),
-                warnings=image.warnings,
-                batch=self.configs if len(self.configs) > 1 else (),
-                batch_index=index,
-                exports=image.canvas.exports(),
-            ))
-        return out
+        image = self.images[index]
+        picture = image.canvas.image()
+        stopped_alone = image.status == "non_finite"
+        return SynthesisResult(
+            image=picture,
+            config=image.config,
+            scores=self._scores(image, picture),
+            initial_scores=self.initial_scores[index],
+            steps_done=image.steps_done if stopped_alone else self.step,
+            status=image.status if stopped_alone else self.status,
+            message=image.message if stopped_alone else self.message,
+            elapsed=self._elapsed,
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+            model_identities=self.models.identities(),
+            warnings=tuple(dict.fromkeys((*image.warnings, *self._run_warnings))),
+            batch=self.configs if len(self.configs) > 1 else (),
+            batch_index=index,
+            exports=image.canvas.exports(),
+        )
 
     # -- the step ----------------------------------------------------------------------------
     def _launch(self, t: int) -> _Pending:
@@ -420,12 +418,14 @@ class Synthesis:
                 return self.models.encode_images(batch, compiled=True, dtype=self.dtype, packed=True)
             except Exception as exc:  # no compiler, an unsupported op: run eagerly and say so
                 self._compile = False
-                self.warnings = (*self.warnings, f"torch.compile failed ({first_line(exc)}); running uncompiled")
+                self._run_warnings += (f"torch.compile failed ({first_line(exc)}); running uncompiled",)
+                self.warnings = (*self.warnings, *self._run_warnings)
         return self.models.encode_images(batch, dtype=self.dtype, packed=True)
 
-    def _scores(self, image: _Image) -> Scores:
+    def _scores(self, image: _Image, picture: Image.Image) -> Scores:
         """Scores of an image's 8-bit picture without augmentation, reusing its run's terms."""
-        return score_image(self.models, image.canvas.image(), terms=image.terms)
+        with self._deterministic():
+            return score_image(self.models, picture, terms=image.terms)
 
     def _deterministic(self):
         return determinism.deterministic_algorithms(self.config.deterministic, self.device)
@@ -455,7 +455,8 @@ def plan_batches(configs: Sequence[GenerationConfig], images_per_step: int) -> l
 
 
 # Bytes an image's step keeps for its backward, per copy, per (layer x token x width) of the
-# vision tower: measured ~10 on the CPU (bf16 and float32 mixed); 16 leaves room.
+# vision tower: an estimate (float32 activations, about four kept per block), not a measurement;
+# check it against peak memory on a GPU before trusting "auto" near the limit.
 _BYTES_PER_ACTIVATION = 16
 AUTO_IMAGES_LIMIT = 16
 

@@ -243,6 +243,8 @@ def collect_rows(out_dir: Path, evaluators: list | None = None) -> list[dict[str
     """
     from PIL import Image
 
+    from .scoring import Scores
+
     out_dir = Path(out_dir)
     entries = read_manifest(out_dir).get("items")
     if entries is not None:
@@ -265,7 +267,7 @@ def collect_rows(out_dir: Path, evaluators: list | None = None) -> list[dict[str
                 "method": config.method,
                 "seed": config.seed,
                 "status": recipe["run"]["status"],
-                **score_numbers(recipe["scores"]),
+                **Scores(recipe["scores"]).numbers(),
             }
         )
     for evaluator in evaluators or []:
@@ -273,11 +275,6 @@ def collect_rows(out_dir: Path, evaluators: list | None = None) -> list[dict[str
         for row, scores in zip(rows, evaluator.score(images, row_prompts) if rows else []):
             row.update(scores)
     return rows
-
-
-def score_numbers(scores: dict) -> dict[str, float | None]:
-    """The scalar scores of a recipe (every term's), without per-prompt details."""
-    return {k: v for k, v in scores.items() if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
 
 
 def score_columns(rows: list[dict[str, Any]], exclude: set[str] = frozenset()) -> list:

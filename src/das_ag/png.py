@@ -162,7 +162,8 @@ def batch_from_recipe(recipe: dict) -> tuple[tuple[GenerationConfig, ...], int]:
     try:
         configs = tuple(GenerationConfig.from_dict(c) for c in batch["configs"])
         index = int(batch["index"])
-        configs[index]
-    except (KeyError, TypeError, ValueError, IndexError):
+    except (KeyError, TypeError, ValueError):
         raise DasAgError("the recipe's batch is damaged") from None
+    if not 0 <= index < len(configs):
+        raise DasAgError(f"the recipe's batch has {len(configs)} images but names image {index}")
     return configs, index

@@ -50,7 +50,8 @@ class Scores:
 
     def numbers(self) -> dict[str, float | None]:
         """The scalar scores (for tables), without per-prompt details."""
-        return {k: v for k, v in self.values.items() if v is None or isinstance(v, (int, float))}
+        return {k: v for k, v in self.values.items()
+                if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
 
     def to_dict(self) -> dict:
         return dict(self.values)

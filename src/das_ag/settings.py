@@ -51,7 +51,10 @@ def described(cls: type) -> list[tuple[dataclasses.Field, Setting]]:
 
 def kind_of(f: dataclasses.Field) -> str:
     """bool, int, float, str, schedule or optional_int, from the field's annotation."""
-    annotation = str(f.type).replace(" ", "")
+    # A string under `from __future__ import annotations`, else the type itself.
+    annotation = (f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))).replace(" ", "")
+    if not isinstance(f.type, str) and type(f.type).__name__ == "UnionType":
+        annotation = str(f.type).replace(" ", "")
     for kind, names in (("schedule", ("Schedule",)), ("optional_int", ("int|None",)), ("bool", ("bool",)),
                         ("int", ("int",)), ("float", ("float",)), ("str", ("str",))):
         if annotation in names:
@@ -71,7 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "
         flag = flag_of(f, s, prefix)
         if not flag or f.name in skip:
             continue
-        group = groups.setdefault(s.group, parser.add_argument_group(s.group))
+        if s.group not in groups:
+            groups[s.group] = parser.add_argument_group(s.group)
+        group = groups[s.group]
         dest = (prefix + f.name).replace("-", "_")
         kind = kind_of(f)
         flags = (flag, *s.aliases)

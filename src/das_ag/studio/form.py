@@ -81,7 +81,7 @@ def term_settings_from_state(state: dict[str, Any]) -> dict[str, Any]:
             continue
         values = {f.name: state[term_key(term, f.name)] for f, _ in described(cls.Settings) if term_key(term, f.name) in state}
         if values:
-            out[term] = cls.Settings(**{**dataclasses.asdict(cls.Settings()), **values})
+            out[term] = dataclasses.replace(cls.Settings(), **values)
     return out
 
 
