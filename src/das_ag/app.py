@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -18,6 +19,7 @@ import torch
 from PIL import Image
 
 from das_ag import determinism, weights
+from das_ag.canvases import CANVASES
 from das_ag.config import METHOD_ORDER, PRESETS, GenerationConfig
 from das_ag.errors import DasAgError, WeightsError
 from das_ag.objectives import TERMS, term_class
@@ -26,7 +28,7 @@ from das_ag.prompts import Prompt
 from das_ag.schedules import SCHEDULE_KINDS
 from das_ag.settings import Setting, described, kind_of
 from das_ag.studio import form
-from das_ag.studio.files import MAX_UPLOAD_MB, output_folder, output_root
+from das_ag.studio.files import MAX_UPLOAD_MB, output_folder, output_root, save_upload
 from das_ag.studio.jobs import Job, series
 
 GUIDANCE_LABELS = {"reward": "reward (DAS-AG)", "penalty": "penalty (DAS-rAG)", "off": "off (DAS)"}
@@ -241,8 +243,8 @@ def sidebar(on_cpu: bool) -> list[str]:
         st.header("Settings")
         st.selectbox("Preset", ["default", *PRESETS], key="preset", on_change=on_preset,
                      help="paper: the published DAS-AG settings; quick: a fast look; default: the app's defaults")
-        st.file_uploader("Restore from a das-ag PNG", type=["png"], key="restore_png", on_change=on_restore,
-                         help="drop an image made by das-ag to restore every control from its recipe")
+        st.file_uploader("Restore from a das-ag PNG or SVG", type=["png", "svg"], key="restore_png", on_change=on_restore,
+                         help="drop an image or drawing made by das-ag to restore every control from its recipe")
         st.text_input("Output folder", key="output_subfolder", placeholder="(the output root itself)",
                       help=f"a folder inside {output_root()}, where Save PNG writes; the server's DAS_AG_OUTPUT_DIR "
                       "sets that root, and the page cannot write outside it")
@@ -252,8 +254,13 @@ def sidebar(on_cpu: bool) -> list[str]:
         st.number_input("Seed", key="seed", min_value=0, max_value=2**31 - 1)
         st.number_input("Preview every (steps)", key="preview_every", min_value=1, max_value=1000)
 
-        st.subheader("Image parameterisation")
-        setting_controls("canvas")
+        st.subheader("Canvas")
+        st.selectbox("Canvas", list(CANVASES), key="canvas", format_func=lambda c: CANVAS_LABELS.get(c, c),
+                     help="what the run optimises: pixels, or Bézier strokes (saved as an SVG beside the PNG)")
+        if CANVASES[ss["canvas"]].Settings is None:
+            setting_controls("canvas")
+        else:
+            canvas_controls(ss["canvas"])
         st.checkbox("Automatic jitter margin (resolution / 14)", key="jitter_margin_auto")
         st.number_input("Jitter margin (px)", key="jitter_margin", min_value=0, max_value=1024,
                         disabled=ss["jitter_margin_auto"], help="turn off the automatic margin to set it")
@@ -285,12 +292,13 @@ def setting_control(key: str, f, s: Setting) -> None:
         st.selectbox(label, s.choices, key=key, help=s.help)
     elif kind == "bool":
         st.checkbox(label, key=key, help=s.help)
-    elif kind in ("int", "float"):
-        cast = int if kind == "int" else float
+    elif kind in ("int", "float", "optional_int", "optional_float"):
+        cast = int if kind in ("int", "optional_int") else float
         st.number_input(label, key=key, help=s.help, format=s.format,
                         min_value=None if s.minimum is None else cast(s.minimum),
                         max_value=None if s.maximum is None else cast(s.maximum),
-                        step=None if s.step is None else cast(s.step))
+                        step=None if s.step is None else cast(s.step),
+                        placeholder="none" if kind.startswith("optional") else None)
     else:
         st.text_input(label, key=key, help=s.help)
 
@@ -302,6 +310,41 @@ def setting_controls(group: str) -> None:
     for i, (f, s) in enumerate(fields):
         with cols[i % 2]:
             setting_control(f.name, f, s)
+
+
+CANVAS_LABELS = {"pyramid": "pyramid (pixels)", "strokes": "strokes (an SVG drawing)"}
+
+
+def canvas_controls(name: str) -> None:
+    """The settings of a canvas that declares its own, in two columns."""
+    cls = CANVASES[name]
+    defaults = cls.Settings()
+    fields = [(f, s) for f, s in described(cls.Settings) if s.studio]
+    cols = st.columns(2)
+    for i, (f, s) in enumerate(fields):
+        key = form.canvas_key(name, f.name)
+        st.session_state.setdefault(key, getattr(defaults, f.name))
+        with cols[i % 2]:
+            setting_control(key, f, s)
+    if name == "strokes" and st.session_state.get(form.canvas_key(name, "init")) == "image":
+        current = st.session_state.get(form.canvas_key(name, "init_image"), "")
+        st.file_uploader("Start from this picture's edges and colours", type=["png", "jpg", "jpeg", "webp"],
+                         key="init_upload", on_change=on_init_upload,
+                         help="strokes start along its edges, in its colours" + (f"; now: {Path(current).name}" if current else ""))
+
+
+def on_init_upload() -> None:
+    """Keep an uploaded start picture under the output root (a recipe names it by path)."""
+    upload = st.session_state.get("init_upload")
+    if upload is None:
+        return
+    try:
+        path = save_upload(upload.name, upload.getvalue())
+    except DasAgError as exc:
+        st.session_state["notice"] = ("error", f"Could not use {upload.name}: {exc}")
+        return
+    st.session_state[form.canvas_key("strokes", "init_image")] = str(path)
+    st.session_state["notice"] = ("info", f"Strokes will start from {upload.name}.")
 
 
 def term_controls() -> None:
@@ -468,12 +511,18 @@ def result_panel() -> None:
         single_result(items[0])
     else:
         comparison(items)
-    c1, c2, _ = st.columns([1, 1, 2])
+    c1, c2, c3, _ = st.columns([1, 1, 1, 1])
     unsaved = [i for i in items if not i["saved"]]
-    c1.button("Save PNG" if len(items) == 1 else f"Save {len(items)} PNGs", type="primary", on_click=save_latest,
+    kinds = [sfx.lstrip(".").upper() for sfx in items[0]["files"]]  # PNG, and SVG for a drawing
+    label = " + ".join(kinds) if len(items) == 1 else f"{len(items)} " + " + ".join(k + "s" for k in kinds)
+    c1.button(f"Save {label}", type="primary", on_click=save_latest,
               disabled=not unsaved, help=f"write into {output_root() / st.session_state['output_subfolder'].strip()}")
     if len(items) == 1:
-        c2.download_button("Download PNG", data=items[0]["png"], file_name=next_free_path(results[0].config, ".").name, mime="image/png")
+        name = next_free_path(results[0].config, ".").name
+        c2.download_button("Download PNG", data=items[0]["png"], file_name=name, mime="image/png")
+        if ".svg" in items[0]["files"]:
+            c3.download_button("Download SVG", data=items[0]["files"][".svg"], file_name=Path(name).with_suffix(".svg").name,
+                               mime="image/svg+xml")
     for item in items:
         if item["saved"]:
             st.caption(f"Saved as {item['saved']}")

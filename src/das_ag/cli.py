@@ -18,6 +18,7 @@ from . import __version__
 from .config import PRESETS, GenerationConfig
 from .errors import DasAgError
 from .schedules import SCHEDULE_KINDS, Schedule
+from .settings import replace_settings
 from .studio.files import MAX_UPLOAD_MB
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -75,12 +76,16 @@ def _add_prompt_arguments(group) -> None:
 
 
 def _add_settings_arguments(parser, *, skip: tuple[str, ...] = ()) -> None:
-    """A flag for every setting of GenerationConfig (settings.py describes them), plus the
-    aesthetic weight's short forms and the preset."""
+    """A flag for every setting of GenerationConfig (settings.py describes them), of every
+    canvas and term with settings of its own, plus the aesthetic weight's short forms and the preset."""
+    from .canvases import CANVASES
     from .objectives import TERMS
     from .settings import add_arguments
 
     add_arguments(parser, GenerationConfig, skip=skip)
+    for name, canvas in CANVASES.items():  # --strokes, --segments, ... (or --<canvas>-<setting>)
+        if canvas.Settings is not None:
+            add_arguments(parser, canvas.Settings, prefix=f"{name}_")
     for name, term in TERMS.items():  # terms with settings of their own: --<term>-<setting>
         if term.Settings is not None:
             add_arguments(parser, term.Settings, prefix=f"{name}_")
@@ -88,7 +93,9 @@ def _add_settings_arguments(parser, *, skip: tuple[str, ...] = ()) -> None:
     what.add_argument("--aesthetic-weight", type=_finite_float, metavar="W", help="the aesthetic weight the schedule reaches")
     what.add_argument("--aesthetic-start", type=_finite_float, metavar="W", help="the aesthetic weight at step 0")
     what.add_argument("--aesthetic-schedule", choices=SCHEDULE_KINDS, help="the aesthetic schedule's form")
-    what.add_argument("--preset", choices=list(PRESETS), help="paper: the published settings; quick: a fast look")
+    what.add_argument("--preset", choices=list(PRESETS),
+                      help="paper: the published settings; quick: a fast look; sketch: a black line sketch "
+                           "(strokes, CLIPasso-like); clipdraw: a colour drawing of many strokes (CLIPDraw-like)")
 
 
 def _images_per_step(text: str) -> int | None:
@@ -118,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     what = gen.add_argument_group("what to make")
     _add_prompt_arguments(what)
     what.add_argument("--from-png", metavar="FILE.png", help="start from the recipe in a das-ag PNG; other flags override it")
+    what.add_argument("--from-svg", dest="from_png", metavar="FILE.svg",
+                      help="start from the recipe in a das-ag SVG (a strokes drawing); other flags override it")
     _add_settings_arguments(gen)
     models = _add_model_arguments(gen)
     models.add_argument("--out", metavar="FILE.png", help="default: outputs/<prompt>-<method>-seed<S>.png")
@@ -149,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]")
     report.set_defaults(run=cmd_report)
 
-    recipe = commands.add_parser("recipe", help="print the recipe embedded in a das-ag PNG")
-    recipe.add_argument("png", metavar="FILE.png")
+    recipe = commands.add_parser("recipe", help="print the recipe embedded in a das-ag PNG or SVG")
+    recipe.add_argument("png", metavar="FILE.png|FILE.svg")
     recipe.set_defaults(run=cmd_recipe)
 
     app = commands.add_parser("app", help="open the studio in the browser (Streamlit)")
@@ -175,14 +184,21 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
         if prompts:
             config = config.replace(prompts=prompts)
     else:
-        _need_attracting_prompt(prompts, "give at least one --prompt to steer towards")
+        if args.clip_weight is None or args.clip_weight > 0:  # --clip-weight 0: aesthetic guidance alone
+            _need_attracting_prompt(prompts, "give at least one --prompt to steer towards (or --clip-weight 0 "
+                                             "to steer by the aesthetic score alone)")
         config = _preset_config(args, prompts)
     return apply_settings(config, args)
 
 
 def _preset_config(args: argparse.Namespace, prompts: tuple) -> GenerationConfig:
-    """The --preset's settings (or the defaults) with `prompts`."""
-    return GenerationConfig(**{**PRESETS.get(args.preset or "", {}), "prompts": prompts})
+    """The --preset's settings (or the defaults) with `prompts`; left unchecked until the flags
+    are applied (a preset's prompt-less config may become valid with --clip-weight 0)."""
+    settings = {**PRESETS.get(args.preset or "", {}), "prompts": prompts}
+    draft = object.__new__(GenerationConfig)
+    for f in dataclasses.fields(GenerationConfig):
+        object.__setattr__(draft, f.name, settings.get(f.name, f.default))
+    return draft
 
 
 def _need_attracting_prompt(prompts: tuple, message: str) -> None:
@@ -203,12 +219,15 @@ def apply_settings(config: GenerationConfig, args: argparse.Namespace) -> Genera
     from .settings import values_from_arguments
 
     changes = values_from_arguments(args, GenerationConfig)
+    canvas_settings = _canvas_settings_from_args(args, config, changes.get("canvas", config.canvas))
+    if canvas_settings is not config.canvas_settings:
+        changes["canvas_settings"] = canvas_settings
     terms = dict(config.terms)
     for name, term in TERMS.items():
         if term.Settings is not None:
             given = values_from_arguments(args, term.Settings, prefix=f"{name}_")
             if given:
-                terms[name] = dataclasses.replace(config.term_settings(name), **given)
+                terms[name] = replace_settings(config.term_settings(name), given)
     if terms != dict(config.terms):
         changes["terms"] = terms
     aesthetic = changes.get("aesthetic", config.aesthetic)
@@ -222,7 +241,31 @@ def apply_settings(config: GenerationConfig, args: argparse.Namespace) -> Genera
     if args.aesthetic_start is not None:
         aesthetic = Schedule(aesthetic.kind, args.aesthetic_start, aesthetic.end, aesthetic.rate)
     changes["aesthetic"] = aesthetic
-    return config.replace(**changes)
+    return GenerationConfig(**{**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)}, **changes})
+
+
+def _canvas_settings_from_args(args: argparse.Namespace, config: GenerationConfig, canvas: str):
+    """The canvas settings after the flags: those of `config` (when it keeps its canvas) with the
+    given flags applied; a flag of a canvas the run does not use is a mistake worth a line."""
+    from .canvases import CANVASES
+    from .settings import flag_of, described, values_from_arguments
+
+    settings = config.canvas_settings if canvas == config.canvas else None
+    if isinstance(settings, dict):
+        from .config import canvas_settings_from_dict
+
+        settings = canvas_settings_from_dict(canvas, settings)
+    for name, cls in CANVASES.items():
+        if cls.Settings is None:
+            continue
+        given = values_from_arguments(args, cls.Settings, prefix=f"{name}_")
+        if not given:
+            continue
+        if name != canvas:
+            f, s = next((f, s) for f, s in described(cls.Settings) if f.name in given)
+            raise DasAgError(f"{flag_of(f, s, f'{name}_')} is a setting of the {name} canvas; add --canvas {name}")
+        settings = replace_settings(settings if settings is not None else cls.Settings(), given)
+    return settings
 
 
 def progress_text(event) -> str:

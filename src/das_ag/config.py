@@ -88,7 +88,10 @@ class GenerationConfig:
     compile: bool = setting(False, group="device", studio=False,
                             help="torch.compile the encoder: a slow start, then ~3x faster steps on a GPU (no gain on the CPU)")
     # What is optimised: a registered canvas (das_ag.canvases); its settings are fields above.
-    canvas: str = setting("pyramid", group="canvas", studio=False, help="what is optimised: pyramid (pixels)")
+    canvas: str = setting("pyramid", group="canvas", studio=False,
+                          help="what is optimised: pyramid (pixels) or strokes (a drawing saved as SVG too)")
+    # The canvas's own settings (a canvas's `Settings` dataclass), None for its defaults.
+    canvas_settings: Any = None
     # Settings of terms that declare their own (objectives.Term.Settings), by term name, sorted.
     terms: tuple[tuple[str, Any], ...] = ()
 
@@ -97,9 +100,28 @@ class GenerationConfig:
         object.__setattr__(self, "prompts", tuple(self.prompts))
         terms = self.terms.items() if isinstance(self.terms, dict) else self.terms
         object.__setattr__(self, "terms", tuple(sorted((str(k), v) for k, v in terms)))
+        if isinstance(self.canvas_settings, dict):  # a table, as callers and presets may give it
+            object.__setattr__(self, "canvas_settings", canvas_settings_from_dict(self.canvas, self.canvas_settings))
+        self._drop_defaults()
         problems = self.problems()
         if problems:
             raise ConfigError(problems[0])
+
+    def _drop_defaults(self) -> None:
+        """Settings equal to a part's defaults are left out, so two configs that mean the same run
+        compare equal (a form always sends every term's settings; a recipe may not)."""
+        from .canvases import canvas_class
+        from .objectives import term_class
+
+        canvas = canvas_class(self.canvas) if isinstance(self.canvas, str) else None
+        if canvas is not None and canvas.Settings is not None and self.canvas_settings == canvas.Settings():
+            object.__setattr__(self, "canvas_settings", None)
+        kept = []
+        for name, settings in self.terms:
+            cls = term_class(name)
+            if not (cls is not None and cls.Settings is not None and settings == cls.Settings()):
+                kept.append((name, settings))
+        object.__setattr__(self, "terms", tuple(kept))
 
     # -- derived geometry -------------------------------------------------------------------
     @property
@@ -110,6 +132,16 @@ class GenerationConfig:
     def canvas_size(self) -> int:
         """The smallest power of two that holds the image plus its jitter margin on each side."""
         return 1 << math.ceil(math.log2(self.resolution + 2 * self.margin))
+
+    @property
+    def canvas_options(self) -> Any:
+        """The canvas's own settings: `canvas_settings`, or its defaults (None for a canvas without)."""
+        if self.canvas_settings is not None:
+            return self.canvas_settings
+        from .canvases import canvas_class
+
+        cls = canvas_class(self.canvas)
+        return cls.Settings() if cls is not None and cls.Settings is not None else None
 
     def term_settings(self, name: str) -> Any:
         """The settings of term `name` in this config (its defaults when the config gives none)."""
@@ -143,8 +175,13 @@ class GenerationConfig:
     def problems(self) -> list[str]:
         """Every reason this config cannot run, in plain words (empty when it can)."""
         p: list[str] = []
-        if not self.positive_prompts:
+        if self.prompts and not self.positive_prompts:
             p.append("give at least one prompt to steer towards (a positive prompt)")
+        elif not self.prompts and (not _finite(self.clip_weight) or self.clip_weight > 0):
+            p.append("give at least one prompt to steer towards (a positive prompt), or set the clip weight to 0 "
+                     "for aesthetic guidance alone")
+        elif not self.prompts and self.guidance == "off":
+            p.append("with no prompt and guidance off there is nothing to steer by; give a prompt or choose reward or penalty")
         for prompt in self.prompts:
             if not isinstance(prompt, Prompt) or not str(prompt.text).strip():
                 p.append("every prompt needs some text")
@@ -197,6 +234,15 @@ class GenerationConfig:
 
         p: list[str] = []
         _choice(p, "canvas", self.canvas, CANVASES)
+        canvas = CANVASES.get(self.canvas)
+        if canvas is not None and self.canvas_settings is not None:
+            if canvas.Settings is None:
+                p.append(f"the {self.canvas} canvas has no settings of its own; leave canvas_settings out")
+            elif not isinstance(self.canvas_settings, canvas.Settings):
+                p.append(f"settings of the {self.canvas} canvas must be a {canvas.Settings.__name__}")
+        if canvas is not None and not p and canvas.Settings is not None:
+            check = getattr(self.canvas_options, "problems", None)
+            p.extend(check() if check else [])
         for name, settings in self.terms:
             cls = TERMS.get(name)
             if cls is None or cls.Settings is None:
@@ -227,6 +273,11 @@ class GenerationConfig:
         d = dataclasses.asdict(self)
         d["prompts"] = [{"text": p.text, "weight": p.weight} for p in self.prompts]
         d["terms"] = {name: dataclasses.asdict(settings) for name, settings in self.terms}
+        options = self.canvas_options
+        if options is None:
+            del d["canvas_settings"]  # recipes of canvases without settings stay as they were
+        else:
+            d["canvas_settings"] = dataclasses.asdict(options)  # written out in full: defaults may change
         return d
 
     @classmethod
@@ -246,6 +297,8 @@ class GenerationConfig:
                     kwargs[name] = Schedule(**kwargs[name])
             if "terms" in kwargs:
                 kwargs["terms"] = term_settings_from_dict(kwargs["terms"])
+            if kwargs.get("canvas_settings") is not None:
+                kwargs["canvas_settings"] = canvas_settings_from_dict(kwargs.get("canvas", "pyramid"), kwargs["canvas_settings"])
         except (TypeError, KeyError, AttributeError) as exc:
             raise ConfigError(f"malformed prompts, schedule or term settings in config: {exc}") from None
         return cls(**kwargs)
@@ -282,7 +335,38 @@ PRESETS: dict[str, dict[str, Any]] = {
         lr=0.1,
         aesthetic=Schedule("exp_decay", 0.0, 3.0, 0.1),
     ),
+    # A line sketch in the manner of CLIPasso: a few black strokes of one fixed width.
+    "sketch": dict(
+        canvas="strokes",
+        canvas_settings=dict(count=32, segments=2, width=3.0, width_min=3.0, width_max=3.0, colour="mono",
+                             opacity=1.0, learn_opacity=False, init="random"),
+        resolution=224,
+        steps=300,
+        augment_copies=8,
+    ),
+    # A colour drawing in the manner of CLIPDraw: many strokes of free width, colour and opacity.
+    "clipdraw": dict(
+        canvas="strokes",
+        canvas_settings=dict(count=256, segments=2, width=2.0, width_min=1.0, width_max=12.0, colour="full",
+                             learn_opacity=True, init="clipdraw"),
+        resolution=224,
+        steps=300,
+        augment_copies=8,
+    ),
 }
+
+
+def canvas_settings_from_dict(canvas: Any, data: Any) -> Any:
+    """A canvas's settings from a recipe's or plan's table of {setting: value}."""
+    from .canvases import canvas_class
+    from .settings import settings_from_table
+
+    cls = canvas_class(canvas) if isinstance(canvas, str) else None
+    if cls is None or cls.Settings is None:
+        raise ConfigError(f"canvas {canvas!r} takes no canvas_settings (unknown canvas, or one without settings)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"the {canvas} canvas's settings must be a table of setting -> value")
+    return settings_from_table(cls.Settings, data, f"the {canvas} canvas's settings")
 
 
 def term_settings_from_dict(data: Any) -> tuple[tuple[str, Any], ...]:

@@ -153,6 +153,7 @@ class _Image:
 
     def views(self, t: int, out_size: int) -> torch.Tensor:
         cfg, T = self.config, self.config.steps
+        self.canvas.at_step(t, T)
         strength = AugmentStrength(
             jitter=int(cfg.jitter.at(t, T) * cfg.margin), colour=cfg.colour.at(t, T), noise=cfg.noise.at(t, T)
         )

@@ -262,7 +262,7 @@ def collect_rows(out_dir: Path, evaluators: list | None = None) -> list[dict[str
         rows.append(
             {
                 "file": str(path.relative_to(out_dir)),
-                "prompt_set": entry.get("prompt_set") or slug(config.positive_prompts[0].text),
+                "prompt_set": entry.get("prompt_set") or slug(config.positive_prompts[0].text if config.positive_prompts else "aesthetic"),
                 "variant": entry.get("variant", ""),
                 "method": config.method,
                 "seed": config.seed,

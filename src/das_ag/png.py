@@ -120,7 +120,8 @@ def current_umask() -> int:
 def next_free_path(config: GenerationConfig, folder: str | Path = "outputs") -> Path:
     """<folder>/<first words of the prompt>-<method>-seed<S>.png, numbered if the name is taken."""
     folder = Path(folder)
-    words = re.sub(r"[^a-z0-9]+", "-", config.positive_prompts[0].text.lower()).strip("-")[:48].rstrip("-")
+    text = config.positive_prompts[0].text if config.positive_prompts else "aesthetic"
+    words = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48].rstrip("-")
     stem = f"{words or 'image'}-{config.method}-seed{config.seed}"
     path, n = folder / f"{stem}.png", 1
     while path.exists():
@@ -129,7 +130,11 @@ def next_free_path(config: GenerationConfig, folder: str | Path = "outputs") -> 
 
 
 def read_recipe(source: str | Path | bytes) -> dict:
-    """The recipe embedded in a das-ag PNG, given its path or its bytes (an upload)."""
+    """The recipe embedded in a das-ag PNG (or SVG), given its path or its bytes (an upload)."""
+    if _is_svg(source):
+        from .svg import read_svg_recipe
+
+        return read_svg_recipe(source)
     name = "the file" if isinstance(source, bytes) else str(source)
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source)) as image:
@@ -148,6 +153,12 @@ def read_recipe(source: str | Path | bytes) -> dict:
     if not isinstance(recipe, dict) or "config" not in recipe:
         raise DasAgError(f"{name} has a das-ag recipe without settings")
     return recipe
+
+
+def _is_svg(source: str | Path | bytes) -> bool:
+    if isinstance(source, bytes):
+        return source.lstrip()[:1] == b"<"
+    return Path(source).suffix.lower() == ".svg"
 
 
 def config_from_png(source: str | Path | bytes) -> GenerationConfig:

@@ -33,8 +33,8 @@ class Scores:
     values: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def clip_positive(self) -> float:
-        return self.values["clip_positive"]
+    def clip_positive(self) -> float | None:
+        return self.values.get("clip_positive")  # None: a run without prompts
 
     @property
     def clip_negative(self) -> float | None:

@@ -50,12 +50,13 @@ def described(cls: type) -> list[tuple[dataclasses.Field, Setting]]:
 
 
 def kind_of(f: dataclasses.Field) -> str:
-    """bool, int, float, str, schedule or optional_int, from the field's annotation."""
+    """bool, int, float, str, schedule, optional_int or optional_float, from the field's annotation."""
     # A string under `from __future__ import annotations`, else the type itself.
     annotation = (f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))).replace(" ", "")
     if not isinstance(f.type, str) and type(f.type).__name__ == "UnionType":
         annotation = str(f.type).replace(" ", "")
-    for kind, names in (("schedule", ("Schedule",)), ("optional_int", ("int|None",)), ("bool", ("bool",)),
+    for kind, names in (("schedule", ("Schedule",)), ("optional_int", ("int|None",)),
+                        ("optional_float", ("float|None",)), ("bool", ("bool",)),
                         ("int", ("int",)), ("float", ("float",)), ("str", ("str",))):
         if annotation in names:
             return kind
@@ -83,7 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "
         if kind == "bool":
             group.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=s.help)
             continue
-        metavar = {"schedule": "KIND:START:END[:RATE]|VALUE", "int": "N", "optional_int": "N", "float": "X"}.get(kind)
+        metavar = {"schedule": "KIND:START:END[:RATE]|VALUE", "int": "N", "optional_int": "N", "float": "X",
+                   "optional_float": "X"}.get(kind)
         group.add_argument(*flags, dest=dest, type=_parser_for(kind, f.name, s), default=None, help=s.help,
                            choices=s.choices or None, metavar=None if s.choices else metavar)
 
@@ -115,7 +117,7 @@ def _parser_for(kind: str, name: str, s: Setting):
         return lambda text: parse_schedule(text, name)
     if kind in ("int", "optional_int"):
         return lambda text: number(text, int)
-    if kind == "float":
+    if kind in ("float", "optional_float"):
         return lambda text: number(text, float)
     return str
 
@@ -134,6 +136,15 @@ def parse_schedule(text: str, name: str = "schedule") -> Schedule:
     raise argparse.ArgumentTypeError(
         f"{name}: expected a number or KIND:START:END[:RATE] with KIND one of {', '.join(SCHEDULE_KINDS)}, got {text!r}"
     )
+
+
+def replace_settings(settings: Any, changes: dict[str, Any]) -> Any:
+    """A copy of a settings dataclass with `changes`, through its own `replace` where it has one
+    (settings with derived fields, such as a file's checksum, renew them there)."""
+    if not changes:
+        return settings
+    own = getattr(settings, "replace", None)
+    return own(**changes) if callable(own) else dataclasses.replace(settings, **changes)
 
 
 def settings_from_table(cls: type, table: dict[str, Any], where: str) -> Any:

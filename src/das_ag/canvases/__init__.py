@@ -21,8 +21,14 @@ def build_canvas(config, generator: torch.Generator) -> Canvas:
     return CANVASES[config.canvas].from_config(config, generator)
 
 
+def canvas_class(name: str) -> type[Canvas] | None:
+    return CANVASES.get(name)
+
+
 from .pyramid import PyramidCanvas  # noqa: E402
+from .strokes import StrokeCanvas  # noqa: E402
 
 register_canvas(PyramidCanvas)
+register_canvas(StrokeCanvas)
 
-__all__ = ["CANVASES", "Canvas", "PyramidCanvas", "build_canvas", "from_pil", "register_canvas", "to_pil"]
+__all__ = ["CANVASES", "Canvas", "PyramidCanvas", "StrokeCanvas", "canvas_class", "build_canvas", "from_pil", "register_canvas", "to_pil"]

@@ -4,7 +4,8 @@ A canvas is a torch module holding its parameters. It renders a square RGB image
 includes a jitter margin around the visible part (augmentation shifts windows within it), says
 which of its parameters learn at which rate, keeps them in range after each update, and turns
 itself into the 8-bit image a user sees. Its settings are fields of the GenerationConfig that
-names it, so a recipe re-creates it.
+names it, or its own `Settings` dataclass carried in `config.canvas_settings`, so a recipe
+re-creates it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from torch import nn
 
 class Canvas(nn.Module):
     name: ClassVar[str]
+    # A frozen dataclass of this canvas's own settings (GenerationConfig.canvas_settings holds an
+    # instance), or None when it reads top-level config fields (the pyramid's, from before).
+    Settings: ClassVar[type | None] = None
 
     # Geometry: `size` px square in all, the central `resolution` px visible.
     size: int
@@ -32,6 +36,9 @@ class Canvas(nn.Module):
     def param_groups(self, lr: float) -> list[dict]:
         """Optimizer parameter groups: one per learning rate the canvas wants (lr is the run's)."""
         return [{"params": list(self.parameters()), "lr": lr}]
+
+    def at_step(self, step: int, steps: int) -> None:
+        """Called before step `step` (0-based) of `steps` is rendered: for canvases with schedules."""
 
     def forward(self) -> torch.Tensor:
         """The whole canvas, margin included: (1, 3, size, size) in [0, 1], differentiable."""

@@ -2,13 +2,48 @@
 
 guidance reward (+1) pushes the head's score up (DAS-AG), penalty (-1) pushes it down (DAS-rAG),
 off (0) leaves it out of the loss (DAS) while the score is still reported.
+
+Two guards against what pure aesthetic ascent does to an image (the head is linear in the CLIP
+embedding, so the score can be pushed far past anything natural by adversarial texture): a cap,
+beyond which a higher score earns nothing (score clipping), and applying the term only every N
+steps, so the other terms shape the image in between.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 
+from ..settings import setting
 from .base import Term, TermInputs
+
+
+@dataclass(frozen=True)
+class AestheticSettings:
+    cap: float | None = setting(None, group="guidance", minimum=-100.0, maximum=100.0, label="Score cap",
+                                help="reward the score only up to this value (a penalty only down to it); "
+                                     "unset: no cap")
+    every: int = setting(1, group="guidance", minimum=1, maximum=10_000, label="Apply every N steps",
+                         help="apply the aesthetic term on every Nth step only (1: every step)")
+
+    def problems(self) -> list[str]:
+        p = []
+        if self.cap is not None and (not isinstance(self.cap, (int, float)) or isinstance(self.cap, bool)
+                                     or not math.isfinite(self.cap)):
+            p.append(f"the aesthetic cap must be a finite number, not {self.cap!r}")
+        if not isinstance(self.every, int) or isinstance(self.every, bool) or self.every < 1:
+            p.append(f"aesthetic every must be a whole number of steps, 1 or more, not {self.every!r}")
+        return p
+
+
+def capped(score: torch.Tensor, sign: int, cap: float | None) -> torch.Tensor:
+    """The score as the term sees it: no higher than the cap for a reward, no lower for a penalty
+    (past the cap the gradient is zero: the term stops pushing)."""
+    if cap is None or sign == 0:
+        return score
+    return score.clamp(max=cap) if sign > 0 else score.clamp(min=cap)
 
 
 def aesthetic_loss(score: torch.Tensor, sign: int, weight: float) -> torch.Tensor:
@@ -20,16 +55,19 @@ def aesthetic_loss(score: torch.Tensor, sign: int, weight: float) -> torch.Tenso
 class AestheticTerm(Term):
     name = "aesthetic"
     labels = {"score": "aes", "weight": "aes_w"}
+    Settings = AestheticSettings
 
     def loss(self, inputs: TermInputs):
-        cfg = self.config
+        cfg, settings = self.config, self.settings
         weight = cfg.aesthetic.at(inputs.step, inputs.steps)
+        if inputs.step % settings.every:
+            weight = 0.0  # not this step's turn
         score = self.models.aesthetic_score(inputs.embeddings).mean()
         metrics = {"score": score, "weight": weight}  # the weight is known on the host
         if cfg.guidance_sign == 0 or weight == 0:
             # Out of the loss, even for a score that is not finite (0 x inf would be NaN).
             return score.new_zeros(()), metrics
-        return aesthetic_loss(score, cfg.guidance_sign, weight), metrics
+        return aesthetic_loss(capped(score, cfg.guidance_sign, settings.cap), cfg.guidance_sign, weight), metrics
 
     def final_scores(self, embedding):
         return {"aesthetic": float(self.models.aesthetic_score(embedding)[0])}

@@ -37,6 +37,10 @@ class TextTerm(Term):
     name = "text"
     labels = {"clip_positive": "clip+", "clip_negative": "clip-"}
 
+    @classmethod
+    def active(cls, config):
+        return bool(config.positive_prompts)  # none: pure aesthetic guidance (clip weight 0)
+
     def __init__(self, config, models):
         super().__init__(config, models)
         self.text_features, warnings = encode_text_prompts(models, config.prompts)

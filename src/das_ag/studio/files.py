@@ -39,3 +39,34 @@ def output_folder(subfolder: str, root: Path | None = None) -> Path:
     if real_folder != real_root and real_root not in real_folder.parents:
         raise DasAgError(f"the output folder {text!r} leads outside {root}; choose a folder inside it")
     return folder
+
+
+UPLOADS = "uploads"
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def save_upload(name: str, data: bytes, root: Path | None = None) -> Path:
+    """Keep an uploaded picture (a stroke drawing's start) under the output root, named by its
+    content: recipes refer to it by that path, and the same picture is stored once."""
+    import hashlib
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    from ..png import write_atomic
+
+    suffix = Path(name).suffix.lower()
+    if suffix not in PICTURE_SUFFIXES:
+        raise DasAgError(f"a start picture must be one of {', '.join(PICTURE_SUFFIXES)}, not {suffix or 'a file without one'}")
+    if len(data) > MAX_UPLOAD_MB * 2**20:
+        raise DasAgError(f"the picture is over {MAX_UPLOAD_MB} MB")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError):
+        raise DasAgError("the file is not a readable picture") from None
+    folder = (output_root() if root is None else Path(root)) / UPLOADS
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
+    if not path.exists():
+        write_atomic(path, data)
+    return path

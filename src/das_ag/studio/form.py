@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from ..config import SCHEDULE_FIELDS, GenerationConfig
-from ..settings import described, kind_of
+from ..settings import described, kind_of, replace_settings
 from ..prompts import Prompt
 from ..schedules import Schedule
 
@@ -50,7 +50,60 @@ def config_to_state(config: GenerationConfig) -> dict[str, Any]:
         if kind_of(f) == "float":
             state[f.name] = float(state[f.name])
     state.update(term_settings_to_state(config))
+    state.update(canvas_settings_to_state(config))
     return state
+
+
+def canvas_key(canvas: str, name: str) -> str:
+    """Widget key of a setting of a canvas that has settings of its own."""
+    return f"canvas:{canvas}:{name}"
+
+
+def _base_key(canvas: str) -> str:
+    # The canvas's settings as restored: fields without a widget (a schedule) are kept from it.
+    return f"canvas_base:{canvas}"
+
+
+def _scalar(f) -> bool:
+    return kind_of(f) in ("bool", "int", "float", "str", "optional_float", "optional_int")
+
+
+def canvas_settings_to_state(config: GenerationConfig) -> dict[str, Any]:
+    from ..canvases import CANVASES
+
+    state: dict[str, Any] = {}
+    for canvas, cls in CANVASES.items():
+        if cls.Settings is None:
+            continue
+        settings = config.canvas_options if config.canvas == canvas else cls.Settings()
+        state[_base_key(canvas)] = settings
+        for f, _ in described(cls.Settings):
+            if _scalar(f):
+                value = getattr(settings, f.name)
+                state[canvas_key(canvas, f.name)] = float(value) if kind_of(f) == "float" else value
+    return state
+
+
+def canvas_settings_from_state(state: dict[str, Any], canvas: str) -> Any:
+    """The chosen canvas's settings from the form (None for a canvas without settings)."""
+    from ..canvases import canvas_class
+
+    cls = canvas_class(canvas)
+    if cls is None or cls.Settings is None:
+        return None
+    base = state.get(_base_key(canvas))
+    if not isinstance(base, cls.Settings):
+        base = cls.Settings()
+    values = {}
+    for f, _ in described(cls.Settings):
+        key = canvas_key(canvas, f.name)
+        if _scalar(f) and key in state:
+            value = state[key]
+            if kind_of(f) == "int" and isinstance(value, float) and value.is_integer():
+                value = int(value)
+            values[f.name] = value
+    changed = {k: v for k, v in values.items() if getattr(base, k) != v}
+    return replace_settings(base, changed)
 
 
 def term_key(term: str, name: str) -> str:
@@ -67,7 +120,8 @@ def term_settings_to_state(config: GenerationConfig) -> dict[str, Any]:
             settings = config.term_settings(term)
             for f, _ in described(cls.Settings):
                 value = getattr(settings, f.name)
-                state[term_key(term, f.name)] = float(value) if kind_of(f) == "float" else value
+                numeric = kind_of(f) in ("float", "optional_float") and value is not None
+                state[term_key(term, f.name)] = float(value) if numeric else value
     return state
 
 
@@ -117,8 +171,9 @@ def state_to_config(state: dict[str, Any]) -> tuple[GenerationConfig | None, lis
     """The config the form describes, or None and every problem in plain words."""
     prompts = prompts_from_state(state)
     problems = []
-    if not any(not p.is_negative for p in prompts):
-        problems.append("Write at least one prompt to steer towards.")
+    clip_weight = state.get("clip_weight", 1.0)
+    if not any(not p.is_negative for p in prompts) and not (isinstance(clip_weight, (int, float)) and clip_weight == 0):
+        problems.append("Write at least one prompt to steer towards.")  # (a CLIP weight of 0 needs none)
     if any(p.weight == 0 for p in prompts):
         problems.append("Prompt weights must be greater than 0; remove a prompt instead of zeroing it.")
     kwargs: dict[str, Any] = {name: state[name] for name in SCALAR_FIELDS if name in state}
@@ -140,6 +195,10 @@ def state_to_config(state: dict[str, Any]) -> tuple[GenerationConfig | None, lis
         return None, [f"A term's settings are not valid: {exc}."]
     if terms:
         kwargs["terms"] = terms
+    try:
+        kwargs["canvas_settings"] = canvas_settings_from_state(state, kwargs.get("canvas", "pyramid"))
+    except (TypeError, ValueError) as exc:
+        return None, [f"The canvas's settings are not valid: {exc}."]
     if problems:
         return None, problems
     problems = GenerationConfig.problems_of(prompts=prompts, **kwargs)

@@ -1,0 +1,363 @@
+"""The strokes canvas: a drawing of Bézier strokes, rendered differentiably, saved as an SVG.
+
+Each stroke is an open path of `segments` joined cubics with a width, a colour and an opacity,
+all learnt by Adam at the anchors' rates (CLIPDraw, CLIPasso, pixray, DiffSketcher all use points
+1 px/step, width 0.1 px/step, colour 0.01/step). Stroke 0 is painted first; the SVG lists the
+strokes in the same order, so an SVG viewer paints what the run optimised.
+
+The edge softness is scheduled from soft (a wide gradient basin while strokes find their place)
+to about a quarter pixel (what an anti-aliased SVG edge looks like) and held there for the last
+tenth of the run, so the strokes settle at the look the SVG will have. The saved PNG is always
+rendered at the final softness: it is the SVG's picture, whenever the run stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from ..errors import ConfigError
+from ..schedules import Schedule
+from ..settings import setting
+from .base import Canvas, from_pil
+from .rasterise import render
+
+MAX_STROKES, MAX_SEGMENTS = 4096, 16
+MAX_WIDTH = 256.0
+COLOUR_MODES = ("full", "palette", "mono")
+STROKE_INITS = ("random", "clipdraw", "image")
+STROKE_BETAS = (0.9, 0.999)  # Adam's defaults, as every stroke anchor uses (not the pixels' 0.5)
+PALETTE_LR = 0.1  # palette choices are logits: they need larger steps than colours to switch
+HOLD_FINAL_SOFTNESS = 0.1  # the last tenth of the run draws at the final softness
+EDGE_TEMPERATURE = 0.3  # how strongly an init image's edges attract strokes (CLIPasso's 0.3)
+
+
+@dataclass(frozen=True)
+class StrokeSettings:
+    count: int = setting(64, group="strokes", minimum=1, maximum=MAX_STROKES, flag="--strokes", label="Strokes",
+                         help="number of strokes")
+    segments: int = setting(2, group="strokes", minimum=1, maximum=MAX_SEGMENTS, flag="--segments",
+                            label="Segments per stroke", help="cubic Bézier segments per stroke")
+    width: float = setting(2.0, group="strokes", minimum=0.1, maximum=MAX_WIDTH, flag="--stroke-width",
+                           label="Start width (px)", help="stroke width at the start, in pixels")
+    width_min: float = setting(1.0, group="strokes", minimum=0.1, maximum=MAX_WIDTH, flag="--stroke-width-min",
+                               label="Thinnest (px)", help="the thinnest a stroke may become, in pixels")
+    width_max: float = setting(12.0, group="strokes", minimum=0.1, maximum=MAX_WIDTH, flag="--stroke-width-max",
+                               label="Widest (px)", help="the widest a stroke may become (equal to the thinnest: fixed width)")
+    colour: str = setting("full", group="strokes", choices=COLOUR_MODES, flag="--stroke-colour",
+                          help="full colour, a palette's colours only, or mono (black ink)")
+    palette: str = setting("#1d3557,#457b9d,#a8dadc,#f1faee,#e63946", group="strokes", flag="--palette",
+                           help="the palette of --stroke-colour palette: hex colours separated by commas")
+    opacity: float = setting(1.0, group="strokes", minimum=0.0, maximum=1.0, flag="--opacity", step=0.05,
+                             label="Start opacity", help="stroke opacity at the start")
+    learn_opacity: bool = setting(True, group="strokes", flag="--learn-opacity", label="Learn opacity",
+                                  help="let the run change each stroke's opacity")
+    background: str = setting("#ffffff", group="strokes", flag="--background", help="the paper's colour (hex)")
+    init: str = setting("random", group="strokes", choices=STROKE_INITS, flag="--stroke-init", label="Start",
+                        help="random short curves, CLIPDraw's random walks, or the edges and colours of --init-image")
+    init_image: str = setting("", group="strokes", flag="--init-image", studio=False,
+                              help="a picture whose edges and colours place the strokes (with --stroke-init image)")
+    # Filled in from the file: a recipe that starts from an image notices when the image changed.
+    init_image_sha256: str = setting("", group="strokes", flag="", studio=False, help="the init image's sha256")
+    point_lr: float = setting(1.0, group="strokes", minimum=0.0, maximum=100.0, flag="--point-lr", step=0.1,
+                              label="Point rate (px/step)", help="Adam's rate for control points, in pixels per step")
+    width_lr: float = setting(0.1, group="strokes", minimum=0.0, maximum=10.0, flag="--width-lr", step=0.01,
+                              label="Width rate (px/step)", help="Adam's rate for widths")
+    colour_lr: float = setting(0.01, group="strokes", minimum=0.0, maximum=1.0, flag="--colour-lr", step=0.001,
+                               format="%.3f", label="Colour rate", help="Adam's rate for colours and opacities")
+    softness: Schedule = setting(Schedule("linear", 1.0, 0.25), group="strokes", flag="--softness", studio=False,
+                                 help="edge softness in pixels over the run (held at its end for the last tenth)")
+    samples: int = setting(16, group="strokes", minimum=2, maximum=64, flag="--curve-samples", studio=False,
+                           help="line segments each cubic is drawn with")
+
+    def __post_init__(self):
+        if self.init_image and not self.init_image_sha256:
+            object.__setattr__(self, "init_image_sha256", _file_sha256(self.init_image) or "")
+
+    def replace(self, **changes) -> StrokeSettings:
+        """A copy with `changes`; a new init image gets its own checksum."""
+        if "init_image" in changes and "init_image_sha256" not in changes:
+            changes["init_image_sha256"] = ""
+        return replace(self, **changes)
+
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        for name, lo, hi in (("count", 1, MAX_STROKES), ("segments", 1, MAX_SEGMENTS), ("samples", 2, 64)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                words = {"count": "the number of strokes", "segments": "segments per stroke",
+                         "samples": "curve samples"}[name]
+                p.append(f"{words} must be a whole number from {lo} to {hi}, not {v!r}")
+        widths = (self.width, self.width_min, self.width_max)
+        if not all(_number(w) and 0.1 <= w <= MAX_WIDTH for w in widths):
+            p.append(f"stroke widths must be from 0.1 to {MAX_WIDTH:g} px, not {widths!r}")
+        elif not self.width_min <= self.width <= self.width_max:
+            p.append(f"the start width {self.width:g} px must lie between the thinnest ({self.width_min:g}) "
+                     f"and the widest ({self.width_max:g})")
+        if self.colour not in COLOUR_MODES:
+            p.append(f"stroke colour must be one of {', '.join(COLOUR_MODES)}, not {self.colour!r}")
+        if self.colour == "palette":
+            try:
+                parse_palette(self.palette)
+            except ConfigError as exc:
+                p.append(str(exc))
+        try:
+            parse_hex(self.background)
+        except ConfigError as exc:
+            p.append(f"background: {exc}")
+        if not _number(self.opacity) or not 0 <= self.opacity <= 1:
+            p.append(f"opacity must be from 0 to 1, not {self.opacity!r}")
+        for name in ("point_lr", "width_lr", "colour_lr"):
+            if not _number(getattr(self, name)) or getattr(self, name) < 0:
+                p.append(f"{name.replace('_', ' ')} must be a finite number >= 0")
+        p.extend(self.softness.problems("softness") if isinstance(self.softness, Schedule) else ["softness must be a schedule"])
+        if isinstance(self.softness, Schedule) and not self.softness.problems("softness"):
+            if min(self.softness.start, self.softness.end) < 0.05:
+                p.append("softness must stay at 0.05 px or more (sharper edges have no gradient)")
+        if self.init not in STROKE_INITS:
+            p.append(f"stroke init must be one of {', '.join(STROKE_INITS)}, not {self.init!r}")
+        elif self.init == "image":
+            p.extend(_init_image_problems(self.init_image, self.init_image_sha256))
+        return p
+
+
+class StrokeCanvas(Canvas):
+    """Strokes of cubic Béziers over a plain background."""
+
+    name = "strokes"
+    Settings = StrokeSettings
+
+    @classmethod
+    def from_config(cls, config, generator: torch.Generator) -> StrokeCanvas:
+        return cls(config.canvas_size, config.resolution, config.canvas_options, generator=generator)
+
+    def __init__(self, size: int, resolution: int, settings: StrokeSettings, *, generator: torch.Generator | None = None):
+        super().__init__()
+        self.size, self.resolution, self.settings = size, resolution, settings
+        s = settings
+        points, colours = _start(s, size, resolution, generator)
+        self.points = nn.Parameter(points)  # (strokes, 3 * segments + 1, 2) in canvas pixels
+        self.widths = nn.Parameter(torch.full((s.count,), float(s.width)))
+        if s.learn_opacity and s.init == "clipdraw":
+            opacity = torch.rand(s.count, generator=generator)  # CLIPDraw starts every stroke's alpha at random
+        else:
+            opacity = torch.full((s.count,), float(s.opacity))
+        self.opacities = nn.Parameter(opacity, requires_grad=s.learn_opacity)
+        self.register_buffer("background", torch.tensor(parse_hex(s.background)))
+        if s.colour == "palette":
+            self.register_buffer("palette", torch.tensor(parse_palette(s.palette)))
+            nearest = torch.cdist(colours, self.palette).argmin(1)
+            self.choice = nn.Parameter(F.one_hot(nearest, len(self.palette)).float() * 2)  # logits
+        elif s.colour == "mono":
+            self.register_buffer("ink", torch.zeros(s.count, 3))
+        else:
+            self.rgb = nn.Parameter(colours)
+        self.softness = s.softness.at(0, 1)
+
+    # -- the protocol ------------------------------------------------------------------------
+    def param_groups(self, lr: float) -> list[dict]:
+        """The stroke rates of the settings; the run's pixel learning rate does not apply."""
+        s = self.settings
+        groups = [{"params": [self.points], "lr": s.point_lr}]
+        if s.width_max > s.width_min:
+            groups.append({"params": [self.widths], "lr": s.width_lr})
+        colour = [self.opacities] if s.learn_opacity else []
+        if s.colour == "full":
+            colour.append(self.rgb)
+        if colour:
+            groups.append({"params": colour, "lr": s.colour_lr})
+        if s.colour == "palette":
+            groups.append({"params": [self.choice], "lr": PALETTE_LR})
+        return [{**g, "betas": STROKE_BETAS} for g in groups]
+
+    def at_step(self, step: int, steps: int) -> None:
+        hold = max(1, math.ceil(steps * (1 - HOLD_FINAL_SOFTNESS)))
+        self.softness = self.settings.softness.at(min(step, hold), hold)
+
+    def colours(self) -> torch.Tensor:
+        """(strokes, 3) in [0, 1]. A palette's strokes show exactly one of its colours; the
+        gradient reaches the choice through the soft mix (a straight-through estimate)."""
+        if self.settings.colour == "mono":
+            return self.ink
+        if self.settings.colour == "palette":
+            soft = torch.softmax(self.choice, dim=1)
+            hard = F.one_hot(soft.argmax(1), len(self.palette)).to(soft.dtype)
+            return (hard + soft - soft.detach()) @ self.palette
+        return self.rgb
+
+    def forward(self, softness: float | None = None) -> torch.Tensor:
+        return render(self.points[None], self.widths[None], self.colours()[None], self.opacities[None],
+                      self.background, self.size, softness=softness or self.softness, samples=self.settings.samples)
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        self.points.clamp_(0, self.size)
+        self.widths.clamp_(self.settings.width_min, self.settings.width_max)
+        self.opacities.clamp_(0, 1)
+        if self.settings.colour == "full":
+            self.rgb.clamp_(0, 1)
+
+    @torch.no_grad()
+    def image(self) -> Image.Image:
+        final = self.settings.softness.end
+        from .base import to_pil
+
+        return to_pil(self.crop(self.forward(final)))
+
+    def exports(self) -> dict:
+        from ..svg import stroke_svg
+
+        drawing = self.drawing()
+        return {".svg": lambda recipe: stroke_svg(drawing, recipe)}
+
+    @torch.no_grad()
+    def drawing(self) -> dict:
+        """The strokes as plain numbers, in the visible window's pixels: what the SVG writes."""
+        o = self.crop_offset
+        return {
+            "size": self.resolution,
+            "background": self.background.tolist(),
+            "strokes": [
+                {"points": (p - o).tolist(), "width": float(w), "colour": c.tolist(), "opacity": float(a)}
+                for p, w, c, a in zip(self.points.cpu(), self.widths.cpu(), self.colours().cpu(), self.opacities.cpu())
+            ],
+        }
+
+
+# -- the start -------------------------------------------------------------------------------
+def _start(s: StrokeSettings, size: int, resolution: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Control points (strokes, 3n+1, 2) in canvas pixels and colours (strokes, 3) to start from."""
+    n, k = s.count, 3 * s.segments + 1
+    offset = (size - resolution) / 2
+    colours = torch.rand(n, 3, generator=generator)
+    if s.init == "clipdraw":
+        # CLIPDraw: a start point anywhere in view, each next point within +-5% of the side.
+        steps = (torch.rand(n, k - 1, 2, generator=generator) - 0.5) * 0.1 * resolution
+        first = torch.rand(n, 1, 2, generator=generator) * resolution + offset
+        points = torch.cat([first, first + torch.cumsum(steps, dim=1)], dim=1)
+    elif s.init == "image":
+        picture = _load_init_image(s.init_image, resolution)
+        first, direction, colours = _edge_starts(picture, n, generator)
+        points = _arcs(first + offset, direction, 0.05 * resolution, k, generator)
+    else:
+        first = torch.rand(n, 2, generator=generator) * resolution + offset
+        angle = torch.rand(n, generator=generator) * 2 * math.pi
+        direction = torch.stack([angle.cos(), angle.sin()], dim=1)
+        length = (0.05 + 0.1 * torch.rand(n, 1, generator=generator)) * resolution
+        points = _arcs(first, direction, length, k, generator)
+    if s.colour == "mono":
+        colours = torch.zeros(n, 3)
+    return points.clamp(0, size).float(), colours.float()
+
+
+def _arcs(first, direction, length, k, generator) -> torch.Tensor:
+    """Gently bent curves of `k` control points from `first` along `direction`, `length` long."""
+    t = torch.linspace(0, 1, k)[None, :, None]
+    normal = torch.stack([-direction[:, 1], direction[:, 0]], dim=1)
+    length = torch.as_tensor(length, dtype=torch.float32).reshape(-1, 1, 1)
+    bend = (torch.rand(first.shape[0], 1, 1, generator=generator) - 0.5) * 0.5 * length
+    return first[:, None] + direction[:, None] * length * t + normal[:, None] * bend * (4 * t * (1 - t))
+
+
+def _edge_starts(picture: torch.Tensor, n: int, generator):
+    """Start points drawn where the picture has edges (CLIPasso/DiffSketcher style), the stroke
+    direction along each edge, and the picture's colour there. picture: (1, 3, R, R)."""
+    grey = picture.mean(1, keepdim=True)
+    sobel = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]])
+    gx = F.conv2d(grey, sobel.view(1, 1, 3, 3), padding=1)[0, 0]
+    gy = F.conv2d(grey, sobel.t().reshape(1, 1, 3, 3), padding=1)[0, 0]
+    magnitude = (gx**2 + gy**2).sqrt()
+    magnitude = magnitude / magnitude.max().clamp(min=1e-6)
+    weights = torch.softmax(magnitude.flatten() / EDGE_TEMPERATURE, dim=0)
+    index = torch.multinomial(weights, n, replacement=True, generator=generator)
+    r = picture.shape[-1]
+    y, x = index // r, index % r
+    first = torch.stack([x, y], dim=1).float() + 0.5
+    # Along the edge: perpendicular to the brightness gradient (any direction where it is flat).
+    g = torch.stack([gx[y, x], gy[y, x]], dim=1)
+    angle = torch.rand(n, generator=generator) * 2 * math.pi
+    fallback = torch.stack([angle.cos(), angle.sin()], dim=1)
+    along = torch.stack([-g[:, 1], g[:, 0]], dim=1)
+    norm = along.norm(dim=1, keepdim=True)
+    direction = torch.where(norm > 1e-6, along / norm.clamp(min=1e-6), fallback)
+    return first, direction, picture[0, :, y, x].t()
+
+
+def _load_init_image(path: str, resolution: int) -> torch.Tensor:
+    """The init image, centre-cropped to a square and resized to the output: (1, 3, R, R)."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+    except FileNotFoundError:
+        raise ConfigError(f"init image {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ConfigError(f"init image {path} is not a readable image ({exc})") from None
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    image = image.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.Resampling.LANCZOS)
+    return from_pil(image)
+
+
+def _init_image_problems(path: str, sha: str) -> list[str]:
+    if not path:
+        return ["a stroke start from an image needs --init-image"]
+    if not os.path.isfile(path):
+        return [f"init image {path} does not exist"]
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return [f"init image {path} is not a readable image"]
+    if sha and _file_sha256(path) != sha:
+        return [f"init image {path} has changed since these settings were made (its checksum differs)"]
+    return []
+
+
+def _file_sha256(path: str) -> str | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return _sha256_of(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, mtime_ns: int, size: int) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+# -- colours ---------------------------------------------------------------------------------
+def parse_hex(text: str) -> tuple[float, float, float]:
+    """"#rrggbb" (or "rrggbb", "#rgb") -> (r, g, b) in [0, 1]."""
+    value = str(text).strip().lstrip("#")
+    if len(value) == 3:
+        value = "".join(c * 2 for c in value)
+    try:
+        if len(value) != 6:
+            raise ValueError
+        return tuple(int(value[i:i + 2], 16) / 255 for i in (0, 2, 4))
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a colour; write it as #rrggbb") from None
+
+
+def parse_palette(text: str) -> list[tuple[float, float, float]]:
+    colours = [c for c in str(text).replace(" ", "").split(",") if c]
+    if not colours:
+        raise ConfigError("a palette needs at least one colour, e.g. #000000,#ff0000")
+    return [parse_hex(c) for c in colours]
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
