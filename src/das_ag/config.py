@@ -99,7 +99,8 @@ class GenerationConfig:
         # Accept lists and dicts (from JSON or callers) but store tuples so the config stays hashable.
         object.__setattr__(self, "prompts", tuple(self.prompts))
         terms = self.terms.items() if isinstance(self.terms, dict) else self.terms
-        object.__setattr__(self, "terms", tuple(sorted((str(k), v) for k, v in terms)))
+        terms = [(str(k), term_settings_from_dict({k: v})[0][1] if isinstance(v, dict) else v) for k, v in terms]
+        object.__setattr__(self, "terms", tuple(sorted(terms, key=lambda kv: kv[0])))
         if isinstance(self.canvas_settings, dict):  # a table, as callers and presets may give it
             object.__setattr__(self, "canvas_settings", canvas_settings_from_dict(self.canvas, self.canvas_settings))
         self._drop_defaults()
@@ -343,6 +344,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         resolution=224,
         steps=300,
         augment_copies=8,
+        tv_weight=0.0,  # the stroke anchors use no pixel regulariser: strokes are smooth already
     ),
     # A colour drawing in the manner of CLIPDraw: many strokes of free width, colour and opacity.
     "clipdraw": dict(
@@ -352,6 +354,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         resolution=224,
         steps=300,
         augment_copies=8,
+        tv_weight=0.0,  # the stroke anchors use no pixel regulariser: strokes are smooth already
     ),
 }
 
