@@ -67,21 +67,42 @@ def _segment_distance(pixels: torch.Tensor, a: torch.Tensor, b: torch.Tensor) ->
     return torch.sqrt((offset * offset).sum(-1) + _EPS)
 
 
-def _distance_to_polyline(pixels: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
+def _distance_to_polyline(
+    pixels: torch.Tensor, vertices: torch.Tensor, candidates: torch.Tensor | None = None
+) -> torch.Tensor:
     """Distance from pixels (P, X, 2) to polylines (P, V, 2): (P, X).
 
     The minimum over segments only passes gradient to the nearest one, so the nearest segment is
     found without autograd and only its distance is recomputed with it: autograd keeps (P, X)
     tensors instead of (P, X, segments) ones, which is most of the renderer's memory.
+    `candidates` (P, C), when given, are the only segments that can be nearest to any pixel that
+    matters: the search looks at those alone.
     """
     a, b = vertices[:, :-1], vertices[:, 1:]  # (P, M, 2)
     with torch.no_grad():
-        d = _segment_distance(pixels[:, :, None, :], a.detach()[:, None], b.detach()[:, None])  # (P, X, M)
-        nearest = d.argmin(dim=-1)  # (P, X)
+        if candidates is None:
+            d = _segment_distance(pixels[:, :, None, :], a.detach()[:, None], b.detach()[:, None])  # (P, X, M)
+            nearest = d.argmin(dim=-1)  # (P, X)
+        else:
+            rows = torch.arange(a.shape[0], device=a.device)[:, None]
+            ca, cb = a.detach()[rows, candidates], b.detach()[rows, candidates]  # (P, C, 2)
+            d = _segment_distance(pixels[:, :, None, :], ca[:, None], cb[:, None])  # (P, X, C)
+            nearest = candidates.gather(1, d.argmin(dim=-1))
     # Picking the nearest segment by a one-hot product, not by indexing: indexing's backward
     # would add many pixels' gradients into one segment atomically on CUDA (not repeatable).
     pick = torch.nn.functional.one_hot(nearest, a.shape[1]).to(vertices.dtype)  # (P, X, M)
     return _segment_distance(pixels, pick @ a, pick @ b)
+
+
+@torch.no_grad()
+def _nearest_distance(points: torch.Tensor, vertices: torch.Tensor, stroke_of: torch.Tensor, chunk: int = 8192):
+    """Distance from each point (P, 2) to the polyline of its stroke (vertices[stroke_of]), in chunks."""
+    out = []
+    for k in range(0, points.shape[0], chunk):
+        lines = vertices[stroke_of[k:k + chunk]]
+        d = _segment_distance(points[k:k + chunk, None, :], lines[:, :-1], lines[:, 1:])
+        out.append(d.amin(dim=1))
+    return torch.cat(out) if out else points.new_zeros(0)
 
 
 class _GatherRows(torch.autograd.Function):
@@ -151,13 +172,20 @@ def render(
 
     # (stroke, tile) pairs, stroke-major: every stroke's pairs are contiguous.
     stroke_of = torch.repeat_interleave(torch.arange(batch * strokes, device=device), counts)
+    starts = torch.cumsum(counts, 0) - counts
+    within = torch.arange(stroke_of.shape[0], device=device) - starts[stroke_of]
+    tile_x = ranges[stroke_of, 0] + within % columns[stroke_of]
+    tile_y = ranges[stroke_of, 1] + within // columns[stroke_of]
+    # A long or diagonal stroke's box holds many tiles it never comes near: keep the pairs whose
+    # tile centre lies within the stroke's reach plus half a tile's diagonal of its polyline.
+    centres = (torch.stack([tile_x, tile_y], dim=1).to(dtype) + 0.5) * TILE
+    near = _nearest_distance(centres, vertices.detach(), stroke_of) <= reach[stroke_of] + TILE / 2**0.5
+    stroke_of, tile_x, tile_y = stroke_of[near], tile_x[near], tile_y[near]
+    counts = torch.bincount(stroke_of, minlength=batch * strokes)
+    starts = torch.cumsum(counts, 0) - counts
     pairs = stroke_of.shape[0]
     if pairs == 0:
         return background[:, :, None, None].expand(batch, 3, height, width).clone()
-    starts = torch.cumsum(counts, 0) - counts
-    within = torch.arange(pairs, device=device) - starts[stroke_of]
-    tile_x = ranges[stroke_of, 0] + within % columns[stroke_of]
-    tile_y = ranges[stroke_of, 1] + within // columns[stroke_of]
     image_of = stroke_of // strokes
     tile_of = image_of * per_image + tile_y * tiles[1] + tile_x  # a global tile number
 
@@ -173,7 +201,17 @@ def render(
     offsets = torch.arange(TILE, device=device, dtype=dtype) + 0.5
     local = torch.stack(torch.meshgrid(offsets, offsets, indexing="xy"), dim=-1).reshape(1, TILE * TILE, 2)
     origin = torch.stack([tile_x, tile_y], dim=1).to(dtype)[:, None, :] * TILE
-    distance = _distance_to_polyline(origin + local, gather(vertices.flatten(1)).view(pairs, -1, 2))
+    pair_vertices = gather(vertices.flatten(1)).view(pairs, -1, 2)
+    with torch.no_grad():
+        # A pixel's nearest segment, if the pixel is within reach of the stroke at all, lies within
+        # reach plus half a tile's diagonal of the tile's centre: only those segments are searched.
+        centres = origin[:, 0] + TILE / 2
+        lines = pair_vertices.detach()
+        to_centre = _segment_distance(centres[:, None], lines[:, :-1], lines[:, 1:])  # (P, M)
+        close = to_centre <= reach[stroke_of, None] + TILE / 2**0.5
+        width_needed = max(1, int(close.sum(1).max()))
+        candidates = torch.argsort((~close).to(torch.int8), dim=1, stable=True)[:, :width_needed]
+    distance = _distance_to_polyline(origin + local, pair_vertices, candidates)
     alpha = coverage(distance, gather(flat_widths[:, None]), gather(flat_opacity[:, None]), softness)
 
     # Per tile, its strokes in z-order: sort pairs by (tile, stroke) and number them within a tile.
