@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -252,3 +254,50 @@ def test_compare_mode_shows_the_three_methods_side_by_side(studio, tmp_path):
     assert {c.value for c in studio.caption} >= {"Same prompts, settings and seed (42); only the aesthetic guidance differs."}
     button(studio, "Save 3 PNGs").click().run()
     assert len(list((tmp_path / "saved").glob("*.png"))) == 3
+
+
+def test_the_strokes_canvas_in_the_studio_draws_and_offers_the_svg(studio, tmp_path):
+    studio.selectbox(key="canvas").set_value("strokes").run()
+    assert studio.number_input(key="lr").disabled  # strokes have their own rates
+    studio.number_input(key=form.canvas_key("strokes", "count")).set_value(12)
+    quick_form(studio, "a paper boat")
+    button(studio, "Generate").click().run()
+    finish_job(studio)
+    assert [b.label for b in studio.button if b.label.startswith("Save")] == ["Save PNG + SVG"]
+    button(studio, "Save PNG + SVG").click().run()
+    saved = tmp_path / "saved"
+    assert sorted(p.suffix for p in saved.iterdir()) == [".png", ".svg"]
+    svg = next(saved.glob("*.svg"))
+    assert svg.read_text().count("<path ") == 12 and read_recipe(svg)["config"]["canvas"] == "strokes"
+
+
+def test_restoring_from_an_svg_sets_the_stroke_controls(studio, models):
+    config = GenerationConfig(prompts=(Prompt("a kite"),), canvas="strokes", steps=2, augment_copies=2, device="cpu",
+                              resolution=64, canvas_settings={"count": 7, "colour": "mono", "softness": Schedule("linear", 2.0, 0.3)})
+    result = synthesize(config, models).run()
+    studio.file_uploader(key="restore_png").set_value(("kite.svg", result.files()[".svg"], "image/svg+xml")).run()
+    assert not studio.exception
+    assert studio.session_state["canvas"] == "strokes"
+    assert studio.session_state[form.canvas_key("strokes", "count")] == 7
+    restored, problems = form.state_to_config(dict(studio.session_state))
+    assert problems == [] and restored == config  # the softness schedule, which has no control, too
+
+
+def test_a_start_picture_is_kept_under_the_output_root(studio, tmp_path):
+    import io
+
+    from PIL import Image
+
+    studio.selectbox(key="canvas").set_value("strokes").run()
+    studio.selectbox(key=form.canvas_key("strokes", "init")).set_value("image").run()
+    picture = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(picture, format="PNG")
+    studio.file_uploader(key="init_upload").set_value(("red.png", picture.getvalue(), "image/png")).run()
+    kept = studio.session_state[form.canvas_key("strokes", "init_image")]
+    assert kept.startswith(str(tmp_path / "saved" / "uploads")) and Path(kept).read_bytes() == picture.getvalue()
+    quick_form(studio, "a red kite")
+    config, problems = form.state_to_config(dict(studio.session_state))
+    assert problems == [] and config.canvas_options.init_image == kept
+
+    studio.file_uploader(key="init_upload").set_value(("notes.png", b"not a picture", "image/png")).run()
+    assert any("not a readable picture" in e for e in errors(studio))

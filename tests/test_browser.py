@@ -192,6 +192,49 @@ def test_the_first_click_after_typing_starts_a_run(browser, tmp_path, tiny_clip_
 
 
 @pytest.mark.browser
+def test_a_stroke_drawing_in_the_browser_saves_png_and_svg(browser, tmp_path, tiny_clip_path, head_path):
+    """Switch the canvas to strokes, set the stroke knobs, draw, save: a PNG and an SVG that agree."""
+    out_dir = tmp_path / "saved"
+    studio = Studio(tmp_path, server_env(
+        CLIP_MODEL_PATH=str(tiny_clip_path), AESTHETIC_PREDICTOR_PATH=str(head_path),
+        DAS_AG_OUTPUT_DIR=str(out_dir), DAS_AG_CACHE_DIR=str(tmp_path / "cache"),
+    ))
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(studio.url)
+        page.get_by_text("das-ag studio").first.wait_for(timeout=90_000)
+        page.get_by_label("Canvas", exact=True).click()  # the canvas selector (a combobox)
+        page.get_by_role("option", name="strokes (an SVG drawing)").click()
+        page.get_by_label("Strokes", exact=True).wait_for(timeout=30_000)
+        fill(page, "Strokes", "24")
+        fill(page, "Widest (px)", "6")
+        fill(page, "Steps", "6")
+        fill(page, "Augmented copies", "2")
+        fill(page, "Prompt 1", "a paper boat")
+        page.get_by_role("button", name="Generate", disabled=True).wait_for(state="detached", timeout=30_000)
+        page.get_by_role("button", name="Generate", disabled=False).click()
+        try:
+            page.get_by_text("Finished", exact=True).wait_for(timeout=120_000)
+        except Exception:
+            screenshot(page, "studio-strokes-failed.png")
+            raise
+        page.get_by_role("button", name="Download SVG").wait_for(timeout=30_000)
+        page.get_by_role("button", name="Save PNG + SVG").click()
+        page.get_by_text("Saved as").first.wait_for(timeout=30_000)
+        screenshot(page, "studio-strokes.png")
+        pngs, svgs = sorted(out_dir.glob("*.png")), sorted(out_dir.glob("*.svg"))
+        assert [p.stem for p in pngs] == [p.stem for p in svgs] == ["a-paper-boat-DAS-AG-seed42"]
+        recipe = read_recipe(svgs[0])
+        assert recipe == read_recipe(pngs[0])
+        assert recipe["config"]["canvas"] == "strokes"
+        assert (recipe["config"]["canvas_settings"]["count"], recipe["config"]["canvas_settings"]["width_max"]) == (24, 6.0)
+        assert svgs[0].read_text().count("<path ") == 24
+    finally:
+        studio.stop()
+    assert "Traceback" not in studio.log.read_text()
+
+
+@pytest.mark.browser
 def test_no_weights_page_explains_what_to_set(browser, tmp_path):
     # Nothing configured and nothing cached; the CLIP download would go to a closed local port.
     studio = Studio(tmp_path, server_env(

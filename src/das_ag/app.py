@@ -8,6 +8,7 @@ das_ag.studio.form, runs happen in das_ag.studio.jobs, images are made by the en
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import sys
@@ -250,7 +251,7 @@ def sidebar(on_cpu: bool) -> list[str]:
                       "sets that root, and the page cannot write outside it")
 
         st.subheader("Optimisation")
-        setting_controls("optimisation")
+        setting_controls("optimisation", disabled=CANVASES[ss["canvas"]].ignores)
         st.number_input("Seed", key="seed", min_value=0, max_value=2**31 - 1)
         st.number_input("Preview every (steps)", key="preview_every", min_value=1, max_value=1000)
 
@@ -285,31 +286,33 @@ def sidebar(on_cpu: bool) -> list[str]:
     return [n for n in notes if n]
 
 
-def setting_control(key: str, f, s: Setting) -> None:
+def setting_control(key: str, f, s: Setting, disabled: bool = False) -> None:
     """The widget a described setting asks for (settings.py), in two columns."""
     label, kind = s.label_for(f.name), kind_of(f)
     if s.choices:
-        st.selectbox(label, s.choices, key=key, help=s.help)
+        st.selectbox(label, s.choices, key=key, help=s.help, disabled=disabled)
     elif kind == "bool":
-        st.checkbox(label, key=key, help=s.help)
+        st.checkbox(label, key=key, help=s.help, disabled=disabled)
     elif kind in ("int", "float", "optional_int", "optional_float"):
         cast = int if kind in ("int", "optional_int") else float
-        st.number_input(label, key=key, help=s.help, format=s.format,
+        st.number_input(label, key=key, help=s.help, format=s.format, disabled=disabled,
                         min_value=None if s.minimum is None else cast(s.minimum),
                         max_value=None if s.maximum is None else cast(s.maximum),
                         step=None if s.step is None else cast(s.step),
                         placeholder="none" if kind.startswith("optional") else None)
     else:
-        st.text_input(label, key=key, help=s.help)
+        st.text_input(label, key=key, help=s.help, disabled=disabled)
 
 
-def setting_controls(group: str) -> None:
-    """Every studio-laid setting of GenerationConfig in `group`."""
+def setting_controls(group: str, disabled: dict[str, str] | None = None) -> None:
+    """Every studio-laid setting of GenerationConfig in `group`; those in `disabled` greyed out,
+    with the reason as their help."""
     fields = [(f, s) for f, s in described(GenerationConfig) if s.group == group and s.studio]
     cols = st.columns(2)
     for i, (f, s) in enumerate(fields):
         with cols[i % 2]:
-            setting_control(f.name, f, s)
+            reason = (disabled or {}).get(f.name)
+            setting_control(f.name, f, dataclasses.replace(s, help=reason) if reason else s, disabled=reason is not None)
 
 
 CANVAS_LABELS = {"pyramid": "pyramid (pixels)", "strokes": "strokes (an SVG drawing)"}

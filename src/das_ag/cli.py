@@ -300,6 +300,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise DasAgError(f"--out {out} must end in .png")
     if out.exists() and not args.overwrite:
         raise DasAgError(f"{out} already exists; pass --overwrite or choose another --out")
+    from .canvases import canvas_class
+
+    for name, reason in canvas_class(config.canvas).ignores.items():
+        if getattr(args, name, None) is not None:
+            print(f"das-ag: warning: --{name.replace('_', '-')} has no effect on the {config.canvas} canvas: {reason}",
+                  file=sys.stderr)
     device = resolve_device(config.device)
     _say(args, f"loading models on {device} ...")
     models = load_models(args.clip_model, args.aesthetic_model, config.device)
