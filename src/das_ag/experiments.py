@@ -8,6 +8,7 @@ recipes inside the PNGs, so they can never disagree with the images.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import statistics
@@ -94,9 +95,21 @@ def build_plan(
         for variant, overrides in variants or [("", {})]:
             for method in methods:
                 for seed in seeds:
-                    config = GenerationConfig(**{**base, **overrides, "prompts": prompts, "guidance": method, "seed": seed})
+                    config = GenerationConfig(**{**base, **overrides, **_merged_canvas_settings(base, overrides),
+                                                 "prompts": prompts, "guidance": method, "seed": seed})
                     items.append(PlanItem(name, variant, seed, config))
     return Plan(tuple(items), Path(out_dir), tuple(evaluators), published)
+
+
+def _merged_canvas_settings(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A variant's canvas settings on top of the base's (a variant changing the stroke count keeps
+    the base's colours), when both are tables for the same canvas."""
+    ours, theirs = base.get("canvas_settings"), overrides.get("canvas_settings")
+    if not isinstance(theirs, dict) or ours is None or overrides.get("canvas", base.get("canvas")) != base.get("canvas"):
+        return {}
+    if not isinstance(ours, dict):
+        ours = dataclasses.asdict(ours)
+    return {"canvas_settings": {**ours, **theirs}}
 
 
 def load_plan(path: str | Path, out_dir: str | Path | None = None) -> Plan:
@@ -168,8 +181,13 @@ def is_complete(path: Path, config: GenerationConfig, model_identities: dict) ->
     """True when `path` holds a finished run of exactly `config` with the same weights."""
     try:
         recipe = read_recipe(path)
+        from .canvases import canvas_class
+
+        # A drawing is complete with its other files too (the SVG beside the PNG).
+        canvas = canvas_class(config.canvas)
         return (
-            recipe.get("run", {}).get("status") == "completed"
+            all(path.with_suffix(suffix).is_file() for suffix in canvas.files)
+            and recipe.get("run", {}).get("status") == "completed"
             and GenerationConfig.from_dict(recipe["config"]) == config
             and recipe.get("models") == model_identities
         )

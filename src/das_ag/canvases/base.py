@@ -23,6 +23,9 @@ class Canvas(nn.Module):
     # A frozen dataclass of this canvas's own settings (GenerationConfig.canvas_settings holds an
     # instance), or None when it reads top-level config fields (the pyramid's, from before).
     Settings: ClassVar[type | None] = None
+    # Suffixes of the files `exports` writes beside the PNG (".svg"): a plan's image is complete
+    # only with them.
+    files: ClassVar[tuple[str, ...]] = ()
     # Top-level config settings this canvas does not read, with the reason (the studio greys them).
     ignores: ClassVar[dict[str, str]] = {}
 

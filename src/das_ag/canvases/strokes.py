@@ -136,6 +136,7 @@ class StrokeCanvas(Canvas):
 
     name = "strokes"
     Settings = StrokeSettings
+    files = (".svg",)
     ignores = {"lr": "strokes learn at their own rates: the point, width and colour rates under Canvas"}
 
     @classmethod
