@@ -275,3 +275,43 @@ def test_reward_and_penalty_move_a_drawings_aesthetic_score_their_ways(toy_model
                            maker).run()
     assert up.scores.aesthetic > start > down.scores.aesthetic
     assert up.scores.aesthetic - start > auxiliary.scores.aesthetic - start
+
+
+def test_invisible_strokes_start_again_elsewhere_with_fresh_moments():
+    config = strokes_config(canvas_settings={"count": 6, "reseed_every": 50, "opacity": 0.8})
+    canvas = StrokeCanvas.from_config(config, torch.Generator().manual_seed(0))
+    optimizer = torch.optim.Adam(canvas.param_groups(0.1))
+    canvas(softness=0.5).mean().backward()
+    optimizer.step()
+    with torch.no_grad():
+        canvas.opacities[1] = 0.01  # faded away
+        canvas.points[4] = 0.5  # in the corner of the margin, out of view
+    before = {name: p.detach().clone() for name, p in canvas.named_parameters()}
+    assert canvas.invisible().tolist() == [False, True, False, False, True, False]
+
+    canvas.maintain_(49, 1000, optimizer)  # not a re-seeding step
+    assert torch.equal(canvas.opacities, before["opacities"])
+    canvas.maintain_(50, 1000, optimizer)
+    assert canvas.invisible().tolist() == [False] * 6
+    assert float(canvas.opacities[1]) == pytest.approx(0.8) and not torch.equal(canvas.points[4], before["points"][4])
+    kept = [0, 2, 3, 5]
+    assert torch.equal(canvas.points[kept], before["points"][kept])  # the visible ones untouched
+    moments = optimizer.state[canvas.points]["exp_avg"]
+    assert moments[[1, 4]].abs().sum() == 0 and moments[kept].abs().sum() > 0
+
+    late = StrokeCanvas.from_config(config, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        late.opacities[1] = 0.01
+    late.maintain_(850, 1000, torch.optim.Adam(late.param_groups(0.1)))  # the last fifth: left alone
+    assert float(late.opacities[1]) == pytest.approx(0.01)
+
+
+def test_a_run_that_re_seeds_strokes_repeats_itself(models):
+    config = strokes_config(steps=30, canvas_settings={"count": 16, "reseed_every": 5, "init": "clipdraw"})
+    first = synthesize(config, models)
+    canvas = first.images[0].canvas
+    assert canvas.invisible().any()  # CLIPDraw's random opacities: some strokes start all but invisible
+    invisible = {event.step: int(canvas.invisible().sum()) for event in first}
+    assert invisible[5] == 0  # re-seeded after the fifth update
+    again = synthesize(config, models).run()
+    assert first.result().files() == again.files()

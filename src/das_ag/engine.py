@@ -367,6 +367,8 @@ class Synthesis:
             self.optimizer.step()
             for image in self.images:
                 image.canvas.clamp_()
+                if image.status == "running":
+                    image.canvas.maintain_(pending.t + 1, self.steps, self.optimizer)
             factor = cosine_lr_factor(pending.t + 1, self.steps)
             for group, base in zip(self.optimizer.param_groups, self._group_base_lr):
                 group["lr"] = base * factor

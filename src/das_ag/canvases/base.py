@@ -53,6 +53,10 @@ class Canvas(nn.Module):
     def clamp_(self) -> None:
         """Put parameters back in their valid range after an update (no-op when all are valid)."""
 
+    def maintain_(self, step: int, steps: int, optimizer: torch.optim.Optimizer) -> None:
+        """Called after update `step` (1-based) of `steps`, after clamp_: a canvas may renew parts
+        of itself here (clearing their optimizer moments); by default nothing happens."""
+
     @property
     def crop_offset(self) -> int:
         return (self.size - self.resolution) // 2

@@ -36,7 +36,9 @@ COLOUR_MODES = ("full", "palette", "mono")
 STROKE_INITS = ("random", "clipdraw", "image")
 STROKE_BETAS = (0.9, 0.999)  # Adam's defaults, as every stroke anchor uses (not the pixels' 0.5)
 PALETTE_LR = 0.1  # palette choices are logits: they need larger steps than colours to switch
-HOLD_FINAL_SOFTNESS = 0.1  # the last tenth of the run draws at the final softness
+HOLD_FINAL_SOFTNESS = 0.1
+RESEED_UNTIL = 0.8  # no re-seeding in the last fifth of a run: new strokes need time to find a place
+MIN_VISIBLE_OPACITY = 0.05  # VectorFusion's threshold  # the last tenth of the run draws at the final softness
 # How strongly an init picture's edges attract strokes: CLIPasso uses 0.3 on a saliency map; on
 # plain edge strength that leaves a third of the strokes on flat ground, 0.15 about 2%.
 EDGE_TEMPERATURE = 0.15
@@ -79,6 +81,10 @@ class StrokeSettings:
                                  help="edge softness in pixels over the run (held at its end for the last tenth)")
     samples: int = setting(16, group="strokes", minimum=2, maximum=64, flag="--curve-samples", studio=False,
                            help="line segments each cubic is drawn with")
+    reseed_every: int = setting(100, group="strokes", minimum=0, maximum=100_000, flag="--reseed-every",
+                                label="Re-seed every (steps)",
+                                help="every N steps, until four fifths of the run, strokes that became invisible "
+                                     "start again elsewhere; 0: never")
 
     def __post_init__(self):
         if self.init_image and not self.init_image_sha256:
@@ -92,11 +98,12 @@ class StrokeSettings:
 
     def problems(self) -> list[str]:
         p: list[str] = []
-        for name, lo, hi in (("count", 1, MAX_STROKES), ("segments", 1, MAX_SEGMENTS), ("samples", 2, 64)):
+        for name, lo, hi in (("count", 1, MAX_STROKES), ("segments", 1, MAX_SEGMENTS), ("samples", 2, 64),
+                             ("reseed_every", 0, 100_000)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 words = {"count": "the number of strokes", "segments": "segments per stroke",
-                         "samples": "curve samples"}[name]
+                         "samples": "curve samples", "reseed_every": "re-seed every"}[name]
                 p.append(f"{words} must be a whole number from {lo} to {hi}, not {v!r}")
         widths = (self.width, self.width_min, self.width_max)
         if not all(_number(w) and 0.1 <= w <= MAX_WIDTH for w in widths):
@@ -141,11 +148,12 @@ class StrokeCanvas(Canvas):
 
     @classmethod
     def from_config(cls, config, generator: torch.Generator) -> StrokeCanvas:
-        return cls(config.canvas_size, config.resolution, config.canvas_options, generator=generator)
+        return cls(config.canvas_size, config.resolution, config.canvas_options, generator=generator, seed=config.seed)
 
-    def __init__(self, size: int, resolution: int, settings: StrokeSettings, *, generator: torch.Generator | None = None):
+    def __init__(self, size: int, resolution: int, settings: StrokeSettings, *,
+                 generator: torch.Generator | None = None, seed: int = 0):
         super().__init__()
-        self.size, self.resolution, self.settings = size, resolution, settings
+        self.size, self.resolution, self.settings, self._seed = size, resolution, settings, seed
         s = settings
         points, colours = _start(s, size, resolution, generator)
         self.points = nn.Parameter(points)  # (strokes, 3 * segments + 1, 2) in canvas pixels
@@ -181,6 +189,42 @@ class StrokeCanvas(Canvas):
         if s.colour == "palette":
             groups.append({"params": [self.choice], "lr": PALETTE_LR})
         return [{**g, "betas": STROKE_BETAS} for g in groups]
+
+    def maintain_(self, step: int, steps: int, optimizer: torch.optim.Optimizer) -> None:
+        """Re-seed strokes that became invisible, as VectorFusion and SVGDreamer do: every
+        `reseed_every` steps until 80% of the run, a stroke that is nearly transparent or lies
+        wholly outside the visible window starts again from the run's start procedure, and its
+        Adam moments are cleared so it is not pushed back where it came from."""
+        every = self.settings.reseed_every
+        if not every or step % every or step > RESEED_UNTIL * steps:
+            return
+        with torch.no_grad():
+            lost = self.invisible()
+            if not lost.any():
+                return
+            generator = torch.Generator().manual_seed(hash((self._seed, step)) & (2**63 - 1))
+            points, colours = _start(self.settings, self.size, self.resolution, generator)
+            index = lost.nonzero().squeeze(1).cpu()
+            fresh = {self.points: points[index], self.widths: torch.full((len(index),), float(self.settings.width)),
+                     self.opacities: torch.full((len(index),), float(self.settings.opacity))}
+            if self.settings.colour == "full":
+                fresh[self.rgb] = colours[index]
+            for parameter, values in fresh.items():
+                parameter[lost] = values.to(parameter.device, parameter.dtype)
+                state = optimizer.state.get(parameter, {})
+                for name in ("exp_avg", "exp_avg_sq"):
+                    if name in state:
+                        state[name][lost] = 0
+
+    @torch.no_grad()
+    def invisible(self) -> torch.Tensor:
+        """(strokes,) True where a stroke shows nothing: nearly transparent, or outside the view."""
+        o, r = self.crop_offset, self.resolution
+        reach = self.widths[:, None] / 2
+        low = self.points.amin(dim=1) - reach
+        high = self.points.amax(dim=1) + reach
+        outside = ((high < o) | (low > o + r)).any(dim=1)
+        return outside | (self.opacities < MIN_VISIBLE_OPACITY)
 
     def at_step(self, step: int, steps: int) -> None:
         hold = max(1, math.ceil(steps * (1 - HOLD_FINAL_SOFTNESS)))
