@@ -76,7 +76,7 @@ class GenerationConfig:
                         help="the seed of the start image and every augmentation")
     deterministic: bool = setting(False, group="device", studio=False,
                                   help="bit-for-bit repeatable on CUDA too (the CPU always is)")
-    device: str = setting("auto", group="device", studio=False, help="auto, cpu, cuda or cuda:N")
+    device: str = setting("auto", group="device", studio=False, metavar="auto|cpu|cuda[:N]", help="auto, cpu, cuda or cuda:N")
     # Encoder precision. auto: bfloat16 where the hardware computes it natively (about 2x faster
     # than float32 on a CPU with AVX512-BF16, 2x on an H100), else float32. float32 is the
     # bit-exact mode.

@@ -31,6 +31,7 @@ class Setting:
     step: float | None = None
     format: str | None = None  # the studio's number format, e.g. "%.4f"
     studio: bool = True  # False: the studio lays it out by hand (or not at all)
+    metavar: str | None = None  # the CLI's placeholder for the value (default: by kind)
 
     def label_for(self, name: str) -> str:
         return self.label or name.replace("_", " ").capitalize()
@@ -84,8 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "
         if kind == "bool":
             group.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=s.help)
             continue
-        metavar = {"schedule": "KIND:START:END[:RATE]|VALUE", "int": "N", "optional_int": "N", "float": "X",
-                   "optional_float": "X"}.get(kind)
+        metavar = s.metavar or {"schedule": "KIND:START:END[:RATE]|VALUE", "int": "N", "optional_int": "N",
+                                "float": "X", "optional_float": "X"}.get(kind)
         group.add_argument(*flags, dest=dest, type=_parser_for(kind, f.name, s), default=None, help=s.help,
                            choices=s.choices or None, metavar=None if s.choices else metavar)
 

@@ -59,15 +59,16 @@ class StrokeSettings:
     colour: str = setting("full", group="strokes", choices=COLOUR_MODES, flag="--stroke-colour",
                           help="full colour, a palette's colours only, or mono (black ink)")
     palette: str = setting("#1d3557,#457b9d,#a8dadc,#f1faee,#e63946", group="strokes", flag="--palette",
+                           metavar="#RRGGBB,...",
                            help="the palette of --stroke-colour palette: hex colours separated by commas")
     opacity: float = setting(1.0, group="strokes", minimum=0.0, maximum=1.0, flag="--opacity", step=0.05,
                              label="Start opacity", help="stroke opacity at the start")
     learn_opacity: bool = setting(True, group="strokes", flag="--learn-opacity", label="Learn opacity",
                                   help="let the run change each stroke's opacity")
-    background: str = setting("#ffffff", group="strokes", flag="--background", help="the paper's colour (hex)")
+    background: str = setting("#ffffff", group="strokes", flag="--background", metavar="#RRGGBB", help="the paper's colour (hex)")
     init: str = setting("random", group="strokes", choices=STROKE_INITS, flag="--stroke-init", label="Start",
                         help="random short curves, CLIPDraw's random walks, or the edges and colours of --init-image")
-    init_image: str = setting("", group="strokes", flag="--init-image", studio=False,
+    init_image: str = setting("", group="strokes", flag="--init-image", studio=False, metavar="PICTURE",
                               help="a picture whose edges and colours place the strokes (with --stroke-init image)")
     # Filled in from the file: a recipe that starts from an image notices when the image changed.
     init_image_sha256: str = setting("", group="strokes", flag="", studio=False, help="the init image's sha256")
