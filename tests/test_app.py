@@ -301,3 +301,17 @@ def test_a_start_picture_is_kept_under_the_output_root(studio, tmp_path):
 
     studio.file_uploader(key="init_upload").set_value(("notes.png", b"not a picture", "image/png")).run()
     assert any("not a readable picture" in e for e in errors(studio))
+
+
+def test_pure_aesthetic_needs_no_prompt_once_clip_weight_is_zero(studio):
+    studio.number_input(key="clip_weight").set_value(0.0)
+    studio.number_input(key="steps").set_value(3)
+    studio.number_input(key="augment_copies").set_value(2)
+    studio.run()
+    assert problems(studio) == []
+    button(studio, "Generate").click().run()
+    finish_job(studio)
+    assert not studio.exception and errors(studio) == []
+    result = studio.session_state["last_items"][0]["result"]
+    assert result.scores.clip_positive is None and result.scores.aesthetic is not None
+    assert read_recipe(result.files()[".png"])["config"]["prompts"] == []
