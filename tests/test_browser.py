@@ -83,6 +83,22 @@ def server_env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
+def studio_with_weights(tmp_path: Path, clip_path: Path, head_path: Path) -> Studio:
+    """A studio with the test weights, saving into tmp_path/saved."""
+    return Studio(tmp_path, server_env(
+        CLIP_MODEL_PATH=str(clip_path), AESTHETIC_PREDICTOR_PATH=str(head_path),
+        DAS_AG_OUTPUT_DIR=str(tmp_path / "saved"), DAS_AG_CACHE_DIR=str(tmp_path / "cache"),
+    ))
+
+
+def open_page(browser, studio: Studio):
+    """A browser tab on the studio, once its title has drawn."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(studio.url)
+    page.get_by_text("das-ag studio").first.wait_for(timeout=90_000)
+    return page
+
+
 def screenshot(page, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
@@ -100,14 +116,9 @@ def fill(page, label: str, value: str) -> None:
 @pytest.mark.browser
 def test_generate_and_save_in_the_browser(browser, tmp_path, tiny_clip_path, head_path):
     out_dir = tmp_path / "saved"
-    studio = Studio(tmp_path, server_env(
-        CLIP_MODEL_PATH=str(tiny_clip_path), AESTHETIC_PREDICTOR_PATH=str(head_path),
-        DAS_AG_OUTPUT_DIR=str(out_dir), DAS_AG_CACHE_DIR=str(tmp_path / "cache"),
-    ))
+    studio = studio_with_weights(tmp_path, tiny_clip_path, head_path)
     try:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(studio.url)
-        page.get_by_text("das-ag studio").first.wait_for(timeout=90_000)
+        page = open_page(browser, studio)
         page.get_by_text("Write at least one prompt").wait_for(timeout=30_000)
 
         fill(page, "Prompt 1", "a lighthouse on a cliff at dawn")
@@ -155,14 +166,9 @@ def test_generate_and_save_in_the_browser(browser, tmp_path, tiny_clip_path, hea
 def test_the_first_click_after_typing_starts_a_run(browser, tmp_path, tiny_clip_path, head_path):
     """Type a prompt and click Generate at once, without leaving the box first: one click is enough.
     Two variations with the comparison on make six images in one batch, shown as a grid."""
-    studio = Studio(tmp_path, server_env(
-        CLIP_MODEL_PATH=str(tiny_clip_path), AESTHETIC_PREDICTOR_PATH=str(head_path),
-        DAS_AG_OUTPUT_DIR=str(tmp_path / "saved"), DAS_AG_CACHE_DIR=str(tmp_path / "cache"),
-    ))
+    studio = studio_with_weights(tmp_path, tiny_clip_path, head_path)
     try:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(studio.url)
-        page.get_by_text("das-ag studio").first.wait_for(timeout=90_000)
+        page = open_page(browser, studio)
         fill(page, "Steps", "4")
         fill(page, "Augmented copies", "2")
         fill(page, "Variations", "2")
@@ -195,14 +201,9 @@ def test_the_first_click_after_typing_starts_a_run(browser, tmp_path, tiny_clip_
 def test_a_stroke_drawing_in_the_browser_saves_png_and_svg(browser, tmp_path, tiny_clip_path, head_path):
     """Switch the canvas to strokes, set the stroke knobs, draw, save: a PNG and an SVG that agree."""
     out_dir = tmp_path / "saved"
-    studio = Studio(tmp_path, server_env(
-        CLIP_MODEL_PATH=str(tiny_clip_path), AESTHETIC_PREDICTOR_PATH=str(head_path),
-        DAS_AG_OUTPUT_DIR=str(out_dir), DAS_AG_CACHE_DIR=str(tmp_path / "cache"),
-    ))
+    studio = studio_with_weights(tmp_path, tiny_clip_path, head_path)
     try:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(studio.url)
-        page.get_by_text("das-ag studio").first.wait_for(timeout=90_000)
+        page = open_page(browser, studio)
         page.get_by_label("Canvas", exact=True).click()  # the canvas selector (a combobox)
         page.get_by_role("option", name="strokes (an SVG drawing)").click()
         page.get_by_label("Strokes", exact=True).wait_for(timeout=30_000)

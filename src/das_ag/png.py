@@ -146,6 +146,11 @@ def read_recipe(source: str | Path | bytes) -> dict:
         raise DasAgError(f"{name} is not a readable PNG ({exc})") from None
     if text is None:
         raise DasAgError(f"{name} has no das-ag recipe (not made by das-ag, or its metadata was stripped)")
+    return parse_recipe(text, name)
+
+
+def parse_recipe(text: str, name: str) -> dict:
+    """A recipe from the JSON text a file carries; `name` says which file in messages."""
     try:
         recipe = json.loads(text)
     except ValueError:

@@ -87,13 +87,9 @@ def read_svg_recipe(source: str | Path | bytes) -> dict:
     node = next((m for m in root.iter(f"{{{SVG_NS}}}metadata") if m.get("id") == RECIPE_ID), None)
     if node is None or not (node.text or "").strip():
         raise DasAgError(f"{name} has no das-ag recipe (not written by das-ag, or its metadata was removed)")
-    try:
-        recipe = json.loads(node.text)
-    except ValueError:
-        raise DasAgError(f"{name} has a damaged das-ag recipe") from None
-    if not isinstance(recipe, dict) or "config" not in recipe:
-        raise DasAgError(f"{name} has a das-ag recipe without settings")
-    return recipe
+    from .png import parse_recipe
+
+    return parse_recipe(node.text, name)
 
 
 def read_drawing(source: str | Path | bytes) -> dict:

@@ -137,6 +137,19 @@ def _tile_ranges(points: torch.Tensor, reach: torch.Tensor, tiles: tuple[int, in
     return torch.cat([first, last], dim=1)
 
 
+def _over(alpha: torch.Tensor, colours: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Layers painted "over" one another in order, the first at the bottom, onto a background.
+
+    alpha (N, layers, P) coverage of P pixels, colours (N, layers, 3), background (N, 3) ->
+    (N, 3, P). In log space: each layer shows through the product of (1 - alpha) above it.
+    """
+    log_clear = torch.log1p(-alpha.clamp(max=1 - 1e-6))
+    above = torch.flip(torch.cumsum(torch.flip(log_clear, [1]), 1), [1]) - log_clear
+    paint = torch.einsum("nlp,nlc->ncp", alpha * torch.exp(above), colours)
+    through = torch.exp(log_clear.sum(1))  # (N, P): the background's share
+    return paint + background[:, :, None] * through[:, None, :]
+
+
 def render(
     points: torch.Tensor,
     widths: torch.Tensor,
@@ -229,14 +242,8 @@ def render(
     pair_colours = gather(flat_colours)
     tile_colours = torch.cat([pair_colours, pair_colours.new_zeros(1, 3)])[table]  # (tiles, depth, 3)
 
-    # "over" in z-order: each stroke shows through what lies above it.
-    log_clear = torch.log1p(-tile_alpha.clamp(max=1 - 1e-6))
-    above = torch.flip(torch.cumsum(torch.flip(log_clear, [1]), 1), [1]) - log_clear
-    weight = tile_alpha * torch.exp(above)  # (tiles, depth, TILE^2)
-    paint = torch.einsum("tdp,tdc->tcp", weight, tile_colours)
-    through = torch.exp(log_clear.sum(1))  # (tiles, TILE^2): the background's share
     tile_background = background[:, None].expand(batch, per_image, 3).reshape(-1, 3)  # (tiles, 3)
-    pixels = paint + tile_background[:, :, None] * through[:, None, :]
+    pixels = _over(tile_alpha, tile_colours, tile_background)
 
     image = pixels.view(batch, tiles[0], tiles[1], 3, TILE, TILE).permute(0, 3, 1, 4, 2, 5)
     image = image.reshape(batch, 3, tiles[0] * TILE, tiles[1] * TILE)
@@ -265,10 +272,5 @@ def render_dense(
     vertices = polylines(points, samples).flatten(0, 1)  # (B*S, V, 2)
     distance = _distance_to_polyline(grid.expand(vertices.shape[0], -1, -1), vertices)  # (B*S, H*W)
     alpha = coverage(distance, widths.reshape(-1, 1), opacities.reshape(-1, 1), softness).view(batch, strokes, -1)
-    log_clear = torch.log1p(-alpha.clamp(max=1 - 1e-6))
-    above = torch.flip(torch.cumsum(torch.flip(log_clear, [1]), 1), [1]) - log_clear
-    weight = alpha * torch.exp(above)
-    paint = torch.einsum("bsp,bsc->bcp", weight, colours.to(dtype))
-    through = torch.exp(log_clear.sum(1))
-    pixels = paint + background.to(dtype).expand(batch, 3)[:, :, None] * through[:, None, :]
+    pixels = _over(alpha, colours.to(dtype), background.to(dtype).expand(batch, 3))
     return pixels.view(batch, 3, height, width)
