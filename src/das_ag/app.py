@@ -447,10 +447,36 @@ def metric_charts(history, title: str | None = None) -> None:
     for term in dict.fromkeys(name for h in shown for name in h[2]):
         cls = term_class(term)
         labels = cls.labels if cls else {}
+        prefix = cls.distribution if cls else None
         keys = list(dict.fromkeys(k for h in shown for k in h[2].get(term, {})))
-        frame = pd.DataFrame({labels.get(k, k): [h[2].get(term, {}).get(k) for h in shown] for k in keys}, index=steps)
+        curves = [k for k in keys if not (prefix and k.startswith(prefix))]
+        frame = pd.DataFrame({labels.get(k, k): [h[2].get(term, {}).get(k) for h in shown] for k in curves}, index=steps)
         st.caption(TERM_CHART_TITLES.get(term, f"{term} term"))
-        line_chart(frame)
+        if prefix and len(curves) < len(keys):
+            bars, lines = st.columns([1, 1])
+            with bars:  # the latest step's distribution, largest first
+                latest = {k[len(prefix):]: v for k, v in history[-1][2].get(term, {}).items() if k.startswith(prefix)}
+                bar_chart(latest)
+            with lines:
+                line_chart(frame)
+        else:
+            line_chart(frame)
+
+
+BAR_LIMIT = 10  # the largest shares of a distribution a bar chart shows
+
+
+def bar_chart(shares: dict[str, float], height: int = 130) -> None:
+    top = sorted(shares.items(), key=lambda kv: -kv[1])[:BAR_LIMIT]
+    data = pd.DataFrame({"name": [k for k, _ in top], "share": [v for _, v in top]})
+    st.vega_lite_chart(data, {
+        "height": height,
+        "mark": {"type": "bar"},
+        "encoding": {
+            "y": {"field": "name", "type": "nominal", "sort": "-x", "title": None},
+            "x": {"field": "share", "type": "quantitative", "title": None, "scale": {"domain": [0, 1]}},
+        },
+    }, use_container_width=True)
 
 
 def line_chart(frame: pd.DataFrame, height: int = 130) -> None:
@@ -469,7 +495,8 @@ def line_chart(frame: pd.DataFrame, height: int = 130) -> None:
 
 
 TERM_CHART_TITLES = {"text": "CLIP similarity (positive / negative prompts)",
-                     "aesthetic": "aesthetic score (training head) and its weight"}
+                     "aesthetic": "aesthetic score (training head) and its weight",
+                     "ambiguity": "style distribution (now) and its entropy"}
 
 
 def record_finished_job() -> None:
@@ -532,16 +559,19 @@ def result_panel() -> None:
 
 
 SCORE_NAMES = {"clip_positive": "CLIP similarity to the prompts", "clip_negative": "to the negative prompts",
-               "aesthetic": "aesthetic score (training head, not held out)"}
+               "aesthetic": "aesthetic score (training head, not held out)",
+               "style_entropy": "style entropy (higher: more ambiguous)", "style_kl": "KL(uniform || styles)"}
 
 
 def score_lines(result) -> str:
     """Every score of a finished image, with where the run started from."""
     start = result.initial_scores.numbers()
-    return "\n".join(
-        f"- {SCORE_NAMES.get(k, k)}: **{v:.4f}**" + (f" (start {start[k]:.4f})" if start.get(k) is not None else "")
-        for k, v in result.scores.numbers().items() if v is not None
-    )
+    lines = [f"- {SCORE_NAMES.get(k, k)}: **{v:.4f}**" + (f" (start {start[k]:.4f})" if start.get(k) is not None else "")
+             for k, v in result.scores.numbers().items() if v is not None]
+    styles = result.scores.values.get("styles")
+    if styles:
+        lines.append("- top styles: " + ", ".join(f"{s['label']} {s['p']:.2f}" for s in styles[:3]))
+    return "\n".join(lines)
 
 
 def single_result(item) -> None:

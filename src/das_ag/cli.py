@@ -98,6 +98,20 @@ def _add_settings_arguments(parser, *, skip: tuple[str, ...] = ()) -> None:
                            "(strokes, CLIPasso-like); clipdraw: a colour drawing of many strokes (CLIPDraw-like)")
 
 
+def _method_list(text: str) -> list[str]:
+    from .experiments import parse_method
+
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected method names separated by commas")
+    for name in names:
+        try:
+            parse_method(name)
+        except DasAgError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return names
+
+
 def _images_per_step(text: str) -> int | None:
     if text == "auto":
         return None
@@ -139,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--prompts", choices=["reference"], dest="prompt_source",
                       help="reference: the four published prompts with the shared negative prompt")
     what.add_argument("--seeds", type=_seed_list, default=[0], metavar="0,1,2", help="default: 0")
+    what.add_argument("--methods", type=_method_list, default=None, metavar="DAS,DAS-AG,...",
+                      help="default DAS,DAS-AG,DAS-rAG; a mark adds a signed term: DAS-CAN (style ambiguity "
+                           "rewarded), DAS-AG-CAN, DAS-rCAN ...")
     _add_settings_arguments(compare, skip=("guidance", "seed"))
     models = _add_model_arguments(compare, batches=True)
     models.add_argument("--out", required=True, metavar="DIR", help="folder for the images, tables, chart and sheet")
@@ -161,6 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
     recipe = commands.add_parser("recipe", help="print the recipe embedded in a das-ag PNG or SVG")
     recipe.add_argument("png", metavar="FILE.png|FILE.svg")
     recipe.set_defaults(run=cmd_recipe)
+
+    centroids = commands.add_parser("centroids", help="style centroids of your own pictures, for --centroids")
+    centroid_commands = centroids.add_subparsers(dest="centroids_command", required=True, parser_class=_Parser)
+    build = centroid_commands.add_parser("build", help="embed every picture in a folder and cluster them into k styles")
+    build.add_argument("folder", metavar="DIR")
+    build.add_argument("--k", type=_whole_number(2, "2 or more"), default=5, help="number of styles (default 5)")
+    build.add_argument("--out", required=True, metavar="FILE.npz")
+    build.add_argument("--seed", type=_seed, default=0, help="the k-means seed (default 0)")
+    build.add_argument("--batch-size", type=_positive_int, default=16, metavar="N", help="pictures per encoder batch")
+    build.add_argument("--clip-model", metavar="NAME|PATH", help="default: $CLIP_MODEL_PATH, else ViT-L/14")
+    build.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]")
+    build.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.set_defaults(run=cmd_centroids_build)
 
     app = commands.add_parser("app", help="open the studio in the browser (Streamlit)")
     app.add_argument("streamlit_args", nargs=argparse.REMAINDER, help="passed on to `streamlit run`")
@@ -353,7 +384,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     settings = apply_settings(_preset_config(args, prompt_sets[0][1]), args)
     base = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name not in ("prompts", "guidance", "seed")}
     published = reference.PUBLISHED if args.prompt_source == "reference" else None
-    plan = build_plan(prompt_sets, args.seeds, base, Path(args.out), evaluators=tuple(args.evaluate), published=published)
+    plan = build_plan(prompt_sets, args.seeds, base, Path(args.out), evaluators=tuple(args.evaluate), published=published,
+                      **({"methods": tuple(args.methods)} if args.methods else {}))
     return _run_plan(plan, args)
 
 
@@ -405,6 +437,43 @@ def cmd_report(args: argparse.Namespace) -> int:
     evaluators = [optional_evaluator(name, str(resolve_device(args.device))) for name in args.evaluate]
     paths = write_report(folder, evaluators)
     print(paths["summary_md"].read_text().split("\n\n")[0])
+    return 0
+
+
+def cmd_centroids_build(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from .models import load_models, resolve_device
+    from .styles import build_centroids, embed_folder
+    from .weights import cache_dir
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".npz":
+        raise DasAgError(f"--out {out} must end in .npz")
+    if out.exists() and not args.overwrite:
+        raise DasAgError(f"{out} already exists; pass --overwrite or choose another --out")
+    device = resolve_device(args.device)
+    _say(args, f"loading CLIP on {device} ...")
+    models = load_models(args.clip_model, None, args.device)
+    start = time.perf_counter()
+    with tqdm(unit="picture", disable=args.quiet, leave=False, file=sys.stderr) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        points, hashes, report = embed_folder(args.folder, models, cache_dir=cache_dir(), batch_size=args.batch_size,
+                                              progress=progress)
+    centroids = build_centroids(points, hashes, args.k, models.identities()["clip"], seed=args.seed)
+    centroids.save(out, overwrite=args.overwrite)
+    rate = f", {report.embedded / report.seconds:.2f} pictures/s" if report.embedded and report.seconds else ""
+    print(f"saved {out}: k={centroids.k} styles of {centroids.images} pictures (sizes {centroids.sizes}), "
+          f"inertia {centroids.inertia:.3f}; encoded {report.embedded}{rate}, {report.cached} from the cache, "
+          f"{time.perf_counter() - start:.1f} s")
+    if report.skipped:
+        print(f"das-ag: warning: skipped {len(report.skipped)} file(s) that are not readable pictures, "
+              f"e.g. {report.skipped[0]}", file=sys.stderr)
     return 0
 
 

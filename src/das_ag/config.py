@@ -162,7 +162,11 @@ class GenerationConfig:
 
     @property
     def method(self) -> str:
-        return METHOD_NAMES[self.guidance]
+        """DAS, DAS-AG or DAS-rAG by the aesthetic sign, with the marks of other signed terms
+        (DAS-CAN: the style-ambiguity reward)."""
+        from .objectives import TERMS
+
+        return METHOD_NAMES[self.guidance] + "".join(cls.method_mark(self) for cls in TERMS.values())
 
     @property
     def positive_prompts(self) -> tuple[Prompt, ...]:

@@ -90,13 +90,18 @@ def build_plan(
     names = [name for name, _ in prompt_sets]
     if len(set(names)) != len(names):
         raise ConfigError(f"prompt set names must differ: {', '.join(names)}")
+    parsed = [parse_method(m) for m in methods]
+    # A term some method marks is measured in the others too, so their tables have its columns.
+    marked = list(dict.fromkeys(term for m in parsed for term, _ in m.marks))
     items = []
     for name, prompts in prompt_sets:
         for variant, overrides in variants or [("", {})]:
-            for method in methods:
+            for method in parsed:
                 for seed in seeds:
                     config = GenerationConfig(**{**base, **overrides, **_merged_canvas_settings(base, overrides),
-                                                 "prompts": prompts, "guidance": method, "seed": seed})
+                                                 "prompts": prompts, "guidance": method.guidance, "seed": seed})
+                    for term in marked:
+                        config = _with_mark(config, term, dict(method.marks).get(term, ""))
                     items.append(PlanItem(name, variant, seed, config))
     return Plan(tuple(items), Path(out_dir), tuple(evaluators), published)
 
@@ -131,7 +136,9 @@ def load_plan(path: str | Path, out_dir: str | Path | None = None) -> Plan:
     if "preset" in data and data["preset"] not in PRESETS:
         raise DasAgError(f"plan preset {data['preset']!r} is unknown; choose one of {', '.join(PRESETS)}")
     base.update(_settings(data.get("settings", {}), "settings"))
-    methods = tuple(_method(m) for m in data.get("methods", METHOD_ORDER))
+    methods = tuple(data.get("methods", METHOD_ORDER))
+    for name in methods:
+        parse_method(name)  # says which name is wrong before anything runs
     seeds = data.get("seeds", [base.get("seed", 42)])
     if not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise DasAgError("plan seeds must be a list of whole numbers >= 0")
@@ -150,14 +157,60 @@ def load_plan(path: str | Path, out_dir: str | Path | None = None) -> Plan:
                       evaluators=tuple(data.get("evaluators", ())))
 
 
-def _method(name: str) -> str:
-    """A guidance value from either its name (reward) or its method name (DAS-AG)."""
-    by_method = {v: k for k, v in METHOD_NAMES.items()}
+@dataclass(frozen=True)
+class Method:
+    """What a method name asks for: the aesthetic sign and the marks of other signed terms."""
+
+    guidance: str
+    marks: tuple[tuple[str, str], ...] = ()  # (term name, mark), e.g. ("ambiguity", "-CAN")
+
+
+def _marks() -> dict[str, str]:
+    """Every mark a term defines (longest first), with its term."""
+    from .objectives import TERMS
+
+    marks = {mark: name for name, cls in TERMS.items() for mark in cls.method_marks if mark}
+    return dict(sorted(marks.items(), key=lambda kv: -len(kv[0])))
+
+
+def parse_method(name: str) -> Method:
+    """A method from its name (DAS, DAS-AG, DAS-rAG, each optionally marked: DAS-CAN, DAS-AG-rCAN)
+    or a guidance value (reward, penalty, off)."""
     if name in GUIDANCE:
-        return name
-    if name in by_method:
-        return by_method[name]
-    raise DasAgError(f"unknown method {name!r}; use {', '.join(GUIDANCE)} or {', '.join(by_method)}")
+        return Method(name)
+    by_name = {v: k for k, v in METHOD_NAMES.items()}
+    marks = _marks()
+    for base in sorted(by_name, key=len, reverse=True):
+        if not name.startswith(base):
+            continue
+        rest, found = name[len(base):], []
+        while rest:
+            mark = next((m for m in marks if rest.startswith(m)), None)
+            if mark is None:
+                break
+            found.append((marks[mark], mark))
+            rest = rest[len(mark):]
+        if not rest:
+            return Method(by_name[base], tuple(found))
+    raise DasAgError(f"unknown method {name!r}; use {', '.join(by_name)} (or {', '.join(GUIDANCE)}), "
+                     f"optionally followed by {' or '.join(marks)}")
+
+
+def method_order(name: str) -> tuple:
+    """Sort key: the published order of DAS, DAS-AG, DAS-rAG, then marks."""
+    try:
+        method = parse_method(name)
+    except DasAgError:
+        return (9, name)
+    return (METHOD_ORDER.index(method.guidance), len(method.marks), name)
+
+
+def _with_mark(config: GenerationConfig, term: str, mark: str) -> GenerationConfig:
+    from .objectives import TERMS
+    from .settings import replace_settings
+
+    settings = replace_settings(config.term_settings(term), TERMS[term].method_marks[mark])
+    return config.replace(terms={**dict(config.terms), term: settings})
 
 
 def _settings(table: dict[str, Any], where: str) -> dict[str, Any]:
@@ -307,12 +360,11 @@ def score_columns(rows: list[dict[str, Any]], exclude: set[str] = frozenset()) -
 
 def summarize(rows: list[dict[str, Any]], columns: list[str]) -> list[dict[str, Any]]:
     """Mean and sample standard deviation per (variant, method), methods in the published order."""
-    order = {METHOD_NAMES[g]: i for i, g in enumerate(METHOD_ORDER)}
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["variant"], row["method"]), []).append(row)
     summary = []
-    for (variant, method), members in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
+    for (variant, method), members in sorted(groups.items(), key=lambda kv: (kv[0][0], method_order(kv[0][1]))):
         entry: dict[str, Any] = {"variant": variant, "method": method, "n": len(members)}
         for column in columns:
             values = [m[column] for m in members if m.get(column) is not None]

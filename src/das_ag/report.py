@@ -16,8 +16,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from .evaluators import Column
-from .config import METHOD_NAMES, METHOD_ORDER
-from .experiments import collect_rows, read_manifest, score_columns, summarize
+from .experiments import collect_rows, method_order, read_manifest, score_columns, summarize
 from .png import write_atomic
 
 SHORT = {"clip_positive": "CLIP +", "clip_negative": "CLIP -", "aesthetic": "aesthetic (train)", "aesthetic_v2_5": "aesthetic v2.5"}
@@ -109,7 +108,7 @@ def _chart(summary: list[dict], columns: list[Column]) -> bytes:
 
 
 def _contact_sheet(out_dir: Path, rows: list[dict], names: list[str], thumb: int = 192) -> bytes:
-    methods = [METHOD_NAMES[g] for g in METHOD_ORDER if any(r["method"] == METHOD_NAMES[g] for r in rows)]
+    methods = sorted({r["method"] for r in rows}, key=method_order)
     keys = sorted({(r["prompt_set"], r["variant"], r["seed"]) for r in rows})
     by_key = {(r["prompt_set"], r["variant"], r["seed"], r["method"]): r for r in rows}
     font = ImageFont.load_default(size=12)

@@ -6,6 +6,7 @@ value (for downloads and the cache) or after it is named explicitly by the user 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -135,6 +136,24 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str | None:
+    """sha256 of a user's file (a start picture, a centroid file), None when it cannot be read;
+    remembered in this process by path, size and mtime, as configs ask for it often."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return _remembered_sha256(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _remembered_sha256(path: str, mtime_ns: int, size: int) -> str | None:
+    try:
+        return sha256_file(Path(path))
+    except OSError:
+        return None
 
 
 def verified_sha256(path: Path) -> str:

@@ -13,8 +13,6 @@ rendered at the final softness: it is the SVG's picture, whenever the run stoppe
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import math
 import os
 from dataclasses import dataclass, replace
@@ -27,6 +25,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..schedules import Schedule
 from ..settings import setting
+from ..weights import file_sha256
 from .base import Canvas, from_pil
 from .rasterise import render
 
@@ -89,7 +88,7 @@ class StrokeSettings:
 
     def __post_init__(self):
         if self.init_image and not self.init_image_sha256:
-            object.__setattr__(self, "init_image_sha256", _file_sha256(self.init_image) or "")
+            object.__setattr__(self, "init_image_sha256", file_sha256(self.init_image) or "")
 
     def replace(self, **changes) -> StrokeSettings:
         """A copy with `changes`; a new init image gets its own checksum."""
@@ -365,26 +364,9 @@ def _init_image_problems(path: str, sha: str) -> list[str]:
             image.verify()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return [f"init image {path} is not a readable image"]
-    if sha and _file_sha256(path) != sha:
+    if sha and file_sha256(path) != sha:
         return [f"init image {path} has changed since these settings were made (its checksum differs)"]
     return []
-
-
-def _file_sha256(path: str) -> str | None:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return _sha256_of(path, stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256_of(path: str, mtime_ns: int, size: int) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    except OSError:
-        return None
 
 
 # -- colours ---------------------------------------------------------------------------------

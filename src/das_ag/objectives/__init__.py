@@ -29,10 +29,11 @@ def term_class(name: str) -> type[Term] | None:
 
 
 from .aesthetic import AestheticTerm  # noqa: E402
+from .ambiguity import AmbiguityTerm  # noqa: E402
 from .regularisers import L1Term, TotalVariationTerm  # noqa: E402
 from .text import TextTerm  # noqa: E402
 
-for _term in (TextTerm, AestheticTerm, TotalVariationTerm, L1Term):
+for _term in (TextTerm, AestheticTerm, AmbiguityTerm, TotalVariationTerm, L1Term):
     register_term(_term)
 
 __all__ = ["TERMS", "Term", "TermInputs", "active_terms", "register_term", "term_class"]

@@ -40,6 +40,23 @@ class Term:
     labels: ClassVar[dict[str, str]] = {}
     # A frozen dataclass of this term's own settings, or None when it reads top-level config fields.
     Settings: ClassVar[type | None] = None
+    # Metrics whose keys start with this prefix form one distribution (shown as bars, not curves).
+    distribution: ClassVar[str | None] = None
+    # Marks this term adds to a method's name (DAS-AG + "-CAN"), each with the changes to the
+    # term's settings it stands for; the mark "" is the term's state in the images a marked method
+    # is compared with (off, but measured).
+    method_marks: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def method_mark(cls, config: GenerationConfig) -> str:
+        """The mark of this term in the name of `config`'s method ("" for none)."""
+        if not cls.method_marks:
+            return ""
+        settings = config.term_settings(cls.name)
+        for mark, changes in cls.method_marks.items():
+            if mark and all(getattr(settings, k) == v for k, v in changes.items()):
+                return mark
+        return ""
 
     def __init__(self, config: GenerationConfig, models: ModelBundle):
         self.config = config
