@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -315,3 +316,18 @@ def test_pure_aesthetic_needs_no_prompt_once_clip_weight_is_zero(studio):
     result = studio.session_state["last_items"][0]["result"]
     assert result.scores.clip_positive is None and result.scores.aesthetic is not None
     assert read_recipe(result.files()[".png"])["config"]["prompts"] == []
+
+
+def test_style_ambiguity_from_the_studio_shows_the_styles(studio):
+    studio.selectbox(key=form.term_key("ambiguity", "guidance")).set_value("reward")
+    quick_form(studio, "a harbour at dusk")
+    button(studio, "Generate").click().run()
+    finish_job(studio)
+    assert not studio.exception
+    item = studio.session_state["last_items"][0]
+    assert item["config"].method == "DAS-AG-CAN"
+    last = item["metrics"][-1][2]["ambiguity"]
+    assert sum(v for k, v in last.items() if k.startswith("p:")) == pytest.approx(1, abs=1e-4)
+    assert any("top styles:" in m.value for m in studio.markdown)
+    charts = studio.get("vega_lite_chart")
+    assert any(json.loads(c.proto.spec)["mark"]["type"] == "bar" for c in charts)  # the styles as bars

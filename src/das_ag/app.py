@@ -476,7 +476,7 @@ def bar_chart(shares: dict[str, float], height: int = 130) -> None:
             "y": {"field": "name", "type": "nominal", "sort": "-x", "title": None},
             "x": {"field": "share", "type": "quantitative", "title": None, "scale": {"domain": [0, 1]}},
         },
-    }, use_container_width=True)
+    }, width="stretch")
 
 
 def line_chart(frame: pd.DataFrame, height: int = 130) -> None:
@@ -491,7 +491,7 @@ def line_chart(frame: pd.DataFrame, height: int = 130) -> None:
             "y": {"field": "value", "type": "quantitative", "scale": {"zero": False}, "title": None},
             "color": {"field": "series", "type": "nominal", "legend": {"orient": "bottom", "title": None}},
         },
-    }, use_container_width=True)
+    }, width="stretch")
 
 
 TERM_CHART_TITLES = {"text": "CLIP similarity (positive / negative prompts)",

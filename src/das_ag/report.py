@@ -19,7 +19,8 @@ from .evaluators import Column
 from .experiments import collect_rows, method_order, read_manifest, score_columns, summarize
 from .png import write_atomic
 
-SHORT = {"clip_positive": "CLIP +", "clip_negative": "CLIP -", "aesthetic": "aesthetic (train)", "aesthetic_v2_5": "aesthetic v2.5"}
+SHORT = {"clip_positive": "CLIP +", "clip_negative": "CLIP -", "aesthetic": "aesthetic (train)", "aesthetic_v2_5": "aesthetic v2.5",
+         "style_entropy": "style entropy", "style_kl": "style KL"}
 
 
 def write_report(out_dir: str | Path, evaluators: list | None = None) -> dict[str, Path]:

@@ -92,6 +92,17 @@ class AmbiguitySettings:
         return p
 
 
+def style_kl(log_p: torch.Tensor) -> torch.Tensor:
+    """KL(U || p) per row of log-probabilities: CE(U, p) - log K, 0 exactly when p is uniform.
+    (The other argument order, CE(p, U), is the constant log K: no gradient at all.)"""
+    return -log_p.mean(dim=-1) - math.log(log_p.shape[-1])
+
+
+def style_entropy(log_p: torch.Tensor) -> torch.Tensor:
+    """H(p) per row: in [0, log K], so minimising it commits to a style without running away."""
+    return -(log_p.exp() * log_p).sum(dim=-1)
+
+
 class AmbiguityTerm(Term):
     name = "ambiguity"
     labels = {"entropy": "style H", "kl": "style KL"}
@@ -140,9 +151,7 @@ class AmbiguityTerm(Term):
 
     def loss(self, inputs: TermInputs):
         log_p = self.log_probabilities(inputs.embeddings)
-        k = log_p.shape[-1]
-        kl = (-log_p.mean(dim=-1) - math.log(k)).mean()  # KL(U || p), per view, averaged
-        entropy = -(log_p.exp() * log_p).sum(dim=-1).mean()
+        kl, entropy = style_kl(log_p).mean(), style_entropy(log_p).mean()  # averaged over the views
         p = log_p.exp().mean(dim=0)
         metrics = {"entropy": entropy, "kl": kl, **{f"p:{name}": p[i] for i, name in enumerate(self.names)}}
         weight = self.settings.weight
@@ -155,8 +164,8 @@ class AmbiguityTerm(Term):
         p = log_p.exp()
         order = torch.argsort(p, descending=True)[:TOP_STYLES].tolist()
         return {
-            "style_entropy": float(-(p * log_p).sum()),
-            "style_kl": float(-log_p.mean() - math.log(len(p))),
+            "style_entropy": float(style_entropy(log_p)),
+            "style_kl": float(style_kl(log_p)),
             "styles": [{"label": self.names[i], "p": float(p[i])} for i in order],
         }
 
