@@ -354,7 +354,7 @@ def term_controls() -> None:
     """The settings of terms that declare their own, one expander each."""
     for name, cls in TERMS.items():
         if cls.Settings is not None:
-            with st.expander(f"{name} term"):
+            with st.expander(TERM_EXPANDERS.get(name, f"{name} term")):
                 defaults = cls.Settings()  # for a term registered after this session began
                 for f, s in described(cls.Settings):
                     key = form.term_key(name, f.name)
@@ -489,11 +489,15 @@ def line_chart(frame: pd.DataFrame, height: int = 130) -> None:
         "encoding": {
             "x": {"field": "step", "type": "quantitative"},
             "y": {"field": "value", "type": "quantitative", "scale": {"zero": False}, "title": None},
-            "color": {"field": "series", "type": "nominal", "legend": {"orient": "bottom", "title": None}},
+            # On the right: a legend below squeezed the plot to nothing inside Streamlit's fixed
+            # height (flat lines, no y axis), as the studio showed until this was seen in a browser.
+            "color": {"field": "series", "type": "nominal", "legend": {"orient": "right", "title": None}},
         },
     }, width="stretch")
 
 
+TERM_EXPANDERS = {"aesthetic": "Aesthetic term: score cap, every N steps",
+                  "ambiguity": "Creativity: style ambiguity (DAS-CAN)"}
 TERM_CHART_TITLES = {"text": "CLIP similarity (positive / negative prompts)",
                      "aesthetic": "aesthetic score (training head) and its weight",
                      "ambiguity": "style distribution (now) and its entropy"}
