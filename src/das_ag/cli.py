@@ -112,6 +112,23 @@ def _method_list(text: str) -> list[str]:
     return names
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers separated by commas, got {text!r}")
+    return values
+
+
+def _add_slider_model_arguments(parser) -> None:
+    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]")
+    parser.add_argument("--clip-model", metavar="NAME|PATH", help="default: $CLIP_MODEL_PATH, else ViT-L/14")
+    parser.add_argument("--aesthetic-model", metavar="PATH", help="default: $AESTHETIC_PREDICTOR_PATH, else the download")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _images_per_step(text: str) -> int | None:
     if text == "auto":
         return None
@@ -192,6 +209,47 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(run=cmd_centroids_build)
+
+    slider = commands.add_parser("slider", help="train and use an aesthetic slider LoRA for Stable Diffusion (extra: slider)")
+    slider_commands = slider.add_subparsers(dest="slider_command", required=True, parser_class=_Parser)
+    train = slider_commands.add_parser("train", help="train a LoRA that raises (or lowers) the aesthetic score")
+    train.add_argument("--base", required=True, metavar="PATH", help="a local Stable Diffusion checkpoint (diffusers folder or .safetensors)")
+    train.add_argument("--sign", choices=["reward", "penalty"], default="reward", help="raise (reward) or lower (penalty) the score")
+    train.add_argument("--steps", type=_positive_int, default=500)
+    train.add_argument("--lr", type=_finite_float, default=1e-4)
+    train.add_argument("--rank", type=_positive_int, default=4)
+    train.add_argument("--alpha", type=_finite_float, default=4.0)
+    train.add_argument("--resolution", type=_positive_int, default=512)
+    train.add_argument("--inference-steps", type=_whole_number(2, "2 or more"), default=26)
+    train.add_argument("--guidance-scale", type=_finite_float, default=5.0)
+    train.add_argument("--aesthetic-weight", type=_finite_float, default=1.0)
+    train.add_argument("--clip-weight", type=_finite_float, default=0.0, help="CLIP similarity to the prompt (stays on-prompt)")
+    train.add_argument("--prompts", metavar="FILE.txt", help="training prompts, one per line (default: a built-in general list)")
+    train.add_argument("--seed", type=_seed, default=0)
+    train.add_argument("--checkpoint-every", type=_positive_int, default=50, metavar="N")
+    train.add_argument("--kohya", metavar="FILE.safetensors", help="also write the LoRA in kohya's format (ComfyUI, A1111)")
+    train.add_argument("--out", required=True, metavar="FILE.safetensors")
+    _add_slider_model_arguments(train)
+    train.set_defaults(run=cmd_slider_train)
+
+    sample = slider_commands.add_parser("sample", help="a grid of images at several LoRA weights, each scored")
+    sample.add_argument("--base", required=True, metavar="PATH")
+    sample.add_argument("--lora", required=True, metavar="FILE.safetensors")
+    sample.add_argument("--weights", type=_float_list, default=[-1.0, 0.0, 1.0], metavar="W,W,...",
+                        help="LoRA weights, the grid's columns (default -1,0,1; write --weights=-1,0,1 when the first is negative)")
+    sample.add_argument("--prompt", required=True)
+    sample.add_argument("--seeds", type=_seed_list, default=[0], metavar="0,1")
+    sample.add_argument("--steps", type=_whole_number(2, "2 or more"), default=26)
+    sample.add_argument("--guidance-scale", type=_finite_float, default=5.0)
+    sample.add_argument("--resolution", type=_positive_int, default=512)
+    sample.add_argument("--out", required=True, metavar="GRID.png", help="the grid; the single images go beside it")
+    _add_slider_model_arguments(sample)
+    sample.set_defaults(run=cmd_slider_sample)
+
+    export = slider_commands.add_parser("export", help="write a slider LoRA in kohya's format (ComfyUI, A1111)")
+    export.add_argument("lora", metavar="FILE.safetensors")
+    export.add_argument("--kohya", required=True, metavar="OUT.safetensors")
+    export.set_defaults(run=cmd_slider_export)
 
     app = commands.add_parser("app", help="open the studio in the browser (Streamlit)")
     app.add_argument("streamlit_args", nargs=argparse.REMAINDER, help="passed on to `streamlit run`")
@@ -474,6 +532,94 @@ def cmd_centroids_build(args: argparse.Namespace) -> int:
     if report.skipped:
         print(f"das-ag: warning: skipped {len(report.skipped)} file(s) that are not readable pictures, "
               f"e.g. {report.skipped[0]}", file=sys.stderr)
+    return 0
+
+
+def _slider_models(args: argparse.Namespace):
+    """The slider's extra, the base checkpoint and das-ag's models, each with a one-line failure."""
+    from .models import load_models, resolve_device
+    from .slider import require_extra
+
+    require_extra()
+    from .slider.base import load_base
+
+    device = resolve_device(args.device)
+    _say(args, f"loading {args.base} and the scoring models on {device} ...")
+    models = load_models(args.clip_model, args.aesthetic_model, args.device)
+    return load_base(args.base, device), models
+
+
+def cmd_slider_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise DasAgError(f"--out {out} must end in .safetensors")
+    from .slider import require_extra
+
+    require_extra()
+    from .slider.train import GENERAL_PROMPTS, SliderSettings, SliderStopped, export_kohya, load_prompts, train
+
+    settings = SliderSettings(
+        sign=args.sign, steps=args.steps, lr=args.lr, rank=args.rank, alpha=args.alpha, resolution=args.resolution,
+        inference_steps=args.inference_steps, guidance_scale=args.guidance_scale, aesthetic_weight=args.aesthetic_weight,
+        clip_weight=args.clip_weight, prompts=load_prompts(args.prompts) if args.prompts else GENERAL_PROMPTS,
+        seed=args.seed, checkpoint_every=args.checkpoint_every,
+    )
+    problems = settings.problems()
+    if problems:
+        raise DasAgError(problems[0])
+    base, models = _slider_models(args)
+    with tqdm(total=settings.steps, unit="step", disable=args.quiet, leave=False, file=sys.stderr) as bar:
+        def on_step(report) -> None:
+            bar.n = report.step
+            bar.set_postfix_str(f"reward={report.reward:+.4f} aes={report.parts['aesthetic']:.3f}", refresh=False)
+            bar.refresh()
+
+        try:
+            path = train(base, models, settings, out, on_step=on_step)
+        except SliderStopped as stopped:
+            bar.close()
+            print(f"das-ag: {stopped}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    print(f"saved {path} ({settings.sign}, {settings.steps} steps, rank {settings.rank})")
+    if args.kohya:
+        print(f"saved {export_kohya(path, args.kohya)} (kohya format)")
+    return 0
+
+
+def cmd_slider_sample(args: argparse.Namespace) -> int:
+    from .png import encode_png, write_atomic
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise DasAgError(f"--out {out} must end in .png")
+    base, models = _slider_models(args)
+    from .slider.sample import grid, grid_recipe, sample
+
+    cells, lora_recipe = sample(base, models, args.lora, args.weights, args.prompt, args.seeds, steps=args.steps,
+                                guidance_scale=args.guidance_scale, resolution=args.resolution)
+    recipe = grid_recipe(base, models, args.lora, lora_recipe, cells, args.prompt, weights=args.weights, seeds=args.seeds,
+                         steps=args.steps, guidance_scale=args.guidance_scale, resolution=args.resolution)
+    write_atomic(out, encode_png(grid(cells, args.weights, args.seeds), recipe), overwrite=True)
+    for cell in cells:
+        single = out.with_name(f"{out.stem}-seed{cell.seed}-w{cell.weight:+g}.png")
+        write_atomic(single, encode_png(cell.image, {**recipe, "cell": {"seed": cell.seed, "weight": cell.weight,
+                                                                        "aesthetic": cell.aesthetic}}), overwrite=True)
+    print(f"saved {out} and {len(cells)} images beside it")
+    for weight in args.weights:
+        scores = [c.aesthetic for c in cells if c.weight == weight]
+        print(f"  LoRA weight {weight:+g}: aesthetic {sum(scores) / len(scores):.3f} (mean of {len(scores)})")
+    return 0
+
+
+def cmd_slider_export(args: argparse.Namespace) -> int:
+    from .slider import require_extra
+
+    require_extra()
+    from .slider.train import export_kohya
+
+    print(f"saved {export_kohya(args.lora, args.kohya)} (kohya format)")
     return 0
 
 

@@ -1,0 +1,24 @@
+"""The aesthetic slider: a LoRA for a Stable Diffusion checkpoint, trained so that the images it
+makes score higher (or, with the penalty sign, lower) under das-ag's own score, then used at any
+weight (-1 lowers, +1 raises).
+
+Optional: `uv sync --extra slider` (diffusers, peft, transformers, safetensors). Nothing else in
+das-ag imports this package.
+"""
+
+from __future__ import annotations
+
+from ..errors import DasAgError
+
+EXTRA_HINT = "the slider needs its optional extra: run `uv sync --extra slider` (diffusers, peft, transformers, safetensors)"
+
+
+def require_extra() -> None:
+    """One line, not a traceback, when the extra is not installed."""
+    try:
+        import diffusers  # noqa: F401
+        import peft  # noqa: F401
+        import safetensors  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise DasAgError(f"{EXTRA_HINT}; missing {exc.name}") from None

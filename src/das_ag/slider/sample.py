@@ -1,0 +1,87 @@
+"""Images of a base model with the slider LoRA at several weights, scored, in one grid PNG.
+
+Rows are seeds, columns LoRA weights (-1 lowers, 0 is the base model, +1 raises); every cell has
+its aesthetic score under it, and the grid carries its recipe like every das-ag PNG.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from .. import __version__
+from ..errors import DasAgError
+from ..scoring import embed_image
+from .base import one_line
+from .train import ADAPTER, read_lora
+
+
+@dataclass
+class Cell:
+    seed: int
+    weight: float
+    image: Image.Image
+    aesthetic: float
+
+
+def load_slider(base, lora: str | Path) -> dict:
+    """Put the slider LoRA on the base pipeline; returns the LoRA's recipe."""
+    tensors, recipe = read_lora(lora)
+    trained_for = recipe.get("base", {}).get("sha256")
+    try:
+        base.pipe.load_lora_weights(tensors, adapter_name=ADAPTER)
+    except Exception as exc:  # shapes or names that do not fit this UNet
+        raise DasAgError(f"LoRA {lora} does not fit this base model ({one_line(exc)})") from None
+    if trained_for and trained_for != base.sha256:
+        print(f"das-ag: warning: {lora} was trained for another base model (sha256 {trained_for[:12]})", file=sys.stderr)
+    return recipe
+
+
+@torch.no_grad()
+def sample(base, models, lora: str | Path, weights: list[float], prompt: str, seeds: list[int], *,
+           steps: int = 26, guidance_scale: float = 5.0, resolution: int = 512) -> tuple[list[Cell], dict]:
+    """Every (seed, weight) image of `prompt`, each scored by das-ag's aesthetic head."""
+    recipe = load_slider(base, lora)
+    cells = []
+    for seed in seeds:
+        for weight in weights:
+            base.pipe.set_adapters([ADAPTER], adapter_weights=[float(weight)])
+            image = base.pipe(prompt, num_inference_steps=steps, guidance_scale=guidance_scale, height=resolution,
+                              width=resolution, generator=torch.Generator().manual_seed(seed)).images[0]
+            score = float(models.aesthetic_score(embed_image(models, image))[0])
+            cells.append(Cell(seed, float(weight), image, score))
+    return cells, recipe
+
+
+def grid(cells: list[Cell], weights: list[float], seeds: list[int], thumb: int = 256) -> Image.Image:
+    caption, pad, header = 18, 6, 22
+    side = min(thumb, cells[0].image.width) if cells else thumb
+    sheet = Image.new("RGB", (pad + len(weights) * (side + pad), header + len(seeds) * (side + caption + pad)), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=13)
+    for j, weight in enumerate(weights):
+        draw.text((pad + j * (side + pad), 4), f"LoRA weight {weight:+g}", fill="black", font=font)
+    for cell in cells:
+        i, j = seeds.index(cell.seed), weights.index(cell.weight)
+        x, y = pad + j * (side + pad), header + i * (side + caption + pad)
+        sheet.paste(cell.image.resize((side, side), Image.Resampling.LANCZOS), (x, y))
+        draw.text((x, y + side + 2), f"seed {cell.seed}  aesthetic {cell.aesthetic:.3f}", fill="black", font=font)
+    return sheet
+
+
+def grid_recipe(base, models, lora: str | Path, lora_recipe: dict, cells: list[Cell], prompt: str, **settings) -> dict:
+    """What the grid PNG records: enough to make it again, and every cell's score."""
+    return {
+        "format": 1,
+        "das_ag_version": __version__,
+        "kind": "slider-grid",
+        "config": {"prompt": prompt, **settings},  # "config" so das-ag recipe reads it
+        "base": base.identity(),
+        "lora": {"path": str(lora), "recipe": lora_recipe},
+        "models": models.identities(),
+        "cells": [{"seed": c.seed, "weight": c.weight, "aesthetic": c.aesthetic} for c in cells],
+    }

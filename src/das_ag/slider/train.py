@@ -1,0 +1,305 @@
+"""Training the slider LoRA, the "LECO score" loop with das-ag's image-space score.
+
+Each step: a prompt and a seed; the base model (with the LoRA) denoises a fresh latent part of
+the way without gradient (k of the schedule's steps, k random); then one UNet call with the LoRA
+and with gradient; its predicted clean latent is decoded by the VAE, and das-ag scores the image:
+the signed aesthetic head on CLIP's embedding (plus, if asked, CLIP similarity to the prompt, so
+the LoRA does not drift off-prompt). The loss is minus that reward; only the LoRA learns.
+
+Every step draws from a generator seeded by (seed, step), so a run resumed from a checkpoint
+continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .. import __version__
+from ..augment import normalize
+from ..errors import ConfigError, DasAgError
+from ..resample import resize
+
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections, as ReFL's and LECO's LoRAs
+ADAPTER = "slider"
+RECIPE_KEY = "das-ag:slider"
+# A general list of prompts: the slider should raise the score of whatever the model is asked for.
+GENERAL_PROMPTS = (
+    "a portrait of a woman", "a portrait of an old man", "a city street at night", "a mountain lake at dawn",
+    "a bowl of fruit on a table", "a cat sleeping on a sofa", "a lighthouse on a cliff", "a forest in autumn",
+    "a sailing boat at sea", "an old house in the countryside", "a plate of food", "a bird on a branch",
+    "a car on a desert road", "a bouquet of flowers", "a snowy village", "a child playing on a beach",
+)
+
+
+@dataclass(frozen=True)
+class SliderSettings:
+    sign: str = "reward"  # reward raises the aesthetic score, penalty lowers it
+    steps: int = 500
+    lr: float = 1e-4
+    rank: int = 4
+    alpha: float = 4.0
+    resolution: int = 512
+    inference_steps: int = 26  # the write-up's schedule: partly denoise 0-25 of 26 steps
+    guidance_scale: float = 5.0
+    aesthetic_weight: float = 1.0
+    clip_weight: float = 0.0  # CLIP similarity to the training prompt, to stay on-prompt
+    prompts: tuple[str, ...] = field(default=GENERAL_PROMPTS)
+    seed: int = 0
+    checkpoint_every: int = 50
+
+    def problems(self) -> list[str]:
+        p = []
+        if self.sign not in ("reward", "penalty"):
+            p.append(f"sign must be reward or penalty, not {self.sign!r}")
+        for name, lo in (("steps", 1), ("rank", 1), ("inference_steps", 2), ("checkpoint_every", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < lo:
+                p.append(f"{name.replace('_', ' ')} must be a whole number of at least {lo}, not {v!r}")
+        if not isinstance(self.resolution, int) or self.resolution < 64 or self.resolution % 8:
+            p.append(f"resolution must be a multiple of 8 of at least 64, not {self.resolution!r}")
+        for name in ("lr", "alpha"):
+            if not _positive(getattr(self, name)):
+                p.append(f"{name} must be a positive number, not {getattr(self, name)!r}")
+        for name in ("guidance_scale", "aesthetic_weight", "clip_weight"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                p.append(f"{name.replace('_', ' ')} must be a finite number >= 0, not {v!r}")
+        if not self.prompts or not all(isinstance(t, str) and t.strip() for t in self.prompts):
+            p.append("the slider needs at least one non-empty training prompt")
+        return p
+
+
+def _positive(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+
+
+def load_prompts(path: str | Path) -> tuple[str, ...]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"prompt file {path} could not be read ({exc})") from None
+    prompts = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+    if not prompts:
+        raise ConfigError(f"prompt file {path} holds no prompts (one per line)")
+    return prompts
+
+
+# -- the LoRA --------------------------------------------------------------------------------------
+def add_lora(unet, rank: int, alpha: float) -> list[torch.nn.Parameter]:
+    from peft import LoraConfig
+
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=list(LORA_TARGETS)),
+                     adapter_name=ADAPTER)
+    return [p for p in unet.parameters() if p.requires_grad]
+
+
+def lora_state(unet) -> dict[str, torch.Tensor]:
+    """The LoRA in diffusers' file format ("unet." + diffusers key names), as loaders expect."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=ADAPTER))
+    return {f"unet.{k}": v.detach().float().cpu().contiguous() for k, v in state.items()}
+
+
+def save_lora(path: Path, unet, recipe: dict) -> Path:
+    from safetensors.torch import save
+
+    from ..png import write_atomic
+
+    data = save(lora_state(unet), metadata={RECIPE_KEY: json.dumps(recipe, sort_keys=True)})
+    return write_atomic(path, data, overwrite=True)
+
+
+def read_lora(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """A slider LoRA's tensors and its recipe (an empty one for LoRAs from elsewhere)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"LoRA {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DasAgError(f"{path} is not a readable .safetensors LoRA ({exc})") from None
+    recipe = json.loads(metadata[RECIPE_KEY]) if RECIPE_KEY in metadata else {}
+    return tensors, recipe
+
+
+def export_kohya(lora: str | Path, out: str | Path) -> Path:
+    """The LoRA in the kohya format that ComfyUI and AUTOMATIC1111 load."""
+    from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
+    from safetensors.torch import save
+
+    from ..png import write_atomic
+
+    tensors, recipe = read_lora(lora)
+    # Our file's diffusers names (".lora.down/.up") as peft's (".lora_A/.lora_B"), which the
+    # kohya converter reads.
+    peft = {k.replace(".lora.down.weight", ".lora_A.weight").replace(".lora.up.weight", ".lora_B.weight"): v
+            for k, v in tensors.items()}
+    kohya = convert_state_dict_to_kohya(peft)
+    alpha = recipe.get("lora", {}).get("alpha")
+    if alpha is not None:  # the converter assumes alpha = rank; keep the trained scale
+        kohya = {k: torch.tensor(float(alpha)) if k.endswith(".alpha") else v for k, v in kohya.items()}
+    metadata = {"ss_network_dim": str(recipe.get("settings", {}).get("rank", "")),
+                "ss_network_alpha": str(recipe.get("settings", {}).get("alpha", "")), RECIPE_KEY: json.dumps(recipe)}
+    return write_atomic(Path(out), save({k: v.contiguous() for k, v in kohya.items()}, metadata=metadata), overwrite=True)
+
+
+# -- the reward ------------------------------------------------------------------------------------
+def image_reward(images: torch.Tensor, models, settings: SliderSettings, text: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+    """das-ag's signed score of images in [0, 1] (N, 3, H, W), differentiable, and its parts."""
+    views = resize(normalize(images), models.input_resolution, "bilinear", antialias=True)
+    embeddings = models.encode_images(views)
+    score = models.aesthetic_score(embeddings).mean()
+    sign = 1 if settings.sign == "reward" else -1
+    reward = sign * settings.aesthetic_weight * score / 10
+    parts = {"aesthetic": float(score)}
+    if text is not None and settings.clip_weight > 0:
+        similarity = (embeddings @ text.t()).mean()
+        reward = reward + settings.clip_weight * similarity
+        parts["clip"] = float(similarity)
+    return reward, parts
+
+
+# -- the loop --------------------------------------------------------------------------------------
+@dataclass
+class StepReport:
+    step: int
+    steps: int
+    reward: float
+    parts: dict
+
+
+def encode_prompt(pipe, prompts: list[str]) -> torch.Tensor:
+    tokens = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                            truncation=True, return_tensors="pt").input_ids.to(pipe.device)
+    with torch.no_grad():
+        return pipe.text_encoder(tokens)[0]
+
+
+def _noise_prediction(unet, latents, t, conditions, guidance_scale: float) -> torch.Tensor:
+    """Classifier-free guidance: one UNet call on (unconditional, conditional)."""
+    doubled = torch.cat([latents, latents])
+    eps = unet(doubled, t, encoder_hidden_states=conditions).sample
+    uncond, cond = eps.chunk(2)
+    return uncond + guidance_scale * (cond - uncond)
+
+
+def train(
+    base, models, settings: SliderSettings, out: str | Path, *, resume: bool = True,
+    on_step: Callable[[StepReport], None] | None = None, stop: Callable[[], bool] | None = None,
+) -> Path:
+    """Train the slider LoRA and save it at `out` (with its recipe); checkpoints beside it."""
+    problems = settings.problems()
+    if problems:
+        raise ConfigError(problems[0])
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ConfigError(f"the LoRA file {out} must end in .safetensors")
+    pipe, unet = base.pipe, base.unet
+    with torch.random.fork_rng(devices=[]):  # peft draws the LoRA's start from torch's global generator
+        torch.manual_seed(settings.seed)
+        params = add_lora(unet, settings.rank, settings.alpha)
+    optimizer = torch.optim.AdamW(params, lr=settings.lr)
+    checkpoint = out.with_name(out.stem + ".checkpoint.pt")
+    start = 0
+    recipe = _recipe(base, models, settings)
+    if resume and checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if saved.get("recipe") != json.dumps(recipe, sort_keys=True):
+            raise DasAgError(f"{checkpoint} is from a run with other settings or models; remove it or use another --out")
+        for p, value in zip(params, saved["lora"]):
+            p.data.copy_(value.to(p.device))
+        optimizer.load_state_dict(saved["optimizer"])
+        start = int(saved["step"])
+    device = pipe.device
+    latent_side = settings.resolution // pipe.vae_scale_factor
+    text_cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    empty = encode_prompt(pipe, [""])
+    scheduler = pipe.scheduler
+    scheduler.set_timesteps(settings.inference_steps, device=device)
+    alphas = scheduler.alphas_cumprod.to(device)
+    unet.train()
+    done = start
+    try:
+        for step in range(start, settings.steps):
+            if stop is not None and stop():
+                raise KeyboardInterrupt
+            reward, parts = _step(pipe, unet, models, settings, step, scheduler, alphas, latent_side, empty, text_cache)
+            optimizer.zero_grad(set_to_none=True)
+            (-reward).backward()
+            optimizer.step()
+            done = step + 1
+            if on_step is not None:
+                on_step(StepReport(done, settings.steps, float(reward), parts))
+            if done % settings.checkpoint_every == 0 and done < settings.steps:
+                _save_checkpoint(checkpoint, params, optimizer, done, recipe)
+    except KeyboardInterrupt:
+        # Keep what was learnt: the same command continues from here.
+        _save_checkpoint(checkpoint, params, optimizer, done, recipe)
+        raise SliderStopped(done, checkpoint) from None
+    unet.eval()
+    save_lora(out, unet, {**recipe, "steps_done": settings.steps})
+    checkpoint.unlink(missing_ok=True)
+    return out
+
+
+class SliderStopped(DasAgError):
+    def __init__(self, done: int, checkpoint: Path):
+        super().__init__(f"stopped after {done} steps; {checkpoint} keeps them: run the same command again to continue")
+        self.done = done
+
+
+def _step(pipe, unet, models, settings, step, scheduler, alphas, latent_side, empty, text_cache):
+    """One training step's reward, differentiable in the LoRA."""
+    draw = random.Random(f"{settings.seed}:{step}")  # per step, so a resumed run draws the same
+    prompt = draw.choice(settings.prompts)
+    if prompt not in text_cache:
+        from ..prompts import tokenize
+
+        clip_text = models.encode_texts(tokenize([prompt])[0]) if settings.clip_weight > 0 else None
+        text_cache[prompt] = (encode_prompt(pipe, [prompt]), clip_text)
+    condition, clip_text = text_cache[prompt]
+    conditions = torch.cat([empty, condition])
+    generator = torch.Generator().manual_seed(draw.randrange(2**63))
+    latents = torch.randn(1, unet.config.in_channels, latent_side, latent_side, generator=generator).to(pipe.device)
+    latents = latents * scheduler.init_noise_sigma
+    k = draw.randrange(settings.inference_steps)  # no-grad steps before the one that learns
+    with torch.no_grad():
+        for t in scheduler.timesteps[:k]:
+            eps = _noise_prediction(unet, latents, t, conditions, settings.guidance_scale)
+            latents = scheduler.step(eps, t, latents).prev_sample
+    t = scheduler.timesteps[k]
+    eps = _noise_prediction(unet, latents, t, conditions, settings.guidance_scale)
+    a = alphas[t]
+    clean = (latents - (1 - a).sqrt() * eps) / a.sqrt()  # the step's prediction of the final latent
+    images = (pipe.vae.decode(clean / pipe.vae.config.scaling_factor).sample + 1) / 2
+    return image_reward(images.clamp(0, 1), models, settings, clip_text)
+
+
+def _save_checkpoint(path: Path, params, optimizer, step: int, recipe: dict) -> None:
+    tmp = path.with_suffix(".partial")
+    torch.save({"lora": [p.detach().cpu() for p in params], "optimizer": optimizer.state_dict(), "step": step,
+                "recipe": json.dumps(recipe, sort_keys=True)}, tmp)
+    tmp.replace(path)
+
+
+def _recipe(base, models, settings: SliderSettings) -> dict:
+    return {
+        "das_ag_version": __version__,
+        "base": base.identity(),
+        "models": models.identities(),
+        "settings": {**asdict(settings), "prompts": list(settings.prompts)},
+        "lora": {"rank": settings.rank, "alpha": settings.alpha, "targets": list(LORA_TARGETS)},
+    }

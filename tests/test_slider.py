@@ -1,0 +1,145 @@
+"""The aesthetic slider on a tiny random Stable Diffusion: training moves the score the way its
+sign says, LoRAs save, load, export and resume, and mistakes cost one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from das_ag.cli import main
+from das_ag.png import read_recipe
+
+pytest.importorskip("diffusers", reason="the slider's optional extra is not installed (uv sync --extra slider)")
+
+from das_ag.slider.base import load_base  # noqa: E402
+from das_ag.slider.sample import load_slider, sample  # noqa: E402
+from das_ag.slider.train import SliderSettings, SliderStopped, export_kohya, read_lora, train  # noqa: E402
+
+PROMPTS = ("a red house", "a blue boat", "a green tree")
+FAST = dict(steps=30, lr=3e-3, resolution=64, inference_steps=6, prompts=PROMPTS, checkpoint_every=10)
+
+
+def trained(tiny_sd_path, models, tmp_path, sign: str, **changes):
+    base = load_base(tiny_sd_path, torch.device("cpu"))
+    out = tmp_path / f"{sign}.safetensors"
+    train(base, models, SliderSettings(sign=sign, **{**FAST, **changes}), out)
+    return out
+
+
+def mean_scores(tiny_sd_path, models, lora, weights=(-1.0, 0.0, 1.0)):
+    base = load_base(tiny_sd_path, torch.device("cpu"))
+    scores = {w: [] for w in weights}
+    for prompt in PROMPTS:
+        cells, _ = sample(base, models, lora, list(weights), prompt, [0, 1], steps=6, resolution=64)
+        for cell in cells:
+            scores[cell.weight].append(cell.aesthetic)
+        base.pipe.unload_lora_weights()
+    return {w: sum(v) / len(v) for w, v in scores.items()}
+
+
+def test_reward_raises_and_penalty_lowers_the_score_and_minus_one_reverses(tiny_sd_path, models, tmp_path):
+    up = mean_scores(tiny_sd_path, models, trained(tiny_sd_path, models, tmp_path, "reward"))
+    down = mean_scores(tiny_sd_path, models, trained(tiny_sd_path, models, tmp_path, "penalty"))
+    assert up[1.0] > up[0.0] > up[-1.0], up
+    assert down[1.0] < down[0.0] < down[-1.0], down
+    assert up[0.0] == pytest.approx(down[0.0])  # weight 0 is the base model in both
+
+
+def test_a_lora_saves_with_its_recipe_loads_and_exports_for_kohya(tiny_sd_path, models, tmp_path):
+    lora = trained(tiny_sd_path, models, tmp_path, "reward", steps=3)
+    tensors, recipe = read_lora(lora)
+    assert tensors and all(k.startswith("unet.") for k in tensors)
+    assert recipe["settings"]["sign"] == "reward" and recipe["steps_done"] == 3
+    assert recipe["base"]["sha256"] == load_base(tiny_sd_path, torch.device("cpu")).sha256
+    kohya = export_kohya(lora, tmp_path / "kohya.safetensors")
+    kohya_tensors, kohya_recipe = read_lora(kohya)
+    assert all(k.startswith("lora_unet_") for k in kohya_tensors) and kohya_recipe == recipe
+    assert sum(k.endswith(".alpha") for k in kohya_tensors) == sum(k.endswith("lora_down.weight") for k in kohya_tensors)
+
+    # Both files give the same pictures at weight 1: the kohya copy is the same LoRA.
+    pictures = []
+    for path in (lora, kohya):
+        base = load_base(tiny_sd_path, torch.device("cpu"))
+        cells, _ = sample(base, models, path, [1.0], "a red house", [3], steps=4, resolution=64)
+        pictures.append(cells[0].image.tobytes())
+    assert pictures[0] == pictures[1]
+
+
+def test_an_interrupted_training_continues_where_it_stopped(tiny_sd_path, models, tmp_path):
+    whole = trained(tiny_sd_path, models, tmp_path, "reward", steps=12, checkpoint_every=4)
+    out = tmp_path / "resumed.safetensors"
+    calls = []
+    base = load_base(tiny_sd_path, torch.device("cpu"))
+    with pytest.raises(SliderStopped, match="stopped after 7 steps"):
+        train(base, models, SliderSettings(sign="reward", **{**FAST, "steps": 12, "checkpoint_every": 4}), out,
+              stop=lambda: len(calls) == 7, on_step=calls.append)
+    assert out.with_name("resumed.checkpoint.pt").is_file() and not out.exists()
+    base = load_base(tiny_sd_path, torch.device("cpu"))
+    steps = []
+    train(base, models, SliderSettings(sign="reward", **{**FAST, "steps": 12, "checkpoint_every": 4}), out,
+          on_step=steps.append)
+    assert [r.step for r in steps] == [8, 9, 10, 11, 12]
+    assert read_lora(out)[0].keys() == read_lora(whole)[0].keys()
+    assert all(torch.equal(a, b) for a, b in zip(read_lora(out)[0].values(), read_lora(whole)[0].values()))
+
+
+def test_the_cli_trains_and_samples_a_scored_grid(tiny_sd_path, tiny_clip_path, head_path, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
+    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red house\na blue boat\n")
+    lora = tmp_path / "beauty.safetensors"
+    assert main(["slider", "train", "--base", str(tiny_sd_path), "--steps", "3", "--resolution", "64",
+                 "--inference-steps", "4", "--prompts", str(prompts), "--out", str(lora), "--kohya",
+                 str(tmp_path / "beauty-kohya.safetensors"), "--device", "cpu", "--quiet"]) == 0
+    assert lora.is_file() and (tmp_path / "beauty-kohya.safetensors").is_file()
+    grid = tmp_path / "grid.png"
+    assert main(["slider", "sample", "--base", str(tiny_sd_path), "--lora", str(lora), "--weights=-1,0,1",
+                 "--prompt", "a red house", "--seeds", "0,1", "--steps", "4", "--resolution", "64", "--out", str(grid),
+                 "--device", "cpu", "--quiet"]) == 0
+    recipe = read_recipe(grid)
+    assert [(c["seed"], c["weight"]) for c in recipe["cells"]] == [(s, w) for s in (0, 1) for w in (-1.0, 0.0, 1.0)]
+    assert len(list(tmp_path.glob("grid-seed*-w*.png"))) == 6
+    assert "LoRA weight +1: aesthetic" in capsys.readouterr().out
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and err.count("\n") == 0, err
+    return err
+
+
+def test_mistakes_get_one_line(tiny_sd_path, tiny_clip_path, head_path, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
+    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
+    common = ["--steps", "2", "--resolution", "64", "--device", "cpu", "--quiet"]
+    not_sd = tmp_path / "photos"
+    not_sd.mkdir()
+    assert main(["slider", "train", "--base", str(not_sd), "--out", str(tmp_path / "x.safetensors"), *common]) != 0
+    assert "is not a diffusers Stable Diffusion folder" in one_line(capsys)
+    junk = tmp_path / "model.safetensors"
+    junk.write_bytes(b"not a checkpoint")
+    assert main(["slider", "train", "--base", str(junk), "--out", str(tmp_path / "x.safetensors"), *common]) != 0
+    assert "could not be loaded as a Stable Diffusion checkpoint" in one_line(capsys)
+
+    from safetensors.torch import save_file
+
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({"unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora.down.weight": torch.zeros(4, 7),
+               "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora.up.weight": torch.zeros(7, 4)}, wrong)
+    assert main(["slider", "sample", "--base", str(tiny_sd_path), "--lora", str(wrong), "--prompt", "x", "--steps", "2",
+                 "--resolution", "64", "--out", str(tmp_path / "g.png"), "--device", "cpu", "--quiet"]) != 0
+    assert "does not fit this base model" in one_line(capsys)
+
+    if not torch.cuda.is_available():
+        assert main(["slider", "train", "--base", str(tiny_sd_path), "--out", str(tmp_path / "x.safetensors"),
+                     "--steps", "2", "--device", "cuda", "--quiet"]) != 0
+        assert "CUDA" in one_line(capsys)
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # as if the extra were not installed
+    assert main(["slider", "train", "--base", str(tiny_sd_path), "--out", str(tmp_path / "x.safetensors"), *common]) != 0
+    assert "uv sync --extra slider" in one_line(capsys)
+    assert not json.dumps([str(p) for p in tmp_path.glob("x.*")]).count("x.safetensors")
