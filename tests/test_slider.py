@@ -15,7 +15,7 @@ from das_ag.png import read_recipe
 pytest.importorskip("diffusers", reason="the slider's optional extra is not installed (uv sync --extra slider)")
 
 from das_ag.slider.base import load_base  # noqa: E402
-from das_ag.slider.sample import load_slider, sample  # noqa: E402
+from das_ag.slider.sample import sample  # noqa: E402
 from das_ag.slider.train import SliderSettings, SliderStopped, export_kohya, read_lora, train  # noqa: E402
 
 PROMPTS = ("a red house", "a blue boat", "a green tree")
