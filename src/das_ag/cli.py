@@ -224,9 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--guidance-scale", type=_finite_float, default=5.0)
     train.add_argument("--aesthetic-weight", type=_finite_float, default=1.0)
     train.add_argument("--clip-weight", type=_finite_float, default=0.0, help="CLIP similarity to the prompt (stays on-prompt)")
+    train.add_argument("--ambiguity", choices=["reward", "penalty", "off"], default="off",
+                       help="add the style-ambiguity term (see Creativity) to the reward")
+    train.add_argument("--ambiguity-weight", type=_finite_float, default=0.25)
+    train.add_argument("--styles", default="wikiart", metavar="wikiart|FILE.txt")
     train.add_argument("--prompts", metavar="FILE.txt", help="training prompts, one per line (default: a built-in general list)")
     train.add_argument("--seed", type=_seed, default=0)
     train.add_argument("--checkpoint-every", type=_positive_int, default=50, metavar="N")
+    train.add_argument("--scorer", metavar="SCORER.safetensors",
+                       help="train against a latent scorer (das-ag slider scorer) instead of the image-space score")
     train.add_argument("--kohya", metavar="FILE.safetensors", help="also write the LoRA in kohya's format (ComfyUI, A1111)")
     train.add_argument("--out", required=True, metavar="FILE.safetensors")
     _add_slider_model_arguments(train)
@@ -245,6 +251,18 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, metavar="GRID.png", help="the grid; the single images go beside it")
     _add_slider_model_arguments(sample)
     sample.set_defaults(run=cmd_slider_sample)
+
+    scorer = slider_commands.add_parser("scorer", help="distil das-ag's image score into a small network on latents")
+    scorer.add_argument("--base", required=True, metavar="PATH")
+    scorer.add_argument("--samples", type=_whole_number(10, "10 or more"), default=512, help="latents to learn from")
+    scorer.add_argument("--epochs", type=_positive_int, default=200)
+    scorer.add_argument("--resolution", type=_positive_int, default=512)
+    scorer.add_argument("--inference-steps", type=_whole_number(2, "2 or more"), default=26)
+    scorer.add_argument("--prompts", metavar="FILE.txt")
+    scorer.add_argument("--seed", type=_seed, default=0)
+    scorer.add_argument("--out", required=True, metavar="SCORER.safetensors")
+    _add_slider_model_arguments(scorer)
+    scorer.set_defaults(run=cmd_slider_scorer)
 
     export = slider_commands.add_parser("export", help="write a slider LoRA in kohya's format (ComfyUI, A1111)")
     export.add_argument("lora", metavar="FILE.safetensors")
@@ -563,8 +581,9 @@ def cmd_slider_train(args: argparse.Namespace) -> int:
     settings = SliderSettings(
         sign=args.sign, steps=args.steps, lr=args.lr, rank=args.rank, alpha=args.alpha, resolution=args.resolution,
         inference_steps=args.inference_steps, guidance_scale=args.guidance_scale, aesthetic_weight=args.aesthetic_weight,
-        clip_weight=args.clip_weight, prompts=load_prompts(args.prompts) if args.prompts else GENERAL_PROMPTS,
-        seed=args.seed, checkpoint_every=args.checkpoint_every,
+        clip_weight=args.clip_weight, ambiguity=args.ambiguity, ambiguity_weight=args.ambiguity_weight, styles=args.styles,
+        prompts=load_prompts(args.prompts) if args.prompts else GENERAL_PROMPTS,
+        seed=args.seed, checkpoint_every=args.checkpoint_every, scorer=args.scorer or "",
     )
     problems = settings.problems()
     if problems:
@@ -610,6 +629,33 @@ def cmd_slider_sample(args: argparse.Namespace) -> int:
     for weight in args.weights:
         scores = [c.aesthetic for c in cells if c.weight == weight]
         print(f"  LoRA weight {weight:+g}: aesthetic {sum(scores) / len(scores):.3f} (mean of {len(scores)})")
+    return 0
+
+
+def cmd_slider_scorer(args: argparse.Namespace) -> int:
+    import time
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise DasAgError(f"--out {out} must end in .safetensors")
+    base, models = _slider_models(args)
+    from .slider.latent_scorer import collect, distil, save_scorer
+    from .slider.train import GENERAL_PROMPTS, SliderSettings, load_prompts
+
+    settings = SliderSettings(resolution=args.resolution, inference_steps=args.inference_steps, seed=args.seed,
+                              prompts=load_prompts(args.prompts) if args.prompts else GENERAL_PROMPTS)
+    problems = settings.problems()
+    if problems:
+        raise DasAgError(problems[0])
+    start = time.perf_counter()
+    latents, scores = collect(base, models, settings, args.samples)
+    made = time.perf_counter() - start
+    scorer, report = distil(latents, scores, epochs=args.epochs, seed=args.seed)
+    save_scorer(out, scorer, {"base": base.identity(), "models": models.identities(), "samples": args.samples,
+                              "resolution": args.resolution, "validation_correlation": report.validation_correlation,
+                              "validation_mse": report.validation_mse})
+    print(f"saved {out}: {report.samples} latents ({made:.1f} s to make and score), held-out correlation "
+          f"{report.validation_correlation:.3f}, mse {report.validation_mse:.4f} (scores' spread {report.target_std:.4f})")
     return 0
 
 

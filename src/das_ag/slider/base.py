@@ -63,7 +63,7 @@ def load_base(path: str | Path, device: torch.device, dtype: torch.dtype = torch
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"base checkpoint {path} does not exist")
-    options = dict(safety_checker=None, requires_safety_checker=False, torch_dtype=dtype, local_files_only=True)
+    options = dict(safety_checker=None, requires_safety_checker=False, dtype=dtype, local_files_only=True)
     try:
         if path.is_dir():
             if not (path / "model_index.json").is_file():

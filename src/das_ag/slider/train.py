@@ -50,6 +50,12 @@ class SliderSettings:
     guidance_scale: float = 5.0
     aesthetic_weight: float = 1.0
     clip_weight: float = 0.0  # CLIP similarity to the training prompt, to stay on-prompt
+    ambiguity: str = "off"  # the style-ambiguity term on the same embedding: reward, penalty or off
+    ambiguity_weight: float = 0.25
+    styles: str = "wikiart"
+    # A latent scorer (das-ag slider scorer) in place of the image-space score: no VAE decode and
+    # no CLIP backward in the loop.
+    scorer: str = ""
     prompts: tuple[str, ...] = field(default=GENERAL_PROMPTS)
     seed: int = 0
     checkpoint_every: int = 50
@@ -71,6 +77,11 @@ class SliderSettings:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 p.append(f"{name.replace('_', ' ')} must be a finite number >= 0, not {v!r}")
+        if self.scorer and (self.clip_weight > 0 or self.ambiguity != "off"):
+            p.append("a latent scorer replaces the image-space score; CLIP similarity and style ambiguity need the "
+                     "decoded image (drop --clip-weight / --ambiguity, or the scorer)")
+        if self.ambiguity not in ("reward", "penalty", "off"):
+            p.append(f"ambiguity must be reward, penalty or off, not {self.ambiguity!r}")
         if not self.prompts or not all(isinstance(t, str) and t.strip() for t in self.prompts):
             p.append("the slider needs at least one non-empty training prompt")
         return p
@@ -157,18 +168,37 @@ def export_kohya(lora: str | Path, out: str | Path) -> Path:
 
 
 # -- the reward ------------------------------------------------------------------------------------
-def image_reward(images: torch.Tensor, models, settings: SliderSettings, text: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+def ambiguity_term(models, settings: SliderSettings):
+    """das-ag's style-ambiguity term, built as a run would build it (None when off)."""
+    if settings.ambiguity == "off":
+        return None
+    from ..config import GenerationConfig
+    from ..objectives.ambiguity import AmbiguityTerm
+
+    config = GenerationConfig(prompts=(), clip_weight=0.0, guidance="off", terms={"ambiguity": {
+        "guidance": settings.ambiguity, "weight": settings.ambiguity_weight, "styles": settings.styles}})
+    return AmbiguityTerm(config, models)
+
+
+def image_reward(images: torch.Tensor, models, settings: SliderSettings, text: torch.Tensor | None,
+                 styles=None) -> tuple[torch.Tensor, dict]:
     """das-ag's signed score of images in [0, 1] (N, 3, H, W), differentiable, and its parts."""
+    from ..objectives import TermInputs
+
     views = resize(normalize(images), models.input_resolution, "bilinear", antialias=True)
     embeddings = models.encode_images(views)
     score = models.aesthetic_score(embeddings).mean()
     sign = 1 if settings.sign == "reward" else -1
     reward = sign * settings.aesthetic_weight * score / 10
-    parts = {"aesthetic": float(score)}
+    parts = {"aesthetic": float(score.detach())}
     if text is not None and settings.clip_weight > 0:
         similarity = (embeddings @ text.t()).mean()
         reward = reward + settings.clip_weight * similarity
-        parts["clip"] = float(similarity)
+        parts["clip"] = float(similarity.detach())
+    if styles is not None:
+        loss, metrics = styles.loss(TermInputs(embeddings, views, 0, 1))
+        reward = reward - loss  # the term's loss is what it minimises
+        parts["style_entropy"] = float(metrics["entropy"].detach())
     return reward, parts
 
 
@@ -227,6 +257,12 @@ def train(
     latent_side = settings.resolution // pipe.vae_scale_factor
     text_cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
     empty = encode_prompt(pipe, [""])
+    styles = ambiguity_term(models, settings)
+    if settings.scorer:
+        from .latent_scorer import load_scorer
+
+        scorer = load_scorer(settings.scorer, base)[0].to(device)
+        styles = ("latent", scorer)  # _step scores the clean latent itself
     scheduler = pipe.scheduler
     scheduler.set_timesteps(settings.inference_steps, device=device)
     alphas = scheduler.alphas_cumprod.to(device)
@@ -236,13 +272,14 @@ def train(
         for step in range(start, settings.steps):
             if stop is not None and stop():
                 raise KeyboardInterrupt
-            reward, parts = _step(pipe, unet, models, settings, step, scheduler, alphas, latent_side, empty, text_cache)
+            reward, parts = _step(pipe, unet, models, settings, step, scheduler, alphas, latent_side, empty, text_cache,
+                                  styles)
             optimizer.zero_grad(set_to_none=True)
             (-reward).backward()
             optimizer.step()
             done = step + 1
             if on_step is not None:
-                on_step(StepReport(done, settings.steps, float(reward), parts))
+                on_step(StepReport(done, settings.steps, float(reward.detach()), parts))
             if done % settings.checkpoint_every == 0 and done < settings.steps:
                 _save_checkpoint(checkpoint, params, optimizer, done, recipe)
     except KeyboardInterrupt:
@@ -261,7 +298,7 @@ class SliderStopped(DasAgError):
         self.done = done
 
 
-def _step(pipe, unet, models, settings, step, scheduler, alphas, latent_side, empty, text_cache):
+def _step(pipe, unet, models, settings, step, scheduler, alphas, latent_side, empty, text_cache, styles):
     """One training step's reward, differentiable in the LoRA."""
     draw = random.Random(f"{settings.seed}:{step}")  # per step, so a resumed run draws the same
     prompt = draw.choice(settings.prompts)
@@ -284,8 +321,12 @@ def _step(pipe, unet, models, settings, step, scheduler, alphas, latent_side, em
     eps = _noise_prediction(unet, latents, t, conditions, settings.guidance_scale)
     a = alphas[t]
     clean = (latents - (1 - a).sqrt() * eps) / a.sqrt()  # the step's prediction of the final latent
+    if isinstance(styles, tuple):  # a latent scorer: no decode, no CLIP
+        score = styles[1](clean.float()).mean()
+        sign = 1 if settings.sign == "reward" else -1
+        return sign * settings.aesthetic_weight * score / 10, {"aesthetic": float(score.detach())}
     images = (pipe.vae.decode(clean / pipe.vae.config.scaling_factor).sample + 1) / 2
-    return image_reward(images.clamp(0, 1), models, settings, clip_text)
+    return image_reward(images.clamp(0, 1), models, settings, clip_text, styles)
 
 
 def _save_checkpoint(path: Path, params, optimizer, step: int, recipe: dict) -> None:
