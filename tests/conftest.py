@@ -99,34 +99,6 @@ def tiny_sd_path(tmp_path_factory) -> Path:
     """A tiny random Stable Diffusion in diffusers' folder format (UNet, VAE, CLIP text encoder, a
     tokenizer with a hand-written vocabulary, DDIM), built here: nothing comes from a hub."""
     pytest.importorskip("diffusers", reason="the slider's optional extra is not installed (uv sync --extra slider)")
-    import json
-    import string
+    from das_ag.slider.random_sd import save_random_sd
 
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-sd")
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4,
-                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32)
-    vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2)
-    text_encoder = CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4,
-                                                num_hidden_layers=5, vocab_size=1000, bos_token_id=0, eos_token_id=2,
-                                                pad_token_id=1))
-    vocab = {"<|startoftext|>": 0, "!": 1, "<|endoftext|>": 2}
-    for c in string.ascii_lowercase:
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    base = folder / "base"
-    pipe.save_pretrained(base)
-    return base
+    return save_random_sd(tmp_path_factory.mktemp("tiny-sd"), "tiny", seed=0)

@@ -123,6 +123,7 @@ def _float_list(text: str) -> list[float]:
 
 
 def _add_slider_model_arguments(parser) -> None:
+    parser.add_argument("--config", metavar="DIR", help="for a single-file --base: a diffusers folder with its configs")
     parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]")
     parser.add_argument("--clip-model", metavar="NAME|PATH", help="default: $CLIP_MODEL_PATH, else ViT-L/14")
     parser.add_argument("--aesthetic-model", metavar="PATH", help="default: $AESTHETIC_PREDICTOR_PATH, else the download")
@@ -564,7 +565,7 @@ def _slider_models(args: argparse.Namespace):
     device = resolve_device(args.device)
     _say(args, f"loading {args.base} and the scoring models on {device} ...")
     models = load_models(args.clip_model, args.aesthetic_model, args.device)
-    return load_base(args.base, device), models
+    return load_base(args.base, device, config=args.config), models
 
 
 def cmd_slider_train(args: argparse.Namespace) -> int:

@@ -49,8 +49,11 @@ def base_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_base(path: str | Path, device: torch.device, dtype: torch.dtype = torch.float32) -> BaseModel:
-    """The pipeline of a local checkpoint, frozen, on `device`."""
+def load_base(path: str | Path, device: torch.device, dtype: torch.dtype = torch.float32,
+              config: str | Path | None = None) -> BaseModel:
+    """The pipeline of a local checkpoint, frozen, on `device`. A single-file checkpoint needs the
+    configs of its architecture: `config`, a local diffusers folder of the same family (offline,
+    diffusers would otherwise look for them on the hub)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import diffusers.utils.logging
     import transformers.utils.logging
@@ -70,7 +73,12 @@ def load_base(path: str | Path, device: torch.device, dtype: torch.dtype = torch
                 raise DasAgError(f"{path} is not a diffusers Stable Diffusion folder (no model_index.json)")
             pipe = StableDiffusionPipeline.from_pretrained(path, **options)
         elif path.suffix.lower() in (".safetensors", ".ckpt"):
-            pipe = StableDiffusionPipeline.from_single_file(str(path), **options)
+            extra = {"config": str(config)} if config else {}
+            try:
+                pipe = StableDiffusionPipeline.from_single_file(str(path), **options, **extra)
+            except Exception as exc:
+                hint = "" if config else "; a single file also needs its configs: pass --config, a diffusers folder of its family"
+                raise DasAgError(f"{path} could not be loaded as a Stable Diffusion checkpoint ({one_line(exc, 160)}){hint}") from None
         else:
             raise DasAgError(f"{path} is not a Stable Diffusion checkpoint (a diffusers folder or a .safetensors file)")
     except DasAgError:
