@@ -331,3 +331,28 @@ def test_style_ambiguity_from_the_studio_shows_the_styles(studio):
     assert any("top styles:" in m.value for m in studio.markdown)
     charts = studio.get("vega_lite_chart")
     assert any(json.loads(c.proto.spec)["mark"]["type"] == "bar" for c in charts)  # the styles as bars
+
+
+def test_style_centroids_can_be_uploaded_and_used(studio, models, tmp_path):
+    import numpy as np
+
+    from das_ag.styles import Centroids
+
+    centres = np.random.default_rng(0).normal(size=(3, 768)).astype(np.float32) * 0.03
+    data = Centroids(centres, models.identities()["clip"], images=9).to_bytes()
+    studio.selectbox(key=form.term_key("ambiguity", "guidance")).set_value("reward").run()
+    studio.file_uploader(key="upload:ambiguity:centroids").set_value(("mine.npz", data, "application/octet-stream")).run()
+    kept = studio.session_state[form.term_key("ambiguity", "centroids")]
+    assert kept.startswith(str(tmp_path / "saved" / "uploads")) and kept.endswith(".npz")
+    quick_form(studio, "a harbour")
+    button(studio, "Generate").click().run()
+    finish_job(studio)
+    result = studio.session_state["last_items"][0]["result"]
+    assert {s["label"] for s in result.scores.values["styles"]} == {"cluster 1", "cluster 2", "cluster 3"}
+    assert read_recipe(result.files()[".png"])["config"]["terms"]["ambiguity"]["centroids"] == kept
+
+    # A style list of one label is kept, and the form says why it cannot run with it.
+    studio.file_uploader(key="upload:ambiguity:centroids").set_value(None).run()
+    studio.session_state[form.term_key("ambiguity", "centroids")] = ""
+    studio.file_uploader(key="upload:ambiguity:styles").set_value(("one.txt", b"cubism\n", "text/plain")).run()
+    assert any("has 1 label(s); ambiguity needs at least two" in p for p in problems(studio)), problems(studio)

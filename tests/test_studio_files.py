@@ -51,3 +51,15 @@ def test_written_files_get_the_users_umask(tmp_path, umask):
         assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask
     assert replaced.read_bytes() == b"more"
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_uploads_of_each_kind_keep_their_suffixes_only(tmp_path):
+    from das_ag.studio.files import save_upload
+
+    kept = save_upload("moods.txt", b"calm\nstormy\n", tmp_path, kind="style list")
+    assert kept.parent == tmp_path / "uploads" and kept.read_bytes() == b"calm\nstormy\n"
+    assert save_upload("again.txt", b"calm\nstormy\n", tmp_path, kind="style list") == kept  # stored once
+    with pytest.raises(DasAgError, match="a centroid file must be one of .npz"):
+        save_upload("styles.txt", b"x", tmp_path, kind="centroid file")
+    with pytest.raises(DasAgError, match="not a readable picture"):
+        save_upload("photo.png", b"not a picture", tmp_path)

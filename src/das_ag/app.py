@@ -357,9 +357,33 @@ def term_controls() -> None:
             with st.expander(TERM_EXPANDERS.get(name, f"{name} term")):
                 defaults = cls.Settings()  # for a term registered after this session began
                 for f, s in described(cls.Settings):
+                    if not s.studio:  # set another way (an upload below) or not at all
+                        continue
                     key = form.term_key(name, f.name)
                     st.session_state.setdefault(key, getattr(defaults, f.name))
                     setting_control(key, f, s)
+                for field, label, kind, suffixes in TERM_UPLOADS.get(name, ()):
+                    now = st.session_state.get(form.term_key(name, field))
+                    st.file_uploader(label, type=suffixes, key=f"upload:{name}:{field}", on_change=on_term_upload,
+                                     args=(name, field, kind), help=f"now: {Path(now).name}" if now else None)
+
+
+# Files a term's settings name, uploaded from the page and kept under the output root.
+TERM_UPLOADS = {"ambiguity": [("styles", "Style labels (a .txt, one per line)", "style list", ["txt"]),
+                              ("centroids", "Style centroids (from das-ag centroids build)", "centroid file", ["npz"])]}
+
+
+def on_term_upload(name: str, field: str, kind: str) -> None:
+    upload = st.session_state.get(f"upload:{name}:{field}")
+    if upload is None:
+        return
+    try:
+        path = save_upload(upload.name, upload.getvalue(), kind=kind)
+    except DasAgError as exc:
+        st.session_state["notice"] = ("error", f"Could not use {upload.name}: {exc}")
+        return
+    st.session_state[form.term_key(name, field)] = str(path)
+    st.session_state["notice"] = ("info", f"The {kind} {upload.name} is in use.")
 
 
 def weights_panel(problem: str) -> None:

@@ -182,7 +182,7 @@ class GenerationConfig:
 
         try:
             return any(cls.method_mark(self) for cls in TERMS.values())
-        except Exception:  # settings not valid yet: the problems list says so
+        except (ConfigError, AttributeError, TypeError):  # settings not valid yet: the problems list says so
             return False
 
     # -- validation -------------------------------------------------------------------------

@@ -43,11 +43,13 @@ def output_folder(subfolder: str, root: Path | None = None) -> Path:
 
 UPLOADS = "uploads"
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+UPLOAD_KINDS = {"picture": PICTURE_SUFFIXES, "style list": (".txt",), "centroid file": (".npz",)}
 
 
-def save_upload(name: str, data: bytes, root: Path | None = None) -> Path:
-    """Keep an uploaded picture (a stroke drawing's start) under the output root, named by its
-    content: recipes refer to it by that path, and the same picture is stored once."""
+def save_upload(name: str, data: bytes, root: Path | None = None, *, kind: str = "picture") -> Path:
+    """Keep an uploaded file (a stroke drawing's start picture, a style list, style centroids)
+    under the output root, named by its content: recipes refer to it by that path, and the same
+    file is stored once. The settings that read it check its contents."""
     import hashlib
     import io
 
@@ -55,16 +57,18 @@ def save_upload(name: str, data: bytes, root: Path | None = None) -> Path:
 
     from ..png import write_atomic
 
+    suffixes = UPLOAD_KINDS[kind]
     suffix = Path(name).suffix.lower()
-    if suffix not in PICTURE_SUFFIXES:
-        raise DasAgError(f"a start picture must be one of {', '.join(PICTURE_SUFFIXES)}, not {suffix or 'a file without one'}")
+    if suffix not in suffixes:
+        raise DasAgError(f"a {kind} must be one of {', '.join(suffixes)}, not {suffix or 'a file without one'}")
     if len(data) > MAX_UPLOAD_MB * 2**20:
-        raise DasAgError(f"the picture is over {MAX_UPLOAD_MB} MB")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError):
-        raise DasAgError("the file is not a readable picture") from None
+        raise DasAgError(f"the {kind} is over {MAX_UPLOAD_MB} MB")
+    if kind == "picture":
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError):
+            raise DasAgError("the file is not a readable picture") from None
     folder = (output_root() if root is None else Path(root)) / UPLOADS
     path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
     if not path.exists():
