@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..schedules import Schedule
 from ..settings import setting
 from ..weights import file_sha256
-from .base import Canvas, from_pil
+from .base import Canvas, from_pil, to_pil
 from .rasterise import render
 
 MAX_STROKES, MAX_SEGMENTS = 4096, 16
@@ -173,6 +173,7 @@ class StrokeCanvas(Canvas):
         else:
             self.rgb = nn.Parameter(colours)
         self.softness = s.softness.at(0, 1)
+        self.final_softness = s.softness.end
 
     # -- the protocol ------------------------------------------------------------------------
     def param_groups(self, lr: float) -> list[dict]:
@@ -229,6 +230,8 @@ class StrokeCanvas(Canvas):
     def at_step(self, step: int, steps: int) -> None:
         hold = max(1, math.ceil(steps * (1 - HOLD_FINAL_SOFTNESS)))
         self.softness = self.settings.softness.at(min(step, hold), hold)
+        # What the last tenth of the run draws with (an exponential schedule stops short of `end`).
+        self.final_softness = self.settings.softness.at(hold, hold)
 
     def colours(self) -> torch.Tensor:
         """(strokes, 3) in [0, 1]. A palette's strokes show exactly one of its colours; the
@@ -255,10 +258,8 @@ class StrokeCanvas(Canvas):
 
     @torch.no_grad()
     def image(self) -> Image.Image:
-        final = self.settings.softness.end
-        from .base import to_pil
-
-        return to_pil(self.crop(self.forward(final)))
+        """The SVG's picture: drawn at the run's final softness, whenever the run stopped."""
+        return to_pil(self.crop(self.forward(self.final_softness)))
 
     def exports(self) -> dict:
         from ..svg import stroke_svg
