@@ -144,7 +144,7 @@ class StrokeCanvas(Canvas):
     name = "strokes"
     Settings = StrokeSettings
     files = (".svg",)
-    ignores = {"lr": "strokes learn at their own rates: the point, width and colour rates under Canvas"}
+    ignores = {"lr": "strokes learn at their own rates (point, width and colour rates: --point-lr, --width-lr, --colour-lr)"}
 
     @classmethod
     def from_config(cls, config, generator: torch.Generator) -> StrokeCanvas:
