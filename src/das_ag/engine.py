@@ -151,14 +151,17 @@ class _Image:
         self.warnings = tuple(w for t in self.terms for w in getattr(t, "warnings", ()))
         self.status, self.message, self.steps_done = "running", "", 0
 
-    def views(self, t: int, out_size: int) -> torch.Tensor:
+    def views(self, t: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's augmented views, and the visible picture they were cut from."""
         cfg, T = self.config, self.config.steps
         self.canvas.at_step(t, T)
         strength = AugmentStrength(
             jitter=int(cfg.jitter.at(t, T) * cfg.margin), colour=cfg.colour.at(t, T), noise=cfg.noise.at(t, T)
         )
-        return augment(self.canvas(), copies=cfg.augment_copies, resolution=cfg.resolution, strength=strength,
-                       generator=self.augment_generator, out_size=out_size)
+        rendered = self.canvas()
+        views = augment(rendered, copies=cfg.augment_copies, resolution=cfg.resolution, strength=strength,
+                        generator=self.augment_generator, out_size=out_size)
+        return views, self.canvas.crop(rendered)
 
 
 @dataclass
@@ -315,14 +318,14 @@ class Synthesis:
     def _launch(self, t: int) -> _Pending:
         """Queue step t's forward and backward; its numbers stay on the device for now."""
         with self._deterministic():
-            views = [image.views(t, self.models.input_resolution) for image in self.images]
+            views, pictures = zip(*(image.views(t, self.models.input_resolution) for image in self.images))
             embeddings = self._encode(torch.cat(views) if len(views) > 1 else views[0])
             # Every number of the step goes into one tensor (one host copy); `layout` says, per
             # image, which (term, metric) each entry is, or holds a number already on the host.
             total, losses, stats, layout, offset = None, [], [], [], 0
-            for image, image_views in zip(self.images, views):
+            for image, image_views, picture in zip(self.images, views, pictures):
                 n = image_views.shape[0]
-                inputs = TermInputs(embeddings[offset:offset + n], image_views, t, self.steps)
+                inputs = TermInputs(embeddings[offset:offset + n], image_views, t, self.steps, picture)
                 offset += n
                 loss, entries = None, []
                 for term in image.terms:

@@ -30,6 +30,9 @@ class TermInputs:
     views: torch.Tensor  # (copies, 3, H, W) those views, CLIP-normalised, as the encoder saw them
     step: int  # 0-based
     steps: int
+    # The visible image itself, unaugmented: (1, 3, H, W) in [0, 1], for terms about the picture's
+    # own geometry or colours (symmetry, a palette); None where there is no canvas (the slider).
+    picture: torch.Tensor | None = None
 
 
 class Term:

@@ -1,0 +1,62 @@
+"""What each optional loss term adds to a step (symmetry, colourfulness, palette, style ambiguity).
+
+    uv run python bench/term_speed.py                 # CPU
+    uv run python bench/term_speed.py --device cuda   # on a GPU
+
+On a random-weight CLIP of ViT-L/14's shape (no download), 224 px, 8 copies, default precision:
+the engine's step without optional terms and with each one, timed in rounds that alternate them,
+so the drift of a shared machine falls on all alike. Medians; ratios from this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from das_ag import load_models  # noqa: E402
+from das_ag.models import AestheticHead  # noqa: E402
+from das_ag.random_clip import save_random_clip  # noqa: E402
+from step_speed import engine_step_seconds  # noqa: E402
+
+TERMS = {
+    "none": {},
+    "symmetry": {"symmetry": {"weight": 1.0}},
+    "colourfulness": {"colourfulness": {"weight": 1.0}},
+    "palette": {"palette": {"weight": 1.0}},
+    "ambiguity (27 labels)": {"ambiguity": {"guidance": "reward"}},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=2)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        clip_path = save_random_clip(Path(tmp) / "vit-l14.pt", "ViT-L/14", seed=0)
+        head_path = Path(tmp) / "head.pth"
+        torch.save(AestheticHead().state_dict(), head_path)
+        models = load_models(str(clip_path), str(head_path), str(device))
+        times = {name: [] for name in TERMS}
+        for _ in range(args.rounds):
+            for name, terms in TERMS.items():
+                times[name].append(engine_step_seconds(models, args.steps, augment_copies=8, resolution=224, terms=terms))
+                print(f"  {name}: {times[name][-1] * 1000:.0f} ms", flush=True)
+    base = statistics.median(times["none"])
+    print("\n| term | ms/step | vs none |\n|---|---|---|")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"| {name} | {median * 1000:.0f} | {median / base:.3f}x |")
+
+
+if __name__ == "__main__":
+    main()
