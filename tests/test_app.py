@@ -356,3 +356,24 @@ def test_style_centroids_can_be_uploaded_and_used(studio, models, tmp_path):
     studio.session_state[form.term_key("ambiguity", "centroids")] = ""
     studio.file_uploader(key="upload:ambiguity:styles").set_value(("one.txt", b"cubism\n", "text/plain")).run()
     assert any("has 1 label(s); ambiguity needs at least two" in p for p in problems(studio)), problems(studio)
+
+
+def test_image_prompts_from_the_studio_need_no_text(studio, tmp_path):
+    import io
+
+    from PIL import Image
+
+    picture = io.BytesIO()
+    Image.new("RGB", (32, 32), (240, 220, 20)).save(picture, format="PNG")
+    studio.file_uploader(key="image_prompt_upload").set_value([("sun.png", picture.getvalue(), "image/png")]).run()
+    assert any("Steering towards 1 picture(s): " in c.value for c in studio.caption)
+    studio.number_input(key="steps").set_value(3)
+    studio.number_input(key="augment_copies").set_value(2)
+    studio.run()
+    assert problems(studio) == []  # no text prompt needed
+    button(studio, "Generate").click().run()
+    finish_job(studio)
+    result = studio.session_state["last_items"][0]["result"]
+    assert result.scores.values["image_prompt_similarity"] is not None
+    button(studio, "Clear").click().run()
+    assert "Write at least one prompt to steer towards." in problems(studio)

@@ -353,7 +353,8 @@ def on_init_upload() -> None:
 def term_controls() -> None:
     """The settings of terms that declare their own, one expander each."""
     for name, cls in TERMS.items():
-        if cls.Settings is not None:
+        shown = cls.Settings is not None and (any(s.studio for _, s in described(cls.Settings)) or name in TERM_UPLOADS)
+        if shown:
             with st.expander(TERM_EXPANDERS.get(name, f"{name} term")):
                 defaults = cls.Settings()  # for a term registered after this session began
                 for f, s in described(cls.Settings):
@@ -366,6 +367,40 @@ def term_controls() -> None:
                     now = st.session_state.get(form.term_key(name, field))
                     st.file_uploader(label, type=suffixes, key=f"upload:{name}:{field}", on_change=on_term_upload,
                                      args=(name, field, kind), help=f"now: {Path(now).name}" if now else None)
+
+
+IMAGE_PROMPTS = form.term_key("image_prompt", "images")
+
+
+def image_prompt_controls() -> None:
+    """Pictures to steer towards (weight 1 each; the CLI takes any signed weight)."""
+    current = [e for e in st.session_state.get(IMAGE_PROMPTS, "").split("|") if e]
+    st.file_uploader("Image prompts", type=["png", "jpg", "jpeg", "webp"], accept_multiple_files=True,
+                     key="image_prompt_upload", on_change=on_image_prompts,
+                     help="pictures the image should look like to CLIP, like text prompts of weight 1")
+    if current:
+        names = ", ".join(Path(e.rpartition(":")[0] or e).name for e in current)
+        c1, c2 = st.columns([4, 1])
+        c1.caption(f"Steering towards {len(current)} picture(s): {names}")
+        c2.button("Clear", key="clear_image_prompts", on_click=clear_image_prompts)
+
+
+def on_image_prompts() -> None:
+    uploads = st.session_state.get("image_prompt_upload") or []
+    kept = []
+    for upload in uploads:
+        try:
+            kept.append(f"{save_upload(upload.name, upload.getvalue())}:1")
+        except DasAgError as exc:
+            st.session_state["notice"] = ("error", f"Could not use {upload.name}: {exc}")
+            return
+    st.session_state[IMAGE_PROMPTS] = "|".join(kept)
+    st.session_state[form.term_key("image_prompt", "sha256")] = ""  # the new pictures' own, computed again
+
+
+def clear_image_prompts() -> None:
+    st.session_state[IMAGE_PROMPTS] = ""
+    st.session_state[form.term_key("image_prompt", "sha256")] = ""
 
 
 # Files a term's settings name, uploaded from the page and kept under the output root.
@@ -520,7 +555,8 @@ def line_chart(frame: pd.DataFrame, height: int = 130) -> None:
     }, width="stretch")
 
 
-TERM_EXPANDERS = {"aesthetic": "Aesthetic term: score cap, every N steps",
+TERM_EXPANDERS = {"aesthetic": "Aesthetic term: score cap, every N steps", "symmetry": "Symmetry (left-right)",
+                  "colourfulness": "Colourfulness (more or less)", "palette": "Colour palette",
                   "ambiguity": "Creativity: style ambiguity (DAS-CAN)"}
 TERM_CHART_TITLES = {"text": "CLIP similarity (positive / negative prompts)",
                      "aesthetic": "aesthetic score (training head) and its weight",
@@ -682,6 +718,7 @@ def main() -> None:
     st.button("Add prompt", on_click=add_row, args=("pos",))
     prompt_rows("neg", "Negative prompt")
     st.button("Add negative prompt", on_click=add_row, args=("neg",))
+    image_prompt_controls()
 
     st.subheader("Guidance")
     g1, g2, g3 = st.columns([2, 1, 1])

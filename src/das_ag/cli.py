@@ -73,6 +73,8 @@ def _add_prompt_arguments(group) -> None:
                        help="a prompt to steer towards (repeatable); a negative WEIGHT repels")
     group.add_argument("--negative", action="append", default=[], metavar="TEXT[:WEIGHT]",
                        help="a prompt to steer away from (repeatable)")
+    group.add_argument("--image-prompt", action="append", default=[], metavar="FILE[:WEIGHT]",
+                       help="a picture to steer towards (repeatable); a negative WEIGHT repels")
 
 
 def _add_settings_arguments(parser, *, skip: tuple[str, ...] = ()) -> None:
@@ -292,11 +294,18 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
         if prompts:
             config = config.replace(prompts=prompts)
     else:
-        if args.clip_weight is None or args.clip_weight > 0:  # --clip-weight 0: aesthetic guidance alone
+        if (args.clip_weight is None or args.clip_weight > 0) and not any(
+                parse_image_prompt(p)[1] > 0 for p in args.image_prompt):  # --clip-weight 0: aesthetic alone
             _need_attracting_prompt(prompts, "give at least one --prompt to steer towards (or --clip-weight 0 "
                                              "to steer by the aesthetic score alone)")
         config = _preset_config(args, prompts)
     return apply_settings(config, args)
+
+
+def parse_image_prompt(text: str) -> tuple[str, float]:
+    from .objectives.image_prompt import parse_image_prompt as parse
+
+    return parse(text)
 
 
 def _preset_config(args: argparse.Namespace, prompts: tuple) -> GenerationConfig:
@@ -331,6 +340,12 @@ def apply_settings(config: GenerationConfig, args: argparse.Namespace) -> Genera
     if canvas_settings is not config.canvas_settings:
         changes["canvas_settings"] = canvas_settings
     terms = dict(config.terms)
+    if getattr(args, "image_prompt", None):
+        from .objectives.image_prompt import SEPARATOR
+
+        entries = [parse_image_prompt(p) for p in args.image_prompt]
+        terms["image_prompt"] = replace_settings(config.term_settings("image_prompt"),
+                                                 {"images": SEPARATOR.join(f"{path}:{w:g}" for path, w in entries)})
     for name, term in TERMS.items():
         if term.Settings is not None:
             given = values_from_arguments(args, term.Settings, prefix=f"{name}_")

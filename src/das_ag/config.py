@@ -176,12 +176,13 @@ class GenerationConfig:
     def negative_prompts(self) -> tuple[Prompt, ...]:
         return tuple(p for p in self.prompts if p.is_negative)
 
-    def _other_signed_terms(self) -> bool:
-        """Whether a signed term besides the aesthetic one steers this run (style ambiguity)."""
+    def _other_steering_terms(self) -> bool:
+        """Whether a term besides the text and aesthetic ones steers this run (an image prompt,
+        style ambiguity), so that it needs no text prompt."""
         from .objectives import TERMS
 
         try:
-            return any(cls.method_mark(self) for cls in TERMS.values())
+            return any(cls.steers(self) for cls in TERMS.values())
         except (ConfigError, AttributeError, TypeError):  # settings not valid yet: the problems list says so
             return False
 
@@ -189,12 +190,13 @@ class GenerationConfig:
     def problems(self) -> list[str]:
         """Every reason this config cannot run, in plain words (empty when it can)."""
         p: list[str] = []
+        steered = self._other_steering_terms()
         if self.prompts and not self.positive_prompts:
             p.append("give at least one prompt to steer towards (a positive prompt)")
-        elif not self.prompts and (not _finite(self.clip_weight) or self.clip_weight > 0):
+        elif not self.prompts and not steered and (not _finite(self.clip_weight) or self.clip_weight > 0):
             p.append("give at least one prompt to steer towards (a positive prompt), or set the clip weight to 0 "
                      "for aesthetic guidance alone")
-        elif not self.prompts and self.guidance == "off" and not self._other_signed_terms():
+        elif not self.prompts and self.guidance == "off" and not steered:
             p.append("with no prompt and guidance off there is nothing to steer by; give a prompt or choose reward or penalty")
         for prompt in self.prompts:
             if not isinstance(prompt, Prompt) or not str(prompt.text).strip():

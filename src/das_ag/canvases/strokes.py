@@ -14,7 +14,6 @@ rendered at the final softness: it is the SVG's picture, whenever the run stoppe
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, replace
 
 import torch
@@ -24,6 +23,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..schedules import Schedule
+from ..pictures import picture_problems
 from ..settings import setting
 from ..weights import file_sha256
 from .base import Canvas, from_pil, to_pil
@@ -134,7 +134,10 @@ class StrokeSettings:
         if self.init not in STROKE_INITS:
             p.append(f"stroke init must be one of {', '.join(STROKE_INITS)}, not {self.init!r}")
         elif self.init == "image":
-            p.extend(_init_image_problems(self.init_image, self.init_image_sha256))
+            if not self.init_image:
+                p.append("a stroke start from an image needs --init-image")
+            else:
+                p.extend(picture_problems(self.init_image, self.init_image_sha256, "init image"))
         return p
 
 
@@ -353,21 +356,6 @@ def _load_init_image(path: str, resolution: int) -> torch.Tensor:
     left, top = (image.width - side) // 2, (image.height - side) // 2
     image = image.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.Resampling.LANCZOS)
     return from_pil(image)
-
-
-def _init_image_problems(path: str, sha: str) -> list[str]:
-    if not path:
-        return ["a stroke start from an image needs --init-image"]
-    if not os.path.isfile(path):
-        return [f"init image {path} does not exist"]
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return [f"init image {path} is not a readable image"]
-    if sha and file_sha256(path) != sha:
-        return [f"init image {path} has changed since these settings were made (its checksum differs)"]
-    return []
 
 
 # -- colours ---------------------------------------------------------------------------------

@@ -31,12 +31,13 @@ def term_class(name: str) -> type[Term] | None:
 from .aesthetic import AestheticTerm  # noqa: E402
 from .ambiguity import AmbiguityTerm  # noqa: E402
 from .colourfulness import ColourfulnessTerm  # noqa: E402
+from .image_prompt import ImagePromptTerm  # noqa: E402
 from .palette import PaletteTerm  # noqa: E402
 from .regularisers import L1Term, TotalVariationTerm  # noqa: E402
 from .symmetry import SymmetryTerm  # noqa: E402
 from .text import TextTerm  # noqa: E402
 
-for _term in (TextTerm, AestheticTerm, AmbiguityTerm, TotalVariationTerm, L1Term, SymmetryTerm, ColourfulnessTerm,
+for _term in (TextTerm, ImagePromptTerm, AestheticTerm, AmbiguityTerm, TotalVariationTerm, L1Term, SymmetryTerm, ColourfulnessTerm,
               PaletteTerm):
     register_term(_term)
 

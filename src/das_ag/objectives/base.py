@@ -51,6 +51,11 @@ class Term:
     method_marks: ClassVar[dict[str, dict[str, Any]]] = {}
 
     @classmethod
+    def steers(cls, config: GenerationConfig) -> bool:
+        """Whether this term alone can steer a run with no text prompt (an image prompt does)."""
+        return bool(cls.method_mark(config))
+
+    @classmethod
     def method_mark(cls, config: GenerationConfig) -> str:
         """The mark of this term in the name of `config`'s method ("" for none)."""
         if not cls.method_marks:

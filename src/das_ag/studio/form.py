@@ -172,7 +172,9 @@ def state_to_config(state: dict[str, Any]) -> tuple[GenerationConfig | None, lis
     prompts = prompts_from_state(state)
     problems = []
     clip_weight = state.get("clip_weight", 1.0)
-    if not any(not p.is_negative for p in prompts) and not (isinstance(clip_weight, (int, float)) and clip_weight == 0):
+    pictures = bool(state.get(term_key("image_prompt", "images")))
+    if not any(not p.is_negative for p in prompts) and not pictures and not (
+            isinstance(clip_weight, (int, float)) and clip_weight == 0):
         problems.append("Write at least one prompt to steer towards.")  # (a CLIP weight of 0 needs none)
     if any(p.weight == 0 for p in prompts):
         problems.append("Prompt weights must be greater than 0; remove a prompt instead of zeroing it.")

@@ -1,0 +1,114 @@
+"""Image prompts: CLIP similarity to pictures, signed like text prompts.
+
+`--image-prompt photo.jpg:1 --image-prompt clutter.png:-0.5` attracts the image towards the first
+picture's CLIP embedding and repels it from the second's. Weights are averaged within the
+attracting and within the repelling pictures, as the text term does, and the whole is scaled by
+the CLIP weight, so an image prompt pulls as hard as a text prompt of the same weight.
+
+Pictures are embedded once per run through the path a run's views take (centre crop to a
+square, das-ag's resize, CLIP's mean and std). Their checksums go into the recipe, so a re-run
+notices a picture that changed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..settings import setting
+from .base import Term, TermInputs
+
+SEPARATOR = "|"  # between entries of `images`; each entry is PATH:WEIGHT
+
+
+def parse_image_prompt(text: str) -> tuple[str, float]:
+    """"photo.jpg" or "photo.jpg:0.5" -> (path, weight)."""
+    path, _, weight = text.rpartition(":")
+    if path:
+        try:
+            value = float(weight)
+        except ValueError:
+            return text, 1.0  # a colon in the path itself
+        return path, value
+    return text, 1.0
+
+
+@dataclass(frozen=True)
+class ImagePromptSettings:
+    images: str = setting("", group="prompts", flag="", studio=False,
+                          help="image prompts as PATH:WEIGHT entries separated by |")
+    # Filled in from the files: a recipe notices a picture that changed.
+    sha256: str = setting("", group="prompts", flag="", studio=False, help="the pictures' sha256s, in order")
+
+    def __post_init__(self):
+        if self.images and not self.sha256:
+            from ..weights import file_sha256
+
+            object.__setattr__(self, "sha256", SEPARATOR.join(file_sha256(p) or "" for p, _ in self.entries()))
+
+    def replace(self, **changes) -> ImagePromptSettings:
+        if "images" in changes and "sha256" not in changes:
+            changes["sha256"] = ""
+        return replace(self, **changes)
+
+    def entries(self) -> list[tuple[str, float]]:
+        return [parse_image_prompt(e) for e in self.images.split(SEPARATOR) if e.strip()] if self.images else []
+
+    def problems(self) -> list[str]:
+        from ..pictures import picture_problems
+
+        p = []
+        sums = self.sha256.split(SEPARATOR) if self.sha256 else []
+        for i, (path, weight) in enumerate(self.entries()):
+            if not math.isfinite(weight) or weight == 0:
+                p.append(f"image prompt {path} needs a non-zero finite weight, not {weight!r}")
+            p.extend(picture_problems(path, sums[i] if i < len(sums) else "", "image prompt"))
+        return p
+
+
+class ImagePromptTerm(Term):
+    name = "image_prompt"
+    labels = {"similarity": "img+"}
+    Settings = ImagePromptSettings
+
+    @classmethod
+    def active(cls, config):
+        return bool(config.term_settings(cls.name).entries())
+
+    @classmethod
+    def steers(cls, config) -> bool:
+        return any(w > 0 for _, w in config.term_settings(cls.name).entries())
+
+    def __init__(self, config, models):
+        super().__init__(config, models)
+        from PIL import Image
+
+        from ..styles import picture_input
+
+        entries = self.settings.entries()
+        pictures = []
+        for path, _ in entries:
+            with Image.open(path) as image:
+                pictures.append(picture_input(image, models.input_resolution))
+        with torch.no_grad():
+            self.features = models.encode_images(torch.cat(pictures).to(models.device)).float()
+        self.weights = torch.tensor([w for _, w in entries], device=models.device)
+
+    def loss(self, inputs: TermInputs):
+        from .text import text_score
+
+        sims = (inputs.embeddings.float() @ self.features.t()).mean(dim=0)
+        positive = self.weights > 0
+        metrics = {"similarity": sims[positive].mean()} if positive.any() else {}
+        if positive.any():
+            score = text_score(sims, self.weights)
+        else:  # repelling pictures only
+            score = (self.weights * sims).mean()
+        return -self.config.clip_weight * score, metrics
+
+    def final_scores(self, embedding):
+        sims = (embedding.float() @ self.features.t())[0]
+        positive = self.weights > 0
+        return {"image_prompt_similarity": float(sims[positive].mean()) if positive.any() else None}
