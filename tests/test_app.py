@@ -377,3 +377,13 @@ def test_image_prompts_from_the_studio_need_no_text(studio, tmp_path):
     assert result.scores.values["image_prompt_similarity"] is not None
     button(studio, "Clear").click().run()
     assert "Write at least one prompt to steer towards." in problems(studio)
+
+
+def test_a_finished_run_offers_its_animation(studio):
+    studio.number_input(key="preview_every").set_value(1)
+    quick_form(studio, "a kite", steps=4)
+    button(studio, "Generate").click().run()
+    finish_job(studio)
+    item = studio.session_state["last_items"][0]
+    assert len(item["frames"]) == 5 and item["frames"][-1].tobytes() == item["result"].image.tobytes()
+    assert any(b.label == "Download animation" for b in studio.get("download_button"))

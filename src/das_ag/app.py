@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from das_ag import determinism, weights
+from das_ag.animation import encode_animation
 from das_ag.canvases import CANVASES
 from das_ag.config import METHOD_ORDER, PRESETS, GenerationConfig
 from das_ag.errors import DasAgError, WeightsError
@@ -582,6 +583,10 @@ def record_finished_job() -> None:
     ]
     for item in items:
         item["png"] = item["files"][".png"]
+    for item, frames in zip(items, snap.frames):
+        # The image forming, ending on the saved image: kept as frames, encoded when asked for.
+        last = item["result"].image
+        item["frames"] = frames + ([last] if not frames or frames[-1].tobytes() != last.tobytes() else [])
     if snap.error and not any(item["error"] for item in items):
         items[-1]["error"] = snap.error
     st.session_state["gallery"].extend(items)
@@ -605,7 +610,7 @@ def result_panel() -> None:
         single_result(items[0])
     else:
         comparison(items)
-    c1, c2, c3, _ = st.columns([1, 1, 1, 1])
+    c1, c2, c3, c4 = st.columns([1, 1, 1, 1])
     unsaved = [i for i in items if not i["saved"]]
     kinds = [sfx.lstrip(".").upper() for sfx in items[0]["files"]]  # PNG, and SVG for a drawing
     label = " + ".join(kinds) if len(items) == 1 else f"{len(items)} " + " + ".join(k + "s" for k in kinds)
@@ -614,6 +619,11 @@ def result_panel() -> None:
     if len(items) == 1:
         name = next_free_path(results[0].config, ".").name
         c2.download_button("Download PNG", data=items[0]["png"], file_name=name, mime="image/png")
+        frames = items[0].get("frames", [])
+        if len(frames) > 1:
+            c4.download_button("Download animation", data=lambda: encode_animation(frames, ".gif"),
+                               file_name=Path(name).with_suffix(".gif").name, mime="image/gif",
+                               help=f"the image forming, {len(frames)} frames (one per preview)")
         if ".svg" in items[0]["files"]:
             c3.download_button("Download SVG", data=items[0]["files"][".svg"], file_name=Path(name).with_suffix(".svg").name,
                                mime="image/svg+xml")

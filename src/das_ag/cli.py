@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_arguments(gen)
     models = _add_model_arguments(gen)
     models.add_argument("--out", metavar="FILE.png", help="default: outputs/<prompt>-<method>-seed<S>.png")
+    models.add_argument("--animation", metavar="FILE.gif|.webp|.mp4", help="also save the image forming, as an animation")
+    models.add_argument("--animation-every", type=_positive_int, metavar="N",
+                        help="a frame every N steps (default: about 50 frames in all)")
     models.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     gen.set_defaults(run=cmd_generate)
 
@@ -432,7 +435,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     device = resolve_device(config.device)
     _say(args, f"loading models on {device} ...")
     models = load_models(args.clip_model, args.aesthetic_model, config.device)
-    run = synthesize(batch, models)
+    if args.animation:
+        from .animation import FORMATS
+
+        animation = Path(args.animation)
+        if animation.suffix.lower() not in FORMATS:
+            raise DasAgError(f"--animation {animation} must end in {', '.join(FORMATS)}")
+        if animation.exists() and not args.overwrite:
+            raise DasAgError(f"{animation} already exists; pass --overwrite or choose another --animation")
+    every = (args.animation_every or max(1, config.steps // 50)) if args.animation else 0
+    run = synthesize(batch, models, preview_every=every)
+    frames = [run.preview(index)] if args.animation else []
     for warning in run.warnings:
         print(f"das-ag: warning: {warning}", file=sys.stderr)
     together = f", re-made with the {len(batch) - 1} other image(s) of its batch" if len(batch) > 1 else ""
@@ -446,11 +459,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
             for event in run:
                 bar.set_postfix_str(progress_text(event.images[index]), refresh=False)
                 bar.update(1)
+                if args.animation and event.images[index].preview is not None:
+                    frames.append(event.images[index].preview)
         except KeyboardInterrupt:
             interrupted = True  # keep what was made: the image so far is saved below
             run.stop()
     result = run.result(index)
     path = result.save(out, overwrite=args.overwrite)
+    if args.animation:
+        from .animation import save_animation
+
+        if frames[-1].tobytes() != result.image.tobytes():
+            frames.append(result.image)  # stopped between frames: end on the saved image
+        print(f"saved {save_animation(frames, args.animation, overwrite=args.overwrite)} ({len(frames)} frames)")
     print(f"saved {path}  {config.method}  {result.steps_done} steps  {result.elapsed:.1f} s  "
           f"{result.scores.summary()}  (aesthetic at start {result.initial_scores.aesthetic:.3f})")
     if result.status in ("non_finite", "failed"):

@@ -54,6 +54,7 @@ class JobSnapshot:
     metrics: list[Metrics] = field(default_factory=list)  # one per step of every batch so far
     last_event: StepEvent | None = None
     previews: list[Image.Image] = field(default_factory=list)  # one per image
+    frames: list[list[Image.Image]] = field(default_factory=list)  # per image, its previews so far (animation)
     results: list[SynthesisResult] = field(default_factory=list)
     error: str | None = None
     warnings: tuple[str, ...] = ()
@@ -116,7 +117,8 @@ class Job:
         with self._lock:
             s = self._snapshot
             # Copy the lists the worker keeps appending to; everything else is replaced, not mutated.
-            return dataclasses.replace(s, metrics=list(s.metrics), results=list(s.results), previews=list(s.previews))
+            return dataclasses.replace(s, metrics=list(s.metrics), results=list(s.results), previews=list(s.previews),
+                                       frames=[list(f) for f in s.frames])
 
     # -- the worker thread -------------------------------------------------------------------
     def _update(self, **changes) -> None:
@@ -162,6 +164,7 @@ class Job:
         with self._lock:
             self._snapshot.state, self._snapshot.warnings = "running", run.warnings
             self._snapshot.previews[first:] = [run.preview(i) for i in range(len(configs))]
+            self._snapshot.frames[first:] = [[p] for p in self._snapshot.previews[first:]]
         try:
             for event in run:
                 metrics = Metrics(event.step, first, tuple((i.loss, i.metrics) for i in event.images))
@@ -171,6 +174,7 @@ class Job:
                     for i, image in enumerate(event.images):
                         if image.preview is not None:
                             self._snapshot.previews[first + i] = image.preview
+                            self._snapshot.frames[first + i].append(image.preview)
                 if self._stop.is_set():
                     run.stop()
         finally:

@@ -1,0 +1,60 @@
+"""A run's frames as an animation: the image forming, every few steps, then the final image.
+
+GIF and animated WebP are written with Pillow; MP4 needs PyAV (`pip install av`), which das-ag
+does not require. Frames are the 8-bit images a user sees, so the last frame is the saved PNG.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from .errors import DasAgError
+
+FORMATS = (".gif", ".webp", ".mp4")
+HOLD_LAST_SECONDS = 1.0  # the finished image stays on screen a moment before the loop restarts
+
+
+def encode_animation(frames: list[Image.Image], suffix: str, fps: float = 10.0) -> bytes:
+    """The animation file's bytes for `frames` in the format of `suffix`."""
+    if not frames:
+        raise DasAgError("an animation needs at least one frame")
+    suffix = suffix.lower()
+    if suffix not in FORMATS:
+        raise DasAgError(f"an animation must be one of {', '.join(FORMATS)}, not {suffix or 'a name without one'}")
+    frames = [f.convert("RGB") for f in frames]
+    step_ms = max(20, round(1000 / fps))
+    durations = [step_ms] * (len(frames) - 1) + [max(step_ms, round(HOLD_LAST_SECONDS * 1000))]
+    buffer = io.BytesIO()
+    if suffix == ".mp4":
+        return _mp4(frames, fps)
+    frames[0].save(buffer, format="GIF" if suffix == ".gif" else "WEBP", save_all=True, append_images=frames[1:],
+                   duration=durations, loop=0, **({"lossless": True} if suffix == ".webp" else {}))
+    return buffer.getvalue()
+
+
+def _mp4(frames: list[Image.Image], fps: float) -> bytes:
+    try:
+        import av
+    except ImportError:
+        raise DasAgError("an .mp4 animation needs PyAV (`uv pip install av`); .gif and .webp need nothing") from None
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=round(fps))
+        stream.width, stream.height = frames[0].size
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_image(frame)):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def save_animation(frames: list[Image.Image], path: str | Path, fps: float = 10.0, *, overwrite: bool = False) -> Path:
+    from .png import write_atomic
+
+    path = Path(path)
+    return write_atomic(path, encode_animation(frames, path.suffix, fps), overwrite=overwrite)

@@ -1,0 +1,61 @@
+"""Animations of a run: the image forming, every few steps, ending on the saved image."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from das_ag.animation import encode_animation
+from das_ag.cli import main
+from das_ag.errors import DasAgError
+
+
+def frames_of(data: bytes) -> list[np.ndarray]:
+    with Image.open(io.BytesIO(data)) as animation:
+        out = []
+        for i in range(animation.n_frames):
+            animation.seek(i)
+            out.append(np.asarray(animation.convert("RGB")))
+        return out
+
+
+def test_gif_and_webp_hold_every_frame():
+    frames = [Image.new("RGB", (16, 16), (i * 40, 0, 255 - i * 40)) for i in range(5)]
+    for suffix in (".gif", ".webp"):
+        decoded = frames_of(encode_animation(frames, suffix))
+        assert len(decoded) == 5
+        assert np.array_equal(decoded[-1], np.asarray(frames[-1]))
+    with pytest.raises(DasAgError, match="must be one of"):
+        encode_animation(frames, ".avi")
+
+
+def test_generate_saves_the_animation_it_was_asked_for(tiny_clip_path, head_path, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
+    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
+    out, animation = tmp_path / "kite.png", tmp_path / "kite.webp"
+    assert main(["generate", "--prompt", "a kite", "--steps", "20", "--copies", "2", "--resolution", "64",
+                 "--device", "cpu", "--out", str(out), "--animation", str(animation), "--animation-every", "5",
+                 "--quiet"]) == 0
+    frames = frames_of(animation.read_bytes())
+    assert len(frames) == 5  # the start, then steps 5, 10, 15 and 20
+    assert np.array_equal(frames[-1], np.asarray(Image.open(out).convert("RGB")))  # ends on the saved image
+    assert not np.array_equal(frames[0], frames[-1])
+    assert "(5 frames)" in capsys.readouterr().out
+
+    assert main(["generate", "--prompt", "a kite", "--animation", str(tmp_path / "kite.avi"), "--quiet"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "must end in .gif, .webp, .mp4" in err
+
+
+def test_mp4_without_pyav_says_what_to_install():
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        with pytest.raises(DasAgError, match="needs PyAV"):
+            encode_animation([Image.new("RGB", (16, 16))], ".mp4")
+    else:
+        data = encode_animation([Image.new("RGB", (16, 16), (i * 60, 0, 0)) for i in range(4)], ".mp4")
+        assert data[4:8] == b"ftyp"
