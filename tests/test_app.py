@@ -366,7 +366,7 @@ def test_image_prompts_from_the_studio_need_no_text(studio, tmp_path):
     picture = io.BytesIO()
     Image.new("RGB", (32, 32), (240, 220, 20)).save(picture, format="PNG")
     studio.file_uploader(key="image_prompt_upload").set_value([("sun.png", picture.getvalue(), "image/png")]).run()
-    assert any("Steering towards 1 picture(s): " in c.value for c in studio.caption)
+    assert any("Steering towards 1 picture(s): sun.png" in c.value for c in studio.caption)
     studio.number_input(key="steps").set_value(3)
     studio.number_input(key="augment_copies").set_value(2)
     studio.run()

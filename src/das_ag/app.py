@@ -380,7 +380,8 @@ def image_prompt_controls() -> None:
                      key="image_prompt_upload", on_change=on_image_prompts,
                      help="pictures the image should look like to CLIP, like text prompts of weight 1")
     if current:
-        names = ", ".join(Path(e.rpartition(":")[0] or e).name for e in current)
+        shown = st.session_state.get("image_prompt_names") or {}
+        names = ", ".join(shown.get(e, Path(e.rpartition(":")[0] or e).name) for e in current)
         c1, c2 = st.columns([4, 1])
         c1.caption(f"Steering towards {len(current)} picture(s): {names}")
         c2.button("Clear", key="clear_image_prompts", on_click=clear_image_prompts)
@@ -388,14 +389,17 @@ def image_prompt_controls() -> None:
 
 def on_image_prompts() -> None:
     uploads = st.session_state.get("image_prompt_upload") or []
-    kept = []
+    kept, names = [], {}
     for upload in uploads:
         try:
-            kept.append(f"{save_upload(upload.name, upload.getvalue())}:1")
+            entry = f"{save_upload(upload.name, upload.getvalue())}:1"
         except DasAgError as exc:
             st.session_state["notice"] = ("error", f"Could not use {upload.name}: {exc}")
             return
+        kept.append(entry)
+        names[entry] = upload.name  # shown by the name the user knows, stored by content
     st.session_state[IMAGE_PROMPTS] = "|".join(kept)
+    st.session_state["image_prompt_names"] = names
     st.session_state[form.term_key("image_prompt", "sha256")] = ""  # the new pictures' own, computed again
 
 
@@ -634,7 +638,8 @@ def result_panel() -> None:
 
 SCORE_NAMES = {"clip_positive": "CLIP similarity to the prompts", "clip_negative": "to the negative prompts",
                "aesthetic": "aesthetic score (training head, not held out)",
-               "style_entropy": "style entropy (higher: more ambiguous)", "style_kl": "KL(uniform || styles)"}
+               "style_entropy": "style entropy (higher: more ambiguous)", "style_kl": "KL(uniform || styles)",
+               "image_prompt_similarity": "CLIP similarity to the image prompts"}
 
 
 def score_lines(result) -> str:
