@@ -22,14 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from das_ag import load_models  # noqa: E402
-from das_ag.models import AestheticHead  # noqa: E402
-from das_ag.random_clip import save_random_clip  # noqa: E402
 from das_ag.slider.base import load_base  # noqa: E402
 from das_ag.slider.latent_scorer import LatentScorer, save_scorer  # noqa: E402
 from das_ag.slider.random_sd import save_random_sd  # noqa: E402
 from das_ag.slider.train import SliderSettings, train  # noqa: E402
-from step_speed import peak_memory_gib, reset_peak_memory  # noqa: E402
+from step_speed import peak_memory_gib, random_models, reset_peak_memory  # noqa: E402
 
 
 def step_seconds(base_path, models, settings, out, device) -> tuple[float, float]:
@@ -61,10 +58,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         base_path = save_random_sd(tmp / "sd", args.shape)
-        clip_path = save_random_clip(tmp / "clip.pt", args.clip, seed=0)
-        head_path = tmp / "head.pth"
-        torch.save(AestheticHead().state_dict(), head_path)
-        models = load_models(str(clip_path), str(head_path), str(device))
+        models = random_models(tmp, args.clip, device)
         scorer_path = save_scorer(tmp / "scorer.safetensors", LatentScorer(), {"base": {}})
         common = dict(steps=args.steps, resolution=args.resolution, inference_steps=10, checkpoint_every=10_000)
         print(f"device {device}, SD shape {args.shape}, CLIP {args.clip}, {args.resolution} px", flush=True)

@@ -91,6 +91,15 @@ class MatmulPeak:
         return f"{self.peak / 1e12:.3f} TFLOP/s ({self.way}{'; ' + others if others else ''})"
 
 
+def random_models(folder: Path, shape: str, device):
+    """das-ag's models with random weights of a CLIP shape and a random aesthetic head, built in
+    `folder` (no download): what the benches time, since only the shapes cost time."""
+    clip_path = save_random_clip(Path(folder) / f"{shape.replace('/', '-')}.pt", shape, seed=0)
+    head_path = Path(folder) / "head.pth"
+    torch.save(AestheticHead().state_dict(), head_path)
+    return load_models(str(clip_path), str(head_path), str(device))
+
+
 def encoder_flops(models, copies: int) -> float:
     """FLOPs of one encoder forward and input gradient for `copies` images, counted on the plain
     float32 encoder: flop_counter knows aten's ops only, and would not see the products that the

@@ -27,12 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from das_ag import GenerationConfig, load_models  # noqa: E402
+from das_ag import GenerationConfig  # noqa: E402
 from das_ag.canvases.rasterise import render, render_dense  # noqa: E402
 from das_ag.canvases.strokes import StrokeCanvas, StrokeSettings  # noqa: E402
-from das_ag.models import AestheticHead  # noqa: E402
-from das_ag.random_clip import save_random_clip  # noqa: E402
-from step_speed import PROMPTS, engine_step_seconds, sync  # noqa: E402
+from step_speed import PROMPTS, engine_step_seconds, random_models, sync  # noqa: E402
 
 STROKES = (32, 128, 256)
 RESOLUTIONS = (224, 448)
@@ -74,10 +72,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     with tempfile.TemporaryDirectory() as tmp:
-        clip_path = save_random_clip(Path(tmp) / "vit-l14.pt", "ViT-L/14", seed=0)
-        head_path = Path(tmp) / "head.pth"
-        torch.save(AestheticHead().state_dict(), head_path)
-        models = load_models(str(clip_path), str(head_path), str(device))
+        models = random_models(Path(tmp), "ViT-L/14", device)
 
         print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
         step = engine_step_seconds(models, args.steps, augment_copies=8, resolution=224)

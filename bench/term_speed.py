@@ -20,10 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from das_ag import load_models  # noqa: E402
-from das_ag.models import AestheticHead  # noqa: E402
-from das_ag.random_clip import save_random_clip  # noqa: E402
-from step_speed import engine_step_seconds  # noqa: E402
+from step_speed import engine_step_seconds, random_models  # noqa: E402
 
 TERMS = {
     "none": {},
@@ -42,10 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        clip_path = save_random_clip(Path(tmp) / "vit-l14.pt", "ViT-L/14", seed=0)
-        head_path = Path(tmp) / "head.pth"
-        torch.save(AestheticHead().state_dict(), head_path)
-        models = load_models(str(clip_path), str(head_path), str(device))
+        models = random_models(Path(tmp), "ViT-L/14", device)
         times = {name: [] for name in TERMS}
         for _ in range(args.rounds):
             for name, terms in TERMS.items():

@@ -19,6 +19,7 @@ determinism.reserve_cuda_workspace()
 
 REPO = Path(__file__).resolve().parents[1]
 # DAS_AG_TEST_HEAD points the tests at another copy (say, on a machine without ../shared).
+TOYCLIP = REPO.parent / "shared" / "data" / "toyclip"
 SHARED_HEAD = Path(
     os.environ.get("DAS_AG_TEST_HEAD")
     or REPO.parent / "shared" / "data" / "aesthetic" / "sac+logos+ava1-l14-linearMSE.pth"
@@ -57,6 +58,18 @@ def head_path() -> Path:
     if not SHARED_HEAD.is_file():
         pytest.skip("the real aesthetic head is not in ../shared/data/aesthetic (a user's clone)")
     return SHARED_HEAD
+
+
+@pytest.fixture(scope="session")
+def toy_models(head_path):
+    """The two toy CLIPs of ../shared/data/toyclip (30 coloured shapes): one to make images with,
+    one to judge them (README there)."""
+    from das_ag.models import load_models
+
+    if not (TOYCLIP / "toyclip-shapes.pt").is_file():
+        pytest.skip("the toy CLIPs are not in ../shared/data/toyclip (a user's clone)")
+    return (load_models(str(TOYCLIP / "toyclip-shapes.pt"), str(head_path), "cpu"),
+            load_models(str(TOYCLIP / "toyclip-shapes-judge.pt"), str(head_path), "cpu"))
 
 
 @pytest.fixture(scope="session")

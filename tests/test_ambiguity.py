@@ -22,9 +22,7 @@ from das_ag.schedules import Schedule
 from das_ag.scoring import embed_image
 from das_ag.styles import WIKIART_STYLES, Centroids, build_centroids, embed_folder, kmeans, load_labels
 
-from .conftest import REPO
 
-TOYCLIP = REPO.parent / "shared" / "data" / "toyclip"
 COLOURS = ("red", "green", "blue", "yellow", "purple", "white")
 
 
@@ -139,16 +137,6 @@ def test_compare_with_das_can_has_an_entropy_column(tiny_clip_path, head_path, m
 
 
 # -- the toy CLIPs: what a person would see ----------------------------------------------------------
-@pytest.fixture(scope="module")
-def toy_models(head_path):
-    from das_ag.models import load_models
-
-    if not (TOYCLIP / "toyclip-shapes.pt").is_file():
-        pytest.skip("the toy CLIPs are not in ../shared/data/toyclip (a user's clone)")
-    return (load_models(str(TOYCLIP / "toyclip-shapes.pt"), str(head_path), "cpu"),
-            load_models(str(TOYCLIP / "toyclip-shapes-judge.pt"), str(head_path), "cpu"))
-
-
 def hue_entropy(image: Image.Image) -> float:
     """Entropy of the hues in a picture, each pixel counted by its saturation (grey counts nothing)."""
     hsv = np.asarray(image.convert("HSV"), dtype=float) / 255

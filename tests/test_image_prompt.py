@@ -13,9 +13,7 @@ from das_ag.png import read_recipe
 from das_ag.prompts import tokenize
 from das_ag.scoring import embed_image
 
-from .conftest import REPO
 
-TOYCLIP = REPO.parent / "shared" / "data" / "toyclip"
 
 
 def yellow_circle(path, size=64):
@@ -37,13 +35,8 @@ def test_an_image_prompt_raises_the_similarity_to_its_picture(models, tmp_path):
     assert repelled.run().scores.values["image_prompt_similarity"] < end
 
 
-def test_a_picture_of_a_yellow_circle_pulls_towards_yellow(head_path, tmp_path):
-    from das_ag.models import load_models
-
-    if not (TOYCLIP / "toyclip-shapes.pt").is_file():
-        pytest.skip("the toy CLIPs are not in ../shared/data/toyclip (a user's clone)")
-    maker = load_models(str(TOYCLIP / "toyclip-shapes.pt"), str(head_path), "cpu")
-    judge = load_models(str(TOYCLIP / "toyclip-shapes-judge.pt"), str(head_path), "cpu")
+def test_a_picture_of_a_yellow_circle_pulls_towards_yellow(toy_models, tmp_path):
+    maker, judge = toy_models
     picture = yellow_circle(tmp_path / "circle.png")
     config = GenerationConfig(prompts=(), guidance="off", resolution=64, steps=100, augment_copies=8, device="cpu",
                               terms={"image_prompt": {"images": f"{picture}:1"}})

@@ -22,9 +22,7 @@ from das_ag.schedules import Schedule
 from das_ag.scoring import embed_image
 from das_ag.svg import read_drawing, stroke_svg
 
-from .conftest import REPO
 
-TOYCLIP = REPO.parent / "shared" / "data" / "toyclip"
 DARK = "#202020"  # the toy CLIPs saw shapes on dark grounds only
 
 
@@ -228,16 +226,6 @@ def test_the_aesthetic_term_can_apply_every_nth_step(models):
     for step, weight, contribution in weights:
         applied = (step - 1) % 3 == 0
         assert (weight == 2.0) == applied and (contribution != 0) == applied, (step, weight, contribution)
-
-
-@pytest.fixture(scope="module")
-def toy_models(head_path):
-    from das_ag.models import load_models
-
-    if not (TOYCLIP / "toyclip-shapes.pt").is_file():
-        pytest.skip("the toy CLIPs are not in ../shared/data/toyclip (a user's clone)")
-    return (load_models(str(TOYCLIP / "toyclip-shapes.pt"), str(head_path), "cpu"),
-            load_models(str(TOYCLIP / "toyclip-shapes-judge.pt"), str(head_path), "cpu"))
 
 
 def toy_config(**changes) -> GenerationConfig:
