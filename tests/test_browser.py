@@ -7,6 +7,7 @@ The server gets the tiny CLIP and the real aesthetic head through the environmen
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -81,6 +82,20 @@ def browser():
 def server_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLIP_MODEL", "AESTHETIC_PREDICTOR", "DAS_AG_"))}
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+# A race inside Streamlit (1.67), not in das-ag: a rerun now and then finds its widget-state
+# dictionary changed by another thread while it iterates it (twice in about ten CI runs, in
+# streamlit/runtime/state/session_state.py, no das-ag frame). The page recovers on the next rerun.
+STREAMLIT_STATE_RACE = "dictionary changed size during iteration"
+
+
+def assert_no_traceback(log: str) -> None:
+    """No traceback in a studio's log, but for Streamlit's own state race above."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", log)
+    blocks = text.split("Traceback")[1:]
+    ours = [b for b in blocks if not (STREAMLIT_STATE_RACE in b and "runtime/state/session_stat" in b and "das_ag" not in b)]
+    assert not ours, "Traceback" + ours[0][:2000]
 
 
 def studio_with_weights(tmp_path: Path, clip_path: Path, head_path: Path) -> Studio:
@@ -171,7 +186,7 @@ def test_generate_and_save_in_the_browser(browser, tmp_path, tiny_clip_path, hea
         assert recipe["run"]["steps_done"] == 8 and recipe["method"] == "DAS-rAG"
     finally:
         studio.stop()
-    assert "Traceback" not in studio.log.read_text()
+    assert_no_traceback(studio.log.read_text())
 
 
 @pytest.mark.browser
@@ -206,7 +221,7 @@ def test_the_first_click_after_typing_starts_a_run(browser, tmp_path, tiny_clip_
         assert len(list((tmp_path / "saved").glob("*.png"))) == 6
     finally:
         studio.stop()
-    assert "Traceback" not in studio.log.read_text()
+    assert_no_traceback(studio.log.read_text())
 
 
 @pytest.mark.browser
@@ -244,7 +259,7 @@ def test_a_stroke_drawing_in_the_browser_saves_png_and_svg(browser, tmp_path, ti
         assert svgs[0].read_text().count("<path ") == 24
     finally:
         studio.stop()
-    assert "Traceback" not in studio.log.read_text()
+    assert_no_traceback(studio.log.read_text())
 
 
 @pytest.mark.browser
