@@ -32,6 +32,7 @@ class Setting:
     format: str | None = None  # the studio's number format, e.g. "%.4f"
     studio: bool = True  # False: the studio lays it out by hand (or not at all)
     metavar: str | None = None  # the CLI's placeholder for the value (default: by kind)
+    checksum_of: str | None = None  # this field is the checksum of the file(s) that field names
 
     def label_for(self, name: str) -> str:
         return self.label or name.replace("_", " ").capitalize()
@@ -140,12 +141,15 @@ def parse_schedule(text: str, name: str = "schedule") -> Schedule:
 
 
 def replace_settings(settings: Any, changes: dict[str, Any]) -> Any:
-    """A copy of a settings dataclass with `changes`, through its own `replace` where it has one
-    (settings with derived fields, such as a file's checksum, renew them there)."""
+    """A copy of a settings dataclass with `changes`. A checksum field (Setting.checksum_of) whose
+    file field changes is emptied, so the settings fill it in again from the new file."""
     if not changes:
         return settings
-    own = getattr(settings, "replace", None)
-    return own(**changes) if callable(own) else dataclasses.replace(settings, **changes)
+    changes = dict(changes)
+    for f, s in described(type(settings)):
+        if s.checksum_of in changes and f.name not in changes:
+            changes[f.name] = ""
+    return dataclasses.replace(settings, **changes)
 
 
 def settings_from_table(cls: type, table: dict[str, Any], where: str) -> Any:

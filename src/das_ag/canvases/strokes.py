@@ -14,7 +14,7 @@ rendered at the final softness: it is the SVG's picture, whenever the run stoppe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +70,8 @@ class StrokeSettings:
     init_image: str = setting("", group="strokes", flag="--init-image", studio=False, metavar="PICTURE",
                               help="a picture whose edges and colours place the strokes (with --stroke-init image)")
     # Filled in from the file: a recipe that starts from an image notices when the image changed.
-    init_image_sha256: str = setting("", group="strokes", flag="", studio=False, help="the init image's sha256")
+    init_image_sha256: str = setting("", group="strokes", flag="", studio=False, checksum_of="init_image",
+                                     help="the init image's sha256")
     point_lr: float = setting(1.0, group="strokes", minimum=0.0, maximum=100.0, flag="--point-lr", step=0.1,
                               label="Point rate (px/step)", help="Adam's rate for control points, in pixels per step")
     width_lr: float = setting(0.1, group="strokes", minimum=0.0, maximum=10.0, flag="--width-lr", step=0.01,
@@ -90,11 +91,6 @@ class StrokeSettings:
         if self.init_image and not self.init_image_sha256:
             object.__setattr__(self, "init_image_sha256", file_sha256(self.init_image) or "")
 
-    def replace(self, **changes) -> StrokeSettings:
-        """A copy with `changes`; a new init image gets its own checksum."""
-        if "init_image" in changes and "init_image_sha256" not in changes:
-            changes["init_image_sha256"] = ""
-        return replace(self, **changes)
 
     def problems(self) -> list[str]:
         p: list[str] = []

@@ -40,7 +40,8 @@ class AmbiguitySettings:
     centroids: str = setting("", group="creativity", flag="--centroids", studio=False, metavar="FILE.npz",
                              help="style centroids from `das-ag centroids build` (used instead of --styles)")
     # Filled in from the file: a recipe notices when its centroid file changed.
-    centroids_sha256: str = setting("", group="creativity", flag="", studio=False, help="the centroid file's sha256")
+    centroids_sha256: str = setting("", group="creativity", flag="", studio=False, checksum_of="centroids",
+                                    help="the centroid file's sha256")
     template: str = setting("{label}", group="creativity", flag="--style-template", label="Label template",
                             help='how a label becomes text for CLIP, e.g. "a {label} painting" (default: the label)')
     temperature: float | None = setting(None, group="creativity", minimum=1e-4, maximum=100.0, flag="--style-temperature",
@@ -56,12 +57,6 @@ class AmbiguitySettings:
 
             object.__setattr__(self, "centroids_sha256", file_sha256(self.centroids) or "")
 
-    def replace(self, **changes) -> AmbiguitySettings:
-        from dataclasses import replace
-
-        if "centroids" in changes and "centroids_sha256" not in changes:
-            changes["centroids_sha256"] = ""
-        return replace(self, **changes)
 
     def problems(self) -> list[str]:
         from ..errors import ConfigError

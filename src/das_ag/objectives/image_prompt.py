@@ -13,7 +13,7 @@ notices a picture that changed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -40,7 +40,8 @@ class ImagePromptSettings:
     images: str = setting("", group="prompts", flag="", studio=False,
                           help="image prompts as PATH:WEIGHT entries separated by |")
     # Filled in from the files: a recipe notices a picture that changed.
-    sha256: str = setting("", group="prompts", flag="", studio=False, help="the pictures' sha256s, in order")
+    sha256: str = setting("", group="prompts", flag="", studio=False, checksum_of="images",
+                          help="the pictures' sha256s, in order")
 
     def __post_init__(self):
         if self.images and not self.sha256:
@@ -48,10 +49,6 @@ class ImagePromptSettings:
 
             object.__setattr__(self, "sha256", SEPARATOR.join(file_sha256(p) or "" for p, _ in self.entries()))
 
-    def replace(self, **changes) -> ImagePromptSettings:
-        if "images" in changes and "sha256" not in changes:
-            changes["sha256"] = ""
-        return replace(self, **changes)
 
     def entries(self) -> list[tuple[str, float]]:
         return [parse_image_prompt(e) for e in self.images.split(SEPARATOR) if e.strip()] if self.images else []

@@ -18,8 +18,10 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..augment import normalize
 from ..errors import DasAgError
-from .train import SliderSettings, _noise_prediction, encode_prompt, image_reward
+from ..resample import resize
+from .train import SliderSettings, _noise_prediction, encode_prompt
 
 SCORER_KEY = "das-ag:latent-scorer"
 
@@ -78,9 +80,9 @@ def collect(base, models, settings: SliderSettings, samples: int) -> tuple[torch
         eps = _noise_prediction(unet, latents, t, conditions, settings.guidance_scale)
         clean = (latents - (1 - alphas[t]).sqrt() * eps) / alphas[t].sqrt()
         images = (pipe.vae.decode(clean / pipe.vae.config.scaling_factor).sample + 1) / 2
-        score = image_reward(images.clamp(0, 1), models, SliderSettings(sign="reward", aesthetic_weight=10.0), None)[1]
+        views = resize(normalize(images.clamp(0, 1)), models.input_resolution, "bilinear", antialias=True)
         latents_out.append(clean.float().cpu())
-        scores.append(score["aesthetic"])
+        scores.append(float(models.aesthetic_score(models.encode_images(views))[0]))
     return torch.cat(latents_out), torch.tensor(scores)
 
 

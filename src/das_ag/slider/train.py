@@ -258,11 +258,11 @@ def train(
     text_cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
     empty = encode_prompt(pipe, [""])
     styles = ambiguity_term(models, settings)
+    scorer = None
     if settings.scorer:
         from .latent_scorer import load_scorer
 
         scorer = load_scorer(settings.scorer, base)[0].to(device)
-        styles = ("latent", scorer)  # _step scores the clean latent itself
     scheduler = pipe.scheduler
     scheduler.set_timesteps(settings.inference_steps, device=device)
     alphas = scheduler.alphas_cumprod.to(device)
@@ -273,7 +273,7 @@ def train(
             if stop is not None and stop():
                 raise KeyboardInterrupt
             reward, parts = _step(pipe, unet, models, settings, step, scheduler, alphas, latent_side, empty, text_cache,
-                                  styles)
+                                  styles, scorer)
             optimizer.zero_grad(set_to_none=True)
             (-reward).backward()
             optimizer.step()
@@ -298,7 +298,7 @@ class SliderStopped(DasAgError):
         self.done = done
 
 
-def _step(pipe, unet, models, settings, step, scheduler, alphas, latent_side, empty, text_cache, styles):
+def _step(pipe, unet, models, settings, step, scheduler, alphas, latent_side, empty, text_cache, styles, scorer):
     """One training step's reward, differentiable in the LoRA."""
     draw = random.Random(f"{settings.seed}:{step}")  # per step, so a resumed run draws the same
     prompt = draw.choice(settings.prompts)
@@ -321,8 +321,8 @@ def _step(pipe, unet, models, settings, step, scheduler, alphas, latent_side, em
     eps = _noise_prediction(unet, latents, t, conditions, settings.guidance_scale)
     a = alphas[t]
     clean = (latents - (1 - a).sqrt() * eps) / a.sqrt()  # the step's prediction of the final latent
-    if isinstance(styles, tuple):  # a latent scorer: no decode, no CLIP
-        score = styles[1](clean.float()).mean()
+    if scorer is not None:  # a latent scorer: no decode, no CLIP
+        score = scorer(clean.float()).mean()
         sign = 1 if settings.sign == "reward" else -1
         return sign * settings.aesthetic_weight * score / 10, {"aesthetic": float(score.detach())}
     images = (pipe.vae.decode(clean / pipe.vae.config.scaling_factor).sample + 1) / 2
