@@ -289,19 +289,25 @@ def test_a_start_picture_is_kept_under_the_output_root(studio, tmp_path):
 
     from PIL import Image
 
-    studio.selectbox(key="canvas").set_value("strokes").run()
-    studio.selectbox(key=form.canvas_key("strokes", "init")).set_value("image").run()
     picture = io.BytesIO()
     Image.new("RGB", (32, 32), (200, 30, 30)).save(picture, format="PNG")
-    studio.file_uploader(key="init_upload").set_value(("red.png", picture.getvalue(), "image/png")).run()
-    kept = studio.session_state[form.canvas_key("strokes", "init_image")]
+    studio.file_uploader(key="upload:init:image").set_value(("red.png", picture.getvalue(), "image/png")).run()
+    kept = studio.session_state[form.term_key("init", "image")]
     assert kept.startswith(str(tmp_path / "saved" / "uploads")) and Path(kept).read_bytes() == picture.getvalue()
     quick_form(studio, "a red kite")
+    studio.number_input(key=form.term_key("init", "strength")).set_value(5.0).run()
     config, problems = form.state_to_config(dict(studio.session_state))
-    assert problems == [] and config.canvas_options.init_image == kept
+    assert problems == [] and config.start_picture == kept and config.term_settings("init").strength == 5.0
+    for canvas in ("strokes", "pyramid"):  # both canvases start from it
+        studio.selectbox(key="canvas").set_value(canvas).run()
+        config, problems = form.state_to_config(dict(studio.session_state))
+        assert problems == [] and config.canvas == canvas and config.start_picture == kept
 
-    studio.file_uploader(key="init_upload").set_value(("notes.png", b"not a picture", "image/png")).run()
+    studio.file_uploader(key="upload:init:image").set_value(("notes.png", b"not a picture", "image/png")).run()
     assert any("not a readable picture" in e for e in errors(studio))
+    studio.button(key="remove:init:image").click().run()
+    config, problems = form.state_to_config(dict(studio.session_state))
+    assert problems == [] and config.start_picture == ""
 
 
 def test_pure_aesthetic_needs_no_prompt_once_clip_weight_is_zero(studio):

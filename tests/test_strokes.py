@@ -174,7 +174,7 @@ def test_an_init_image_places_strokes_on_its_edges_in_its_colours(tmp_path):
     picture.paste((255, 0, 0), (32, 32, 96, 96))  # a red square: its edges are at 32 and 96 (of 128)
     path = tmp_path / "square.png"
     picture.save(path)
-    config = strokes_config(canvas_settings={"count": 200, "init": "image", "init_image": str(path)})
+    config = strokes_config(canvas_settings={"count": 200}, terms={"init": {"image": str(path)}})
     canvas = StrokeCanvas.from_config(config, torch.Generator().manual_seed(0))
     first = canvas.points[:, 0] - canvas.crop_offset  # each stroke's start, in the 64 px output
     to_edge = torch.minimum((first - 16).abs(), (first - 48).abs())  # the square's edges at 64 px
@@ -182,11 +182,23 @@ def test_an_init_image_places_strokes_on_its_edges_in_its_colours(tmp_path):
     assert near_an_edge.float().mean() > 0.8
     assert ((canvas.rgb[:, 0] > 0.2) & (canvas.rgb[:, 1:] < 0.1).all(1)).float().mean() > 0.3  # reds from the square
     # The checksum is kept: a recipe notices a changed start picture.
-    assert config.canvas_options.init_image_sha256
+    assert config.term_settings("init").sha256
     picture.paste((0, 255, 0), (0, 0, 8, 8))
     picture.save(path)
     with pytest.raises(ConfigError, match="has changed"):
         GenerationConfig.from_dict(config.to_dict())
+
+
+def test_a_recipe_from_before_the_shared_start_picture_still_loads(tmp_path):
+    """Strokes recipes once kept the start picture in their own settings; it moves to the init term."""
+    path = tmp_path / "square.png"
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(path)
+    old = strokes_config().to_dict()
+    old["canvas_settings"].update(init="image", init_image=str(path), init_image_sha256="")
+    old.pop("terms")
+    config = GenerationConfig.from_dict(old)
+    assert config.start_picture == str(path) and config.canvas_options.init == "image"
+    assert config == strokes_config(canvas_settings={"init": "image"}, terms={"init": {"image": str(path)}})
 
 
 def test_mono_strokes_stay_black_and_fixed_widths_stay_fixed(models):

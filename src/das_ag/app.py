@@ -330,25 +330,6 @@ def canvas_controls(name: str) -> None:
         st.session_state.setdefault(key, getattr(defaults, f.name))
         with cols[i % 2]:
             setting_control(key, f, s)
-    if name == "strokes" and st.session_state.get(form.canvas_key(name, "init")) == "image":
-        current = st.session_state.get(form.canvas_key(name, "init_image"), "")
-        st.file_uploader("Start from this picture's edges and colours", type=["png", "jpg", "jpeg", "webp"],
-                         key="init_upload", on_change=on_init_upload,
-                         help="strokes start along its edges, in its colours" + (f"; now: {Path(current).name}" if current else ""))
-
-
-def on_init_upload() -> None:
-    """Keep an uploaded start picture under the output root (a recipe names it by path)."""
-    upload = st.session_state.get("init_upload")
-    if upload is None:
-        return
-    try:
-        path = save_upload(upload.name, upload.getvalue())
-    except DasAgError as exc:
-        st.session_state["notice"] = ("error", f"Could not use {upload.name}: {exc}")
-        return
-    st.session_state[form.canvas_key("strokes", "init_image")] = str(path)
-    st.session_state["notice"] = ("info", f"Strokes will start from {upload.name}.")
 
 
 def term_controls() -> None:
@@ -368,6 +349,10 @@ def term_controls() -> None:
                     now = st.session_state.get(form.term_key(name, field))
                     st.file_uploader(label, type=suffixes, key=f"upload:{name}:{field}", on_change=on_term_upload,
                                      args=(name, field, kind), help=f"now: {Path(now).name}" if now else None)
+                    if now:
+                        c1, c2 = st.columns([3, 1])
+                        c1.caption(f"In use: {st.session_state.get(f'upload_name:{name}:{field}', Path(now).name)}")
+                        c2.button("Remove", key=f"remove:{name}:{field}", on_click=remove_term_file, args=(name, field))
 
 
 IMAGE_PROMPTS = form.term_key("image_prompt", "images")
@@ -409,7 +394,8 @@ def clear_image_prompts() -> None:
 
 
 # Files a term's settings name, uploaded from the page and kept under the output root.
-TERM_UPLOADS = {"ambiguity": [("styles", "Style labels (a .txt, one per line)", "style list", ["txt"]),
+TERM_UPLOADS = {"init": [("image", "Start picture", "picture", ["png", "jpg", "jpeg", "webp"])],
+                "ambiguity": [("styles", "Style labels (a .txt, one per line)", "style list", ["txt"]),
                               ("centroids", "Style centroids (from das-ag centroids build)", "centroid file", ["npz"])]}
 
 
@@ -423,7 +409,21 @@ def on_term_upload(name: str, field: str, kind: str) -> None:
         st.session_state["notice"] = ("error", f"Could not use {upload.name}: {exc}")
         return
     st.session_state[form.term_key(name, field)] = str(path)
+    st.session_state[f"upload_name:{name}:{field}"] = upload.name
+    clear_checksums(name, field)  # the new file's own, computed from it again
     st.session_state["notice"] = ("info", f"The {kind} {upload.name} is in use.")
+
+
+def remove_term_file(name: str, field: str) -> None:
+    st.session_state[form.term_key(name, field)] = ""
+    clear_checksums(name, field)
+
+
+def clear_checksums(name: str, field: str) -> None:
+    """Empty the checksum settings of a term's file setting (Setting.checksum_of) that changed."""
+    for f, s in described(TERMS[name].Settings):
+        if s.checksum_of == field:
+            st.session_state[form.term_key(name, f.name)] = ""
 
 
 def weights_panel(problem: str) -> None:
@@ -560,7 +560,7 @@ def line_chart(frame: pd.DataFrame, height: int = 130) -> None:
     }, width="stretch")
 
 
-TERM_EXPANDERS = {"aesthetic": "Aesthetic term: score cap, every N steps", "symmetry": "Symmetry (left-right)",
+TERM_EXPANDERS = {"init": "Start picture (init image)", "aesthetic": "Aesthetic term: score cap, every N steps", "symmetry": "Symmetry (left-right)",
                   "colourfulness": "Colourfulness (more or less)", "palette": "Colour palette",
                   "ambiguity": "Creativity: style ambiguity (DAS-CAN)"}
 TERM_CHART_TITLES = {"text": "CLIP similarity (positive / negative prompts)",

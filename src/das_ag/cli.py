@@ -356,6 +356,8 @@ def apply_settings(config: GenerationConfig, args: argparse.Namespace) -> Genera
                 terms[name] = replace_settings(config.term_settings(name), given)
     if terms != dict(config.terms):
         changes["terms"] = terms
+    if getattr(args, "init_strength", None) and not (terms.get("init") and terms["init"].image):
+        raise DasAgError("--init-strength holds the run near a start picture; give one with --init-image")
     aesthetic = changes.get("aesthetic", config.aesthetic)
     if args.aesthetic_schedule is not None:
         aesthetic = Schedule(args.aesthetic_schedule, aesthetic.start, aesthetic.end, aesthetic.rate)

@@ -98,6 +98,10 @@ class GenerationConfig:
     def __post_init__(self):
         # Accept lists and dicts (from JSON or callers) but store tuples so the config stays hashable.
         object.__setattr__(self, "prompts", tuple(self.prompts))
+        if isinstance(self.canvas_settings, dict):
+            canvas_settings, terms = lift_start_picture(self.canvas_settings, self.terms)
+            object.__setattr__(self, "canvas_settings", canvas_settings)
+            object.__setattr__(self, "terms", terms)
         terms = self.terms.items() if isinstance(self.terms, dict) else self.terms
         terms = [(str(k), term_settings_from_dict({k: v})[0][1] if isinstance(v, dict) else v) for k, v in terms]
         object.__setattr__(self, "terms", tuple(sorted(terms, key=lambda kv: kv[0])))
@@ -155,6 +159,12 @@ class GenerationConfig:
         if cls is None or cls.Settings is None:
             raise ConfigError(f"term {name!r} has no settings of its own")
         return cls.Settings()
+
+    @property
+    def start_picture(self) -> str:
+        """The picture the canvas starts from ("" for none): the init term's, which also holds
+        the run near it."""
+        return self.term_settings("init").image
 
     @property
     def guidance_sign(self) -> int:
@@ -259,6 +269,8 @@ class GenerationConfig:
         if canvas is not None and not p and canvas.Settings is not None:
             check = getattr(self.canvas_options, "problems", None)
             p.extend(check() if check else [])
+        if canvas is not None and not p:
+            p.extend(canvas.problems(self))
         for name, settings in self.terms:
             cls = TERMS.get(name)
             if cls is None or cls.Settings is None:
@@ -305,6 +317,8 @@ class GenerationConfig:
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; was this made by a newer das-ag?")
         kwargs = dict(data)
+        if isinstance(kwargs.get("canvas_settings"), dict):
+            kwargs["canvas_settings"], kwargs["terms"] = lift_start_picture(kwargs["canvas_settings"], kwargs.get("terms", {}))
         try:
             if "prompts" in kwargs:
                 kwargs["prompts"] = tuple(Prompt(str(p["text"]), p.get("weight", 1.0)) for p in kwargs["prompts"])
@@ -385,6 +399,19 @@ def canvas_settings_from_dict(canvas: Any, data: Any) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"the {canvas} canvas's settings must be a table of setting -> value")
     return settings_from_table(cls.Settings, data, f"the {canvas} canvas's settings")
+
+
+def lift_start_picture(canvas_settings: dict, terms: Any) -> tuple[dict, Any]:
+    """Recipes from before the start picture was shared by every canvas kept it in the strokes'
+    settings (init_image, init_image_sha256): move it to the init term, where it is now."""
+    if "init_image" not in canvas_settings and "init_image_sha256" not in canvas_settings:
+        return canvas_settings, terms
+    canvas_settings = dict(canvas_settings)
+    image, sha256 = canvas_settings.pop("init_image", ""), canvas_settings.pop("init_image_sha256", "")
+    terms = dict(terms.items() if isinstance(terms, dict) else terms)
+    if image and "init" not in terms:
+        terms["init"] = {"image": image, "sha256": sha256}
+    return canvas_settings, terms
 
 
 def term_settings_from_dict(data: Any) -> tuple[tuple[str, Any], ...]:

@@ -24,3 +24,24 @@ def picture_problems(path: str, sha256: str, what: str) -> list[str]:
     if sha256 and file_sha256(path) != sha256:
         return [f"{what} {path} has changed since these settings were made (its checksum differs)"]
     return []
+
+
+def load_picture(path: str, width: int, height: int, what: str = "init image"):
+    """The picture at `path`, centre-cropped to the aspect of `width` x `height` and resized to
+    it (Lanczos): (1, 3, height, width) floats in [0, 1]. Problems are one-line ConfigErrors."""
+    from .canvases.base import from_pil
+    from .errors import ConfigError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ConfigError(f"{what} {path} is not a readable image ({exc})") from None
+    # The largest centred box of the target's aspect (exact for a square: the shorter side).
+    scale = min(image.width / width, image.height / height)
+    w, h = round(width * scale), round(height * scale)
+    left, top = (image.width - w) // 2, (image.height - h) // 2
+    image = image.crop((left, top, left + w, top + h)).resize((width, height), Image.Resampling.LANCZOS)
+    return from_pil(image)

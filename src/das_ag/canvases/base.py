@@ -38,6 +38,11 @@ class Canvas(nn.Module):
         """The canvas a run of `config` starts from; every random draw comes from `generator`."""
         raise NotImplementedError
 
+    @classmethod
+    def problems(cls, config) -> list[str]:
+        """Why this canvas cannot run `config`, beyond what its own settings say (empty if it can)."""
+        return []
+
     def param_groups(self, lr: float) -> list[dict]:
         """Optimizer parameter groups: one per learning rate the canvas wants (lr is the run's)."""
         return [{"params": list(self.parameters()), "lr": lr}]

@@ -18,15 +18,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 
 from ..errors import ConfigError
 from ..schedules import Schedule
-from ..pictures import picture_problems
+from ..pictures import load_picture
 from ..settings import setting
-from ..weights import file_sha256
-from .base import Canvas, from_pil, to_pil
+from .base import Canvas, to_pil
 from .rasterise import render
 
 MAX_STROKES, MAX_SEGMENTS = 4096, 16
@@ -66,12 +65,8 @@ class StrokeSettings:
                                   help="let the run change each stroke's opacity")
     background: str = setting("#ffffff", group="strokes", flag="--background", metavar="#RRGGBB", help="the paper's colour (hex)")
     init: str = setting("random", group="strokes", choices=STROKE_INITS, flag="--stroke-init", label="Start",
-                        help="random short curves, CLIPDraw's random walks, or the edges and colours of --init-image")
-    init_image: str = setting("", group="strokes", flag="--init-image", studio=False, metavar="PICTURE",
-                              help="a picture whose edges and colours place the strokes (with --stroke-init image)")
-    # Filled in from the file: a recipe that starts from an image notices when the image changed.
-    init_image_sha256: str = setting("", group="strokes", flag="", studio=False, checksum_of="init_image",
-                                     help="the init image's sha256")
+                        help="random short curves, CLIPDraw's random walks, or image: the edges and colours of --init-image "
+                             "(what a start picture always gives)")
     point_lr: float = setting(1.0, group="strokes", minimum=0.0, maximum=100.0, flag="--point-lr", step=0.1,
                               label="Point rate (px/step)", help="Adam's rate for control points, in pixels per step")
     width_lr: float = setting(0.1, group="strokes", minimum=0.0, maximum=10.0, flag="--width-lr", step=0.01,
@@ -86,11 +81,6 @@ class StrokeSettings:
                                 label="Re-seed every (steps)",
                                 help="every N steps, until four fifths of the run, strokes that became invisible "
                                      "start again elsewhere; 0: never")
-
-    def __post_init__(self):
-        if self.init_image and not self.init_image_sha256:
-            object.__setattr__(self, "init_image_sha256", file_sha256(self.init_image) or "")
-
 
     def problems(self) -> list[str]:
         p: list[str] = []
@@ -129,11 +119,6 @@ class StrokeSettings:
                 p.append("softness must stay at 0.05 px or more (sharper edges have no gradient)")
         if self.init not in STROKE_INITS:
             p.append(f"stroke init must be one of {', '.join(STROKE_INITS)}, not {self.init!r}")
-        elif self.init == "image":
-            if not self.init_image:
-                p.append("a stroke start from an image needs --init-image")
-            else:
-                p.extend(picture_problems(self.init_image, self.init_image_sha256, "init image"))
         return p
 
 
@@ -146,15 +131,27 @@ class StrokeCanvas(Canvas):
     ignores = {"lr": "strokes learn at their own rates (point, width and colour rates: --point-lr, --width-lr, --colour-lr)"}
 
     @classmethod
+    def problems(cls, config) -> list[str]:
+        if config.canvas_options.init == "image" and not config.start_picture:
+            return ["a stroke start from an image needs --init-image"]
+        return []
+
+    @classmethod
     def from_config(cls, config, generator: torch.Generator) -> StrokeCanvas:
-        return cls(config.canvas_size, config.resolution, config.canvas_options, generator=generator, seed=config.seed)
+        picture = None
+        if config.start_picture:
+            picture = load_picture(config.start_picture, config.resolution, config.resolution)
+        return cls(config.canvas_size, config.resolution, config.canvas_options, generator=generator, seed=config.seed,
+                   picture=picture)
 
     def __init__(self, size: int, resolution: int, settings: StrokeSettings, *,
-                 generator: torch.Generator | None = None, seed: int = 0):
+                 generator: torch.Generator | None = None, seed: int = 0, picture: torch.Tensor | None = None):
+        """`picture` (1, 3, R, R) in [0, 1]: strokes start along its edges, in its colours."""
         super().__init__()
         self.size, self.resolution, self.settings, self._seed = size, resolution, settings, seed
+        self.start_picture = picture  # re-seeded strokes start from it too
         s = settings
-        points, colours = _start(s, size, resolution, generator)
+        points, colours = _start(s, size, resolution, generator, picture)
         self.points = nn.Parameter(points)  # (strokes, 3 * segments + 1, 2) in canvas pixels
         self.widths = nn.Parameter(torch.full((s.count,), float(s.width)))
         if s.learn_opacity and s.init == "clipdraw":
@@ -203,7 +200,7 @@ class StrokeCanvas(Canvas):
             if not lost.any():
                 return
             generator = torch.Generator().manual_seed(hash((self._seed, step)) & (2**63 - 1))
-            points, colours = _start(self.settings, self.size, self.resolution, generator)
+            points, colours = _start(self.settings, self.size, self.resolution, generator, self.start_picture)
             index = lost.nonzero().squeeze(1).cpu()
             fresh = {self.points: points[index], self.widths: torch.full((len(index),), float(self.settings.width)),
                      self.opacities: torch.full((len(index),), float(self.settings.opacity))}
@@ -281,20 +278,21 @@ class StrokeCanvas(Canvas):
 
 
 # -- the start -------------------------------------------------------------------------------
-def _start(s: StrokeSettings, size: int, resolution: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Control points (strokes, 3n+1, 2) in canvas pixels and colours (strokes, 3) to start from."""
+def _start(s: StrokeSettings, size: int, resolution: int, generator,
+           picture: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Control points (strokes, 3n+1, 2) in canvas pixels and colours (strokes, 3) to start from:
+    along the edges of `picture` (1, 3, R, R) when there is one."""
     n, k = s.count, 3 * s.segments + 1
     offset = (size - resolution) / 2
     colours = torch.rand(n, 3, generator=generator)
-    if s.init == "clipdraw":
+    if picture is not None:
+        first, direction, colours = _edge_starts(picture, n, generator)
+        points = _arcs(first + offset, direction, 0.05 * resolution, k, generator)
+    elif s.init == "clipdraw":
         # CLIPDraw: a start point anywhere in view, each next point within +-5% of the side.
         steps = (torch.rand(n, k - 1, 2, generator=generator) - 0.5) * 0.1 * resolution
         first = torch.rand(n, 1, 2, generator=generator) * resolution + offset
         points = torch.cat([first, first + torch.cumsum(steps, dim=1)], dim=1)
-    elif s.init == "image":
-        picture = _load_init_image(s.init_image, resolution)
-        first, direction, colours = _edge_starts(picture, n, generator)
-        points = _arcs(first + offset, direction, 0.05 * resolution, k, generator)
     else:
         first = torch.rand(n, 2, generator=generator) * resolution + offset
         angle = torch.rand(n, generator=generator) * 2 * math.pi
@@ -337,21 +335,6 @@ def _edge_starts(picture: torch.Tensor, n: int, generator):
     norm = along.norm(dim=1, keepdim=True)
     direction = torch.where(norm > 1e-6, along / norm.clamp(min=1e-6), fallback)
     return first, direction, picture[0, :, y, x].t()
-
-
-def _load_init_image(path: str, resolution: int) -> torch.Tensor:
-    """The init image, centre-cropped to a square and resized to the output: (1, 3, R, R)."""
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-    except FileNotFoundError:
-        raise ConfigError(f"init image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ConfigError(f"init image {path} is not a readable image ({exc})") from None
-    side = min(image.size)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    image = image.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.Resampling.LANCZOS)
-    return from_pil(image)
 
 
 # -- colours ---------------------------------------------------------------------------------

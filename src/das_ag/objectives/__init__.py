@@ -34,10 +34,11 @@ from .colourfulness import ColourfulnessTerm  # noqa: E402
 from .image_prompt import ImagePromptTerm  # noqa: E402
 from .palette import PaletteTerm  # noqa: E402
 from .regularisers import L1Term, TotalVariationTerm  # noqa: E402
+from .start_picture import StartPictureTerm  # noqa: E402
 from .symmetry import SymmetryTerm  # noqa: E402
 from .text import TextTerm  # noqa: E402
 
-for _term in (TextTerm, ImagePromptTerm, AestheticTerm, AmbiguityTerm, TotalVariationTerm, L1Term, SymmetryTerm, ColourfulnessTerm,
+for _term in (TextTerm, ImagePromptTerm, StartPictureTerm, AestheticTerm, AmbiguityTerm, TotalVariationTerm, L1Term, SymmetryTerm, ColourfulnessTerm,
               PaletteTerm):
     register_term(_term)
 
