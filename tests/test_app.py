@@ -284,6 +284,18 @@ def test_restoring_from_an_svg_sets_the_stroke_controls(studio, models):
     assert problems == [] and restored == config  # the softness schedule, which has no control, too
 
 
+def test_the_aspect_makes_the_image_wide_or_tall(studio):
+    quick_form(studio, "a harbour")
+    studio.selectbox(key="aspect").set_value("16:9 wide").run()
+    studio.number_input(key="resolution").set_value(160).run()
+    config, problems = form.state_to_config(dict(studio.session_state))
+    assert problems == [] and (config.width, config.height) == (160, 88)
+    assert any("160 x 88 px" in c.value for c in studio.sidebar.caption)
+    studio.selectbox(key="aspect").set_value("1:1 square").run()
+    config, problems = form.state_to_config(dict(studio.session_state))
+    assert problems == [] and config.width is None and config.resolution == 160
+
+
 def test_a_start_picture_is_kept_under_the_output_root(studio, tmp_path):
     import io
 

@@ -70,7 +70,7 @@ def test_the_svg_lists_every_stroke_in_z_order_with_its_numbers():
     drawing = canvas.drawing()
     svg = stroke_svg(drawing, {"config": config.to_dict()})
     back = read_drawing(svg)
-    assert back["size"] == config.resolution and len(back["strokes"]) == 9
+    assert back["width"] == back["height"] == config.resolution and len(back["strokes"]) == 9
     offset = canvas.crop_offset
     for stroke, points, width, colour, opacity in zip(back["strokes"], canvas.points.detach(), canvas.widths.detach(),
                                                       canvas.rgb.detach(), canvas.opacities.detach()):

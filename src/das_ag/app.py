@@ -253,6 +253,7 @@ def sidebar(on_cpu: bool) -> list[str]:
 
         st.subheader("Optimisation")
         setting_controls("optimisation", disabled=CANVASES[ss["canvas"]].ignores)
+        aspect_control()
         st.number_input("Seed", key="seed", min_value=0, max_value=2**31 - 1)
         st.number_input("Preview every (steps)", key="preview_every", min_value=1, max_value=1000)
 
@@ -263,7 +264,7 @@ def sidebar(on_cpu: bool) -> list[str]:
             setting_controls("canvas")
         else:
             canvas_controls(ss["canvas"])
-        st.checkbox("Automatic jitter margin (resolution / 14)", key="jitter_margin_auto")
+        st.checkbox("Automatic jitter margin (short side / 14)", key="jitter_margin_auto")
         st.number_input("Jitter margin (px)", key="jitter_margin", min_value=0, max_value=1024,
                         disabled=ss["jitter_margin_auto"], help="turn off the automatic margin to set it")
 
@@ -285,6 +286,22 @@ def sidebar(on_cpu: bool) -> list[str]:
         st.checkbox("Deterministic CUDA kernels", key="deterministic", disabled=on_cpu,
                     help="CPU runs are always deterministic" if on_cpu else "same settings, same PNG on CUDA (slower)")
     return [n for n in notes if n]
+
+
+def aspect_control() -> None:
+    """The image's shape; Resolution is its long side. A restored size no listed shape gives
+    exactly is offered as it is."""
+    aspects = list(form.ASPECTS)
+    if st.session_state.get("aspect") not in aspects:
+        aspects.append(st.session_state.get("aspect") or "1:1 square")
+    c1, c2 = st.columns(2)
+    c1.selectbox("Aspect (width:height)", aspects, key="aspect",
+                 help="the image's shape; Resolution is its long side, and CLIP sees squares spread along it")
+    try:
+        width, height = form.aspect_size(int(st.session_state.get("resolution") or 224), st.session_state["aspect"])
+        c2.caption(f"Image: {width} x {height} px")
+    except ValueError:
+        pass
 
 
 def setting_control(key: str, f, s: Setting, disabled: bool = False) -> None:

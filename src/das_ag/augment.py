@@ -30,36 +30,50 @@ def normalize(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def jittered_windows(
-    canvas: torch.Tensor, copies: int, resolution: int, max_shift: int, generator: torch.Generator
+    canvas: torch.Tensor, copies: int, resolution: int | tuple[int, int], max_shift: int, generator: torch.Generator
 ) -> torch.Tensor:
-    """`copies` windows of `resolution` px around the canvas centre, each shifted by up to `max_shift`.
+    """`copies` square windows of the visible part's short side, each shifted by up to `max_shift`.
 
-    This equals the references' circular roll by (dy, dx) followed by cropping the margin: the
-    margin is at least the largest shift, so wrapped pixels never reach the window.
+    For a square image every window is centred, which equals the references' circular roll by
+    (dy, dx) followed by cropping the margin: the margin is at least the largest shift, so wrapped
+    pixels never reach the window. For an image of another shape (`resolution` = (height, width))
+    the windows are spread evenly along the long side, first to last edge, so together the
+    copies cover the whole picture.
     """
-    size = canvas.shape[-1]
-    base = (size - resolution) // 2
-    if max_shift > base:
-        raise ValueError(f"a shift of {max_shift} px leaves the {size} px canvas")
+    height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
+    side = min(height, width)
+    top, left = ((c - v) // 2 for c, v in zip(canvas.shape[-2:], (height, width)))
+    if max_shift > min(top, left):
+        raise ValueError(f"a shift of {max_shift} px leaves the {tuple(canvas.shape[-2:])} px canvas")
     device = canvas.device
     shifts = torch.randint(-max_shift, max_shift + 1, (2, copies), generator=generator, device=device)
-    span = torch.arange(resolution, device=device)
-    rows = (base - shifts[0]).unsqueeze(1) + span  # (copies, resolution)
-    cols = (base - shifts[1]).unsqueeze(1) + span
-    views = canvas[0][:, rows[:, :, None], cols[:, None, :]]  # (3, copies, R, R)
+    span = torch.arange(side, device=device)
+    rows = (top + _spread(height - side, copies, device) - shifts[0]).unsqueeze(1) + span  # (copies, side)
+    cols = (left + _spread(width - side, copies, device) - shifts[1]).unsqueeze(1) + span
+    views = canvas[0][:, rows[:, :, None], cols[:, None, :]]  # (3, copies, side, side)
     return views.transpose(0, 1)
+
+
+def _spread(room: int, copies: int, device) -> torch.Tensor | int:
+    """Offsets of `copies` windows spread evenly over `room` px (0 when there is none)."""
+    if room == 0:
+        return 0
+    if copies == 1:
+        return room // 2
+    return torch.linspace(0, room, copies, device=device).round().long()
 
 
 def augment(
     canvas: torch.Tensor,
     *,
     copies: int,
-    resolution: int,
+    resolution: int | tuple[int, int],
     strength: AugmentStrength,
     generator: torch.Generator,
     out_size: int = 224,
 ) -> torch.Tensor:
-    """A CLIP-normalised batch (copies, 3, out_size, out_size) of augmented views of `canvas`."""
+    """A CLIP-normalised batch (copies, 3, out_size, out_size) of augmented views of `canvas`,
+    whose visible part is `resolution` px square or (height, width)."""
     views = normalize(jittered_windows(canvas, copies, resolution, strength.jitter, generator))
     device, dtype = views.device, views.dtype
     if strength.colour > 0:

@@ -68,6 +68,17 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
+def _size(text: str) -> tuple[int, int]:
+    """"640x384" -> (640, 384): width by height, in pixels."""
+    width, sep, height = text.lower().replace(" ", "").partition("x")
+    try:
+        if not sep:
+            raise ValueError
+        return int(width), int(height)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, e.g. 640x384, got {text!r}") from None
+
+
 def _add_prompt_arguments(group) -> None:
     group.add_argument("--prompt", action="append", default=[], metavar="TEXT[:WEIGHT]",
                        help="a prompt to steer towards (repeatable); a negative WEIGHT repels")
@@ -91,6 +102,9 @@ def _add_settings_arguments(parser, *, skip: tuple[str, ...] = ()) -> None:
     for name, term in TERMS.items():  # terms with settings of their own: --<term>-<setting>
         if term.Settings is not None:
             add_arguments(parser, term.Settings, prefix=f"{name}_")
+    shape = next(g for g in parser._action_groups if g.title == "optimisation")
+    shape.add_argument("--size", type=_size, metavar="WxH",
+                       help="an image of any aspect ratio, e.g. 640x384 (instead of --resolution's square)")
     what = next(g for g in parser._action_groups if g.title == "guidance")
     what.add_argument("--aesthetic-weight", type=_finite_float, metavar="W", help="the aesthetic weight the schedule reaches")
     what.add_argument("--aesthetic-start", type=_finite_float, metavar="W", help="the aesthetic weight at step 0")
@@ -339,6 +353,10 @@ def apply_settings(config: GenerationConfig, args: argparse.Namespace) -> Genera
     from .settings import values_from_arguments
 
     changes = values_from_arguments(args, GenerationConfig)
+    if getattr(args, "size", None) is not None:
+        changes["width"], changes["height"] = args.size
+    elif "resolution" in changes:  # --resolution alone asks for a square
+        changes["width"] = changes["height"] = None
     canvas_settings = _canvas_settings_from_args(args, config, changes.get("canvas", config.canvas))
     if canvas_settings is not config.canvas_settings:
         changes["canvas_settings"] = canvas_settings
@@ -451,7 +469,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for warning in run.warnings:
         print(f"das-ag: warning: {warning}", file=sys.stderr)
     together = f", re-made with the {len(batch) - 1} other image(s) of its batch" if len(batch) > 1 else ""
-    _say(args, f"{config.method}: {config.steps} steps at {config.resolution} px, seed {config.seed}, "
+    size = f"{config.width}x{config.height}" if config.width is not None else f"{config.resolution}"
+    _say(args, f"{config.method}: {config.steps} steps at {size} px, seed {config.seed}, "
                f"{determinism.mode(device, config.deterministic)}{together}")
     if config.compile:
         _say(args, "compiling the encoder: the first step waits for the compiler (about a minute)")

@@ -28,6 +28,7 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 2048
 MAX_STEPS, MAX_COPIES = 100_000, 256
+MAX_ASPECT = 4.0  # the long side at most four times the short one: CLIP sees squares of the short side
 
 SCHEDULE_FIELDS = ("aesthetic", "noise", "colour", "jitter")
 
@@ -49,8 +50,14 @@ class GenerationConfig:
     lr: float = setting(0.1, group="optimisation", minimum=1e-4, maximum=10.0, step=0.01, format="%.4f",
                         label="Learning rate", help="Adam's learning rate (cosine-annealed to a hundredth)")
     resolution: int = setting(224, group="optimisation", minimum=MIN_RESOLUTION, maximum=MAX_RESOLUTION, step=32,
-                              label="Resolution (px)", help="the image's side in pixels")
-    # Jitter margin in pixels; None means resolution // 14 (16 at 224, 32 at 448, as published).
+                              label="Resolution (px)", help="the image's side in pixels (its long side when it is not square)")
+    # A picture that is not square: its width and height in px (both, or neither: then it is
+    # `resolution` square). The CLI's --size WxH sets them; a square size becomes `resolution`.
+    width: int | None = setting(None, group="optimisation", minimum=MIN_RESOLUTION, maximum=MAX_RESOLUTION, flag="",
+                                studio=False, help="the image's width in px (with height; default: the resolution)")
+    height: int | None = setting(None, group="optimisation", minimum=MIN_RESOLUTION, maximum=MAX_RESOLUTION, flag="",
+                                 studio=False, help="the image's height in px (with width; default: the resolution)")
+    # Jitter margin in pixels; None means the short side // 14 (16 at 224, 32 at 448, as published).
     jitter_margin: int | None = setting(None, group="augmentation", minimum=0, maximum=MAX_RESOLUTION // 2, studio=False,
                                         help="jitter margin in px (default: resolution / 14)")
     levels: str = setting("pow2", group="canvas", choices=LEVELS,
@@ -107,6 +114,13 @@ class GenerationConfig:
         object.__setattr__(self, "terms", tuple(sorted(terms, key=lambda kv: kv[0])))
         if isinstance(self.canvas_settings, dict):  # a table, as callers and presets may give it
             object.__setattr__(self, "canvas_settings", canvas_settings_from_dict(self.canvas, self.canvas_settings))
+        if self.width is not None and self.width == self.height:  # a square is written one way only
+            object.__setattr__(self, "resolution", self.width)
+            object.__setattr__(self, "width", None)
+            object.__setattr__(self, "height", None)
+        elif all(_whole(v) and MIN_RESOLUTION <= v <= MAX_RESOLUTION for v in (self.width, self.height)):
+            # The resolution of another shape is its long side.
+            object.__setattr__(self, "resolution", max(self.width, self.height))
         self._drop_defaults()
         problems = self.problems()
         if problems:
@@ -130,13 +144,29 @@ class GenerationConfig:
 
     # -- derived geometry -------------------------------------------------------------------
     @property
+    def image_shape(self) -> tuple[int, int]:
+        """(height, width) of the image in px."""
+        return (self.height, self.width) if self.width is not None else (self.resolution, self.resolution)
+
+    @property
+    def short_side(self) -> int:
+        """The side of the square views CLIP sees (the whole image when it is square)."""
+        return min(self.image_shape)
+
+    @property
     def margin(self) -> int:
-        return self.resolution // 14 if self.jitter_margin is None else self.jitter_margin
+        return self.short_side // 14 if self.jitter_margin is None else self.jitter_margin
+
+    @property
+    def canvas_shape(self) -> tuple[int, int]:
+        """(height, width): per side, the smallest power of two that holds the image plus its
+        jitter margin on each side."""
+        return tuple(1 << math.ceil(math.log2(side + 2 * self.margin)) for side in self.image_shape)
 
     @property
     def canvas_size(self) -> int:
-        """The smallest power of two that holds the image plus its jitter margin on each side."""
-        return 1 << math.ceil(math.log2(self.resolution + 2 * self.margin))
+        """The canvas's longer side (its only one for a square image)."""
+        return max(self.canvas_shape)
 
     @property
     def canvas_options(self) -> Any:
@@ -226,6 +256,15 @@ class GenerationConfig:
         _int_in(p, "steps", self.steps, 1, MAX_STEPS)
         _int_in(p, "augmentation copies", self.augment_copies, 1, MAX_COPIES)
         _int_in(p, "resolution", self.resolution, MIN_RESOLUTION, MAX_RESOLUTION)
+        if (self.width is None) != (self.height is None):
+            p.append("give the image's width and height together (--size WxH), or neither")
+        elif self.width is not None:
+            _int_in(p, "width", self.width, MIN_RESOLUTION, MAX_RESOLUTION)
+            _int_in(p, "height", self.height, MIN_RESOLUTION, MAX_RESOLUTION)
+            sides_ok = all(_whole(v) and MIN_RESOLUTION <= v <= MAX_RESOLUTION for v in (self.width, self.height))
+            if sides_ok and max(self.width, self.height) > MAX_ASPECT * min(self.width, self.height):
+                p.append(f"a {self.width}x{self.height} image is too narrow: the long side may be at most "
+                         f"{MAX_ASPECT:g} times the short one")
         if self.jitter_margin is not None:
             _int_in(p, "jitter margin", self.jitter_margin, 0, MAX_RESOLUTION // 2)
         _int_in(p, "seed", self.seed, 0, 2**63 - 1)
@@ -428,6 +467,10 @@ def term_settings_from_dict(data: Any) -> tuple[tuple[str, Any], ...]:
             raise ConfigError(f"unknown term {name!r}; was this made by a newer das-ag or with a plugin?")
         out.append((name, settings_from_table(cls.Settings, values, f"the {name} term's settings")))
     return tuple(out)
+
+
+def _whole(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _finite(v: object) -> bool:

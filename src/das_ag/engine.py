@@ -159,7 +159,7 @@ class _Image:
             jitter=int(cfg.jitter.at(t, T) * cfg.margin), colour=cfg.colour.at(t, T), noise=cfg.noise.at(t, T)
         )
         rendered = self.canvas()
-        views = augment(rendered, copies=cfg.augment_copies, resolution=cfg.resolution, strength=strength,
+        views = augment(rendered, copies=cfg.augment_copies, resolution=cfg.image_shape, strength=strength,
                         generator=self.augment_generator, out_size=out_size)
         return views, self.canvas.crop(rendered)
 

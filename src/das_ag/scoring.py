@@ -6,6 +6,8 @@ similarities, the aesthetic term the head's score, ...); a Scores holds them by 
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,10 +76,22 @@ def encode_text_prompts(models: ModelBundle, prompts: tuple[Prompt, ...]) -> tup
 
 
 def embed_image(models: ModelBundle, image: Image.Image) -> torch.Tensor:
-    """The fp32 CLIP embedding (1, D) of an 8-bit image, unaugmented."""
+    """The fp32 CLIP embedding (1, D) of an 8-bit image, unaugmented. An image that is not square
+    is seen as a run sees it: squares of its short side spread along the long side (as few as
+    cover it), their embeddings averaged and normalised again."""
     pixels = from_pil(image).to(models.device)
+    height, width = pixels.shape[-2:]
+    side = min(height, width)
+    if height != width:
+        count = math.ceil(max(height, width) / side)
+        starts = torch.linspace(0, max(height, width) - side, count).round().long().tolist()
+        windows = [pixels[..., a:a + side, :] if height > width else pixels[..., :, a:a + side] for a in starts]
+        pixels = torch.cat(windows)
     batch = resize(normalize(pixels), models.input_resolution, "bilinear", antialias=True)
-    return models.encode_images(batch)
+    embeddings = models.encode_images(batch)
+    if len(embeddings) == 1:
+        return embeddings
+    return torch.nn.functional.normalize(embeddings.float().mean(dim=0, keepdim=True), dim=-1)
 
 
 @torch.no_grad()

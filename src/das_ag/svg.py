@@ -44,16 +44,16 @@ def path_data(points) -> str:
 
 def stroke_svg(drawing: dict, recipe: dict | None) -> bytes:
     """The SVG file of a drawing (StrokeCanvas.drawing()) with `recipe` in its metadata."""
-    size = _n(drawing["size"])
+    width, height = _n(drawing["width"]), _n(drawing["height"])
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',
-        f'<svg xmlns="{SVG_NS}" version="1.1" width="{size}" height="{size}" viewBox="0 0 {size} {size}">',
+        f'<svg xmlns="{SVG_NS}" version="1.1" width="{width}" height="{height}" viewBox="0 0 {width} {height}">',
         f"<desc>made by das-ag {escape(__version__)}</desc>",
     ]
     if recipe is not None:
         text = json.dumps(recipe, sort_keys=True, ensure_ascii=False)
         lines.append(f'<metadata id="{RECIPE_ID}">{escape(text)}</metadata>')
-    lines.append(f'<rect x="0" y="0" width="{size}" height="{size}" fill="{_rgb(drawing["background"])}"/>')
+    lines.append(f'<rect x="0" y="0" width="{width}" height="{height}" fill="{_rgb(drawing["background"])}"/>')
     for stroke in drawing["strokes"]:
         lines.append(
             f'<path d="{path_data(stroke["points"])}" fill="none" stroke="{_rgb(stroke["colour"])}" '
@@ -107,7 +107,7 @@ def read_drawing(source: str | Path | bytes) -> dict:
             "colour": _parse_rgb(path.get("stroke")),
             "opacity": float(path.get("stroke-opacity")),
         })
-    return {"size": float(root.get("width")), "background": _parse_rgb(rect.get("fill")), "strokes": strokes}
+    return {"width": float(root.get("width")), "height": float(root.get("height")), "background": _parse_rgb(rect.get("fill")), "strokes": strokes}
 
 
 def _parse_rgb(text: str) -> list[float]:

@@ -1,6 +1,6 @@
 """The canvas protocol: what the engine optimises, whatever it is made of (pixels, strokes, ...).
 
-A canvas is a torch module holding its parameters. It renders a square RGB image in [0, 1] that
+A canvas is a torch module holding its parameters. It renders an RGB image in [0, 1] that
 includes a jitter margin around the visible part (augmentation shifts windows within it), says
 which of its parameters learn at which rate, keeps them in range after each update, and turns
 itself into the 8-bit image a user sees. Its settings are fields of the GenerationConfig that
@@ -29,9 +29,10 @@ class Canvas(nn.Module):
     # Top-level config settings this canvas does not read, with the reason (the studio greys them).
     ignores: ClassVar[dict[str, str]] = {}
 
-    # Geometry: `size` px square in all, the central `resolution` px visible.
-    size: int
-    resolution: int
+    # Geometry: `size` px in all, the central `resolution` px visible; each an int for a square or
+    # (height, width).
+    size: int | tuple[int, int]
+    resolution: int | tuple[int, int]
 
     @classmethod
     def from_config(cls, config, generator: torch.Generator) -> Canvas:
@@ -51,7 +52,7 @@ class Canvas(nn.Module):
         """Called before step `step` (0-based) of `steps` is rendered: for canvases with schedules."""
 
     def forward(self) -> torch.Tensor:
-        """The whole canvas, margin included: (1, 3, size, size) in [0, 1], differentiable."""
+        """The whole canvas, margin included: (1, 3, height, width) in [0, 1], differentiable."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -63,12 +64,28 @@ class Canvas(nn.Module):
         of itself here (clearing their optimizer moments); by default nothing happens."""
 
     @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the whole canvas."""
+        return hw(self.size)
+
+    @property
+    def visible(self) -> tuple[int, int]:
+        """(height, width) of the visible part: the image a user gets."""
+        return hw(self.resolution)
+
+    @property
+    def offsets(self) -> tuple[int, int]:
+        """(top, left) of the visible part in the canvas."""
+        return tuple((c - v) // 2 for c, v in zip(self.shape, self.visible))
+
+    @property
     def crop_offset(self) -> int:
-        return (self.size - self.resolution) // 2
+        """The visible part's offset on both axes of a square canvas."""
+        return self.offsets[0]
 
     def crop(self, canvas: torch.Tensor) -> torch.Tensor:
-        o, r = self.crop_offset, self.resolution
-        return canvas[..., o : o + r, o : o + r]
+        (top, left), (h, w) = self.offsets, self.visible
+        return canvas[..., top : top + h, left : left + w]
 
     def exports(self) -> dict[str, Callable[[dict], bytes]]:
         """Files this canvas saves beside the PNG, by suffix (".svg" for strokes): each makes the
@@ -80,6 +97,11 @@ class Canvas(nn.Module):
     def image(self) -> Image.Image:
         """The visible part as an 8-bit RGB image: what a user sees and saves."""
         return to_pil(self.crop(self.forward()))
+
+
+def hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a size given as a square's side or as (height, width)."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def to_pil(pixels: torch.Tensor) -> Image.Image:

@@ -1,10 +1,12 @@
-"""The multi-resolution image: a stack of square levels, upsampled to one canvas and squashed.
+"""The multi-resolution image: a stack of levels, upsampled to one canvas and squashed.
 
 Coarse levels move large regions at once and fine levels add detail, which is what lets plain
 gradient ascent on CLIP produce images instead of adversarial noise (Direct Ascent Synthesis).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -25,9 +27,18 @@ def level_sizes(canvas_size: int, levels: str = "pow2") -> list[int]:
     return sizes
 
 
+def level_shapes(shape: tuple[int, int], levels: str = "pow2") -> list[tuple[int, int]]:
+    """(height, width) of each level of a canvas of `shape`, coarse to fine: the square's sides
+    for a square canvas; for another shape the long side's sizes, the short side in proportion
+    (at least 1 px), so every level has about the canvas's aspect."""
+    height, width = shape
+    longest = max(shape)
+    return [(max(1, round(s * height / longest)), max(1, round(s * width / longest))) for s in level_sizes(longest, levels)]
+
+
 class PyramidCanvas(Canvas):
-    """Square levels of 1, 2, 4, ... px (or every size), each upsampled to the canvas, summed or
-    averaged, and squashed into [0, 1] by tanh."""
+    """Levels of 1, 2, 4, ... px (or every size) on the long side, each upsampled to the canvas,
+    summed or averaged, and squashed into [0, 1] by tanh."""
 
     name = "pyramid"
 
@@ -37,14 +48,18 @@ class PyramidCanvas(Canvas):
         if config.start_picture:
             from ..pictures import load_picture
 
-            picture = load_picture(config.start_picture, config.resolution, config.resolution)
-        return cls(config.canvas_size, config.resolution, levels=config.levels, init=config.init,
+            height, width = config.image_shape
+            picture = load_picture(config.start_picture, width, height)
+        size, resolution = config.canvas_shape, config.image_shape
+        if size[0] == size[1] and resolution[0] == resolution[1]:  # a square is given by its side
+            size, resolution = size[0], resolution[0]
+        return cls(size, resolution, levels=config.levels, init=config.init,
                    combine=config.combine, interpolation=config.interpolation, generator=generator, picture=picture)
 
     def __init__(
         self,
-        canvas_size: int,
-        resolution: int,
+        canvas_size: int | tuple[int, int],
+        resolution: int | tuple[int, int],
         *,
         levels: str = "pow2",
         init: str = "normal",
@@ -53,25 +68,25 @@ class PyramidCanvas(Canvas):
         generator: torch.Generator | None = None,
         picture: torch.Tensor | None = None,
     ):
-        """`picture` (1, 3, R, R) in [0, 1]: start as this picture instead of from `init`."""
+        """Sizes are a square's side or (height, width). `picture` (1, 3, h, w) in [0, 1]: start as
+        this picture instead of from `init`."""
         super().__init__()
-        if resolution > canvas_size:
-            raise ValueError("the output cannot be larger than the canvas")
         self.size, self.resolution, self.combine = canvas_size, resolution, combine
-        self.sizes = level_sizes(canvas_size, levels)
+        if any(v > c for v, c in zip(self.visible, self.shape)):
+            raise ValueError("the output cannot be larger than the canvas")
+        self.shapes = level_shapes(self.shape, levels)
         tensors = []
-        for s in self.sizes:
+        for h, w in self.shapes:
             if init == "zeros":
-                tensors.append(torch.zeros(1, 3, s, s))
+                tensors.append(torch.zeros(1, 3, h, w))
             else:
-                # N(0, 1)/s: each level starts with about the same total energy, so coarse levels
-                # are not drowned out by the many pixels of fine ones.
-                tensors.append(torch.randn(1, 3, s, s, generator=generator) / s)
+                # N(0, 1)/side: each level starts with about the same total energy, so coarse
+                # levels are not drowned out by the many pixels of fine ones.
+                tensors.append(torch.randn(1, 3, h, w, generator=generator) / math.sqrt(h * w))
         self.levels = nn.ParameterList(nn.Parameter(t) for t in tensors)
-        # One (canvas, s) matrix per level; the full-size level needs none.
-        for s in self.sizes:
-            if s != canvas_size:
-                self.register_buffer(f"up{s}", resample_matrix(s, canvas_size, interpolation), persistent=False)
+        # One (canvas side, level side) matrix per side length; the full-size level needs none.
+        for n, full in {(n, full) for shape in self.shapes for n, full in zip(shape, self.shape) if n != full}:
+            self.register_buffer(f"up{n}to{full}", resample_matrix(n, full, interpolation), persistent=False)
         if picture is not None:
             self._hold(picture)
 
@@ -81,34 +96,35 @@ class PyramidCanvas(Canvas):
         level takes the local means of what the coarser ones left, the finest level the rest.
         Every level then starts with its own share of the picture, so both large regions and
         details can move it (one full-size level holding everything could only move pixels)."""
-        margin = (self.size - self.resolution) // 2
-        extra = self.size - self.resolution - margin
+        (top, left), (h, w) = self.offsets, self.visible
+        bottom, right = self.shape[0] - h - top, self.shape[1] - w - left
         # The margin (what jittered views see past the edge) continues the picture as a mirror.
-        mode = "reflect" if max(margin, extra) < self.resolution else "replicate"
-        full = F.pad(picture.float(), (margin, extra, margin, extra), mode=mode)
+        mode = "reflect" if max(top, bottom) < h and max(left, right) < w else "replicate"
+        full = F.pad(picture.float(), (left, right, top, bottom), mode=mode)
         # Undo the squash: raw = atanh(2p - 1), kept finite at 0 and 1 (still the same 8-bit value).
         eps = 1 / 1024
-        rest = torch.atanh(full.clamp(eps, 1 - eps) * 2 - 1) * (len(self.sizes) if self.combine == "mean" else 1)
-        for s, level in zip(self.sizes, self.levels):
-            if s == self.size:
+        rest = torch.atanh(full.clamp(eps, 1 - eps) * 2 - 1) * (len(self.shapes) if self.combine == "mean" else 1)
+        for shape, level in zip(self.shapes, self.levels):
+            if shape == self.shape:
                 level.copy_(rest)
                 break
-            part = F.adaptive_avg_pool2d(rest, s)
+            part = F.adaptive_avg_pool2d(rest, shape)
             level.copy_(part)
-            u = getattr(self, f"up{s}")
-            rest = rest - u @ part @ u.t()
+            rest = rest - self._upsampled(part)
+
+    def _upsampled(self, level: torch.Tensor) -> torch.Tensor:
+        """A level resampled to the canvas: rows @ level @ columns^T."""
+        (h, w), (height, width) = level.shape[-2:], self.shape
+        out = level if h == height else getattr(self, f"up{h}to{height}") @ level
+        return out if w == width else out @ getattr(self, f"up{w}to{width}").t()
 
     def raw(self) -> torch.Tensor:
-        """The combined, unsquashed canvas (1, 3, S, S)."""
+        """The combined, unsquashed canvas (1, 3, H, W)."""
         total = None
-        for s, level in zip(self.sizes, self.levels):
-            if s == self.size:
-                up = level
-            else:
-                u = getattr(self, f"up{s}")
-                up = u @ level @ u.t()
+        for level in self.levels:
+            up = self._upsampled(level)
             total = up if total is None else total + up
-        return total / len(self.sizes) if self.combine == "mean" else total
+        return total / len(self.shapes) if self.combine == "mean" else total
 
     def forward(self) -> torch.Tensor:
         """Canvas pixels in [0, 1], the full range (the reference's tanh-as-normalised bug fixed)."""

@@ -138,20 +138,23 @@ class StrokeCanvas(Canvas):
 
     @classmethod
     def from_config(cls, config, generator: torch.Generator) -> StrokeCanvas:
-        picture = None
+        (height, width), picture = config.image_shape, None
         if config.start_picture:
-            picture = load_picture(config.start_picture, config.resolution, config.resolution)
-        return cls(config.canvas_size, config.resolution, config.canvas_options, generator=generator, seed=config.seed,
-                   picture=picture)
+            picture = load_picture(config.start_picture, width, height)
+        size, resolution = config.canvas_shape, config.image_shape
+        if size[0] == size[1] and resolution[0] == resolution[1]:  # a square is given by its side
+            size, resolution = size[0], resolution[0]
+        return cls(size, resolution, config.canvas_options, generator=generator, seed=config.seed, picture=picture)
 
-    def __init__(self, size: int, resolution: int, settings: StrokeSettings, *,
+    def __init__(self, size: int | tuple[int, int], resolution: int | tuple[int, int], settings: StrokeSettings, *,
                  generator: torch.Generator | None = None, seed: int = 0, picture: torch.Tensor | None = None):
-        """`picture` (1, 3, R, R) in [0, 1]: strokes start along its edges, in its colours."""
+        """Sizes are a square's side or (height, width). `picture` (1, 3, h, w) in [0, 1]: strokes
+        start along its edges, in its colours."""
         super().__init__()
         self.size, self.resolution, self.settings, self._seed = size, resolution, settings, seed
         self.start_picture = picture  # re-seeded strokes start from it too
         s = settings
-        points, colours = _start(s, size, resolution, generator, picture)
+        points, colours = _start(s, self.shape, self.visible, generator, picture)
         self.points = nn.Parameter(points)  # (strokes, 3 * segments + 1, 2) in canvas pixels
         self.widths = nn.Parameter(torch.full((s.count,), float(s.width)))
         if s.learn_opacity and s.init == "clipdraw":
@@ -200,7 +203,7 @@ class StrokeCanvas(Canvas):
             if not lost.any():
                 return
             generator = torch.Generator().manual_seed(hash((self._seed, step)) & (2**63 - 1))
-            points, colours = _start(self.settings, self.size, self.resolution, generator, self.start_picture)
+            points, colours = _start(self.settings, self.shape, self.visible, generator, self.start_picture)
             index = lost.nonzero().squeeze(1).cpu()
             fresh = {self.points: points[index], self.widths: torch.full((len(index),), float(self.settings.width)),
                      self.opacities: torch.full((len(index),), float(self.settings.opacity))}
@@ -216,11 +219,13 @@ class StrokeCanvas(Canvas):
     @torch.no_grad()
     def invisible(self) -> torch.Tensor:
         """(strokes,) True where a stroke shows nothing: nearly transparent, or outside the view."""
-        o, r = self.crop_offset, self.resolution
+        (top, left), (h, w) = self.offsets, self.visible
+        start = self.points.new_tensor([left, top])  # points are (x, y)
+        end = start + self.points.new_tensor([w, h])
         reach = self.widths[:, None] / 2
         low = self.points.amin(dim=1) - reach
         high = self.points.amax(dim=1) + reach
-        outside = ((high < o) | (low > o + r)).any(dim=1)
+        outside = ((high < start) | (low > end)).any(dim=1)
         return outside | (self.opacities < MIN_VISIBLE_OPACITY)
 
     def at_step(self, step: int, steps: int) -> None:
@@ -242,11 +247,13 @@ class StrokeCanvas(Canvas):
 
     def forward(self, softness: float | None = None) -> torch.Tensor:
         return render(self.points[None], self.widths[None], self.colours()[None], self.opacities[None],
-                      self.background, self.size, softness=softness or self.softness, samples=self.settings.samples)
+                      self.background, self.shape, softness=softness or self.softness, samples=self.settings.samples)
 
     @torch.no_grad()
     def clamp_(self) -> None:
-        self.points.clamp_(0, self.size)
+        height, width = self.shape
+        self.points[..., 0].clamp_(0, width)
+        self.points[..., 1].clamp_(0, height)
         self.widths.clamp_(self.settings.width_min, self.settings.width_max)
         self.opacities.clamp_(0, 1)
         if self.settings.colour == "full":
@@ -266,24 +273,29 @@ class StrokeCanvas(Canvas):
     @torch.no_grad()
     def drawing(self) -> dict:
         """The strokes as plain numbers, in the visible window's pixels: what the SVG writes."""
-        o = self.crop_offset
+        (top, left), (height, width) = self.offsets, self.visible
+        offset = torch.tensor([left, top])
         return {
-            "size": self.resolution,
+            "width": width,
+            "height": height,
             "background": self.background.tolist(),
             "strokes": [
-                {"points": (p - o).tolist(), "width": float(w), "colour": c.tolist(), "opacity": float(a)}
+                {"points": (p - offset).tolist(), "width": float(w), "colour": c.tolist(), "opacity": float(a)}
                 for p, w, c, a in zip(self.points.cpu(), self.widths.cpu(), self.colours().cpu(), self.opacities.cpu())
             ],
         }
 
 
 # -- the start -------------------------------------------------------------------------------
-def _start(s: StrokeSettings, size: int, resolution: int, generator,
+def _start(s: StrokeSettings, size: tuple[int, int], visible: tuple[int, int], generator,
            picture: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Control points (strokes, 3n+1, 2) in canvas pixels and colours (strokes, 3) to start from:
-    along the edges of `picture` (1, 3, R, R) when there is one."""
+    """Control points (strokes, 3n+1, 2) as (x, y) canvas pixels and colours (strokes, 3) to start
+    from: along the edges of `picture` (1, 3, h, w) when there is one. Sizes are (height, width)."""
     n, k = s.count, 3 * s.segments + 1
-    offset = (size - resolution) / 2
+    (height, width), (h, w) = size, visible
+    offset = torch.tensor([(width - w) / 2, (height - h) / 2])
+    extent = torch.tensor([float(w), float(h)])  # where points may start: the visible part
+    resolution = min(h, w)  # lengths scale with the short side
     colours = torch.rand(n, 3, generator=generator)
     if picture is not None:
         first, direction, colours = _edge_starts(picture, n, generator)
@@ -291,17 +303,18 @@ def _start(s: StrokeSettings, size: int, resolution: int, generator,
     elif s.init == "clipdraw":
         # CLIPDraw: a start point anywhere in view, each next point within +-5% of the side.
         steps = (torch.rand(n, k - 1, 2, generator=generator) - 0.5) * 0.1 * resolution
-        first = torch.rand(n, 1, 2, generator=generator) * resolution + offset
+        first = torch.rand(n, 1, 2, generator=generator) * extent + offset
         points = torch.cat([first, first + torch.cumsum(steps, dim=1)], dim=1)
     else:
-        first = torch.rand(n, 2, generator=generator) * resolution + offset
+        first = torch.rand(n, 2, generator=generator) * extent + offset
         angle = torch.rand(n, generator=generator) * 2 * math.pi
         direction = torch.stack([angle.cos(), angle.sin()], dim=1)
         length = (0.05 + 0.1 * torch.rand(n, 1, generator=generator)) * resolution
         points = _arcs(first, direction, length, k, generator)
     if s.colour == "mono":
         colours = torch.zeros(n, 3)
-    return points.clamp(0, size).float(), colours.float()
+    points = torch.minimum(points.clamp(min=0), torch.tensor([float(width), float(height)]))
+    return points.float(), colours.float()
 
 
 def _arcs(first, direction, length, k, generator) -> torch.Tensor:
@@ -315,7 +328,7 @@ def _arcs(first, direction, length, k, generator) -> torch.Tensor:
 
 def _edge_starts(picture: torch.Tensor, n: int, generator):
     """Start points drawn where the picture has edges (CLIPasso/DiffSketcher style), the stroke
-    direction along each edge, and the picture's colour there. picture: (1, 3, R, R)."""
+    direction along each edge, and the picture's colour there. picture: (1, 3, h, w)."""
     grey = picture.mean(1, keepdim=True)
     sobel = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]])
     gx = F.conv2d(grey, sobel.view(1, 1, 3, 3), padding=1)[0, 0]
@@ -324,8 +337,8 @@ def _edge_starts(picture: torch.Tensor, n: int, generator):
     magnitude = magnitude / magnitude.max().clamp(min=1e-6)
     weights = torch.softmax(magnitude.flatten() / EDGE_TEMPERATURE, dim=0)
     index = torch.multinomial(weights, n, replacement=True, generator=generator)
-    r = picture.shape[-1]
-    y, x = index // r, index % r
+    w = picture.shape[-1]
+    y, x = index // w, index % w
     first = torch.stack([x, y], dim=1).float() + 0.5
     # Along the edge: perpendicular to the brightness gradient (any direction where it is flat).
     g = torch.stack([gx[y, x], gy[y, x]], dim=1)

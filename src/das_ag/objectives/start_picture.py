@@ -70,7 +70,8 @@ class StartPictureTerm(Term):
         super().__init__(config, models)
         from ..pictures import load_picture
 
-        self.picture = load_picture(self.settings.image, config.resolution, config.resolution).to(models.device)
+        height, width = config.image_shape
+        self.picture = load_picture(self.settings.image, width, height).to(models.device)
 
     def loss(self, inputs: TermInputs):
         difference = inputs.picture.float() - self.picture

@@ -30,6 +30,31 @@ def prompt_key(group: str, row: int, part: str) -> str:
     return f"{group}_{part}_{row}"
 
 
+# The studio's shapes, width:height; "Resolution" is then the long side.
+ASPECTS = {"1:1 square": (1, 1), "4:3": (4, 3), "3:2": (3, 2), "16:9 wide": (16, 9), "3:4": (3, 4), "2:3": (2, 3),
+           "9:16 tall": (9, 16)}
+
+
+def aspect_size(long_side: int, aspect: str) -> tuple[int, int]:
+    """(width, height) of `aspect` (a key of ASPECTS, or "WxH" exactly) with `long_side` px."""
+    if aspect not in ASPECTS:
+        width, _, height = aspect.partition("x")
+        return int(width), int(height)
+    a, b = ASPECTS[aspect]
+    short = max(32, round(long_side * min(a, b) / max(a, b) / 8) * 8)  # a multiple of 8, as encoders like
+    return (long_side, short) if a >= b else (short, long_side)
+
+
+def aspect_of(config: GenerationConfig) -> str:
+    """The studio's aspect for `config`: a listed one that gives its exact size, else "WxH"."""
+    if config.width is None:
+        return "1:1 square"
+    for name in ASPECTS:
+        if aspect_size(config.resolution, name) == (config.width, config.height):
+            return name
+    return f"{config.width}x{config.height}"
+
+
 def schedule_key(name: str, part: str) -> str:
     return f"{name}_{part}"
 
@@ -44,6 +69,7 @@ def config_to_state(config: GenerationConfig) -> dict[str, Any]:
             state[schedule_key(name, part)] = value if part == "kind" else float(value)
     state["jitter_margin_auto"] = config.jitter_margin is None
     state["jitter_margin"] = config.margin
+    state["aspect"] = aspect_of(config)
     state.update(prompts_to_state(config.prompts))
     # Streamlit number inputs keep the type they were created with: floats stay floats.
     for f, _ in described(GenerationConfig):
@@ -188,6 +214,8 @@ def state_to_config(state: dict[str, Any]) -> tuple[GenerationConfig | None, lis
         kwargs[name] = Schedule(parts["kind"], float(parts["start"]), float(parts["end"]), float(parts["rate"]))
     if "jitter_margin_auto" in state:
         kwargs["jitter_margin"] = None if state["jitter_margin_auto"] else int(state["jitter_margin"])
+    if state.get("aspect", "1:1 square") != "1:1 square" and isinstance(kwargs.get("resolution"), (int, float)):
+        kwargs["width"], kwargs["height"] = aspect_size(int(kwargs["resolution"]), state["aspect"])
     for f, _ in described(GenerationConfig):
         if kind_of(f) == "int" and isinstance(kwargs.get(f.name), float) and kwargs[f.name].is_integer():
             kwargs[f.name] = int(kwargs[f.name])
