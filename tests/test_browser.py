@@ -140,6 +140,19 @@ def fill(page, label: str, value: str) -> None:
     box.press("Enter")  # Streamlit commits text and number inputs on Enter or blur
 
 
+def choose(page, label: str, option: str) -> None:
+    """Pick `option` in the select box `label`; a rerun that lands mid-click closes the list, so
+    the pick is tried once more."""
+    for attempt in range(2):
+        page.get_by_role("combobox", name=label).click()
+        try:
+            page.get_by_role("option", name=option).click(timeout=10_000)
+            return
+        except Exception:
+            if attempt:
+                raise
+
+
 @pytest.mark.browser
 def test_generate_and_save_in_the_browser(browser, tmp_path, tiny_clip_path, head_path):
     out_dir = tmp_path / "saved"
@@ -257,6 +270,52 @@ def test_a_stroke_drawing_in_the_browser_saves_png_and_svg(browser, tmp_path, ti
         assert recipe["config"]["canvas"] == "strokes"
         assert (recipe["config"]["canvas_settings"]["count"], recipe["config"]["canvas_settings"]["width_max"]) == (24, 6.0)
         assert svgs[0].read_text().count("<path ") == 24
+    finally:
+        studio.stop()
+    assert_no_traceback(studio.log.read_text())
+
+
+@pytest.mark.browser
+def test_a_wide_image_from_a_start_picture_in_the_browser(browser, tmp_path, tiny_clip_path, head_path):
+    """Upload a start picture, choose 16:9 at 160 px, hold the picture, generate, save."""
+    import numpy as np
+    from PIL import Image
+
+    out_dir = tmp_path / "saved"
+    picture = tmp_path / "photo.png"
+    Image.new("RGB", (300, 200), (200, 120, 40)).save(picture)
+    studio = studio_with_weights(tmp_path, tiny_clip_path, head_path)
+    try:
+        page = open_page(browser, studio)
+        choose(page, "Aspect (width:height)", "16:9 wide")
+        fill(page, "Resolution (px)", "160")
+        page.get_by_text("Image: 160 x 88 px").wait_for(timeout=30_000)
+        page.get_by_text("Start picture (init image)").click()  # the expander
+        uploader = page.locator("[data-testid=stFileUploader]", has_text="Start picture")
+        uploader.locator("input[type=file]").set_input_files(str(picture))
+        page.get_by_text("In use: photo.png").wait_for(timeout=30_000)
+        fill(page, "Keep near the picture", "50")
+        fill(page, "Steps", "6")
+        fill(page, "Augmented copies", "2")
+        fill(page, "Prompt 1", "a sunset over the sea")
+        page.get_by_role("button", name="Generate", disabled=True).wait_for(state="detached", timeout=30_000)
+        page.get_by_role("button", name="Generate", disabled=False).click()
+        try:
+            page.get_by_text("Finished", exact=True).wait_for(timeout=120_000)
+        except Exception:
+            screenshot(page, "studio-start-failed.png")
+            raise
+        page.get_by_role("button", name="Save PNG").click()
+        page.get_by_text("Saved ").first.wait_for(timeout=30_000)
+        screenshot(page, "studio-start-picture.png")
+        saved = sorted(out_dir.glob("*.png"))
+        assert len(saved) == 1 and Image.open(saved[0]).size == (160, 88)
+        config = read_recipe(saved[0])["config"]
+        assert (config["width"], config["height"]) == (160, 88)
+        assert config["terms"]["init"]["strength"] == 50 and config["terms"]["init"]["image"].endswith(".png")
+        # Held at strength 50, the result is still mostly the picture's orange.
+        mean = np.asarray(Image.open(saved[0]).convert("RGB"), dtype=float).mean(axis=(0, 1))
+        assert abs(mean[0] - 200) < 40 and abs(mean[2] - 40) < 40, mean
     finally:
         studio.stop()
     assert_no_traceback(studio.log.read_text())

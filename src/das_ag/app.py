@@ -268,7 +268,7 @@ def sidebar(on_cpu: bool) -> list[str]:
         st.number_input("Jitter margin (px)", key="jitter_margin", min_value=0, max_value=1024,
                         disabled=ss["jitter_margin_auto"], help="turn off the automatic margin to set it")
 
-        st.subheader("Regularisers")
+        st.subheader("Loss terms")
         setting_controls("regularisers")
         term_controls()
 
@@ -580,7 +580,12 @@ def line_chart(frame: pd.DataFrame, height: int = 130) -> None:
 TERM_EXPANDERS = {"init": "Start picture (init image)", "aesthetic": "Aesthetic term: score cap, every N steps", "symmetry": "Symmetry (left-right)",
                   "colourfulness": "Colourfulness (more or less)", "palette": "Colour palette",
                   "ambiguity": "Creativity: style ambiguity (DAS-CAN)"}
+def size_words(image: Image.Image) -> str:
+    return f"{image.width} px" if image.width == image.height else f"{image.width} x {image.height} px"
+
+
 TERM_CHART_TITLES = {"text": "CLIP similarity (positive / negative prompts)",
+                     "init": "mean difference from the start picture",
                      "aesthetic": "aesthetic score (training head) and its weight",
                      "ambiguity": "style distribution (now) and its entropy"}
 
@@ -673,7 +678,7 @@ def score_lines(result) -> str:
 def single_result(item) -> None:
     result = item["result"]
     image_col, info_col = st.columns([1, 1])
-    image_col.image(result.image, caption=f"{result.config.method} · seed {result.config.seed} · {result.image.width} px", output_format="PNG")
+    image_col.image(result.image, caption=f"{result.config.method} · seed {result.config.seed} · {size_words(result.image)}", output_format="PNG")
     with info_col:
         st.markdown(f"**{result.config.method}**, {result.steps_done} steps in {result.elapsed:.1f} s on {result.device}\n\n"
                     + score_lines(result))
