@@ -144,7 +144,7 @@ def choose(page, label: str, option: str) -> None:
     """Pick `option` in the select box `label`; a rerun that lands mid-click closes the list, so
     the pick is tried once more."""
     for attempt in range(2):
-        page.get_by_role("combobox", name=label).click()
+        page.get_by_role("combobox", name=label, exact=True).click()
         try:
             page.get_by_role("option", name=option).click(timeout=10_000)
             return
@@ -244,8 +244,7 @@ def test_a_stroke_drawing_in_the_browser_saves_png_and_svg(browser, tmp_path, ti
     studio = studio_with_weights(tmp_path, tiny_clip_path, head_path)
     try:
         page = open_page(browser, studio)
-        page.get_by_label("Canvas", exact=True).click()  # the canvas selector (a combobox)
-        page.get_by_role("option", name="strokes (an SVG drawing)").click()
+        choose(page, "Canvas", "strokes (an SVG drawing)")
         page.get_by_label("Strokes", exact=True).wait_for(timeout=30_000)
         fill(page, "Strokes", "24")
         fill(page, "Widest (px)", "6")
