@@ -54,6 +54,14 @@ def tiny_clip_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_open_clip(tmp_path_factory) -> str:
+    """A random tiny open_clip model (512-d, 64 px input), as its --clip-model spec."""
+    from das_ag.random_clip import save_random_open_clip
+
+    return save_random_open_clip(tmp_path_factory.mktemp("open-clip"))
+
+
+@pytest.fixture(scope="session")
 def head_path() -> Path:
     if not SHARED_HEAD.is_file():
         pytest.skip("the real aesthetic head is not in ../shared/data/aesthetic (a user's clone)")

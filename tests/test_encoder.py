@@ -194,7 +194,7 @@ def test_a_run_packs_one_encoder_and_scoring_packs_none(tiny_clip_path, head_pat
     result = generate(small_config(steps=3, dtype="bfloat16"), models)
     assert result.status == "completed" and result.dtype == "bfloat16"
     # Listed before anything else asks the bundle for an encoder, so only the run can have packed.
-    packed = [e for e in models._encoders.values() if any(getattr(m, "packed", None) for m in e.modules())]
+    packed = [e for e in models.encoders[0]._encoders.values() if any(getattr(m, "packed", None) for m in e.modules())]
     assert len(packed) == 1
     made = packed[0]
     assert made is models.image_encoder(torch.bfloat16, packed=True) and made is not models.clip.visual

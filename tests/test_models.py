@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from das_ag.errors import DeviceError, WeightsError
+from das_ag.errors import ConfigError, DeviceError, WeightsError
 from das_ag.models import AestheticHead, load_aesthetic_head, load_clip, load_models, resolve_device
 from das_ag.random_clip import save_random_clip
 
@@ -67,14 +67,28 @@ def test_clip_files_that_are_not_clip_are_refused(tmp_path, head_path):
         load_clip(head_path)
 
 
-def test_clip_with_other_embedding_width_is_refused(tmp_path):
+def test_a_clip_of_another_width_guides_plain_das_without_a_head(tmp_path, head_path):
+    """The head reads ViT-L/14's 768-d embeddings: a 512-d CLIP serves DAS (guidance off) with no
+    head at all, and a run that needs the head is told what to add."""
     from das_ag.clip_package import clip_module
+    from das_ag.config import GenerationConfig
+    from das_ag.engine import synthesize
+    from das_ag.prompts import Prompt
 
-    small = clip_module().model.CLIP(512, 224, 1, 64, 32, 77, 49408, 64, 1, 1)
+    small = clip_module().model.CLIP(512, 64, 1, 64, 32, 77, 49408, 64, 1, 1)
     path = tmp_path / "clip512.pt"
     torch.save(small.state_dict(), path)
-    with pytest.raises(WeightsError, match="768-d"):
-        load_clip(path)
+    with pytest.raises(WeightsError, match="768-d embeddings and no CLIP here gives them"):
+        load_models(str(path), str(head_path), "cpu")
+    models = load_models(str(path), str(tmp_path / "no-head-here.pth"), "cpu", need_head=False)
+    assert models.aesthetic_head is None and models.width == 512 and "aesthetic" not in models.identities()
+    config = GenerationConfig(prompts=(Prompt("a kite"),), guidance="off", resolution=64, steps=3, augment_copies=2,
+                              device="cpu")
+    result = synthesize(config, models).run()
+    assert result.status == "completed" and "aesthetic" not in result.scores.values
+    assert result.scores.values["clip_positive"] is not None
+    with pytest.raises(ConfigError, match="needs the aesthetic head"):
+        synthesize(config.replace(guidance="reward"), models)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

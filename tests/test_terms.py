@@ -39,7 +39,7 @@ class BrightnessTerm(Term):
         mean = inputs.views.mean()  # CLIP-normalised pixels: higher is brighter
         return -self.settings.weight * mean, {"mean": mean}
 
-    def final_scores(self, embedding):
+    def final_scores(self, embedding, views=None):
         return {"brightness_probe": float(embedding.abs().mean())}
 
 

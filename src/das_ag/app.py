@@ -716,7 +716,7 @@ def gallery_panel() -> None:
         for i, item in enumerate(reversed(gallery)):
             r = item["result"]
             with cols[i % 4]:
-                st.image(r.image, caption=f"{r.config.method} · seed {r.config.seed} · aes {r.scores.aesthetic:.2f}", output_format="PNG")
+                st.image(r.image, caption=f"{r.config.method} · seed {r.config.seed}" + (f" · aes {r.scores.aesthetic:.2f}" if r.scores.aesthetic is not None else ""), output_format="PNG")
                 st.download_button("Download", data=item["png"], file_name=next_free_path(r.config, ".").name,
                                    mime="image/png", key=f"gallery_download_{len(gallery) - i}")
 

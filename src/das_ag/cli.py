@@ -158,10 +158,36 @@ def _add_model_arguments(parser, *, batches: bool = False):
         models.add_argument("--images-per-step", type=_images_per_step, default=None, metavar="N|auto",
                             help="images that share each encoder step (default auto: as many as fit in memory); "
                                  "DAS, DAS-AG and DAS-rAG of a seed run together")
-    models.add_argument("--clip-model", metavar="NAME|PATH", help="default: $CLIP_MODEL_PATH, else ViT-L/14")
+    models.add_argument("--clip-model", action="append", metavar="NAME|PATH|open_clip:ARCH@TAG[:WEIGHT]",
+                        help="the CLIP to use (default: $CLIP_MODEL_PATH, else ViT-L/14); repeat it for an ensemble, "
+                             "each with a weight (0: only for the aesthetic head)")
     models.add_argument("--aesthetic-model", metavar="PATH", help="default: $AESTHETIC_PREDICTOR_PATH, else the download")
     models.add_argument("--quiet", action="store_true", help="no progress bar")
     return models
+
+
+def _is_ensemble(sources: list[str] | None) -> bool:
+    """Whether --clip-model asks for more than the one CLIP a recipe records as its model: several,
+    a weight, or an open_clip model (which the config then carries, so --from-png re-creates it)."""
+    from .clip_models import parse_encoder
+
+    if not sources:
+        return False
+    return len(sources) > 1 or any(parse_encoder(s).weight != 1 or parse_encoder(s).is_open_clip for s in sources)
+
+
+def load_run_models(args: argparse.Namespace, configs, device: str):
+    """The models `configs` run on: their ensemble, or the one CLIP of --clip-model; the head is
+    required unless every config leaves the aesthetic term out (guidance off)."""
+    from .models import load_models
+
+    ensembles = {c.clip_models for c in configs}
+    if len(ensembles) > 1:
+        raise DasAgError("the images of one command must use the same CLIP models")
+    ensemble = ensembles.pop()
+    single = args.clip_model[0] if args.clip_model and not ensemble else None
+    return load_models(ensemble or single, args.aesthetic_model, device,
+                       need_head=any(c.guidance != "off" for c in configs))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -353,6 +379,8 @@ def apply_settings(config: GenerationConfig, args: argparse.Namespace) -> Genera
     from .settings import values_from_arguments
 
     changes = values_from_arguments(args, GenerationConfig)
+    if _is_ensemble(getattr(args, "clip_model", None)):
+        changes["clip_models"] = tuple(args.clip_model)
     if getattr(args, "size", None) is not None:
         changes["width"], changes["height"] = args.size
     elif "resolution" in changes:  # --resolution alone asks for a square
@@ -431,7 +459,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from . import determinism
     from .engine import synthesize
-    from .models import load_models, resolve_device
+    from .models import resolve_device
     from .png import batch_from_recipe, next_free_path, read_recipe
 
     config = config_from_args(args)
@@ -454,7 +482,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                   file=sys.stderr)
     device = resolve_device(config.device)
     _say(args, f"loading models on {device} ...")
-    models = load_models(args.clip_model, args.aesthetic_model, config.device)
+    models = load_run_models(args, batch, config.device)
     if args.animation:
         from .animation import FORMATS
 
@@ -494,7 +522,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             frames.append(result.image)  # stopped between frames: end on the saved image
         print(f"saved {save_animation(frames, args.animation, overwrite=args.overwrite)} ({len(frames)} frames)")
     print(f"saved {path}  {config.method}  {result.steps_done} steps  {result.elapsed:.1f} s  "
-          f"{result.scores.summary()}  (aesthetic at start {result.initial_scores.aesthetic:.3f})")
+          f"{result.scores.summary()}" + (f"  (aesthetic at start {result.initial_scores.aesthetic:.3f})"
+                                          if result.initial_scores.aesthetic is not None else ""))
     if result.status in ("non_finite", "failed"):
         print(f"das-ag: error: {result.message}", file=sys.stderr)
         return EXIT_FAILED
@@ -534,13 +563,13 @@ def _run_plan(plan, args: argparse.Namespace) -> int:
 
     from .evaluators import optional_evaluator
     from .experiments import run_plan
-    from .models import load_models, resolve_device
+    from .models import resolve_device
     from .report import write_report
 
     device = plan.items[0].config.device
     # Evaluators first: a missing one should cost a message, not an hour of images.
     evaluators = [optional_evaluator(name, str(resolve_device(device))) for name in plan.evaluators]
-    models = load_models(args.clip_model, args.aesthetic_model, device)
+    models = load_run_models(args, [item.config for item in plan.items], device)
     _say(args, f"{len(plan.items)} images into {plan.out_dir}")
     with tqdm(total=len(plan.items), unit="image", disable=args.quiet, file=sys.stderr) as bar:
         def on_item(item, status):
@@ -590,7 +619,7 @@ def cmd_centroids_build(args: argparse.Namespace) -> int:
         raise DasAgError(f"{out} already exists; pass --overwrite or choose another --out")
     device = resolve_device(args.device)
     _say(args, f"loading CLIP on {device} ...")
-    models = load_models(args.clip_model, None, args.device)
+    models = load_models(args.clip_model, None, args.device, need_head=False)
     start = time.perf_counter()
     with tqdm(unit="picture", disable=args.quiet, leave=False, file=sys.stderr) as bar:
         def progress(done: int, total: int) -> None:

@@ -101,10 +101,14 @@ class GenerationConfig:
     canvas_settings: Any = None
     # Settings of terms that declare their own (objectives.Term.Settings), by term name, sorted.
     terms: tuple[tuple[str, Any], ...] = ()
+    # An ensemble of CLIPs, "SPEC[:WEIGHT]" each (clip_models.py); empty: the one CLIP of
+    # --clip-model / CLIP_MODEL_PATH (ViT-L/14), which a recipe records among its models.
+    clip_models: tuple[str, ...] = ()
 
     def __post_init__(self):
         # Accept lists and dicts (from JSON or callers) but store tuples so the config stays hashable.
         object.__setattr__(self, "prompts", tuple(self.prompts))
+        object.__setattr__(self, "clip_models", tuple(self.clip_models))
         if isinstance(self.canvas_settings, dict):
             canvas_settings, terms = lift_start_picture(self.canvas_settings, self.terms)
             object.__setattr__(self, "canvas_settings", canvas_settings)
@@ -289,6 +293,10 @@ class GenerationConfig:
         for name in ("deterministic", "compile"):
             if not isinstance(getattr(self, name), bool):
                 p.append(f"{name} must be true or false")
+        if self.clip_models:
+            from .clip_models import encoder_problems
+
+            p.extend(encoder_problems(tuple(self.clip_models)))
         p.extend(self._part_problems())
         return p
 
@@ -328,6 +336,7 @@ class GenerationConfig:
         for f in dataclasses.fields(cls):
             object.__setattr__(draft, f.name, settings.get(f.name, f.default))
         object.__setattr__(draft, "prompts", tuple(draft.prompts))
+        object.__setattr__(draft, "clip_models", tuple(draft.clip_models))
         terms = draft.terms.items() if isinstance(draft.terms, dict) else draft.terms
         object.__setattr__(draft, "terms", tuple(terms))
         return draft.problems()
@@ -340,6 +349,10 @@ class GenerationConfig:
         d = dataclasses.asdict(self)
         d["prompts"] = [{"text": p.text, "weight": p.weight} for p in self.prompts]
         d["terms"] = {name: dataclasses.asdict(settings) for name, settings in self.terms}
+        if self.clip_models:
+            d["clip_models"] = list(self.clip_models)
+        else:
+            del d["clip_models"]  # one CLIP: recipes stay as they were
         options = self.canvas_options
         if options is None:
             del d["canvas_settings"]  # recipes of canvases without settings stay as they were

@@ -325,7 +325,8 @@ class Synthesis:
             total, losses, stats, layout, offset = None, [], [], [], 0
             for image, image_views, picture in zip(self.images, views, pictures):
                 n = image_views.shape[0]
-                inputs = TermInputs(embeddings[offset:offset + n], image_views, t, self.steps, picture)
+                inputs = TermInputs(embeddings[offset:offset + n], image_views, t, self.steps, picture,
+                                    encode={"dtype": self.dtype, "packed": True})
                 offset += n
                 loss, entries = None, []
                 for term in image.terms:

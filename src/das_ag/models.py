@@ -7,16 +7,19 @@ later caller (the app, batch runs), which is what keeps a second generation inst
 from __future__ import annotations
 
 import functools
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from . import determinism, weights
 from .encoder import packing_available, speed_up_image_encoder, with_matmul_weights_in, with_packed_matmul_weights
+from .resample import resize
 from .errors import DeviceError, WeightsError, first_line
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -61,66 +64,72 @@ class ModelIdentity:
 
 
 @dataclass(frozen=True, eq=False)
-class ModelBundle:
-    clip: nn.Module
-    aesthetic_head: AestheticHead
-    device: torch.device
-    clip_identity: ModelIdentity
-    aesthetic_identity: ModelIdentity
-    _encoders: dict = field(default_factory=dict, repr=False)  # (dtype, compiled, packed) -> image encoder
+class ClipEncoder:
+    """One CLIP of a run: the frozen model, its weight in the ensemble, where it came from.
 
-    def identities(self) -> dict[str, dict[str, str]]:
-        """What a recipe records about the weights: name and sha256 of each file."""
-        return {"clip": self.clip_identity.to_dict(), "aesthetic": self.aesthetic_identity.to_dict()}
+    `kind` is "openai" (the `clip` package's models; their image encoder is the fast one of
+    encoder.py) or "open_clip" (open-clip-torch's models, run as they are).
+    """
+
+    model: nn.Module
+    identity: ModelIdentity
+    weight: float = 1.0
+    kind: str = "openai"
+    device: torch.device = torch.device("cpu")
+    # What its images are normalised with, when not OpenAI's (some open_clip models).
+    mean: tuple[float, ...] = CLIP_MEAN
+    std: tuple[float, ...] = CLIP_STD
+    _encoders: dict = field(default_factory=dict, repr=False)  # (dtype, compiled, packed) -> image encoder
 
     @property
     def input_resolution(self) -> int:
-        return int(self.clip.visual.input_resolution)
+        size = getattr(self.model.visual, "input_resolution", None) or self.model.visual.image_size
+        return int(size if isinstance(size, int) else size[0])
 
-    def encode_images(
-        self,
-        normalized: torch.Tensor,
-        *,
-        compiled: bool = False,
-        dtype: torch.dtype = torch.float32,
-        packed: bool = False,
-    ) -> torch.Tensor:
-        """L2-normalised embeddings of a CLIP-normalised batch (N, 3, 224, 224).
+    @property
+    def width(self) -> int:
+        """The embedding width (768 for ViT-L/14, the aesthetic head's)."""
+        out = getattr(self.model.visual, "output_dim", None)
+        return int(out) if out is not None else int(self.model.text_projection.shape[1])
 
-        Below float32 the encoder runs under autocast in `dtype`, with its matmul weights already
-        in that dtype; `packed` asks for the encoder an optimisation loop runs (see `image_encoder`).
-        """
+    def encode_images(self, normalized: torch.Tensor, *, compiled: bool = False, dtype: torch.dtype = torch.float32,
+                      packed: bool = False) -> torch.Tensor:
+        """L2-normalised fp32 embeddings of a CLIP-normalised batch, resized to this encoder's input."""
+        normalized = resize(normalized, self.input_resolution, "bilinear", antialias=True)
+        if (self.mean, self.std) != (CLIP_MEAN, CLIP_STD):  # from OpenAI's normalisation to this model's
+            old_mean, old_std, new_mean, new_std = (torch.tensor(v, device=normalized.device, dtype=normalized.dtype)
+                                                    .view(1, 3, 1, 1) for v in (CLIP_MEAN, CLIP_STD, self.mean, self.std))
+            normalized = (normalized * old_std + old_mean - new_mean) / new_std
         encoder = self.image_encoder(dtype, compiled=compiled, packed=packed)
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             e = encoder(normalized).float()
         return e / e.norm(dim=-1, keepdim=True)
 
-    def image_encoder(
-        self, dtype: torch.dtype = torch.float32, *, compiled: bool = False, packed: bool = False
-    ) -> nn.Module:
-        """The image encoder for runs in `dtype`, made once per bundle (a copy, or a compile, is slow).
+    def image_encoder(self, dtype: torch.dtype = torch.float32, *, compiled: bool = False,
+                      packed: bool = False) -> nn.Module:
+        """The image encoder for runs in `dtype`, made once (a copy, or a compile, is slow).
 
         `packed`, on the CPU: its matmuls run on weights prepacked for oneDNN (encoder.FrozenLinear),
         which pays over an optimisation loop's many forwards and backwards but costs 1.2 GB more
         for ViT-L/14 in bf16, 2.4 GB in float32; a one-off encoding (scoring an image) leaves it off.
         Otherwise, below float32, its matmul weights are a copy stored in `dtype`, so autocast does
-        not cast them again on every step.
-        `compiled` wraps that same encoder in torch.compile (the packed products run as they are,
-        between compiled graphs); on CUDA it also records CUDA graphs ("reduce-overhead"): eager
-        ViT-L/14 spends most of a step launching ~1,000 small kernels from Python, which a graph
-        replays at once.
+        not cast them again on every step. open_clip models run as loaded (under autocast).
+        `compiled` wraps that same encoder in torch.compile; on CUDA it also records CUDA graphs
+        ("reduce-overhead"): eager ViT-L/14 spends most of a step launching ~1,000 small kernels
+        from Python, which a graph replays at once.
         """
-        packed = packed and self.device.type == "cpu" and packing_available(dtype)
+        fast = self.kind == "openai"
+        packed = packed and fast and self.device.type == "cpu" and packing_available(dtype)
         key = (dtype, compiled, packed)
         if key not in self._encoders:
-            visual = self.clip.visual
+            visual = self.model.visual
             if compiled:
                 use_compile_cache()
                 mode = "reduce-overhead" if self.device.type == "cuda" else None
                 self._encoders[key] = torch.compile(self.image_encoder(dtype, packed=packed), mode=mode)
             elif packed:
                 self._encoders[key] = with_packed_matmul_weights(visual, dtype)
-            elif dtype == torch.float32:
+            elif dtype == torch.float32 or not fast:
                 self._encoders[key] = visual
             else:
                 self._encoders[key] = with_matmul_weights_in(visual, dtype)
@@ -128,8 +137,119 @@ class ModelBundle:
 
     @torch.no_grad()
     def encode_texts(self, tokens: torch.Tensor) -> torch.Tensor:
-        t = self.clip.encode_text(tokens.to(self.device)).float()
+        t = self.model.encode_text(tokens.to(self.device)).float()
         return t / t.norm(dim=-1, keepdim=True)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelBundle:
+    """The encoders of a run and the aesthetic head.
+
+    With one encoder (the usual ViT-L/14) its embeddings are what every term reads. With an
+    ensemble, the embedding of an image is the concatenation of each guiding encoder's (weight
+    > 0) unit embedding scaled by sqrt(its share of the weights): still a unit vector, and its dot
+    product with a text's embedding made the same way is the weighted mean of the encoders'
+    similarities. So every term that compares embeddings (text, image prompts, styles) works on an
+    ensemble unchanged. The aesthetic head reads its own ViT-L/14's part (`head_embedding`); an
+    encoder of weight 0 serves the head alone and runs only when the aesthetic term does.
+    """
+
+    encoders: tuple[ClipEncoder, ...]
+    aesthetic_head: AestheticHead | None
+    device: torch.device
+    aesthetic_identity: ModelIdentity | None
+
+    # -- the first encoder, as a single-CLIP run knows it ------------------------------------
+    @property
+    def clip(self) -> nn.Module:
+        return self.encoders[0].model
+
+    @property
+    def clip_identity(self) -> ModelIdentity:
+        return self.encoders[0].identity
+
+    @property
+    def width(self) -> int:
+        """The width of the embeddings the terms read (an ensemble's parts together)."""
+        return sum(g.width for g in self.guides)
+
+    @property
+    def guides(self) -> tuple[ClipEncoder, ...]:
+        """The encoders whose embeddings the terms read (weight > 0)."""
+        return tuple(e for e in self.encoders if e.weight > 0)
+
+    @property
+    def head_encoder(self) -> ClipEncoder | None:
+        """The encoder the aesthetic head reads (a 768-d ViT-L/14), when there is a head."""
+        if self.aesthetic_head is None:
+            return None
+        return next((e for e in self.encoders if e.width == EMBED_DIM), None)
+
+    def identities(self) -> dict:
+        """What a recipe records about the weights: name and sha256 of each file (and each
+        encoder's weight, for an ensemble)."""
+        out: dict = {"clip": self.clip_identity.to_dict()}
+        if self.aesthetic_identity is not None:
+            out["aesthetic"] = self.aesthetic_identity.to_dict()
+        if len(self.encoders) > 1:
+            out["encoders"] = [{**e.identity.to_dict(), "weight": e.weight} for e in self.encoders]
+        return out
+
+    @property
+    def input_resolution(self) -> int:
+        """The side views are made at: the largest input of the guiding encoders (each resizes)."""
+        return max(e.input_resolution for e in (self.guides or self.encoders))
+
+    def image_encoder(self, dtype: torch.dtype = torch.float32, *, compiled: bool = False,
+                      packed: bool = False) -> nn.Module:
+        """The first encoder's image encoder (see ClipEncoder.image_encoder)."""
+        return self.encoders[0].image_encoder(dtype, compiled=compiled, packed=packed)
+
+    def encode_images(self, normalized: torch.Tensor, *, compiled: bool = False,
+                      dtype: torch.dtype = torch.float32, packed: bool = False) -> torch.Tensor:
+        """Unit embeddings of a CLIP-normalised batch (N, 3, R, R): one encoder's, or the
+        ensemble's concatenation (see the class)."""
+        return self._joined([g.encode_images(normalized, compiled=compiled, dtype=dtype, packed=packed)
+                             for g in self.guides])
+
+    @torch.no_grad()
+    def encode_texts(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._joined([g.encode_texts(tokens) for g in self.guides])
+
+    def _joined(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        if len(parts) == 1:
+            return parts[0]
+        total = sum(g.weight for g in self.guides)
+        return torch.cat([p * math.sqrt(g.weight / total) for p, g in zip(parts, self.guides)], dim=-1)
+
+    def parts(self, embedding: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+        """Each guiding encoder's unit embedding inside an ensemble's, by encoder name."""
+        out, start = [], 0
+        for g in self.guides:
+            part = embedding[..., start:start + g.width]
+            out.append((g.identity.name, part / part.norm(dim=-1, keepdim=True)))
+            start += g.width
+        return out
+
+    def head_embedding(self, embedding: torch.Tensor, views: torch.Tensor | None = None, **encode) -> torch.Tensor:
+        """The head encoder's unit embedding of the images of `embedding`: its part of it when it
+        guides, else its own forward of `views` (with `encode`'s dtype and options)."""
+        head = self.head_encoder
+        if head is None:
+            raise WeightsError("the aesthetic head needs a ViT-L/14 among the CLIP models")
+        if head.weight > 0:
+            if len(self.guides) == 1:
+                return embedding
+            return dict(self.parts(embedding))[head.identity.name]
+        if views is None:
+            raise ValueError("the aesthetic head's encoder runs on its own: it needs the views")
+        return head.encode_images(views, **encode)
+
+    @property
+    def head_is_separate(self) -> bool:
+        """Whether the aesthetic score costs a forward of its own (its encoder has weight 0)."""
+        head = self.head_encoder
+        return head is not None and head.weight == 0
 
     def aesthetic_score(self, embedding: torch.Tensor) -> torch.Tensor:
         return self.aesthetic_head(embedding.float())
@@ -165,40 +285,74 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def load_models(
-    clip_source: str | None = None,
+    clip_source: str | Sequence[str] | None = None,
     aesthetic_source: str | None = None,
     device: str = "auto",
     *,
     download: bool = True,
+    need_head: bool = True,
 ) -> ModelBundle:
-    """CLIP and the aesthetic head on `device`, frozen; the same bundle for the same files and device.
+    """The CLIP(s) and the aesthetic head on `device`, frozen; the same bundle for the same files.
 
-    `clip_source` is a model name (downloaded into the cache and verified) or a checkpoint path;
-    unset, CLIP_MODEL_PATH and then ViT-L/14 are used. `aesthetic_source` is a path; unset,
-    AESTHETIC_PREDICTOR_PATH and then the verified cached download are used.
+    `clip_source` is a CLIP (clip_models: a name downloaded into the cache and verified, a
+    checkpoint path, or open_clip:ARCH@PRETRAINED), each optionally :WEIGHT, or a list of them
+    for an ensemble; unset, CLIP_MODEL_PATH and then ViT-L/14 are used. `aesthetic_source` is a
+    path; unset, AESTHETIC_PREDICTOR_PATH and then the verified cached download are used. The
+    head reads a 768-d ViT-L/14: without one the bundle has no head, which only a run with
+    guidance off accepts (`need_head=False`, when a missing head file is no error either).
     """
+    from .clip_models import parse_encoder
+
     weights.load_environment()
     dev = resolve_device(device)
     if dev.type == "cuda":
         determinism.reserve_cuda_workspace()  # before CUDA starts, so deterministic runs stay possible
-    clip_name = weights.clip_source(clip_source)
-    clip_path = weights.resolve_clip(clip_name, download=download)
-    head_path = weights.resolve_aesthetic(aesthetic_source, download=download)
-    return _load_bundle(clip_name, clip_path.resolve(), head_path.resolve(), dev)
+    sources = [clip_source] if clip_source is None or isinstance(clip_source, str) else list(clip_source)
+    members = []
+    for text in sources:
+        spec = parse_encoder(weights.clip_source(text))
+        if spec.is_open_clip:
+            members.append((spec.source, None, spec.weight))
+        else:
+            members.append((spec.source, weights.resolve_clip(spec.source, download=download).resolve(), spec.weight))
+    head_path = None
+    try:
+        head_path = weights.resolve_aesthetic(aesthetic_source, download=download and need_head).resolve()
+    except WeightsError:
+        if need_head:
+            raise
+    bundle = _load_bundle(tuple(members), head_path, dev)
+    if need_head and bundle.aesthetic_head is None:
+        widths = ", ".join(f"{e.identity.name} {e.width}-d" for e in bundle.encoders)
+        raise WeightsError(f"the aesthetic head reads ViT-L/14's 768-d embeddings and no CLIP here gives them ({widths}); "
+                           "add --clip-model ViT-L/14:0 for the head alone, or use --guidance off")
+    return bundle
 
 
 @functools.lru_cache(maxsize=4)
-def _load_bundle(clip_name: str, clip_path: Path, head_path: Path, device: torch.device) -> ModelBundle:
-    clip_model = load_clip(clip_path).to(device)
-    head = load_aesthetic_head(head_path).to(device)
-    is_named = weights.clip_weight_file(clip_name) is not None
-    return ModelBundle(
-        clip=clip_model,
-        aesthetic_head=head,
-        device=device,
-        clip_identity=ModelIdentity(clip_name if is_named else clip_path.name, weights.verified_sha256(clip_path)),
-        aesthetic_identity=ModelIdentity(head_path.name, weights.verified_sha256(head_path)),
-    )
+def _load_bundle(members: tuple[tuple[str, Path | None, float], ...], head_path: Path | None,
+                 device: torch.device) -> ModelBundle:
+    encoders = [_load_encoder(source, path, weight, device) for source, path, weight in members]
+    head = aesthetic_identity = None
+    if head_path is not None and any(e.width == EMBED_DIM for e in encoders):
+        head = load_aesthetic_head(head_path).to(device)
+        aesthetic_identity = ModelIdentity(head_path.name, weights.verified_sha256(head_path))
+    return ModelBundle(encoders=tuple(encoders), aesthetic_head=head, device=device,
+                       aesthetic_identity=aesthetic_identity)
+
+
+def _load_encoder(source: str, path: Path | None, weight: float, device: torch.device) -> ClipEncoder:
+    from .clip_models import load_open_clip, preprocessing
+
+    if path is None:  # open_clip:ARCH@PRETRAINED
+        model, path, name = load_open_clip(source, weights.cache_dir())
+        model = _frozen(model.float()).to(device)
+        mean, std = preprocessing(model)
+        return ClipEncoder(model, ModelIdentity(name, weights.verified_sha256(path)), weight, "open_clip", device,
+                           mean=mean, std=std)
+    is_named = weights.clip_weight_file(source) is not None
+    identity = ModelIdentity(source if is_named else path.name, weights.verified_sha256(path))
+    return ClipEncoder(load_clip(path).to(device), identity, weight, "openai", device)
 
 
 def load_clip(path: Path) -> nn.Module:
@@ -214,11 +368,6 @@ def load_clip(path: Path) -> nn.Module:
         raise WeightsError(f"{path} is not a loadable OpenAI CLIP checkpoint ({first_line(exc, 200)})") from None
     if not hasattr(model.visual, "proj"):
         raise WeightsError(f"{path} is a ResNet CLIP; das-ag needs a ViT CLIP such as ViT-L/14")
-    width = model.text_projection.shape[1]
-    if width != EMBED_DIM:
-        raise WeightsError(
-            f"{path} gives {width}-d embeddings but the aesthetic head needs ViT-L/14's {EMBED_DIM}-d"
-        )
     model = _frozen(model.float())
     speed_up_image_encoder(model.visual)
     return model

@@ -57,3 +57,30 @@ def save_random_clip(path: str | Path, shape: str = "tiny", *, seed: int = 0, to
     else:
         torch.save(model.state_dict(), path)
     return path
+
+
+def save_random_open_clip(folder: str | Path, *, seed: int = 1, embed_dim: int = 512, image_size: int = 64) -> str:
+    """A random tiny open_clip model written the way a user's own would be: a model-config JSON
+    and a weights file, loaded through open_clip's own create_model. Returns its --clip-model spec,
+    open_clip:CONFIG.json@WEIGHTS.bin. Its width (512) and input side (64) differ from the tiny
+    OpenAI CLIP's on purpose: an ensemble must handle both."""
+    import json
+
+    import open_clip
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / f"das-ag-random-open-clip-{seed}.json"
+    config.write_text(json.dumps({
+        "embed_dim": embed_dim,
+        "vision_cfg": {"image_size": image_size, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+    }))
+    open_clip.add_model_config(config)
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = open_clip.create_model(config.stem)
+    weights = folder / f"{config.stem}.bin"
+    torch.save(model.state_dict(), weights)
+    return f"open_clip:{config}@{weights}"

@@ -43,8 +43,9 @@ class Scores:
         return self.values.get("clip_negative")
 
     @property
-    def aesthetic(self) -> float:
-        return self.values["aesthetic"]
+    def aesthetic(self) -> float | None:
+        """The head's score; None for a run without a head (guidance off on a CLIP other than ViT-L/14)."""
+        return self.values.get("aesthetic")
 
     @property
     def prompts(self) -> tuple[PromptScore, ...]:
@@ -76,9 +77,14 @@ def encode_text_prompts(models: ModelBundle, prompts: tuple[Prompt, ...]) -> tup
 
 
 def embed_image(models: ModelBundle, image: Image.Image) -> torch.Tensor:
-    """The fp32 CLIP embedding (1, D) of an 8-bit image, unaugmented. An image that is not square
-    is seen as a run sees it: squares of its short side spread along the long side (as few as
-    cover it), their embeddings averaged and normalised again."""
+    """The fp32 CLIP embedding (1, D) of an 8-bit image, unaugmented (see picture_views)."""
+    return joined(models.encode_images(picture_views(models, image)))
+
+
+def picture_views(models: ModelBundle, image: Image.Image) -> torch.Tensor:
+    """An 8-bit image as CLIP-normalised input views, unaugmented: the image itself, or for an
+    image that is not square, squares of its short side spread along the long side (as few as
+    cover it; their embeddings are averaged and normalised again)."""
     pixels = from_pil(image).to(models.device)
     height, width = pixels.shape[-2:]
     side = min(height, width)
@@ -87,8 +93,11 @@ def embed_image(models: ModelBundle, image: Image.Image) -> torch.Tensor:
         starts = torch.linspace(0, max(height, width) - side, count).round().long().tolist()
         windows = [pixels[..., a:a + side, :] if height > width else pixels[..., :, a:a + side] for a in starts]
         pixels = torch.cat(windows)
-    batch = resize(normalize(pixels), models.input_resolution, "bilinear", antialias=True)
-    embeddings = models.encode_images(batch)
+    return resize(normalize(pixels), models.input_resolution, "bilinear", antialias=True)
+
+
+def joined(embeddings: torch.Tensor) -> torch.Tensor:
+    """One embedding (1, D) of an image seen as several views: their normalised mean."""
     if len(embeddings) == 1:
         return embeddings
     return torch.nn.functional.normalize(embeddings.float().mean(dim=0, keepdim=True), dim=-1)
@@ -105,8 +114,9 @@ def score_image(models: ModelBundle, image: Image.Image, config=None, terms=None
         from .objectives import active_terms
 
         terms = [cls(config, models) for cls in active_terms(config)]
-    embedding = embed_image(models, image)
+    views = picture_views(models, image)
+    embedding = joined(models.encode_images(views))
     values: dict[str, Any] = {}
     for term in terms:
-        values.update(term.final_scores(embedding))
+        values.update(term.final_scores(embedding, views))
     return Scores(values)

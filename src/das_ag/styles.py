@@ -114,7 +114,7 @@ class Centroids:
             raise ConfigError(f"{where} were made with CLIP {self.clip.get('name', '?')} "
                               f"(sha256 {str(self.clip.get('sha256', '?'))[:12]}), not the {ours.get('name', '?')} "
                               "this run uses; build them again with this CLIP")
-        width = int(models.clip.visual.output_dim)
+        width = models.width
         if self.centroids.shape[1] != width:
             raise ConfigError(f"{where} have {self.centroids.shape[1]} numbers each; this CLIP's embeddings have {width}")
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import ConfigError
 from ..settings import setting
 from .base import Term, TermInputs
 
@@ -57,21 +58,36 @@ class AestheticTerm(Term):
     labels = {"score": "aes", "weight": "aes_w"}
     Settings = AestheticSettings
 
+    def __init__(self, config, models):
+        super().__init__(config, models)
+        if models.aesthetic_head is None and config.guidance_sign != 0:
+            raise ConfigError(f"guidance {config.guidance} needs the aesthetic head, which reads a ViT-L/14: "
+                              "add --clip-model ViT-L/14:0 for the head alone, or use --guidance off")
+
     def loss(self, inputs: TermInputs):
         cfg, settings = self.config, self.settings
         weight = cfg.aesthetic.at(inputs.step, inputs.steps)
         if inputs.step % settings.every:
             weight = 0.0  # not this step's turn
-        score = self.models.aesthetic_score(inputs.embeddings).mean()
+        if self.models.aesthetic_head is None or (self.models.head_is_separate and (weight == 0 or cfg.guidance_sign == 0)):
+            # No head, or one whose encoder runs only for it: not measured this step.
+            return inputs.embeddings.new_zeros(()), {"weight": weight}
+        embedding = self.models.head_embedding(inputs.embeddings, inputs.views, **inputs.encode)
+        score = self.models.aesthetic_score(embedding).mean()
         metrics = {"score": score, "weight": weight}  # the weight is known on the host
         if cfg.guidance_sign == 0 or weight == 0:
             # Out of the loss, even for a score that is not finite (0 x inf would be NaN).
             return score.new_zeros(()), metrics
         return aesthetic_loss(capped(score, cfg.guidance_sign, settings.cap), cfg.guidance_sign, weight), metrics
 
-    def final_scores(self, embedding):
-        return {"aesthetic": float(self.models.aesthetic_score(embedding)[0])}
+    def final_scores(self, embedding, views=None):
+        if self.models.aesthetic_head is None:
+            return {}
+        from ..scoring import joined
+
+        head = joined(self.models.head_embedding(embedding, views))  # views of a wide image: their mean
+        return {"aesthetic": float(self.models.aesthetic_score(head)[0])}
 
     @classmethod
     def progress(cls, metrics):
-        return f"aes={metrics['score']:.2f}"
+        return f"aes={metrics['score']:.2f}" if "score" in metrics else ""

@@ -154,7 +154,7 @@ class AmbiguityTerm(Term):
             return kl.new_zeros(()), metrics
         return weight * (kl if self.sign > 0 else entropy), metrics
 
-    def final_scores(self, embedding):
+    def final_scores(self, embedding, views=None):
         log_p = self.log_probabilities(embedding)[0]
         p = log_p.exp()
         order = torch.argsort(p, descending=True)[:TOP_STYLES].tolist()

@@ -12,7 +12,7 @@ name (`GenerationConfig.terms`), recipes store it, and the CLI and studio offer 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -33,6 +33,9 @@ class TermInputs:
     # The visible image itself, unaugmented: (1, 3, H, W) in [0, 1], for terms about the picture's
     # own geometry or colours (symmetry, a palette); None where there is no canvas (the slider).
     picture: torch.Tensor | None = None
+    # How the run encodes (dtype, packed): for a term that runs an encoder of its own on `views`
+    # (the aesthetic head's ViT-L/14 in an ensemble that does not guide by it).
+    encode: dict = field(default_factory=dict)
 
 
 class Term:
@@ -91,8 +94,9 @@ class Term:
         tensors, or plain floats for numbers known on the host (a scheduled weight)."""
         raise NotImplementedError
 
-    def final_scores(self, embedding: torch.Tensor) -> dict[str, float | None]:
-        """Numbers a user is told about the finished 8-bit image (one unaugmented embedding, (1, D))."""
+    def final_scores(self, embedding: torch.Tensor, views: torch.Tensor | None = None) -> dict[str, float | None]:
+        """Numbers a user is told about the finished 8-bit image: its unaugmented embedding (1, D),
+        and the CLIP-normalised views it was made from (for an encoder that runs on its own)."""
         return {}
 
     @classmethod

@@ -105,7 +105,7 @@ class ImagePromptTerm(Term):
             score = (self.weights * sims).mean()
         return -self.config.clip_weight * score, metrics
 
-    def final_scores(self, embedding):
+    def final_scores(self, embedding, views=None):
         sims = (embedding.float() @ self.features.t())[0]
         positive = self.weights > 0
         return {"image_prompt_similarity": float(sims[positive].mean()) if positive.any() else None}

@@ -56,13 +56,18 @@ class TextTerm(Term):
             metrics["clip_negative"] = sims[~self.positive].mean()
         return text_loss(sims, self.weights, self.config.clip_weight), metrics
 
-    def final_scores(self, embedding):
+    def final_scores(self, embedding, views=None):
         sims = (embedding @ self.text_features.t())[0].tolist()
         prompts = [{"text": p.text, "weight": p.weight, "similarity": s} for p, s in zip(self.config.prompts, sims)]
         pos = [s for p, s in zip(self.config.prompts, sims) if p.weight > 0]
         neg = [s for p, s in zip(self.config.prompts, sims) if p.weight < 0]
-        return {
+        scores = {
             "clip_positive": sum(pos) / len(pos),
             "clip_negative": sum(neg) / len(neg) if neg else None,
             "prompts": prompts,
         }
+        if len(self.models.guides) > 1:  # an ensemble: each encoder's own similarity too
+            texts = dict(self.models.parts(self.text_features))
+            for name, part in self.models.parts(embedding):
+                scores[f"clip_positive@{name}"] = float((part @ texts[name][self.positive].t())[0].mean())
+        return scores

@@ -151,7 +151,9 @@ class Job:
 
     def _generate(self) -> None:
         self._update(state="loading")
-        models = load_models(*self._sources, device=self.config.device)
+        clip, head = self._sources
+        models = load_models(self.config.clip_models or clip, head, device=self.config.device,
+                             need_head=any(c.guidance != "off" for c in self.configs))
         per_step = auto_images_per_step(models, self.config)
         for indices in plan_batches(self.configs, per_step):
             if self._stop.is_set() or not self._run_batch([self.configs[i] for i in indices], models):
