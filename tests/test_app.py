@@ -296,6 +296,20 @@ def test_the_aspect_makes_the_image_wide_or_tall(studio):
     assert problems == [] and config.width is None and config.resolution == 160
 
 
+def test_an_ensemble_is_chosen_by_name_only(studio, tmp_path):
+    quick_form(studio, "a harbour")
+    studio.text_area(key="clip_models_text").set_value("ViT-B/32:1\nViT-L/14:0").run()
+    config, problems = form.state_to_config(dict(studio.session_state))
+    assert problems == [] and config.clip_models == ("ViT-B/32:1", "ViT-L/14:0")
+    for text in (str(tmp_path / "any.pt"), "open_clip:ViT-B-32@/etc/passwd", "ViT-B/32:-1"):
+        studio.text_area(key="clip_models_text").set_value(text).run()
+        config, problems = form.state_to_config(dict(studio.session_state))
+        assert config is None and len(problems) == 1, problems
+    studio.text_area(key="clip_models_text").set_value("").run()
+    config, problems = form.state_to_config(dict(studio.session_state))
+    assert problems == [] and config.clip_models == ()
+
+
 def test_a_start_picture_is_kept_under_the_output_root(studio, tmp_path):
     import io
 

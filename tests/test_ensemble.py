@@ -126,3 +126,21 @@ def test_an_open_clip_model_with_its_own_normalisation_sees_the_same_pixels(tiny
 def test_an_ensemble_without_a_vit_l_cannot_reward(tiny_open_clip, head_path):
     with pytest.raises(WeightsError, match="add --clip-model ViT-L/14:0"):
         load_models(tiny_open_clip, str(head_path), "cpu")
+
+
+def test_compare_and_plans_take_an_ensemble(tiny_clip_path, tiny_open_clip, head_path, monkeypatch, tmp_path):
+    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
+    ensemble = [str(tiny_clip_path), f"{tiny_open_clip}:0.5"]
+    out = tmp_path / "cmp"
+    assert main(["compare", "--prompt", "a kite", "--seeds", "0", "--steps", "2", "--copies", "2", "--device", "cpu",
+                 "--resolution", "64", "--quiet", "--clip-model", ensemble[0], "--clip-model", ensemble[1],
+                 "--out", str(out)]) == 0
+    recipes = [read_recipe(p) for p in sorted((out / "images").glob("*.png"))]
+    assert len(recipes) == 3 and all(r["config"]["clip_models"] == ensemble for r in recipes)
+    plan = tmp_path / "plan.toml"
+    models = ", ".join(f'"{m}"' for m in ensemble)
+    plan.write_text(f'seeds = [0]\nmethods = ["DAS"]\n[settings]\nsteps = 2\naugment_copies = 2\nresolution = 64\n'
+                    f'device = "cpu"\nclip_models = [{models}]\n[[prompts]]\ntext = "a kite"\n')
+    assert main(["batch", str(plan), "--out", str(tmp_path / "plan"), "--quiet"]) == 0
+    made = list((tmp_path / "plan" / "images").glob("*.png"))
+    assert len(made) == 1 and read_recipe(made[0])["config"]["clip_models"] == ensemble

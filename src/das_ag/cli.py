@@ -110,7 +110,8 @@ def _add_settings_arguments(parser, *, skip: tuple[str, ...] = ()) -> None:
     what.add_argument("--aesthetic-start", type=_finite_float, metavar="W", help="the aesthetic weight at step 0")
     what.add_argument("--aesthetic-schedule", choices=SCHEDULE_KINDS, help="the aesthetic schedule's form")
     what.add_argument("--preset", choices=list(PRESETS),
-                      help="paper: the published settings; quick: a fast look; sketch: a black line sketch "
+                      help="paper: the published settings; quick: a fast look; fast-cpu: ViT-B/32 guides and "
+                           "ViT-L/14 scores every 10th step (minutes, not an hour, on a laptop CPU); sketch: a black line sketch "
                            "(strokes, CLIPasso-like); clipdraw: a colour drawing of many strokes (CLIPDraw-like)")
 
 
@@ -483,6 +484,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     device = resolve_device(config.device)
     _say(args, f"loading models on {device} ...")
     models = load_run_models(args, batch, config.device)
+    if len(models.encoders) > 1:
+        for encoder in models.encoders:
+            mib = sum(p.numel() * p.element_size() for p in encoder.model.parameters()) / 2**20
+            role = f"weight {encoder.weight:g}" if encoder.weight > 0 else "the aesthetic head only"
+            _say(args, f"  {encoder.identity.name}: {role}, {encoder.width}-d, {mib:.0f} MiB of weights")
     if args.animation:
         from .animation import FORMATS
 

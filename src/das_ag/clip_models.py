@@ -123,3 +123,21 @@ def preprocessing(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...
 
     cfg = getattr(model.visual, "preprocess_cfg", None) or {}
     return tuple(cfg.get("mean", CLIP_MEAN)), tuple(cfg.get("std", CLIP_STD))
+
+
+def named_only_problems(specs: tuple[str, ...]) -> list[str]:
+    """The studio takes CLIPs by name only (OpenAI's names, open_clip's ARCH@TAG): a page visitor
+    must not make the server load whatever file a path names."""
+    from .weights import known_clip_models
+
+    p = []
+    for text in specs:
+        spec = parse_encoder(text)
+        if spec.is_open_clip:
+            arch, _, tag = spec.source.removeprefix(OPEN_CLIP).partition("@")
+            if arch.endswith(".json") or "/" in tag or "\\" in tag or tag.endswith((".bin", ".pt", ".safetensors")):
+                p.append(f"{spec.source}: the studio takes open_clip models by name and tag only, not files")
+        elif spec.source not in known_clip_models():
+            p.append(f"{spec.source}: the studio takes CLIP models by name only ({', '.join(known_clip_models())}, "
+                     "or open_clip:ARCH@TAG); the server's own CLIP is the default")
+    return p

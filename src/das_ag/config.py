@@ -417,6 +417,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         lr=0.1,
         aesthetic=Schedule("exp_decay", 0.0, 3.0, 0.1),
     ),
+    # For a CPU without fast bf16, where a ViT-L/14 step takes seconds: ViT-B/32 guides every step
+    # (about 15x cheaper here) and ViT-L/14 runs for the aesthetic head on every 10th step only
+    # (bench/ensemble_speed.py: 0.16x the default's step time on this machine's CPU).
+    "fast-cpu": dict(
+        clip_models=("ViT-B/32", "ViT-L/14:0"),
+        terms={"aesthetic": {"every": 10}},
+        resolution=224,
+        steps=100,
+        augment_copies=8,
+    ),
     # A line sketch in the manner of CLIPasso: a few black strokes of one fixed width.
     "sketch": dict(
         canvas="strokes",

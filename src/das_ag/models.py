@@ -101,6 +101,10 @@ class ClipEncoder:
                                                     .view(1, 3, 1, 1) for v in (CLIP_MEAN, CLIP_STD, self.mean, self.std))
             normalized = (normalized * old_std + old_mean - new_mean) / new_std
         encoder = self.image_encoder(dtype, compiled=compiled, packed=packed)
+        if self.kind == "open_clip" and self.device.type == "cpu":
+            # open_clip's encoder is not das-ag's fast one: under CPU autocast it recasts every
+            # weight each step and ran at half its float32 speed (bench/ensemble_speed.py).
+            dtype = torch.float32
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             e = encoder(normalized).float()
         return e / e.norm(dim=-1, keepdim=True)
@@ -183,7 +187,11 @@ class ModelBundle:
         """The encoder the aesthetic head reads (a 768-d ViT-L/14), when there is a head."""
         if self.aesthetic_head is None:
             return None
-        return next((e for e in self.encoders if e.width == EMBED_DIM), None)
+        # An encoder of weight 0 is there for the head alone; else the one named ViT-L/14; else
+        # the first 768-d one (a checkpoint path says nothing of its architecture).
+        fits = [e for e in self.encoders if e.width == EMBED_DIM]
+        ranked = sorted(fits, key=lambda e: (e.weight > 0, not any(n in e.identity.name for n in ("L/14", "L-14"))))
+        return ranked[0] if ranked else None
 
     def identities(self) -> dict:
         """What a recipe records about the weights: name and sha256 of each file (and each

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..errors import ConfigError
 from ..config import SCHEDULE_FIELDS, GenerationConfig
 from ..settings import described, kind_of, replace_settings
 from ..prompts import Prompt
@@ -70,6 +71,7 @@ def config_to_state(config: GenerationConfig) -> dict[str, Any]:
     state["jitter_margin_auto"] = config.jitter_margin is None
     state["jitter_margin"] = config.margin
     state["aspect"] = aspect_of(config)
+    state["clip_models_text"] = "\n".join(config.clip_models)
     state.update(prompts_to_state(config.prompts))
     # Streamlit number inputs keep the type they were created with: floats stay floats.
     for f, _ in described(GenerationConfig):
@@ -214,6 +216,15 @@ def state_to_config(state: dict[str, Any]) -> tuple[GenerationConfig | None, lis
         kwargs[name] = Schedule(parts["kind"], float(parts["start"]), float(parts["end"]), float(parts["rate"]))
     if "jitter_margin_auto" in state:
         kwargs["jitter_margin"] = None if state["jitter_margin_auto"] else int(state["jitter_margin"])
+    ensemble = tuple(line.strip() for line in str(state.get("clip_models_text", "")).splitlines() if line.strip())
+    if ensemble:
+        from ..clip_models import named_only_problems
+
+        try:
+            problems.extend(p[0].upper() + p[1:] + "." for p in named_only_problems(ensemble))
+        except ConfigError as exc:
+            problems.append(str(exc)[0].upper() + str(exc)[1:] + ".")
+        kwargs["clip_models"] = ensemble
     if state.get("aspect", "1:1 square") != "1:1 square" and isinstance(kwargs.get("resolution"), (int, float)):
         kwargs["width"], kwargs["height"] = aspect_size(int(kwargs["resolution"]), state["aspect"])
     for f, _ in described(GenerationConfig):
