@@ -153,6 +153,19 @@ def choose(page, label: str, option: str) -> None:
                 raise
 
 
+def generate_and_wait(page, failure_screenshot: str) -> None:
+    """Click the live Generate button once and wait for the run to finish (a screenshot if not)."""
+    # While Streamlit re-renders, the page can briefly hold the stale, disabled Generate button
+    # beside the new one: wait until the last rerun has replaced it, then click the live one.
+    page.get_by_role("button", name="Generate", disabled=True).wait_for(state="detached", timeout=30_000)
+    page.get_by_role("button", name="Generate", disabled=False).click()
+    try:
+        page.get_by_text("Finished", exact=True).wait_for(timeout=120_000)
+    except Exception:
+        screenshot(page, failure_screenshot)
+        raise
+
+
 @pytest.mark.browser
 def test_generate_and_save_in_the_browser(browser, tmp_path, tiny_clip_path, head_path):
     out_dir = tmp_path / "saved"
@@ -251,13 +264,7 @@ def test_a_stroke_drawing_in_the_browser_saves_png_and_svg(browser, tmp_path, ti
         fill(page, "Steps", "6")
         fill(page, "Augmented copies", "2")
         fill(page, "Prompt 1", "a paper boat")
-        page.get_by_role("button", name="Generate", disabled=True).wait_for(state="detached", timeout=30_000)
-        page.get_by_role("button", name="Generate", disabled=False).click()
-        try:
-            page.get_by_text("Finished", exact=True).wait_for(timeout=120_000)
-        except Exception:
-            screenshot(page, "studio-strokes-failed.png")
-            raise
+        generate_and_wait(page, "studio-strokes-failed.png")
         page.get_by_role("button", name="Download SVG").wait_for(timeout=30_000)
         page.get_by_role("button", name="Save PNG + SVG").click()
         page.get_by_text("Saved as").first.wait_for(timeout=30_000)
@@ -297,13 +304,7 @@ def test_a_wide_image_from_a_start_picture_in_the_browser(browser, tmp_path, tin
         fill(page, "Steps", "6")
         fill(page, "Augmented copies", "2")
         fill(page, "Prompt 1", "a sunset over the sea")
-        page.get_by_role("button", name="Generate", disabled=True).wait_for(state="detached", timeout=30_000)
-        page.get_by_role("button", name="Generate", disabled=False).click()
-        try:
-            page.get_by_text("Finished", exact=True).wait_for(timeout=120_000)
-        except Exception:
-            screenshot(page, "studio-start-failed.png")
-            raise
+        generate_and_wait(page, "studio-start-failed.png")
         page.get_by_role("button", name="Save PNG").click()
         page.get_by_text("Saved ").first.wait_for(timeout=30_000)
         screenshot(page, "studio-start-picture.png")

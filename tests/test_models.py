@@ -16,7 +16,8 @@ def test_bundle_is_frozen_and_cached(models, tiny_clip_path, head_path):
     assert all(not p.requires_grad for p in models.clip.parameters())
     assert all(not p.requires_grad for p in models.aesthetic_head.parameters())
     assert not models.clip.training and not models.aesthetic_head.training
-    assert load_models(str(tiny_clip_path), str(head_path), "cpu") is models
+    # Cached (the last four bundles): a second load of the same files is the same bundle.
+    assert load_models(str(tiny_clip_path), str(head_path), "cpu") is load_models(str(tiny_clip_path), str(head_path), "cpu")
     assert models.aesthetic_identity.sha256 == HEAD_SHA256
     assert models.clip_identity.name == "tiny-clip.pt"
 
