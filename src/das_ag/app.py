@@ -265,6 +265,11 @@ def sidebar(on_cpu: bool) -> list[str]:
         else:
             canvas_controls(ss["canvas"])
         st.checkbox("Automatic jitter margin (short side / 14)", key="jitter_margin_auto")
+        if ss["jitter_margin_auto"]:  # show the margin the run will use, not the last one typed
+            try:
+                ss["jitter_margin"] = min(form.aspect_size(int(ss.get("resolution") or 224), ss["aspect"])) // 14
+            except (KeyError, ValueError):
+                pass
         st.number_input("Jitter margin (px)", key="jitter_margin", min_value=0, max_value=1024,
                         disabled=ss["jitter_margin_auto"], help="turn off the automatic margin to set it")
 

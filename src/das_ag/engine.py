@@ -474,9 +474,11 @@ def auto_images_per_step(models: ModelBundle, config: GenerationConfig) -> int:
     On a GPU, images share a step almost for free until the device is busy; on a CPU a step is
     compute-bound, so batching gains little and this mostly guards memory.
     """
-    visual = models.clip.visual
-    tokens, width = visual.positional_embedding.shape
-    per_image = _BYTES_PER_ACTIVATION * len(visual.transformer.resblocks) * tokens * width * config.augment_copies
+    per_image = 0
+    for encoder in models.guides:  # every guiding encoder keeps its activations for the backward
+        visual = encoder.model.visual
+        tokens, width = visual.positional_embedding.shape
+        per_image += _BYTES_PER_ACTIVATION * len(visual.transformer.resblocks) * tokens * width * config.augment_copies
     free = _free_memory(models.device)
     return max(1, min(AUTO_IMAGES_LIMIT, int(free * 0.5 // max(per_image, 1))))
 
