@@ -200,3 +200,47 @@ def test_a_run_packs_one_encoder_and_scoring_packs_none(tiny_clip_path, head_pat
     assert made is models.image_encoder(torch.bfloat16, packed=True) and made is not models.clip.visual
     assert {id(t) for t in made.parameters()} == {id(t) for t in models.clip.visual.parameters()}  # shared
     assert all(m.packed.dtype == torch.bfloat16 for m in made.modules() if isinstance(m, encoder.FrozenLinear))
+
+
+@pytest.mark.parametrize("quick_gelu", [False, True])
+def test_open_clips_vit_runs_on_the_fast_encoder_and_computes_the_same(quick_gelu):
+    """open_clip's ViT blocks are CLIP's (GELU in LAION's models): the same fast encoder serves
+    them, between two transposes, and computes what open_clip computes, forward and input gradient."""
+    import warnings
+
+    import open_clip
+
+    from das_ag.encoder import TokensFirst, speed_up_open_clip_encoder
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        model = open_clip.create_model("ViT-B-32-quickgelu" if quick_gelu else "ViT-B-32").eval()
+    visual = model.visual
+    for p in visual.parameters():
+        p.requires_grad_(False)
+    visual.transformer.resblocks = visual.transformer.resblocks[:2]  # two blocks show it, faster
+    stock = copy.deepcopy(visual)
+    assert speed_up_open_clip_encoder(visual)
+    assert isinstance(visual.transformer, TokensFirst) and isinstance(visual.conv1, PatchEmbedding)
+    assert [b.gelu for b in visual.transformer.resblocks] == [not quick_gelu] * 2
+    assert [b.class_token_only for b in visual.transformer.resblocks] == [False, True]
+    x = torch.randn(2, 3, 224, 224)
+    e_stock, g_stock = encode_with_input_grad(stock, x)
+    e_fast, g_fast = encode_with_input_grad(visual, x)
+    assert torch.allclose(e_fast, e_stock, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(g_fast, g_stock, rtol=1e-4, atol=1e-6)
+
+
+def test_an_open_clip_architecture_it_does_not_know_is_left_as_it_is():
+    import warnings
+
+    import open_clip
+
+    from das_ag.encoder import speed_up_open_clip_encoder
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = open_clip.create_model("RN50")  # a ResNet tower
+    before = type(model.visual.attnpool)
+    assert not speed_up_open_clip_encoder(model.visual) and type(model.visual.attnpool) is before

@@ -419,7 +419,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # For a CPU without fast bf16, where a ViT-L/14 step takes seconds: ViT-B/32 guides every step
     # (about 15x cheaper here) and ViT-L/14 runs for the aesthetic head on every 10th step only
-    # (bench/ensemble_speed.py: 0.16x the default's step time on this machine's CPU).
+    # (bench/ensemble_speed.py: 0.16-0.20x the default's step time on this machine's CPU).
     "fast-cpu": dict(
         clip_models=("ViT-B/32", "ViT-L/14:0"),
         terms={"aesthetic": {"every": 10}},

@@ -271,19 +271,22 @@ class EncoderBlock(nn.Module):
     skipped with no change to the result.
     """
 
-    def __init__(self, block: nn.Module, *, class_token_only: bool = False):
+    def __init__(self, block: nn.Module, *, class_token_only: bool = False, gelu: bool = False):
+        """`gelu`: the MLP's activation is GELU (open_clip's LAION models) rather than CLIP's
+        QuickGELU, which is folded into a SiLU."""
         super().__init__()
         attn = block.attn
         width, self.heads = attn.embed_dim, attn.num_heads
-        self.class_token_only = class_token_only
+        self.class_token_only, self.gelu = class_token_only, gelu
         self.ln_1, self.ln_2 = block.ln_1, block.ln_2
         query_scale = attn.in_proj_weight.new_ones(3 * width, 1)
         query_scale[:width] = (width // self.heads) ** -0.5  # a power of two for 64-wide heads: exact
         self.in_proj = FrozenLinear(attn.in_proj_weight * query_scale, attn.in_proj_bias * query_scale[:, 0])
         self.out_proj = FrozenLinear(attn.out_proj.weight, attn.out_proj.bias)
         fc, proj = block.mlp.c_fc, block.mlp.c_proj
-        self.fc = FrozenLinear(fc.weight * QUICK_GELU_SLOPE, fc.bias * QUICK_GELU_SLOPE)
-        self.proj = FrozenLinear(proj.weight / QUICK_GELU_SLOPE, proj.bias)
+        slope = 1.0 if gelu else QUICK_GELU_SLOPE
+        self.fc = FrozenLinear(fc.weight * slope, fc.bias * slope)
+        self.proj = FrozenLinear(proj.weight / slope, proj.bias)
 
     def _split_heads(self, t: torch.Tensor, n: int) -> torch.Tensor:
         """(tokens, batch, n * width) -> (n, batch, heads, tokens, head width), contiguous."""
@@ -310,7 +313,7 @@ class EncoderBlock(nn.Module):
         return self.out_proj(out)
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(F.silu(self.fc(x)))
+        return self.proj(F.gelu(self.fc(x)) if self.gelu else F.silu(self.fc(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # CLIP hands the blocks its tokens as a (batch, tokens)-ordered tensor permuted to
@@ -331,6 +334,54 @@ def speed_up_image_encoder(visual: nn.Module) -> None:
         if block.attn_mask is None and block.attn.in_proj_weight is not None:  # vision blocks never mask
             # VisionTransformer.forward reads only token 0 of the last block's output.
             blocks[i] = EncoderBlock(block, class_token_only=i == len(blocks) - 1)
+
+
+def speed_up_open_clip_encoder(visual: nn.Module) -> bool:
+    """The same for an open_clip VisionTransformer whose blocks are CLIP's (plain attention, no
+    layer scale, GELU or QuickGELU); False, leaving it untouched, for any other architecture.
+
+    open_clip keeps tokens (batch, tokens, width) where CLIP keeps (tokens, batch, width): its
+    transformer is replaced by the blocks between two transposes. The last block computes the
+    class token alone only where the pooling reads nothing else (pool_type 'tok', no attention
+    pooling, no token output)."""
+    transformer = getattr(visual, "transformer", None)
+    blocks = getattr(transformer, "resblocks", None)
+    if blocks is None or type(visual).__name__ != "VisionTransformer" or getattr(transformer, "grad_checkpointing", False):
+        return False
+    activations = []
+    for block in blocks:
+        act = getattr(getattr(block, "mlp", None), "gelu", None)
+        plain = (type(block).__name__ == "ResidualAttentionBlock" and not hasattr(block, "ln_1_kv")
+                 and isinstance(block.ls_1, nn.Identity) and isinstance(block.ls_2, nn.Identity)
+                 and isinstance(block.attn, nn.MultiheadAttention) and block.attn.in_proj_weight is not None
+                 and block.attn.in_proj_bias is not None and block.attn.bias_k is None)
+        if not plain or not (type(act).__name__ == "QuickGELU" or (isinstance(act, nn.GELU) and act.approximate == "none")):
+            return False
+        activations.append(isinstance(act, nn.GELU))
+    token_only = (getattr(visual, "pool_type", None) == "tok" and getattr(visual, "attn_pool", None) is None
+                  and not getattr(visual, "output_tokens", False))
+    conv = visual.conv1
+    if conv.kernel_size == conv.stride and conv.padding == (0, 0) and conv.bias is None and conv.groups == 1:
+        visual.conv1 = PatchEmbedding(conv)
+    fast = nn.ModuleList(EncoderBlock(b, class_token_only=token_only and i == len(blocks) - 1, gelu=gelu)
+                         for i, (b, gelu) in enumerate(zip(blocks, activations)))
+    visual.transformer = TokensFirst(fast, batch_first=getattr(transformer, "batch_first", True))
+    return True
+
+
+class TokensFirst(nn.Module):
+    """open_clip's transformer as EncoderBlocks: (batch, tokens, width) in and out, (tokens, batch,
+    width) inside, as the blocks keep it."""
+
+    def __init__(self, blocks: nn.ModuleList, *, batch_first: bool = True):
+        super().__init__()
+        self.resblocks, self.batch_first = blocks, batch_first
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x.transpose(0, 1) if self.batch_first else x
+        for block in self.resblocks:
+            x = block(x)
+        return x.transpose(0, 1) if self.batch_first else x
 
 
 def _linears(visual: nn.Module) -> list[FrozenLinear]:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import determinism, weights
-from .encoder import packing_available, speed_up_image_encoder, with_matmul_weights_in, with_packed_matmul_weights
+from .encoder import packing_available, speed_up_image_encoder, speed_up_open_clip_encoder, with_matmul_weights_in, with_packed_matmul_weights
 from .resample import resize
 from .errors import DeviceError, WeightsError, first_line
 
@@ -101,9 +101,9 @@ class ClipEncoder:
                                                     .view(1, 3, 1, 1) for v in (CLIP_MEAN, CLIP_STD, self.mean, self.std))
             normalized = (normalized * old_std + old_mean - new_mean) / new_std
         encoder = self.image_encoder(dtype, compiled=compiled, packed=packed)
-        if self.kind == "open_clip" and self.device.type == "cpu":
-            # open_clip's encoder is not das-ag's fast one: under CPU autocast it recasts every
-            # weight each step and ran at half its float32 speed (bench/ensemble_speed.py).
+        if self.kind == "open_clip" and self.device.type == "cpu" and not getattr(self.model, "fast_encoder", False):
+            # An open_clip architecture das-ag's fast encoder does not cover: under CPU autocast it
+            # recasts every weight each step and ran at half its float32 speed.
             dtype = torch.float32
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             e = encoder(normalized).float()
@@ -122,7 +122,7 @@ class ClipEncoder:
         ("reduce-overhead"): eager ViT-L/14 spends most of a step launching ~1,000 small kernels
         from Python, which a graph replays at once.
         """
-        fast = self.kind == "openai"
+        fast = self.kind == "openai" or getattr(self.model, "fast_encoder", False)
         packed = packed and fast and self.device.type == "cpu" and packing_available(dtype)
         key = (dtype, compiled, packed)
         if key not in self._encoders:
@@ -354,7 +354,9 @@ def _load_encoder(source: str, path: Path | None, weight: float, device: torch.d
 
     if path is None:  # open_clip:ARCH@PRETRAINED
         model, path, name = load_open_clip(source, weights.cache_dir())
-        model = _frozen(model.float()).to(device)
+        model = _frozen(model.float())
+        model.fast_encoder = speed_up_open_clip_encoder(model.visual)  # CLIP's ViT blocks: the fast encoder
+        model = model.to(device)
         mean, std = preprocessing(model)
         return ClipEncoder(model, ModelIdentity(name, weights.verified_sha256(path)), weight, "open_clip", device,
                            mean=mean, std=std)
