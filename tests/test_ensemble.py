@@ -32,7 +32,7 @@ def test_an_ensemble_embedding_is_the_weighted_mean_of_its_encoders_similarities
     models = load_models([f"{tiny_clip_path}:3", f"{tiny_open_clip}:1"], str(head_path), "cpu")
     assert [e.width for e in models.encoders] == [768, 512] and models.width == 1280
     assert [e.kind for e in models.encoders] == ["openai", "open_clip"]
-    assert models.encoders[1].model.fast_encoder  # open_clip's ViT runs on das-ag's fast encoder too
+    assert models.encoders[1].fast  # open_clip's ViT runs on das-ag's fast encoder too
     views = torch.randn(2, 3, models.input_resolution, models.input_resolution)
     image, text = models.encode_images(views), models.encode_texts(tokenize(["a red kite", "a boat"])[0])
     assert torch.allclose(image.norm(dim=-1), torch.ones(2), atol=1e-5)

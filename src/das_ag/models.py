@@ -67,8 +67,9 @@ class ModelIdentity:
 class ClipEncoder:
     """One CLIP of a run: the frozen model, its weight in the ensemble, where it came from.
 
-    `kind` is "openai" (the `clip` package's models; their image encoder is the fast one of
-    encoder.py) or "open_clip" (open-clip-torch's models, run as they are).
+    `kind` is "openai" (the `clip` package's models) or "open_clip" (open-clip-torch's). `fast`:
+    its vision tower runs on encoder.py's fast blocks (every OpenAI ViT, and open_clip's ViTs with
+    CLIP's blocks); any other open_clip architecture runs as open_clip built it.
     """
 
     model: nn.Module
@@ -76,6 +77,7 @@ class ClipEncoder:
     weight: float = 1.0
     kind: str = "openai"
     device: torch.device = torch.device("cpu")
+    fast: bool = True
     # What its images are normalised with, when not OpenAI's (some open_clip models).
     mean: tuple[float, ...] = CLIP_MEAN
     std: tuple[float, ...] = CLIP_STD
@@ -101,9 +103,9 @@ class ClipEncoder:
                                                     .view(1, 3, 1, 1) for v in (CLIP_MEAN, CLIP_STD, self.mean, self.std))
             normalized = (normalized * old_std + old_mean - new_mean) / new_std
         encoder = self.image_encoder(dtype, compiled=compiled, packed=packed)
-        if self.kind == "open_clip" and self.device.type == "cpu" and not getattr(self.model, "fast_encoder", False):
-            # An open_clip architecture das-ag's fast encoder does not cover: under CPU autocast it
-            # recasts every weight each step and ran at half its float32 speed.
+        if not self.fast and self.device.type == "cpu":
+            # An architecture the fast encoder does not cover: under CPU autocast it recasts every
+            # weight each step, and open_clip's ViT-B-32 ran at half its float32 speed that way.
             dtype = torch.float32
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             e = encoder(normalized).float()
@@ -117,12 +119,12 @@ class ClipEncoder:
         which pays over an optimisation loop's many forwards and backwards but costs 1.2 GB more
         for ViT-L/14 in bf16, 2.4 GB in float32; a one-off encoding (scoring an image) leaves it off.
         Otherwise, below float32, its matmul weights are a copy stored in `dtype`, so autocast does
-        not cast them again on every step. open_clip models run as loaded (under autocast).
+        not cast them again on every step. An encoder that is not `fast` runs as loaded.
         `compiled` wraps that same encoder in torch.compile; on CUDA it also records CUDA graphs
         ("reduce-overhead"): eager ViT-L/14 spends most of a step launching ~1,000 small kernels
         from Python, which a graph replays at once.
         """
-        fast = self.kind == "openai" or getattr(self.model, "fast_encoder", False)
+        fast = self.fast
         packed = packed and fast and self.device.type == "cpu" and packing_available(dtype)
         key = (dtype, compiled, packed)
         if key not in self._encoders:
@@ -355,11 +357,10 @@ def _load_encoder(source: str, path: Path | None, weight: float, device: torch.d
     if path is None:  # open_clip:ARCH@PRETRAINED
         model, path, name = load_open_clip(source, weights.cache_dir())
         model = _frozen(model.float())
-        model.fast_encoder = speed_up_open_clip_encoder(model.visual)  # CLIP's ViT blocks: the fast encoder
-        model = model.to(device)
+        fast = speed_up_open_clip_encoder(model.visual)  # a ViT of CLIP's blocks: the fast encoder
         mean, std = preprocessing(model)
-        return ClipEncoder(model, ModelIdentity(name, weights.verified_sha256(path)), weight, "open_clip", device,
-                           mean=mean, std=std)
+        return ClipEncoder(model.to(device), ModelIdentity(name, weights.verified_sha256(path)), weight, "open_clip",
+                           device, fast, mean=mean, std=std)
     is_named = weights.clip_weight_file(source) is not None
     identity = ModelIdentity(source if is_named else path.name, weights.verified_sha256(path))
     return ClipEncoder(load_clip(path).to(device), identity, weight, "openai", device)
