@@ -133,7 +133,7 @@ class StrokeCanvas(Canvas):
     @classmethod
     def problems(cls, config) -> list[str]:
         if config.canvas_options.init == "image" and not config.start_picture:
-            return ["a stroke start from an image needs --init-image"]
+            return ["a stroke start from an image needs a start picture (--init-image, or the studio's Start picture)"]
         return []
 
     @classmethod
