@@ -1,4 +1,5 @@
-"""What each optional loss term adds to a step (symmetry, colourfulness, palette, style ambiguity).
+"""What each optional loss term adds to a step (symmetry, colourfulness, palette, style ambiguity,
+a start picture held at a strength).
 
     uv run python bench/term_speed.py                 # CPU
     uv run python bench/term_speed.py --device cuda   # on a GPU
@@ -17,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -28,6 +30,7 @@ TERMS = {
     "colourfulness": {"colourfulness": {"weight": 1.0}},
     "palette": {"palette": {"weight": 1.0}},
     "ambiguity (27 labels)": {"ambiguity": {"guidance": "reward"}},
+    "start picture (strength 20)": {"init": {"image": "{picture}", "strength": 20.0}},
 }
 
 
@@ -40,6 +43,11 @@ def main() -> None:
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         models = random_models(Path(tmp), "ViT-L/14", device)
+        picture = Path(tmp) / "start.png"
+        Image.new("RGB", (224, 224), (200, 120, 40)).save(picture)
+        for terms in TERMS.values():  # the start picture's file, now that there is a folder for it
+            if "init" in terms:
+                terms["init"]["image"] = str(picture)
         times = {name: [] for name in TERMS}
         for _ in range(args.rounds):
             for name, terms in TERMS.items():
