@@ -145,3 +145,23 @@ def test_compare_and_plans_take_an_ensemble(tiny_clip_path, tiny_open_clip, head
     assert main(["batch", str(plan), "--out", str(tmp_path / "plan"), "--quiet"]) == 0
     made = list((tmp_path / "plan" / "images").glob("*.png"))
     assert len(made) == 1 and read_recipe(made[0])["config"]["clip_models"] == ensemble
+
+
+def test_a_wide_image_from_a_start_picture_on_an_ensemble_with_a_separate_head(tiny_clip_path, tiny_open_clip,
+                                                                               head_path, tmp_path):
+    """The new parts together: a 2:1 image, a start picture, an open_clip guide and a ViT-L/14-
+    shaped encoder for the head alone; the final scores see the whole picture with both."""
+    from PIL import Image
+
+    picture = tmp_path / "start.png"
+    Image.new("RGB", (200, 100), (40, 90, 200)).save(picture)
+    ensemble = (tiny_open_clip, f"{tiny_clip_path}:0")
+    models = load_models(list(ensemble), str(head_path), "cpu")
+    config = GenerationConfig(prompts=(Prompt("a kite"),), width=128, height=64, steps=4, augment_copies=2,
+                              device="cpu", clip_models=ensemble, terms={"init": {"image": str(picture), "strength": 50.0}})
+    result = synthesize(config, models).run()
+    assert result.image.size == (128, 64) and result.status == "completed"
+    assert result.scores.aesthetic is not None and result.initial_scores.aesthetic is not None
+    assert result.initial_scores.aesthetic != result.scores.aesthetic  # the head scored the finished picture
+    pixels = torch.tensor(list(result.image.getpixel((64, 32))), dtype=torch.float32)
+    assert (pixels - torch.tensor([40.0, 90.0, 200.0])).abs().max() < 40  # held near the start picture
