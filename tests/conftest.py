@@ -96,6 +96,13 @@ def small_config(**changes):
     return GenerationConfig(**{**base, **changes})
 
 
+@pytest.fixture
+def weights_env(tiny_clip_path, head_path, monkeypatch):
+    """The command line's weights: the tiny CLIP and the real head, through the environment."""
+    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
+    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
+
+
 def cli_env(tiny_clip_path, head_path) -> dict[str, str]:
     return {**os.environ, "CLIP_MODEL_PATH": str(tiny_clip_path), "AESTHETIC_PREDICTOR_PATH": str(head_path)}
 

@@ -17,12 +17,6 @@ from .conftest import cli_env
 FAST = ["--steps", "6", "--batch", "2", "--device", "cpu", "--quiet"]
 
 
-@pytest.fixture
-def weights_env(tiny_clip_path, head_path, monkeypatch):
-    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
-    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
-
-
 def one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err

@@ -181,8 +181,8 @@ def test_loaded_clip_runs_the_sped_up_encoder(models):
     assert all(isinstance(b, EncoderBlock) for b in visual.transformer.resblocks)
     assert models.clip.dtype == torch.float32  # CLIP reads conv1.weight for its dtype
     assert not any(p.requires_grad for p in visual.parameters())
-    assert models.image_encoder(torch.float32) is visual
-    assert models.image_encoder(torch.bfloat16) is models.image_encoder(torch.bfloat16)  # made once per bundle
+    assert models.encoders[0].image_encoder(torch.float32) is visual
+    assert models.encoders[0].image_encoder(torch.bfloat16) is models.encoders[0].image_encoder(torch.bfloat16)  # made once per bundle
 
 
 @needs_packing
@@ -197,7 +197,7 @@ def test_a_run_packs_one_encoder_and_scoring_packs_none(tiny_clip_path, head_pat
     packed = [e for e in models.encoders[0]._encoders.values() if any(getattr(m, "packed", None) for m in e.modules())]
     assert len(packed) == 1
     made = packed[0]
-    assert made is models.image_encoder(torch.bfloat16, packed=True) and made is not models.clip.visual
+    assert made is models.encoders[0].image_encoder(torch.bfloat16, packed=True) and made is not models.clip.visual
     assert {id(t) for t in made.parameters()} == {id(t) for t in models.clip.visual.parameters()}  # shared
     assert all(m.packed.dtype == torch.bfloat16 for m in made.modules() if isinstance(m, encoder.FrozenLinear))
 

@@ -28,12 +28,6 @@ FAST = ["--steps", "4", "--batch", "2", "--device", "cpu", "--quiet"]
 
 
 @pytest.fixture
-def weights_env(tiny_clip_path, head_path, monkeypatch):
-    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
-    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
-
-
-@pytest.fixture
 def compared(weights_env, tmp_path, capsys):
     out = tmp_path / "cmp"
     code = main(["compare", "--prompt", "a paper lantern", "--negative", "smoke", "--seeds", "3,4", "--out", str(out), *FAST])

@@ -48,9 +48,7 @@ def test_a_picture_of_a_yellow_circle_pulls_towards_yellow(toy_models, tmp_path)
     assert seen.split()[1] == "yellow", seen
 
 
-def test_image_prompts_from_the_command_line(tiny_clip_path, head_path, monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
-    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
+def test_image_prompts_from_the_command_line(weights_env, tmp_path, capsys):
     picture = yellow_circle(tmp_path / "circle.png")
     common = ["--steps", "3", "--copies", "2", "--resolution", "64", "--device", "cpu", "--quiet"]
     out = tmp_path / "out.png"

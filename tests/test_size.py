@@ -73,10 +73,7 @@ def test_a_gradient_reaches_both_ends_of_a_wide_image(models):
 
 
 @pytest.mark.parametrize("canvas", ["pyramid", "strokes"])
-def test_a_wide_image_from_the_command_line_has_its_size_and_re_runs(canvas, tiny_clip_path, head_path, monkeypatch,
-                                                                     tmp_path, capsys):
-    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
-    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
+def test_a_wide_image_from_the_command_line_has_its_size_and_re_runs(canvas, weights_env, tmp_path, capsys):
     out = tmp_path / "wide.png"
     common = ["--steps", "3", "--copies", "2", "--device", "cpu", "--quiet", "--canvas", canvas]
     assert main(["generate", "--prompt", "a harbour", "--size", "160x96", "--out", str(out), *common]) == 0

@@ -79,9 +79,7 @@ def test_a_photo_made_more_or_less_beautiful(models, tmp_path):
     assert scores["reward"] > scores["start"] > scores["penalty"], scores
 
 
-def test_start_pictures_from_the_command_line(tiny_clip_path, head_path, monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
-    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
+def test_start_pictures_from_the_command_line(weights_env, tmp_path, capsys):
     path = yellow_circle(tmp_path / "circle.png")
     common = ["--steps", "3", "--copies", "2", "--resolution", "64", "--device", "cpu", "--quiet"]
     out = tmp_path / "out.png"

@@ -92,12 +92,6 @@ def test_a_drawing_saves_a_png_and_an_svg_that_re_make_themselves(models, tmp_pa
 
 
 # -- the command line ---------------------------------------------------------------------------
-@pytest.fixture
-def weights_env(tiny_clip_path, head_path, monkeypatch):
-    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
-    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
-
-
 FAST = ["--canvas", "strokes", "--strokes", "16", "--steps", "5", "--copies", "2", "--resolution", "64",
         "--device", "cpu", "--quiet"]
 

@@ -22,7 +22,7 @@ from PIL import Image
 from das_ag import determinism, weights
 from das_ag.animation import encode_animation
 from das_ag.canvases import CANVASES
-from das_ag.config import METHOD_ORDER, PRESETS, GenerationConfig
+from das_ag.config import METHOD_ORDER, PRESETS, GenerationConfig, default_margin
 from das_ag.errors import DasAgError, WeightsError
 from das_ag.objectives import TERMS, term_class
 from das_ag.png import config_from_png, next_free_path, write_atomic
@@ -267,7 +267,7 @@ def sidebar(on_cpu: bool) -> list[str]:
         st.checkbox("Automatic jitter margin (short side / 14)", key="jitter_margin_auto")
         if ss["jitter_margin_auto"]:  # show the margin the run will use, not the last one typed
             try:
-                ss["jitter_margin"] = min(form.aspect_size(int(ss.get("resolution") or 224), ss["aspect"])) // 14
+                ss["jitter_margin"] = default_margin(min(form.aspect_size(int(ss.get("resolution") or 224), ss["aspect"])))
             except (KeyError, ValueError):
                 pass
         st.number_input("Jitter margin (px)", key="jitter_margin", min_value=0, max_value=1024,

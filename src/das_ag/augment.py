@@ -48,13 +48,13 @@ def jittered_windows(
     device = canvas.device
     shifts = torch.randint(-max_shift, max_shift + 1, (2, copies), generator=generator, device=device)
     span = torch.arange(side, device=device)
-    rows = (top + _spread(height - side, copies, device) - shifts[0]).unsqueeze(1) + span  # (copies, side)
-    cols = (left + _spread(width - side, copies, device) - shifts[1]).unsqueeze(1) + span
+    rows = (top + spread(height - side, copies, device) - shifts[0]).unsqueeze(1) + span  # (copies, side)
+    cols = (left + spread(width - side, copies, device) - shifts[1]).unsqueeze(1) + span
     views = canvas[0][:, rows[:, :, None], cols[:, None, :]]  # (3, copies, side, side)
     return views.transpose(0, 1)
 
 
-def _spread(room: int, copies: int, device) -> torch.Tensor | int:
+def spread(room: int, copies: int, device) -> torch.Tensor | int:
     """Offsets of `copies` windows spread evenly over `room` px (0 when there is none)."""
     if room == 0:
         return 0

@@ -172,9 +172,8 @@ def _is_ensemble(sources: list[str] | None) -> bool:
     a weight, or an open_clip model (which the config then carries, so --from-png re-creates it)."""
     from .clip_models import parse_encoder
 
-    if not sources:
-        return False
-    return len(sources) > 1 or any(parse_encoder(s).weight != 1 or parse_encoder(s).is_open_clip for s in sources)
+    specs = [parse_encoder(s) for s in sources or ()]
+    return len(specs) > 1 or any(s.weight != 1 or s.is_open_clip for s in specs)
 
 
 def load_run_models(args: argparse.Namespace, configs, device: str):

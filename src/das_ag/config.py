@@ -59,7 +59,7 @@ class GenerationConfig:
                                  studio=False, help="the image's height in px (with width; default: the resolution)")
     # Jitter margin in pixels; None means the short side // 14 (16 at 224, 32 at 448, as published).
     jitter_margin: int | None = setting(None, group="augmentation", minimum=0, maximum=MAX_RESOLUTION // 2, studio=False,
-                                        help="jitter margin in px (default: resolution / 14)")
+                                        help="jitter margin in px (default: the short side / 14)")
     levels: str = setting("pow2", group="canvas", choices=LEVELS,
                           help="pyramid levels: pow2 = 1, 2, 4, ... (DAS-AG); all = every size (original DAS, slower)")
     init: str = setting("normal", group="canvas", choices=INITS, help="pyramid start: random normal or zeros")
@@ -122,7 +122,7 @@ class GenerationConfig:
             object.__setattr__(self, "resolution", self.width)
             object.__setattr__(self, "width", None)
             object.__setattr__(self, "height", None)
-        elif all(_whole(v) and MIN_RESOLUTION <= v <= MAX_RESOLUTION for v in (self.width, self.height)):
+        elif _valid_side(self.width) and _valid_side(self.height):
             # The resolution of another shape is its long side.
             object.__setattr__(self, "resolution", max(self.width, self.height))
         self._drop_defaults()
@@ -159,7 +159,7 @@ class GenerationConfig:
 
     @property
     def margin(self) -> int:
-        return self.short_side // 14 if self.jitter_margin is None else self.jitter_margin
+        return default_margin(self.short_side) if self.jitter_margin is None else self.jitter_margin
 
     @property
     def canvas_shape(self) -> tuple[int, int]:
@@ -265,8 +265,7 @@ class GenerationConfig:
         elif self.width is not None:
             _int_in(p, "width", self.width, MIN_RESOLUTION, MAX_RESOLUTION)
             _int_in(p, "height", self.height, MIN_RESOLUTION, MAX_RESOLUTION)
-            sides_ok = all(_whole(v) and MIN_RESOLUTION <= v <= MAX_RESOLUTION for v in (self.width, self.height))
-            if sides_ok and max(self.width, self.height) > MAX_ASPECT * min(self.width, self.height):
+            if _valid_side(self.width) and _valid_side(self.height) and max(self.width, self.height) > MAX_ASPECT * min(self.width, self.height):
                 p.append(f"a {self.width}x{self.height} image is too narrow: the long side may be at most "
                          f"{MAX_ASPECT:g} times the short one")
         if self.jitter_margin is not None:
@@ -490,6 +489,15 @@ def term_settings_from_dict(data: Any) -> tuple[tuple[str, Any], ...]:
             raise ConfigError(f"unknown term {name!r}; was this made by a newer das-ag or with a plugin?")
         out.append((name, settings_from_table(cls.Settings, values, f"the {name} term's settings")))
     return tuple(out)
+
+
+def default_margin(short_side: int) -> int:
+    """The jitter margin unless one is set: 1/14 of the short side (16 px at 224, 32 at 448, as published)."""
+    return short_side // 14
+
+
+def _valid_side(v: object) -> bool:
+    return _whole(v) and MIN_RESOLUTION <= v <= MAX_RESOLUTION
 
 
 def _whole(v: object) -> bool:

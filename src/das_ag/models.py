@@ -179,12 +179,12 @@ class ModelBundle:
         """The width of the embeddings the terms read (an ensemble's parts together)."""
         return sum(g.width for g in self.guides)
 
-    @property
+    @functools.cached_property
     def guides(self) -> tuple[ClipEncoder, ...]:
         """The encoders whose embeddings the terms read (weight > 0)."""
         return tuple(e for e in self.encoders if e.weight > 0)
 
-    @property
+    @functools.cached_property
     def head_encoder(self) -> ClipEncoder | None:
         """The encoder the aesthetic head reads (a 768-d ViT-L/14), when there is a head."""
         if self.aesthetic_head is None:
@@ -209,11 +209,6 @@ class ModelBundle:
     def input_resolution(self) -> int:
         """The side views are made at: the largest input of the guiding encoders (each resizes)."""
         return max(e.input_resolution for e in (self.guides or self.encoders))
-
-    def image_encoder(self, dtype: torch.dtype = torch.float32, *, compiled: bool = False,
-                      packed: bool = False) -> nn.Module:
-        """The first encoder's image encoder (see ClipEncoder.image_encoder)."""
-        return self.encoders[0].image_encoder(dtype, compiled=compiled, packed=packed)
 
     def encode_images(self, normalized: torch.Tensor, *, compiled: bool = False,
                       dtype: torch.dtype = torch.float32, packed: bool = False) -> torch.Tensor:

@@ -26,6 +26,14 @@ def picture_problems(path: str, sha256: str, what: str) -> list[str]:
     return []
 
 
+def start_picture(config):
+    """The start picture of `config` at its image's size, (1, 3, H, W) in [0, 1], or None."""
+    if not config.start_picture:
+        return None
+    height, width = config.image_shape
+    return load_picture(config.start_picture, width, height)
+
+
 def load_picture(path: str, width: int, height: int, what: str = "init image"):
     """The picture at `path`, centre-cropped to the aspect of `width` x `height` and resized to
     it (Lanczos): (1, 3, height, width) floats in [0, 1]. Problems are one-line ConfigErrors."""

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .augment import normalize
+from .augment import normalize, spread
 from .canvases.base import from_pil
 from .models import ModelBundle
 from .prompts import Prompt, tokenize
@@ -90,7 +90,7 @@ def picture_views(models: ModelBundle, image: Image.Image) -> torch.Tensor:
     side = min(height, width)
     if height != width:
         count = math.ceil(max(height, width) / side)
-        starts = torch.linspace(0, max(height, width) - side, count).round().long().tolist()
+        starts = spread(max(height, width) - side, count, pixels.device).tolist()
         windows = [pixels[..., a:a + side, :] if height > width else pixels[..., :, a:a + side] for a in starts]
         pixels = torch.cat(windows)
     return resize(normalize(pixels), models.input_resolution, "bilinear", antialias=True)

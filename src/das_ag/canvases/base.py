@@ -99,6 +99,15 @@ class Canvas(nn.Module):
         return to_pil(self.crop(self.forward()))
 
 
+def geometry(config) -> tuple[int | tuple[int, int], int | tuple[int, int]]:
+    """The canvas's size and its visible part's for `config`: a side for a square image (as
+    canvases have always been given), else (height, width)."""
+    size, visible = config.canvas_shape, config.image_shape
+    if size[0] == size[1] and visible[0] == visible[1]:
+        return size[0], visible[0]
+    return size, visible
+
+
 def hw(size: int | tuple[int, int]) -> tuple[int, int]:
     """(height, width) of a size given as a square's side or as (height, width)."""
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..resample import resample_matrix
-from .base import Canvas
+from .base import Canvas, geometry
 
 
 def level_sizes(canvas_size: int, levels: str = "pow2") -> list[int]:
@@ -44,17 +44,12 @@ class PyramidCanvas(Canvas):
 
     @classmethod
     def from_config(cls, config, generator: torch.Generator) -> PyramidCanvas:
-        picture = None
-        if config.start_picture:
-            from ..pictures import load_picture
+        from ..pictures import start_picture
 
-            height, width = config.image_shape
-            picture = load_picture(config.start_picture, width, height)
-        size, resolution = config.canvas_shape, config.image_shape
-        if size[0] == size[1] and resolution[0] == resolution[1]:  # a square is given by its side
-            size, resolution = size[0], resolution[0]
+        size, resolution = geometry(config)
         return cls(size, resolution, levels=config.levels, init=config.init,
-                   combine=config.combine, interpolation=config.interpolation, generator=generator, picture=picture)
+                   combine=config.combine, interpolation=config.interpolation, generator=generator,
+                   picture=start_picture(config))
 
     def __init__(
         self,

@@ -23,9 +23,9 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..schedules import Schedule
-from ..pictures import load_picture
+from ..pictures import start_picture
 from ..settings import setting
-from .base import Canvas, to_pil
+from .base import Canvas, geometry, to_pil
 from .rasterise import render
 
 MAX_STROKES, MAX_SEGMENTS = 4096, 16
@@ -138,13 +138,9 @@ class StrokeCanvas(Canvas):
 
     @classmethod
     def from_config(cls, config, generator: torch.Generator) -> StrokeCanvas:
-        (height, width), picture = config.image_shape, None
-        if config.start_picture:
-            picture = load_picture(config.start_picture, width, height)
-        size, resolution = config.canvas_shape, config.image_shape
-        if size[0] == size[1] and resolution[0] == resolution[1]:  # a square is given by its side
-            size, resolution = size[0], resolution[0]
-        return cls(size, resolution, config.canvas_options, generator=generator, seed=config.seed, picture=picture)
+        size, resolution = geometry(config)
+        return cls(size, resolution, config.canvas_options, generator=generator, seed=config.seed,
+                   picture=start_picture(config))
 
     def __init__(self, size: int | tuple[int, int], resolution: int | tuple[int, int], settings: StrokeSettings, *,
                  generator: torch.Generator | None = None, seed: int = 0, picture: torch.Tensor | None = None):

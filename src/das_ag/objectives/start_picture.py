@@ -68,10 +68,9 @@ class StartPictureTerm(Term):
 
     def __init__(self, config, models):
         super().__init__(config, models)
-        from ..pictures import load_picture
+        from ..pictures import start_picture
 
-        height, width = config.image_shape
-        self.picture = load_picture(self.settings.image, width, height).to(models.device)
+        self.picture = start_picture(config).to(models.device)
 
     def loss(self, inputs: TermInputs):
         difference = inputs.picture.float() - self.picture

@@ -195,6 +195,11 @@ def prompts_from_state(state: dict[str, Any]) -> tuple[Prompt, ...]:
     return tuple(prompts)
 
 
+def sentence(problem: str) -> str:
+    """A config problem ("steps must be ...") as the form shows it: capitalised, with a full stop."""
+    return problem[0].upper() + problem[1:] + "."
+
+
 def state_to_config(state: dict[str, Any]) -> tuple[GenerationConfig | None, list[str]]:
     """The config the form describes, or None and every problem in plain words."""
     prompts = prompts_from_state(state)
@@ -221,9 +226,9 @@ def state_to_config(state: dict[str, Any]) -> tuple[GenerationConfig | None, lis
         from ..clip_models import named_only_problems
 
         try:
-            problems.extend(p[0].upper() + p[1:] + "." for p in named_only_problems(ensemble))
+            problems.extend(sentence(p) for p in named_only_problems(ensemble))
         except ConfigError as exc:
-            problems.append(str(exc)[0].upper() + str(exc)[1:] + ".")
+            problems.append(sentence(str(exc)))
         kwargs["clip_models"] = ensemble
     if state.get("aspect", "1:1 square") != "1:1 square" and isinstance(kwargs.get("resolution"), (int, float)):
         kwargs["width"], kwargs["height"] = aspect_size(int(kwargs["resolution"]), state["aspect"])
@@ -244,5 +249,5 @@ def state_to_config(state: dict[str, Any]) -> tuple[GenerationConfig | None, lis
         return None, problems
     problems = GenerationConfig.problems_of(prompts=prompts, **kwargs)
     if problems:
-        return None, [p[0].upper() + p[1:] + "." for p in problems]
+        return None, [sentence(p) for p in problems]
     return GenerationConfig(prompts=prompts, **kwargs), []
