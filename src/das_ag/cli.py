@@ -140,7 +140,8 @@ def _float_list(text: str) -> list[float]:
 
 
 def _add_slider_model_arguments(parser) -> None:
-    parser.add_argument("--config", metavar="DIR", help="for a single-file --base: a diffusers folder with its configs")
+    parser.add_argument("--config", metavar="DIR", help="for a single-file --base that is not SD 1.x (das-ag has "
+                        "SD 1.x's configs): a local diffusers folder of its family")
     parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]")
     parser.add_argument("--clip-model", metavar="NAME|PATH", help="default: $CLIP_MODEL_PATH, else ViT-L/14")
     parser.add_argument("--aesthetic-model", metavar="PATH", help="default: $AESTHETIC_PREDICTOR_PATH, else the download")

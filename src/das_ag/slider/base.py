@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +16,13 @@ import torch
 
 from ..errors import ConfigError, DasAgError
 from ..weights import verified_sha256
+from .sd1 import checkpoint_family, write_sd1_configs
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt")
+# diffusers' names of the families a single file may hold, as a user knows them
+FAMILIES = {"v2": "a Stable Diffusion 2.x", "inpainting": "an SD 1.x inpainting", "inpainting_v2": "an SD 2.x inpainting",
+            "xl_base": "an SDXL", "xl_refiner": "an SDXL refiner", "xl_inpaint": "an SDXL inpainting",
+            "upscale": "an SD upscaler"}
 
 
 def one_line(exc: BaseException, width: int = 200) -> str:
@@ -51,9 +57,9 @@ def base_sha256(path: Path) -> str:
 
 def load_base(path: str | Path, device: torch.device, dtype: torch.dtype = torch.float32,
               config: str | Path | None = None) -> BaseModel:
-    """The pipeline of a local checkpoint, frozen, on `device`. A single-file checkpoint needs the
-    configs of its architecture: `config`, a local diffusers folder of the same family (offline,
-    diffusers would otherwise look for them on the hub)."""
+    """The pipeline of a local checkpoint, frozen, on `device`. A single file carries no configs:
+    das-ag supplies SD 1.x's, and any other family needs `config`, a local diffusers folder of the
+    same family (offline, diffusers would otherwise look for them on the hub)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import diffusers.utils.logging
     import transformers.utils.logging
@@ -73,12 +79,7 @@ def load_base(path: str | Path, device: torch.device, dtype: torch.dtype = torch
                 raise DasAgError(f"{path} is not a diffusers Stable Diffusion folder (no model_index.json)")
             pipe = StableDiffusionPipeline.from_pretrained(path, **options)
         elif path.suffix.lower() in (".safetensors", ".ckpt"):
-            extra = {"config": str(config)} if config else {}
-            try:
-                pipe = StableDiffusionPipeline.from_single_file(str(path), **options, **extra)
-            except Exception as exc:
-                hint = "" if config else "; a single file also needs its configs: pass --config, a diffusers folder of its family"
-                raise DasAgError(f"{path} could not be loaded as a Stable Diffusion checkpoint ({one_line(exc, 160)}){hint}") from None
+            pipe = _load_single_file(StableDiffusionPipeline, path, config, options)
         else:
             raise DasAgError(f"{path} is not a Stable Diffusion checkpoint (a diffusers folder or a .safetensors file)")
     except DasAgError:
@@ -93,3 +94,29 @@ def load_base(path: str | Path, device: torch.device, dtype: torch.dtype = torch
         part.requires_grad_(False)
         part.eval()
     return BaseModel(pipe, path, base_sha256(path))
+
+
+def _load_single_file(pipeline, path: Path, config, options: dict):
+    """A single-file checkpoint, with the configs of `config` or, for SD 1.x, das-ag's own."""
+    with tempfile.TemporaryDirectory(prefix="das-ag-sd-configs-") as scratch:
+        configs = f"the configs of {config}"
+        if not config:
+            family = checkpoint_family(path)
+            if family != "v1":
+                what = "no Stable Diffusion architecture diffusers recognises" if family == "unknown" \
+                    else f"{FAMILIES.get(family, 'a ' + family)} checkpoint"
+                raise DasAgError(f"{path} holds {what}; das-ag has the configs of SD 1.x only, so pass --config, "
+                                 "a local diffusers folder of its family")
+            config, configs = write_sd1_configs(scratch), "SD 1.x's configs"
+        import diffusers.utils.logging
+
+        verbosity = diffusers.utils.logging.get_verbosity()
+        # from_single_file casts its own models and then warns about having cast them
+        diffusers.utils.logging.set_verbosity_error()
+        try:
+            return pipeline.from_single_file(str(path), config=str(config), **options)
+        except Exception as exc:
+            raise DasAgError(f"{path} could not be loaded as a Stable Diffusion checkpoint with {configs} "
+                             f"({one_line(exc, 160)})") from None
+        finally:
+            diffusers.utils.logging.set_verbosity(verbosity)
