@@ -86,6 +86,10 @@ def load_base(path: str | Path, device: torch.device, dtype: torch.dtype = torch
         raise
     except Exception as exc:  # diffusers raises many kinds for a file it cannot read
         raise DasAgError(f"{path} could not be loaded as a Stable Diffusion checkpoint ({one_line(exc)})") from None
+    if pipe.unet.config.in_channels != pipe.vae.config.latent_channels:
+        # An inpainting (or depth, or instruct) UNet also reads a mask or a picture beside the latent.
+        raise DasAgError(f"{path} is a UNet of {pipe.unet.config.in_channels} input channels (an inpainting or other "
+                         f"conditioned model); the slider trains text-to-image models of {pipe.vae.config.latent_channels}")
     # DDIM: deterministic steps (eta 0), the scheduler the slider's loop and the samples share.
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)

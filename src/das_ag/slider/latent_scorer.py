@@ -21,7 +21,7 @@ from .. import __version__
 from ..augment import normalize
 from ..errors import DasAgError
 from ..resample import resize
-from .train import SliderSettings, _noise_prediction, encode_prompt
+from .train import SliderSettings, denoised_part_way, encode_prompt, guided_prediction, predicted_clean
 
 SCORER_KEY = "das-ag:latent-scorer"
 
@@ -62,7 +62,6 @@ def collect(base, models, settings: SliderSettings, samples: int) -> tuple[torch
     their decoded pictures."""
     pipe, unet, scheduler = base.pipe, base.unet, base.pipe.scheduler
     scheduler.set_timesteps(settings.inference_steps, device=pipe.device)
-    alphas = scheduler.alphas_cumprod.to(pipe.device)
     side = settings.resolution // pipe.vae_scale_factor
     empty = encode_prompt(pipe, [""])
     latents_out, scores = [], []
@@ -73,12 +72,10 @@ def collect(base, models, settings: SliderSettings, samples: int) -> tuple[torch
         latents = torch.randn(1, unet.config.in_channels, side, side, generator=generator).to(pipe.device)
         latents = latents * scheduler.init_noise_sigma
         k = draw.randrange(settings.inference_steps)
-        for t in scheduler.timesteps[:k]:
-            latents = scheduler.step(_noise_prediction(unet, latents, t, conditions, settings.guidance_scale), t,
-                                     latents).prev_sample
+        latents = denoised_part_way(unet, scheduler, latents, conditions, k, settings.guidance_scale)
         t = scheduler.timesteps[k]
-        eps = _noise_prediction(unet, latents, t, conditions, settings.guidance_scale)
-        clean = (latents - (1 - alphas[t]).sqrt() * eps) / alphas[t].sqrt()
+        output = guided_prediction(unet, latents, t, conditions, settings.guidance_scale)
+        clean = predicted_clean(scheduler, output, latents, t)
         images = (pipe.vae.decode(clean / pipe.vae.config.scaling_factor).sample + 1) / 2
         views = resize(normalize(images.clamp(0, 1)), models.input_resolution, "bilinear", antialias=True)
         latents_out.append(clean.float().cpu())

@@ -218,12 +218,36 @@ def encode_prompt(pipe, prompts: list[str]) -> torch.Tensor:
         return pipe.text_encoder(tokens)[0]
 
 
-def _noise_prediction(unet, latents, t, conditions, guidance_scale: float) -> torch.Tensor:
-    """Classifier-free guidance: one UNet call on (unconditional, conditional)."""
+def guided_prediction(unet, latents, t, conditions, guidance_scale: float) -> torch.Tensor:
+    """Classifier-free guidance: one UNet call on (unconditional, conditional). What it predicts
+    (noise, v or the clean latent) is the scheduler's prediction_type."""
     doubled = torch.cat([latents, latents])
-    eps = unet(doubled, t, encoder_hidden_states=conditions).sample
-    uncond, cond = eps.chunk(2)
+    output = unet(doubled, t, encoder_hidden_states=conditions).sample
+    uncond, cond = output.chunk(2)
     return uncond + guidance_scale * (cond - uncond)
+
+
+def denoised_part_way(unet, scheduler, latents, conditions, k: int, guidance_scale: float) -> torch.Tensor:
+    """The latent after the scheduler's first k steps, without gradient."""
+    with torch.no_grad():
+        for t in scheduler.timesteps[:k]:
+            output = guided_prediction(unet, latents, t, conditions, guidance_scale)
+            latents = scheduler.step(output, t, latents).prev_sample
+    return latents
+
+
+def predicted_clean(scheduler, output: torch.Tensor, latents: torch.Tensor, t) -> torch.Tensor:
+    """The final latent that a UNet output at step t predicts, for each kind of model: SD 1.x and
+    2.x-base predict the noise, SD 2.x-768 predicts v (a mix of noise and image)."""
+    a = scheduler.alphas_cumprod.to(latents.device)[t]
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return (latents - (1 - a).sqrt() * output) / a.sqrt()
+    if kind == "v_prediction":
+        return a.sqrt() * latents - (1 - a).sqrt() * output
+    if kind == "sample":
+        return output
+    raise DasAgError(f"the base model predicts {kind!r}, which the slider does not know how to train")
 
 
 def train(
@@ -265,14 +289,13 @@ def train(
         scorer = load_scorer(settings.scorer, base)[0].to(device)
     scheduler = pipe.scheduler
     scheduler.set_timesteps(settings.inference_steps, device=device)
-    alphas = scheduler.alphas_cumprod.to(device)
     unet.train()
     done = start
     try:
         for step in range(start, settings.steps):
             if stop is not None and stop():
                 raise KeyboardInterrupt
-            reward, parts = _step(pipe, unet, models, settings, step, scheduler, alphas, latent_side, empty, text_cache,
+            reward, parts = _step(pipe, unet, models, settings, step, scheduler, latent_side, empty, text_cache,
                                   styles, scorer)
             optimizer.zero_grad(set_to_none=True)
             (-reward).backward()
@@ -298,7 +321,7 @@ class SliderStopped(DasAgError):
         self.done = done
 
 
-def _step(pipe, unet, models, settings, step, scheduler, alphas, latent_side, empty, text_cache, styles, scorer):
+def _step(pipe, unet, models, settings, step, scheduler, latent_side, empty, text_cache, styles, scorer):
     """One training step's reward, differentiable in the LoRA."""
     draw = random.Random(f"{settings.seed}:{step}")  # per step, so a resumed run draws the same
     prompt = draw.choice(settings.prompts)
@@ -313,14 +336,10 @@ def _step(pipe, unet, models, settings, step, scheduler, alphas, latent_side, em
     latents = torch.randn(1, unet.config.in_channels, latent_side, latent_side, generator=generator).to(pipe.device)
     latents = latents * scheduler.init_noise_sigma
     k = draw.randrange(settings.inference_steps)  # no-grad steps before the one that learns
-    with torch.no_grad():
-        for t in scheduler.timesteps[:k]:
-            eps = _noise_prediction(unet, latents, t, conditions, settings.guidance_scale)
-            latents = scheduler.step(eps, t, latents).prev_sample
+    latents = denoised_part_way(unet, scheduler, latents, conditions, k, settings.guidance_scale)
     t = scheduler.timesteps[k]
-    eps = _noise_prediction(unet, latents, t, conditions, settings.guidance_scale)
-    a = alphas[t]
-    clean = (latents - (1 - a).sqrt() * eps) / a.sqrt()  # the step's prediction of the final latent
+    output = guided_prediction(unet, latents, t, conditions, settings.guidance_scale)
+    clean = predicted_clean(scheduler, output, latents, t)  # the step's prediction of the final latent
     if scorer is not None:  # a latent scorer: no decode, no CLIP
         score = scorer(clean.float()).mean()
         sign = 1 if settings.sign == "reward" else -1
