@@ -1,36 +1,40 @@
-"""The slider's training step: image-space score (VAE decode + CLIP + head) against a latent scorer.
+"""The slider's training step: image-space score (VAE decode + CLIP + head) against a latent scorer,
+and the image-space step in bf16 and with gradient checkpointing.
 
     uv run --extra slider python bench/slider_speed.py                          # CPU: tiny models, 64 px
     uv run --extra slider python bench/slider_speed.py --device cuda --shape sd15 --clip ViT-L/14 --resolution 512
 
 Random weights of the chosen shapes (no download): a Stable Diffusion (tiny, or SD 1.5's shape), a
-CLIP (tiny or ViT-L/14's shape) and an aesthetic head. For each scoring mode: seconds per training
-step (median after a warm-up) and peak memory (GPU: allocated; CPU: the process's peak resident
-size, which only grows, so the image-space mode is measured second). Ratios from this one run.
+CLIP (tiny or ViT-L/14's shape) and an aesthetic head. For each mode: seconds per training step
+(median after a warm-up) and peak memory (GPU: allocated; CPU: the peak resident size of a fresh
+process per mode, models included, since a process keeps the memory it once used). Ratios from
+this one run; the modes run one after another, never two at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from das_ag.slider.base import load_base  # noqa: E402
+from das_ag.slider.base import PRECISIONS, load_base  # noqa: E402
 from das_ag.slider.latent_scorer import LatentScorer, save_scorer  # noqa: E402
 from das_ag.slider.random_sd import save_random_sd  # noqa: E402
 from das_ag.slider.train import SliderSettings, train  # noqa: E402
 from step_speed import peak_memory_gib, random_models, reset_peak_memory  # noqa: E402
 
 
-def step_seconds(base_path, models, settings, out, device) -> tuple[float, float]:
-    base = load_base(base_path, device)
+def step_seconds(base_path, models, settings, out, device, checkpointing: bool = False) -> tuple[float, float]:
+    base = load_base(base_path, device, PRECISIONS[settings.precision])
     reset_peak_memory(device)
     times, last = [], [time.perf_counter()]
 
@@ -41,8 +45,15 @@ def step_seconds(base_path, models, settings, out, device) -> tuple[float, float
         times.append(now - last[0])
         last[0] = now
 
-    train(base, models, settings, out, on_step=on_step)
+    train(base, models, settings, out, on_step=on_step, gradient_checkpointing=checkpointing)
     return statistics.median(times[1:]), peak_memory_gib(device)
+
+
+def run_mode(tmp: Path, clip: str, device_name: str, name: str, settings: SliderSettings, checkpointing: bool):
+    """One mode, in the process it is called in (a fresh one for the CPU's memory figure)."""
+    device = torch.device(device_name)
+    models = random_models(tmp / "clip", clip, device)
+    return step_seconds(tmp / "sd" / "base", models, settings, tmp / f"{name}.safetensors", device, checkpointing)
 
 
 def main() -> None:
@@ -57,18 +68,30 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        base_path = save_random_sd(tmp / "sd", args.shape)
-        models = random_models(tmp, args.clip, device)
+        save_random_sd(tmp / "sd", args.shape)
+        (tmp / "clip").mkdir()
         scorer_path = save_scorer(tmp / "scorer.safetensors", LatentScorer(), {"base": {}})
         common = dict(steps=args.steps, resolution=args.resolution, inference_steps=10, checkpoint_every=10_000)
+        modes = [  # (name, settings, gradient checkpointing)
+            ("latent scorer", SliderSettings(scorer=str(scorer_path), **common), False),
+            ("image, fp32", SliderSettings(**common), False),
+            ("image, bf16", SliderSettings(precision="bf16", **common), False),
+            ("image, bf16 + ckpt", SliderSettings(precision="bf16", **common), True),
+        ]
         print(f"device {device}, SD shape {args.shape}, CLIP {args.clip}, {args.resolution} px", flush=True)
-        latent = step_seconds(base_path, models, SliderSettings(scorer=str(scorer_path), **common), tmp / "a.safetensors",
-                              device)
-        print(f"  latent scorer: {latent[0] * 1000:.0f} ms/step, peak {latent[1]:.2f} GiB", flush=True)
-        image = step_seconds(base_path, models, SliderSettings(**common), tmp / "b.safetensors", device)
-        print(f"  image space:   {image[0] * 1000:.0f} ms/step, peak {image[1]:.2f} GiB", flush=True)
-    print(f"\nimage-space / latent-scorer step time: {image[0] / latent[0]:.2f}x; peak memory {image[1]:.2f} vs "
-          f"{latent[1]:.2f} GiB")
+        results = {}
+        for name, settings, checkpointing in modes:
+            job = (tmp, args.clip, args.device, name, settings, checkpointing)
+            if device.type == "cpu":
+                with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    results[name] = pool.submit(run_mode, *job).result()
+            else:
+                results[name] = run_mode(*job)
+            print(f"  {name:<20} {results[name][0] * 1000:8.0f} ms/step, peak {results[name][1]:.2f} GiB", flush=True)
+    fp32 = results["image, fp32"]
+    print("\nagainst the image-space step in fp32 (time, peak memory):")
+    for name, (seconds, peak) in results.items():
+        print(f"  {name:<20} {seconds / fp32[0]:.2f}x, {peak / fp32[1]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -104,6 +104,8 @@ def test_the_cli_trains_and_samples_a_scored_grid(tiny_sd_path, tiny_clip_path, 
                  "--prompt", "a red house", "--seeds", "0,1", "--steps", "4", "--resolution", "64", "--out", str(grid),
                  "--device", "cpu", "--quiet"]) == 0
     recipe = read_recipe(grid)
+    assert read_lora(lora)[1]["settings"]["precision"] == "fp32"  # auto on the CPU
+    assert recipe["config"]["precision"] == "fp32"
     assert [(c["seed"], c["weight"]) for c in recipe["cells"]] == [(s, w) for s in (0, 1) for w in (-1.0, 0.0, 1.0)]
     assert len(list(tmp_path.glob("grid-seed*-w*.png"))) == 6
     assert "LoRA weight +1: aesthetic" in capsys.readouterr().out
@@ -222,3 +224,31 @@ def test_an_inpainting_unet_is_refused_in_one_line(tiny_sd_path, tmp_path):
     pipe.save_pretrained(tmp_path / "inpainting")
     with pytest.raises(DasAgError, match="a UNet of 9 input channels .* text-to-image models of 4$"):
         load_base(tmp_path / "inpainting", torch.device("cpu"))
+
+
+def test_gradient_checkpointing_saves_memory_without_changing_the_lora(tiny_sd_path, models, tmp_path):
+    settings = SliderSettings(sign="reward", **{**FAST, "steps": 3})
+    plain = train(load_base(tiny_sd_path, torch.device("cpu")), models, settings, tmp_path / "plain.safetensors")
+    recomputed = train(load_base(tiny_sd_path, torch.device("cpu")), models, settings, tmp_path / "ckpt.safetensors",
+                       gradient_checkpointing=True)
+    a, b = read_lora(plain)[0], read_lora(recomputed)[0]
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert read_lora(plain)[1] == read_lora(recomputed)[1]  # the same recipe: a resumed run may switch it
+
+
+def test_bf16_training_keeps_the_lora_in_float32_and_moves_the_score(tiny_sd_path, models, tmp_path, tiny_clip_path,
+                                                                      head_path, monkeypatch):
+    base = load_base(tiny_sd_path, torch.device("cpu"))
+    lora = train(base, models, SliderSettings(sign="reward", precision="bf16", **FAST), tmp_path / "bf16.safetensors")
+    assert base.precision == "bf16" and base.unet.conv_in.weight.dtype == torch.bfloat16
+    assert {p.dtype for p in base.unet.parameters() if p.requires_grad} == {torch.float32}
+    up = mean_scores(tiny_sd_path, models, lora, weights=(0.0, 1.0))
+    assert up[1.0] > up[0.0], up
+
+    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
+    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
+    out = tmp_path / "cli.safetensors"
+    assert main(["slider", "train", "--base", str(tiny_sd_path), "--steps", "2", "--resolution", "64",
+                 "--inference-steps", "3", "--precision", "bf16", "--gradient-checkpointing", "--out", str(out),
+                 "--device", "cpu", "--quiet"]) == 0
+    assert read_lora(out)[1]["settings"]["precision"] == "bf16"

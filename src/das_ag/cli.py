@@ -143,6 +143,8 @@ def _add_slider_model_arguments(parser) -> None:
     parser.add_argument("--config", metavar="DIR", help="for a single-file --base that is not SD 1.x (das-ag has "
                         "SD 1.x's configs): a local diffusers folder of its family")
     parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="of the Stable Diffusion and CLIP models (auto: bf16 on a GPU that has it, else fp32)")
     parser.add_argument("--clip-model", metavar="NAME|PATH", help="default: $CLIP_MODEL_PATH, else ViT-L/14")
     parser.add_argument("--aesthetic-model", metavar="PATH", help="default: $AESTHETIC_PREDICTOR_PATH, else the download")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -281,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--scorer", metavar="SCORER.safetensors",
                        help="train against a latent scorer (das-ag slider scorer) instead of the image-space score")
     train.add_argument("--kohya", metavar="FILE.safetensors", help="also write the LoRA in kohya's format (ComfyUI, A1111)")
+    train.add_argument("--gradient-checkpointing", action="store_true",
+                       help="recompute the UNet's and VAE's activations in the backward: less memory, slower steps")
     train.add_argument("--out", required=True, metavar="FILE.safetensors")
     _add_slider_model_arguments(train)
     train.set_defaults(run=cmd_slider_train)
@@ -652,12 +656,13 @@ def _slider_models(args: argparse.Namespace):
     from .slider import require_extra
 
     require_extra()
-    from .slider.base import load_base
+    from .slider.base import PRECISIONS, load_base, resolve_precision
 
     device = resolve_device(args.device)
-    _say(args, f"loading {args.base} and the scoring models on {device} ...")
+    precision = resolve_precision(args.precision, device)
+    _say(args, f"loading {args.base} and the scoring models on {device} in {precision} ...")
     models = load_models(args.clip_model, args.aesthetic_model, args.device)
-    return load_base(args.base, device, config=args.config), models
+    return load_base(args.base, device, PRECISIONS[precision], config=args.config), models
 
 
 def cmd_slider_train(args: argparse.Namespace) -> int:
@@ -682,6 +687,7 @@ def cmd_slider_train(args: argparse.Namespace) -> int:
     if problems:
         raise DasAgError(problems[0])
     base, models = _slider_models(args)
+    settings = dataclasses.replace(settings, precision=base.precision)
     with tqdm(total=settings.steps, unit="step", disable=args.quiet, leave=False, file=sys.stderr) as bar:
         def on_step(report) -> None:
             bar.n = report.step
@@ -689,7 +695,7 @@ def cmd_slider_train(args: argparse.Namespace) -> int:
             bar.refresh()
 
         try:
-            path = train(base, models, settings, out, on_step=on_step)
+            path = train(base, models, settings, out, on_step=on_step, gradient_checkpointing=args.gradient_checkpointing)
         except SliderStopped as stopped:
             bar.close()
             print(f"das-ag: {stopped}", file=sys.stderr)
@@ -712,7 +718,8 @@ def cmd_slider_sample(args: argparse.Namespace) -> int:
     cells, lora_recipe = sample(base, models, args.lora, args.weights, args.prompt, args.seeds, steps=args.steps,
                                 guidance_scale=args.guidance_scale, resolution=args.resolution)
     recipe = grid_recipe(base, models, args.lora, lora_recipe, cells, args.prompt, weights=args.weights, seeds=args.seeds,
-                         steps=args.steps, guidance_scale=args.guidance_scale, resolution=args.resolution)
+                         steps=args.steps, guidance_scale=args.guidance_scale, resolution=args.resolution,
+                         precision=base.precision)
     write_atomic(out, encode_png(grid(cells, args.weights, args.seeds), recipe), overwrite=True)
     for cell in cells:
         single = out.with_name(f"{out.stem}-seed{cell.seed}-w{cell.weight:+g}.png")
@@ -736,7 +743,8 @@ def cmd_slider_scorer(args: argparse.Namespace) -> int:
     from .slider.train import GENERAL_PROMPTS, SliderSettings, load_prompts
 
     settings = SliderSettings(resolution=args.resolution, inference_steps=args.inference_steps, seed=args.seed,
-                              prompts=load_prompts(args.prompts) if args.prompts else GENERAL_PROMPTS)
+                              prompts=load_prompts(args.prompts) if args.prompts else GENERAL_PROMPTS,
+                              precision=base.precision)
     problems = settings.problems()
     if problems:
         raise DasAgError(problems[0])
@@ -745,7 +753,7 @@ def cmd_slider_scorer(args: argparse.Namespace) -> int:
     made = time.perf_counter() - start
     scorer, report = distil(latents, scores, epochs=args.epochs, seed=args.seed)
     save_scorer(out, scorer, {"base": base.identity(), "models": models.identities(), "samples": args.samples,
-                              "resolution": args.resolution, "validation_correlation": report.validation_correlation,
+                              "resolution": args.resolution, "precision": base.precision, "validation_correlation": report.validation_correlation,
                               "validation_mse": report.validation_mse})
     print(f"saved {out}: {report.samples} latents ({made:.1f} s to make and score), held-out correlation "
           f"{report.validation_correlation:.3f}, mse {report.validation_mse:.4f} (scores' spread {report.target_std:.4f})")

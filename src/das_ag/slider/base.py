@@ -6,6 +6,7 @@ by the sha256 of its files, so a LoRA's recipe says which base it was trained fo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -19,6 +20,20 @@ from ..weights import verified_sha256
 from .sd1 import checkpoint_family, write_sd1_configs
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt")
+# The precisions the slider trains and samples in. Half precision with float16 needs loss scaling
+# (its gradients underflow); bfloat16 has float32's range, so it needs none.
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """"auto": bfloat16 on a GPU that has it (half the memory, its fast path), float32 otherwise."""
+    if name == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if name not in PRECISIONS:
+        raise ConfigError(f"precision must be auto, {' or '.join(PRECISIONS)}, not {name!r}")
+    return name
+
+
 # diffusers' names of the families a single file may hold, as a user knows them
 FAMILIES = {"v2": "a Stable Diffusion 2.x", "inpainting": "an SD 1.x inpainting", "inpainting_v2": "an SD 2.x inpainting",
             "xl_base": "an SDXL", "xl_refiner": "an SDXL refiner", "xl_inpaint": "an SDXL inpainting",
@@ -40,6 +55,17 @@ class BaseModel:
     @property
     def unet(self):
         return self.pipe.unet
+
+    @property
+    def precision(self) -> str:
+        dtype = self.pipe.unet.dtype
+        return next((k for k, v in PRECISIONS.items() if v == dtype), str(dtype).removeprefix("torch."))
+
+    def to_precision(self, precision: str) -> None:
+        """The frozen models in `precision` (fp32 or bf16), cast in place."""
+        if self.pipe.unet.dtype != PRECISIONS[precision]:
+            with quiet_diffusers():  # it warns that it casts models it was asked to cast
+                self.pipe.to(dtype=PRECISIONS[precision])
 
     def identity(self) -> dict:
         return {"path": str(self.path), "sha256": self.sha256}
@@ -112,15 +138,22 @@ def _load_single_file(pipeline, path: Path, config, options: dict):
                 raise DasAgError(f"{path} holds {what}; das-ag has the configs of SD 1.x only, so pass --config, "
                                  "a local diffusers folder of its family")
             config, configs = write_sd1_configs(scratch), "SD 1.x's configs"
-        import diffusers.utils.logging
-
-        verbosity = diffusers.utils.logging.get_verbosity()
-        # from_single_file casts its own models and then warns about having cast them
-        diffusers.utils.logging.set_verbosity_error()
         try:
-            return pipeline.from_single_file(str(path), config=str(config), **options)
+            with quiet_diffusers():  # from_single_file casts its own models, then warns that it did
+                return pipeline.from_single_file(str(path), config=str(config), **options)
         except Exception as exc:
             raise DasAgError(f"{path} could not be loaded as a Stable Diffusion checkpoint with {configs} "
                              f"({one_line(exc, 160)})") from None
-        finally:
-            diffusers.utils.logging.set_verbosity(verbosity)
+
+
+@contextlib.contextmanager
+def quiet_diffusers():
+    """diffusers' warnings silenced for the duration, its errors still raised."""
+    import diffusers.utils.logging
+
+    verbosity = diffusers.utils.logging.get_verbosity()
+    diffusers.utils.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers.utils.logging.set_verbosity(verbosity)

@@ -69,7 +69,7 @@ def collect(base, models, settings: SliderSettings, samples: int) -> tuple[torch
         draw = random.Random(f"scorer:{settings.seed}:{i}")
         conditions = torch.cat([empty, encode_prompt(pipe, [draw.choice(settings.prompts)])])
         generator = torch.Generator().manual_seed(draw.randrange(2**63))
-        latents = torch.randn(1, unet.config.in_channels, side, side, generator=generator).to(pipe.device)
+        latents = torch.randn(1, unet.config.in_channels, side, side, generator=generator).to(pipe.device, unet.dtype)
         latents = latents * scheduler.init_noise_sigma
         k = draw.randrange(settings.inference_steps)
         latents = denoised_part_way(unet, scheduler, latents, conditions, k, settings.guidance_scale)
@@ -77,7 +77,7 @@ def collect(base, models, settings: SliderSettings, samples: int) -> tuple[torch
         output = guided_prediction(unet, latents, t, conditions, settings.guidance_scale)
         clean = predicted_clean(scheduler, output, latents, t)
         images = (pipe.vae.decode(clean / pipe.vae.config.scaling_factor).sample + 1) / 2
-        views = resize(normalize(images.clamp(0, 1)), models.input_resolution, "bilinear", antialias=True)
+        views = resize(normalize(images.clamp(0, 1).float()), models.input_resolution, "bilinear", antialias=True)
         latents_out.append(clean.float().cpu())
         scores.append(float(models.aesthetic_score(models.encode_images(views))[0]))
     return torch.cat(latents_out), torch.tensor(scores)

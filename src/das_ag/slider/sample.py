@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .. import __version__
 from ..errors import DasAgError
 from ..scoring import embed_image
-from .base import one_line
+from .base import one_line, quiet_diffusers
 from .train import ADAPTER, read_lora
 
 
@@ -33,7 +33,8 @@ def load_slider(base, lora: str | Path) -> dict:
     tensors, recipe = read_lora(lora)
     trained_for = recipe.get("base", {}).get("sha256")
     try:
-        base.pipe.load_lora_weights(tensors, adapter_name=ADAPTER)
+        with quiet_diffusers():  # it warns that a UNet-only LoRA has no text-encoder part
+            base.pipe.load_lora_weights(tensors, adapter_name=ADAPTER)
     except Exception as exc:  # shapes or names that do not fit this UNet
         raise DasAgError(f"LoRA {lora} does not fit this base model ({one_line(exc)})") from None
     if trained_for and trained_for != base.sha256:

@@ -25,6 +25,7 @@ from .. import __version__
 from ..augment import normalize
 from ..errors import ConfigError, DasAgError
 from ..resample import resize
+from .base import PRECISIONS
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections, as ReFL's and LECO's LoRAs
 ADAPTER = "slider"
@@ -59,6 +60,9 @@ class SliderSettings:
     prompts: tuple[str, ...] = field(default=GENERAL_PROMPTS)
     seed: int = 0
     checkpoint_every: int = 50
+    # The frozen models' precision: fp32, or bf16 (half the memory; the LoRA itself and its
+    # optimiser stay in float32, where small updates are not rounded away).
+    precision: str = "fp32"
 
     def problems(self) -> list[str]:
         p = []
@@ -80,6 +84,8 @@ class SliderSettings:
         if self.scorer and (self.clip_weight > 0 or self.ambiguity != "off"):
             p.append("a latent scorer replaces the image-space score; CLIP similarity and style ambiguity need the "
                      "decoded image (drop --clip-weight / --ambiguity, or the scorer)")
+        if self.precision not in PRECISIONS:
+            p.append(f"precision must be {' or '.join(PRECISIONS)}, not {self.precision!r}")
         if self.ambiguity not in ("reward", "penalty", "off"):
             p.append(f"ambiguity must be reward, penalty or off, not {self.ambiguity!r}")
         if not self.prompts or not all(isinstance(t, str) and t.strip() for t in self.prompts):
@@ -108,7 +114,10 @@ def add_lora(unet, rank: int, alpha: float) -> list[torch.nn.Parameter]:
 
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=list(LORA_TARGETS)),
                      adapter_name=ADAPTER)
-    return [p for p in unet.parameters() if p.requires_grad]
+    params = [p for p in unet.parameters() if p.requires_grad]
+    for p in params:  # float32 whatever the base's precision (peft computes in the LoRA's dtype)
+        p.data = p.data.float()
+    return params
 
 
 def lora_state(unet) -> dict[str, torch.Tensor]:
@@ -185,8 +194,9 @@ def image_reward(images: torch.Tensor, models, settings: SliderSettings, text: t
     """das-ag's signed score of images in [0, 1] (N, 3, H, W), differentiable, and its parts."""
     from ..objectives import TermInputs
 
-    views = resize(normalize(images), models.input_resolution, "bilinear", antialias=True)
-    embeddings = models.encode_images(views)
+    # The pictures in float32 (the VAE may decode in bf16); CLIP runs in the settings' precision.
+    views = resize(normalize(images.float()), models.input_resolution, "bilinear", antialias=True)
+    embeddings = models.encode_images(views, dtype=PRECISIONS[settings.precision])
     score = models.aesthetic_score(embeddings).mean()
     sign = 1 if settings.sign == "reward" else -1
     reward = sign * settings.aesthetic_weight * score / 10
@@ -253,8 +263,13 @@ def predicted_clean(scheduler, output: torch.Tensor, latents: torch.Tensor, t) -
 def train(
     base, models, settings: SliderSettings, out: str | Path, *, resume: bool = True,
     on_step: Callable[[StepReport], None] | None = None, stop: Callable[[], bool] | None = None,
+    gradient_checkpointing: bool = False,
 ) -> Path:
-    """Train the slider LoRA and save it at `out` (with its recipe); checkpoints beside it."""
+    """Train the slider LoRA and save it at `out` (with its recipe); checkpoints beside it.
+
+    The base's frozen models are put in the settings' precision. `gradient_checkpointing` trades
+    time for memory (the UNet's and the VAE decoder's activations are recomputed in the backward);
+    the result is the same, so it is not part of the recipe and a resumed run may change it."""
     problems = settings.problems()
     if problems:
         raise ConfigError(problems[0])
@@ -262,6 +277,7 @@ def train(
     if out.suffix != ".safetensors":
         raise ConfigError(f"the LoRA file {out} must end in .safetensors")
     pipe, unet = base.pipe, base.unet
+    base.to_precision(settings.precision)
     with torch.random.fork_rng(devices=[]):  # peft draws the LoRA's start from torch's global generator
         torch.manual_seed(settings.seed)
         params = add_lora(unet, settings.rank, settings.alpha)
@@ -290,6 +306,11 @@ def train(
     scheduler = pipe.scheduler
     scheduler.set_timesteps(settings.inference_steps, device=device)
     unet.train()
+    for model in (unet, pipe.vae):
+        if gradient_checkpointing:
+            model.enable_gradient_checkpointing()
+        else:
+            model.disable_gradient_checkpointing()
     done = start
     try:
         for step in range(start, settings.steps):
@@ -333,7 +354,8 @@ def _step(pipe, unet, models, settings, step, scheduler, latent_side, empty, tex
     condition, clip_text = text_cache[prompt]
     conditions = torch.cat([empty, condition])
     generator = torch.Generator().manual_seed(draw.randrange(2**63))
-    latents = torch.randn(1, unet.config.in_channels, latent_side, latent_side, generator=generator).to(pipe.device)
+    latents = torch.randn(1, unet.config.in_channels, latent_side, latent_side, generator=generator)
+    latents = latents.to(pipe.device, unet.dtype)
     latents = latents * scheduler.init_noise_sigma
     k = draw.randrange(settings.inference_steps)  # no-grad steps before the one that learns
     latents = denoised_part_way(unet, scheduler, latents, conditions, k, settings.guidance_scale)
