@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from . import sd1
-from .sd1 import write_sd1_configs
 
 # The tiny shape: (UNet channels), cross-attention heads' dim, (VAE channels), text encoder
 # (width, layers, heads, MLP, vocabulary). "sd15" is SD 1.x's own configs (sd1.py).
@@ -41,7 +40,7 @@ def random_pipeline(shape: str = "tiny", *, seed: int = 0, scratch: str | Path):
         raise ValueError(f"unknown shape {shape!r}; one of {', '.join(SHAPES)}")
     torch.manual_seed(seed)
     if shape == "sd15":
-        configs = write_sd1_configs(Path(scratch) / "sd1-configs")
+        configs = sd1.write_sd1_configs(Path(scratch) / "sd1-configs")
         unet = UNet2DConditionModel.from_config(sd1.UNET)
         vae = AutoencoderKL.from_config(sd1.VAE)
         text_config = {k: v for k, v in sd1.TEXT_ENCODER.items() if k not in ("architectures", "model_type")}
@@ -85,9 +84,10 @@ def letters_tokenizer(folder: Path):
 
 
 def save_single_file(base, out: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """The pipeline `base` (or the diffusers folder of one) as one .safetensors in the original (LDM) layout that SD 1.x
-    files from model sites use: UNet under model.diffusion_model., VAE under first_stage_model.,
-    text encoder under cond_stage_model.transformer.; the inverse of diffusers' single-file import."""
+    """The pipeline `base` (or the diffusers folder of one) as one .safetensors in the original
+    (LDM) layout of the SD 1.x files that model sites distribute: the UNet under
+    model.diffusion_model., the VAE under first_stage_model., the text encoder under
+    cond_stage_model.transformer. It is the inverse of diffusers' single-file import."""
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import save_file
 
