@@ -252,3 +252,25 @@ def test_bf16_training_keeps_the_lora_in_float32_and_moves_the_score(tiny_sd_pat
                  "--inference-steps", "3", "--precision", "bf16", "--gradient-checkpointing", "--out", str(out),
                  "--device", "cpu", "--quiet"]) == 0
     assert read_lora(out)[1]["settings"]["precision"] == "bf16"
+
+
+def test_previews_show_the_lora_in_training_without_changing_it(tiny_sd_path, models, tmp_path):
+    settings = SliderSettings(sign="reward", **{**FAST, "steps": 6})
+    plain = train(load_base(tiny_sd_path, torch.device("cpu")), models, settings, tmp_path / "plain.safetensors")
+    seen = []
+    lora = train(load_base(tiny_sd_path, torch.device("cpu")), models, settings, tmp_path / "shown.safetensors",
+                 preview_every=4, on_preview=seen.append)
+    assert [p["step"] for p in seen] == [4, 6]  # every 4 steps, and after the last
+    files = sorted(tmp_path.glob("shown.preview-*.png"))
+    assert [f.name for f in files] == ["shown.preview-00004.png", "shown.preview-00006.png"]
+    assert read_recipe(files[-1])["kind"] == "slider-preview"
+    tensors, recipe = read_lora(lora)
+    assert recipe["previews"] == seen
+    assert all(torch.equal(tensors[k], read_lora(plain)[0][k]) for k in tensors)  # previews change nothing
+
+    # The last preview is what `slider sample` shows of the saved LoRA for the same prompt and seeds.
+    cells, _ = sample(load_base(tiny_sd_path, torch.device("cpu")), models, lora, [-1.0, 0.0, 1.0], PROMPTS[0], [0, 1],
+                      steps=FAST["inference_steps"], resolution=FAST["resolution"])
+    for weight, mean in recipe["previews"][-1]["aesthetic"].items():
+        scores = [c.aesthetic for c in cells if c.weight == float(weight)]
+        assert sum(scores) / len(scores) == pytest.approx(mean, abs=1e-5), weight

@@ -283,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--scorer", metavar="SCORER.safetensors",
                        help="train against a latent scorer (das-ag slider scorer) instead of the image-space score")
     train.add_argument("--kohya", metavar="FILE.safetensors", help="also write the LoRA in kohya's format (ComfyUI, A1111)")
+    train.add_argument("--preview-every", type=_whole_number(0, "0 (off) or more"), default=100, metavar="N",
+                       help="every N steps and at the end, a scored grid of the LoRA at -1/0/+1 beside --out (0: none)")
     train.add_argument("--gradient-checkpointing", action="store_true",
                        help="recompute the UNet's and VAE's activations in the backward: less memory, slower steps")
     train.add_argument("--out", required=True, metavar="FILE.safetensors")
@@ -695,7 +697,14 @@ def cmd_slider_train(args: argparse.Namespace) -> int:
             bar.refresh()
 
         try:
-            path = train(base, models, settings, out, on_step=on_step, gradient_checkpointing=args.gradient_checkpointing)
+            def on_preview(preview) -> None:
+                scores = ", ".join(f"{w}: {v:.3f}" for w, v in preview["aesthetic"].items())
+                if not args.quiet:
+                    bar.write(f"step {preview['step']}: {preview['file']} (aesthetic by LoRA weight {scores})",
+                              file=sys.stderr)
+
+            path = train(base, models, settings, out, on_step=on_step, gradient_checkpointing=args.gradient_checkpointing,
+                         preview_every=args.preview_every, on_preview=on_preview)
         except SliderStopped as stopped:
             bar.close()
             print(f"das-ag: {stopped}", file=sys.stderr)

@@ -263,13 +263,19 @@ def predicted_clean(scheduler, output: torch.Tensor, latents: torch.Tensor, t) -
 def train(
     base, models, settings: SliderSettings, out: str | Path, *, resume: bool = True,
     on_step: Callable[[StepReport], None] | None = None, stop: Callable[[], bool] | None = None,
-    gradient_checkpointing: bool = False,
+    gradient_checkpointing: bool = False, preview_every: int = 0, preview_seeds: tuple[int, ...] = (0, 1),
+    on_preview: Callable[[dict], None] | None = None,
 ) -> Path:
     """Train the slider LoRA and save it at `out` (with its recipe); checkpoints beside it.
 
     The base's frozen models are put in the settings' precision. `gradient_checkpointing` trades
     time for memory (the UNet's and the VAE decoder's activations are recomputed in the backward);
-    the result is the same, so it is not part of the recipe and a resumed run may change it."""
+    the result is the same, so it is not part of the recipe and a resumed run may change it.
+
+    Every `preview_every` steps, and after the last, a scored grid of the LoRA at weights -1, 0
+    and +1 (first training prompt, `preview_seeds`) is written beside `out`; the final LoRA's
+    recipe lists their mean scores, so the file says how far training moved the score. Previews
+    do not change what is trained."""
     problems = settings.problems()
     if problems:
         raise ConfigError(problems[0])
@@ -283,7 +289,7 @@ def train(
         params = add_lora(unet, settings.rank, settings.alpha)
     optimizer = torch.optim.AdamW(params, lr=settings.lr)
     checkpoint = out.with_name(out.stem + ".checkpoint.pt")
-    start = 0
+    start, previews = 0, []
     recipe = _recipe(base, models, settings)
     if resume and checkpoint.is_file():
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -292,7 +298,7 @@ def train(
         for p, value in zip(params, saved["lora"]):
             p.data.copy_(value.to(p.device))
         optimizer.load_state_dict(saved["optimizer"])
-        start = int(saved["step"])
+        start, previews = int(saved["step"]), json.loads(saved.get("previews", "[]"))
     device = pipe.device
     latent_side = settings.resolution // pipe.vae_scale_factor
     text_cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
@@ -324,14 +330,20 @@ def train(
             done = step + 1
             if on_step is not None:
                 on_step(StepReport(done, settings.steps, float(reward.detach()), parts))
+            if preview_every and (done % preview_every == 0 or done == settings.steps):
+                from .sample import write_preview
+
+                previews.append(write_preview(base, models, settings, out, done, preview_seeds))
+                if on_preview is not None:
+                    on_preview(previews[-1])
             if done % settings.checkpoint_every == 0 and done < settings.steps:
-                _save_checkpoint(checkpoint, params, optimizer, done, recipe)
+                _save_checkpoint(checkpoint, params, optimizer, done, recipe, previews)
     except KeyboardInterrupt:
         # Keep what was learnt: the same command continues from here.
-        _save_checkpoint(checkpoint, params, optimizer, done, recipe)
+        _save_checkpoint(checkpoint, params, optimizer, done, recipe, previews)
         raise SliderStopped(done, checkpoint) from None
     unet.eval()
-    save_lora(out, unet, {**recipe, "steps_done": settings.steps})
+    save_lora(out, unet, {**recipe, "steps_done": settings.steps, **({"previews": previews} if previews else {})})
     checkpoint.unlink(missing_ok=True)
     return out
 
@@ -370,10 +382,10 @@ def _step(pipe, unet, models, settings, step, scheduler, latent_side, empty, tex
     return image_reward(images.clamp(0, 1), models, settings, clip_text, styles)
 
 
-def _save_checkpoint(path: Path, params, optimizer, step: int, recipe: dict) -> None:
+def _save_checkpoint(path: Path, params, optimizer, step: int, recipe: dict, previews: list[dict]) -> None:
     tmp = path.with_suffix(".partial")
     torch.save({"lora": [p.detach().cpu() for p in params], "optimizer": optimizer.state_dict(), "step": step,
-                "recipe": json.dumps(recipe, sort_keys=True)}, tmp)
+                "recipe": json.dumps(recipe, sort_keys=True), "previews": json.dumps(previews)}, tmp)
     tmp.replace(path)
 
 
