@@ -148,3 +148,32 @@ def test_the_installed_command_fails_cleanly(tiny_clip_path, head_path, tmp_path
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+
+
+def test_running_out_of_memory_is_one_line_whether_loading_or_stepping(weights_env, tmp_path, capsys, monkeypatch):
+    """The GPU's out-of-memory error, raised here where CUDA raises it: while the models load, and
+    at the encoder's third call. A step that fails keeps the image so far."""
+    import das_ag.models
+    from das_ag.models import ModelBundle
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 8.00 GiB total)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(das_ag.models, "load_models", oom)
+        assert main(["generate", "--prompt", "a kite", "--out", str(tmp_path / "a.png"), *FAST]) == 1
+    line = one_line_error(capsys)
+    assert "ran out of memory (CUDA out of memory" in line and "free memory on the device" in line
+    assert list(tmp_path.iterdir()) == []
+
+    real, calls = ModelBundle.encode_images, []
+
+    def encode_until_full(self, *args, **kwargs):
+        calls.append(1)
+        return oom() if len(calls) == 3 else real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ModelBundle, "encode_images", encode_until_full)
+    assert main(["generate", "--prompt", "a kite", "--out", str(tmp_path / "b.png"), *FAST]) == 1
+    line = one_line_error(capsys)
+    assert "stopped at step 2: CUDA out of memory" in line and "kept the image so far" in line
+    assert (tmp_path / "b.png").is_file()

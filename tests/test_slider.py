@@ -18,7 +18,7 @@ pytest.importorskip("diffusers", reason="the slider's optional extra is not inst
 from das_ag.slider.base import load_base  # noqa: E402
 from das_ag.slider.sample import sample  # noqa: E402
 from das_ag.slider.train import (  # noqa: E402
-    SliderSettings, SliderStopped, export_kohya, predicted_clean, read_lora, train,
+    SliderOutOfMemory, SliderSettings, SliderStopped, export_kohya, predicted_clean, read_lora, train,
 )
 
 PROMPTS = ("a red house", "a blue boat", "a green tree")
@@ -274,3 +274,28 @@ def test_previews_show_the_lora_in_training_without_changing_it(tiny_sd_path, mo
     for weight, mean in recipe["previews"][-1]["aesthetic"].items():
         scores = [c.aesthetic for c in cells if c.weight == float(weight)]
         assert sum(scores) / len(scores) == pytest.approx(mean, abs=1e-5), weight
+
+
+def test_running_out_of_memory_keeps_the_steps_done_and_says_how_to_go_on(tiny_sd_path, models, tmp_path):
+    """A step that runs out of memory (raised here as the GPU raises it, from inside the loop) costs
+    only itself: the steps before it are checkpointed, the message says what to change, and the
+    run continues with gradient checkpointing to the LoRA of an uninterrupted run."""
+    settings = SliderSettings(sign="reward", **{**FAST, "steps": 8, "checkpoint_every": 100})
+    whole = train(load_base(tiny_sd_path, torch.device("cpu")), models, settings, tmp_path / "whole.safetensors")
+    out = tmp_path / "oom.safetensors"
+
+    def on_step(report):
+        if report.step == 5:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(SliderOutOfMemory) as caught:
+        train(load_base(tiny_sd_path, torch.device("cpu")), models, settings, out, on_step=on_step)
+    message = str(caught.value)
+    assert "\n" not in message and "at step 6" in message and "the 5 steps before it" in message
+    assert "--gradient-checkpointing" in message and not out.exists()
+    steps = []
+    train(load_base(tiny_sd_path, torch.device("cpu")), models, settings, out, on_step=steps.append,
+          gradient_checkpointing=True)
+    assert [r.step for r in steps] == [6, 7, 8]
+    a, b = read_lora(out)[0], read_lora(whole)[0]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import PRESETS, GenerationConfig
-from .errors import DasAgError
+from .errors import DasAgError, first_line
 from .schedules import SCHEDULE_KINDS, Schedule
 from .settings import replace_settings
 from .studio.files import MAX_UPLOAD_MB
@@ -843,6 +843,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("das-ag: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        if not isinstance(exc, MemoryError) and type(exc).__name__ != "OutOfMemoryError":
+            raise
+        # A run's steps keep their image (the engine catches their errors); this is loading and the rest.
+        print(f"das-ag: error: ran out of memory ({first_line(exc, 120)}); free memory on the device, or ask for "
+              "less (a smaller resolution, fewer copies, --images-per-step 1)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -342,6 +342,11 @@ def train(
         # Keep what was learnt: the same command continues from here.
         _save_checkpoint(checkpoint, params, optimizer, done, recipe, previews)
         raise SliderStopped(done, checkpoint) from None
+    except (torch.OutOfMemoryError, MemoryError):
+        # The failed step changed nothing (its update had not begun): keep the steps before it.
+        optimizer.zero_grad(set_to_none=True)
+        _save_checkpoint(checkpoint, params, optimizer, done, recipe, previews)
+        raise SliderOutOfMemory(done, checkpoint, device) from None
     unet.eval()
     save_lora(out, unet, {**recipe, "steps_done": settings.steps, **({"previews": previews} if previews else {})})
     checkpoint.unlink(missing_ok=True)
@@ -351,6 +356,16 @@ def train(
 class SliderStopped(DasAgError):
     def __init__(self, done: int, checkpoint: Path):
         super().__init__(f"stopped after {done} steps; {checkpoint} keeps them: run the same command again to continue")
+        self.done = done
+
+
+class SliderOutOfMemory(DasAgError):
+    def __init__(self, done: int, checkpoint: Path, device: torch.device):
+        # Precision and resolution are in the recipe, so changing them starts afresh; gradient
+        # checkpointing is not, so it continues.
+        super().__init__(f"ran out of {device.type} memory at step {done + 1}; {checkpoint} keeps the {done} steps before "
+                         "it: add --gradient-checkpointing and run the same command to continue (or start afresh with "
+                         "--precision bf16 or a smaller --resolution)")
         self.done = done
 
 
