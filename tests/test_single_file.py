@@ -18,7 +18,7 @@ pytest.importorskip("diffusers", reason="the slider's optional extra is not inst
 from das_ag.slider.base import load_base  # noqa: E402
 from das_ag.slider.random_sd import random_pipeline, save_single_file  # noqa: E402
 from das_ag.slider.sd1 import write_sd1_configs  # noqa: E402
-from das_ag.slider.train import read_lora  # noqa: E402
+from das_ag.slider.lora import read_lora  # noqa: E402
 from das_ag.weights import sha256_file  # noqa: E402
 
 PARTS = ("unet", "vae", "text_encoder")

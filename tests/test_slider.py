@@ -17,9 +17,9 @@ pytest.importorskip("diffusers", reason="the slider's optional extra is not inst
 
 from das_ag.slider.base import load_base  # noqa: E402
 from das_ag.slider.sample import sample  # noqa: E402
-from das_ag.slider.train import (  # noqa: E402
-    SliderOutOfMemory, SliderSettings, SliderStopped, export_kohya, predicted_clean, read_lora, train,
-)
+from das_ag.slider.denoise import predicted_clean  # noqa: E402
+from das_ag.slider.lora import export_kohya, read_lora  # noqa: E402
+from das_ag.slider.train import SliderOutOfMemory, SliderSettings, SliderStopped, train  # noqa: E402
 
 PROMPTS = ("a red house", "a blue boat", "a green tree")
 FAST = dict(steps=30, lr=3e-3, resolution=64, inference_steps=6, prompts=PROMPTS, checkpoint_every=10)

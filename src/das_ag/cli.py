@@ -676,7 +676,8 @@ def cmd_slider_train(args: argparse.Namespace) -> int:
     from .slider import require_extra
 
     require_extra()
-    from .slider.train import GENERAL_PROMPTS, SliderSettings, SliderStopped, export_kohya, load_prompts, train
+    from .slider.lora import export_kohya
+    from .slider.train import GENERAL_PROMPTS, SliderSettings, SliderStopped, load_prompts, train
 
     settings = SliderSettings(
         sign=args.sign, steps=args.steps, lr=args.lr, rank=args.rank, alpha=args.alpha, resolution=args.resolution,
@@ -773,7 +774,7 @@ def cmd_slider_export(args: argparse.Namespace) -> int:
     from .slider import require_extra
 
     require_extra()
-    from .slider.train import export_kohya
+    from .slider.lora import export_kohya
 
     print(f"saved {export_kohya(args.lora, args.kohya)} (kohya format)")
     return 0

@@ -21,7 +21,8 @@ from .. import __version__
 from ..augment import normalize
 from ..errors import DasAgError
 from ..resample import resize
-from .train import SliderSettings, denoised_part_way, encode_prompt, guided_prediction, predicted_clean
+from .denoise import denoised_part_way, encode_prompt, guided_prediction, predicted_clean
+from .train import SliderSettings
 
 SCORER_KEY = "das-ag:latent-scorer"
 

@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import DasAgError
 from ..scoring import embed_image
 from .base import one_line, quiet_diffusers
-from .train import ADAPTER, read_lora
+from .lora import ADAPTER, read_lora
 
 
 PREVIEW_WEIGHTS = (-1.0, 0.0, 1.0)

@@ -26,10 +26,9 @@ from ..augment import normalize
 from ..errors import ConfigError, DasAgError
 from ..resample import resize
 from .base import PRECISIONS
+from .denoise import denoised_part_way, encode_prompt, guided_prediction, predicted_clean
+from .lora import LORA_TARGETS, add_lora, save_lora
 
-LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections, as ReFL's and LECO's LoRAs
-ADAPTER = "slider"
-RECIPE_KEY = "das-ag:slider"
 # A general list of prompts: the slider should raise the score of whatever the model is asked for.
 GENERAL_PROMPTS = (
     "a portrait of a woman", "a portrait of an old man", "a city street at night", "a mountain lake at dawn",
@@ -108,74 +107,6 @@ def load_prompts(path: str | Path) -> tuple[str, ...]:
     return prompts
 
 
-# -- the LoRA --------------------------------------------------------------------------------------
-def add_lora(unet, rank: int, alpha: float) -> list[torch.nn.Parameter]:
-    from peft import LoraConfig
-
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=list(LORA_TARGETS)),
-                     adapter_name=ADAPTER)
-    params = [p for p in unet.parameters() if p.requires_grad]
-    for p in params:  # float32 whatever the base's precision (peft computes in the LoRA's dtype)
-        p.data = p.data.float()
-    return params
-
-
-def lora_state(unet) -> dict[str, torch.Tensor]:
-    """The LoRA in diffusers' file format ("unet." + diffusers key names), as loaders expect."""
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft.utils import get_peft_model_state_dict
-
-    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=ADAPTER))
-    return {f"unet.{k}": v.detach().float().cpu().contiguous() for k, v in state.items()}
-
-
-def save_lora(path: Path, unet, recipe: dict) -> Path:
-    from safetensors.torch import save
-
-    from ..png import write_atomic
-
-    data = save(lora_state(unet), metadata={RECIPE_KEY: json.dumps(recipe, sort_keys=True)})
-    return write_atomic(path, data, overwrite=True)
-
-
-def read_lora(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """A slider LoRA's tensors and its recipe (an empty one for LoRAs from elsewhere)."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"LoRA {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-            metadata = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise DasAgError(f"{path} is not a readable .safetensors LoRA ({exc})") from None
-    recipe = json.loads(metadata[RECIPE_KEY]) if RECIPE_KEY in metadata else {}
-    return tensors, recipe
-
-
-def export_kohya(lora: str | Path, out: str | Path) -> Path:
-    """The LoRA in the kohya format that ComfyUI and AUTOMATIC1111 load."""
-    from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
-    from safetensors.torch import save
-
-    from ..png import write_atomic
-
-    tensors, recipe = read_lora(lora)
-    # Our file's diffusers names (".lora.down/.up") as peft's (".lora_A/.lora_B"), which the
-    # kohya converter reads.
-    peft = {k.replace(".lora.down.weight", ".lora_A.weight").replace(".lora.up.weight", ".lora_B.weight"): v
-            for k, v in tensors.items()}
-    kohya = convert_state_dict_to_kohya(peft)
-    alpha = recipe.get("lora", {}).get("alpha")
-    if alpha is not None:  # the converter assumes alpha = rank; keep the trained scale
-        kohya = {k: torch.tensor(float(alpha)) if k.endswith(".alpha") else v for k, v in kohya.items()}
-    metadata = {"ss_network_dim": str(recipe.get("settings", {}).get("rank", "")),
-                "ss_network_alpha": str(recipe.get("settings", {}).get("alpha", "")), RECIPE_KEY: json.dumps(recipe)}
-    return write_atomic(Path(out), save({k: v.contiguous() for k, v in kohya.items()}, metadata=metadata), overwrite=True)
-
-
 # -- the reward ------------------------------------------------------------------------------------
 def ambiguity_term(models, settings: SliderSettings):
     """das-ag's style-ambiguity term, built as a run would build it (None when off)."""
@@ -219,45 +150,6 @@ class StepReport:
     steps: int
     reward: float
     parts: dict
-
-
-def encode_prompt(pipe, prompts: list[str]) -> torch.Tensor:
-    tokens = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                            truncation=True, return_tensors="pt").input_ids.to(pipe.device)
-    with torch.no_grad():
-        return pipe.text_encoder(tokens)[0]
-
-
-def guided_prediction(unet, latents, t, conditions, guidance_scale: float) -> torch.Tensor:
-    """Classifier-free guidance: one UNet call on (unconditional, conditional). What it predicts
-    (noise, v or the clean latent) is the scheduler's prediction_type."""
-    doubled = torch.cat([latents, latents])
-    output = unet(doubled, t, encoder_hidden_states=conditions).sample
-    uncond, cond = output.chunk(2)
-    return uncond + guidance_scale * (cond - uncond)
-
-
-def denoised_part_way(unet, scheduler, latents, conditions, k: int, guidance_scale: float) -> torch.Tensor:
-    """The latent after the scheduler's first k steps, without gradient."""
-    with torch.no_grad():
-        for t in scheduler.timesteps[:k]:
-            output = guided_prediction(unet, latents, t, conditions, guidance_scale)
-            latents = scheduler.step(output, t, latents).prev_sample
-    return latents
-
-
-def predicted_clean(scheduler, output: torch.Tensor, latents: torch.Tensor, t) -> torch.Tensor:
-    """The final latent that a UNet output at step t predicts, for each kind of model: SD 1.x and
-    2.x-base predict the noise, SD 2.x-768 predicts v (a mix of noise and image)."""
-    a = scheduler.alphas_cumprod.to(latents.device)[t]
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        return (latents - (1 - a).sqrt() * output) / a.sqrt()
-    if kind == "v_prediction":
-        return a.sqrt() * latents - (1 - a).sqrt() * output
-    if kind == "sample":
-        return output
-    raise DasAgError(f"the base model predicts {kind!r}, which the slider does not know how to train")
 
 
 def train(
