@@ -1,6 +1,6 @@
-"""Single-file Stable Diffusion checkpoints, the form model sites distribute: SD 1.x loads with the
-configs das-ag writes (its tokenizer is CLIP's own), other families with --config, and a file of a
-family das-ag cannot configure is refused in one line."""
+"""Single-file Stable Diffusion checkpoints, the form model sites distribute: SD 1.x and 2.x load
+with the configs das-ag writes (their tokenizer is CLIP's own), other families with --config, and a
+file of a family das-ag cannot configure is refused in one line."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ pytest.importorskip("diffusers", reason="the slider's optional extra is not inst
 
 from das_ag.slider.base import load_base  # noqa: E402
 from das_ag.slider.random_sd import random_pipeline, save_single_file  # noqa: E402
-from das_ag.slider.sd1 import write_sd1_configs  # noqa: E402
+from das_ag.slider.single_file import SD2_BASE_FINAL_STEP, prediction_for, write_configs  # noqa: E402
 from das_ag.slider.lora import read_lora  # noqa: E402
 from das_ag.weights import sha256_file  # noqa: E402
 
@@ -32,7 +32,7 @@ def states(pipe, dtype=None) -> dict[str, dict[str, torch.Tensor]]:
 def test_the_sd1_tokenizer_das_ag_writes_tokenises_as_clip_does(tmp_path):
     from transformers import CLIPTokenizer
 
-    tokenizer = CLIPTokenizer.from_pretrained(write_sd1_configs(tmp_path) / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(write_configs(tmp_path, "v1") / "tokenizer")
     prompts = ["a photo of a cat", "A Watercolour Painting of the Sea, at dusk!", "an astronaut riding a horse on mars",
                "portrait   of an old man, 85mm, f/1.8 -- highly detailed", "it's 3 o'clock; a café"]
     clip = clip_module()
@@ -86,22 +86,53 @@ def test_a_single_file_of_another_family_asks_for_its_configs(tiny_clip_path, he
     assert main(["slider", "train", "--base", str(sdxl), "--out", str(tmp_path / "x.safetensors"), "--steps", "1",
                  "--device", "cpu", "--quiet"]) != 0
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "holds an SDXL checkpoint" in err and "--config" in err, err
+    assert err.count("\n") == 0 and "holds an SDXL checkpoint" in err and "SD 1.x and 2.x" in err, err
     assert not (tmp_path / "x.safetensors").exists()
 
 
-def test_an_sd1_single_file_needs_no_configs(tmp_path):
-    """SD 1.5's real shape (random weights, 1.07 G parameters, saved in half precision as model sites
-    do): about 40 s and 7-11 GB of memory on the CPU."""
-    pipe = random_pipeline("sd15", scratch=tmp_path)
-    file = save_single_file(pipe, tmp_path / "sd15.safetensors", dtype=torch.float16)
+def loaded_single_file(shape: str, tmp_path, **options):
+    """A random pipeline of a real shape, saved as a half-precision single file as model sites do,
+    loaded back with no configs; and the tensors it was saved with."""
+    pipe = random_pipeline(shape, scratch=tmp_path)
+    file = save_single_file(pipe, tmp_path / f"{shape}.safetensors", dtype=torch.float16)
     expected = states(pipe, torch.float16)
     del pipe
     gc.collect()
-    base = load_base(file, torch.device("cpu"))
+    base = load_base(file, torch.device("cpu"), **options)
     got = states(base.pipe)
     for part in PARTS:
         assert expected[part].keys() == got[part].keys(), part
         assert all(torch.equal(expected[part][k].float(), got[part][k]) for k in expected[part]), part
+    return base, file
+
+
+def test_an_sd1_single_file_needs_no_configs(tmp_path):
+    """SD 1.5's real shape (random weights, 1.07 G parameters): about 25 s and 7-11 GB of memory
+    on the CPU."""
+    base, _ = loaded_single_file("sd15", tmp_path)
     assert base.pipe.tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
     assert base.pipe.unet.config.cross_attention_dim == 768 and base.pipe.vae.config.scaling_factor == 0.18215
+    assert base.prediction_type == "epsilon" and base.note == ""
+
+
+def test_an_sd2_single_file_needs_no_configs_and_says_what_it_assumed(tmp_path):
+    """SD 2.x's real shape (random weights, OpenCLIP's text tower in its own layout, as SD 2.x files
+    keep it): every tensor comes back; a .safetensors is taken to predict v, and the note says how
+    to load a 512 px base model instead."""
+    base, file = loaded_single_file("sd2", tmp_path)
+    assert base.pipe.unet.config.cross_attention_dim == 1024 and base.pipe.text_encoder.config.num_hidden_layers == 23
+    assert base.prediction_type == "v_prediction" and "--prediction-type epsilon" in base.note
+    ids = base.pipe.tokenizer("a photo of a cat", padding="max_length", max_length=77).input_ids
+    assert ids[:7] == [49406, 320, 1125, 539, 320, 2368, 49407] and ids[7:] == [0] * 70  # SD 2.x pads with "!"
+    del base
+    gc.collect()
+    epsilon = load_base(file, torch.device("cpu"), prediction_type="epsilon")
+    assert epsilon.prediction_type == "epsilon" and epsilon.note == ""
+    assert epsilon.identity()["prediction_type"] == "epsilon"  # and so the LoRA's recipe
+
+
+def test_an_sd2_files_prediction_type_follows_what_the_file_records():
+    assert prediction_for("v2", SD2_BASE_FINAL_STEP, None) == ("epsilon", "")  # a base model's .ckpt
+    assert prediction_for("v2", None, None)[0] == "v_prediction"
+    assert prediction_for("v2", None, "epsilon") == ("epsilon", "")  # the user's word wins
+    assert prediction_for("v1", None, None) == (None, "")  # SD 1.x's config says epsilon itself

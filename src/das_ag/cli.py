@@ -143,6 +143,8 @@ def _add_slider_model_arguments(parser) -> None:
     parser.add_argument("--config", metavar="DIR", help="for a single-file --base that is not SD 1.x (das-ag has "
                         "SD 1.x's configs): a local diffusers folder of its family")
     parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]")
+    parser.add_argument("--prediction-type", choices=["auto", "epsilon", "v_prediction"], default="auto",
+                        help="what the UNet predicts (auto: its config says; an SD 2.x single file is taken for v)")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="of the Stable Diffusion and CLIP models (auto: bf16 on a GPU that has it, else fp32)")
     parser.add_argument("--clip-model", metavar="NAME|PATH", help="default: $CLIP_MODEL_PATH, else ViT-L/14")
@@ -664,7 +666,11 @@ def _slider_models(args: argparse.Namespace):
     precision = resolve_precision(args.precision, device)
     _say(args, f"loading {args.base} and the scoring models on {device} in {precision} ...")
     models = load_models(args.clip_model, args.aesthetic_model, args.device)
-    return load_base(args.base, device, PRECISIONS[precision], config=args.config), models
+    base = load_base(args.base, device, PRECISIONS[precision], config=args.config,
+                     prediction_type=None if args.prediction_type == "auto" else args.prediction_type)
+    if base.note:
+        print(f"das-ag: note: {base.note}", file=sys.stderr)
+    return base, models
 
 
 def cmd_slider_train(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 
 from ..errors import ConfigError, DasAgError
 from ..weights import verified_sha256
-from .sd1 import checkpoint_family, write_sd1_configs
+from .single_file import load_single_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt")
 # The precisions the slider trains and samples in. Half precision with float16 needs loss scaling
@@ -34,16 +33,13 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
-# diffusers' names of the families a single file may hold, as a user knows them
-FAMILIES = {"v2": "a Stable Diffusion 2.x", "inpainting": "an SD 1.x inpainting", "inpainting_v2": "an SD 2.x inpainting",
-            "xl_base": "an SDXL", "xl_refiner": "an SDXL refiner", "xl_inpaint": "an SDXL inpainting",
-            "upscale": "an SD upscaler"}
-
-
 def one_line(exc: BaseException, width: int = 200) -> str:
     """A library's (often multi-line) message as one short line."""
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     return (text or type(exc).__name__)[:width]
+
+
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 @dataclass
@@ -51,6 +47,7 @@ class BaseModel:
     pipe: object  # a diffusers StableDiffusionPipeline
     path: Path
     sha256: str
+    note: str = ""  # what loading assumed, for the user to check (an SD 2.x file's prediction type)
 
     @property
     def unet(self):
@@ -67,8 +64,12 @@ class BaseModel:
             with quiet_diffusers():  # it warns that it casts models it was asked to cast
                 self.pipe.to(dtype=PRECISIONS[precision])
 
+    @property
+    def prediction_type(self) -> str:
+        return self.pipe.scheduler.config.prediction_type
+
     def identity(self) -> dict:
-        return {"path": str(self.path), "sha256": self.sha256}
+        return {"path": str(self.path), "sha256": self.sha256, "prediction_type": self.prediction_type}
 
 
 def base_sha256(path: Path) -> str:
@@ -82,10 +83,11 @@ def base_sha256(path: Path) -> str:
 
 
 def load_base(path: str | Path, device: torch.device, dtype: torch.dtype = torch.float32,
-              config: str | Path | None = None) -> BaseModel:
+              config: str | Path | None = None, prediction_type: str | None = None) -> BaseModel:
     """The pipeline of a local checkpoint, frozen, on `device`. A single file carries no configs:
-    das-ag supplies SD 1.x's, and any other family needs `config`, a local diffusers folder of the
-    same family (offline, diffusers would otherwise look for them on the hub)."""
+    das-ag supplies SD 1.x's and 2.x's, and any other family needs `config`, a local diffusers
+    folder of the same family (offline, diffusers would otherwise look for them on the hub).
+    `prediction_type` overrides what the UNet is taken to predict (epsilon or v_prediction)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import diffusers.utils.logging
     import transformers.utils.logging
@@ -98,6 +100,9 @@ def load_base(path: str | Path, device: torch.device, dtype: torch.dtype = torch
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"base checkpoint {path} does not exist")
+    if prediction_type not in (None, *PREDICTION_TYPES):
+        raise ConfigError(f"prediction type must be {' or '.join(PREDICTION_TYPES)}, not {prediction_type!r}")
+    note = ""
     options = dict(safety_checker=None, requires_safety_checker=False, dtype=dtype, local_files_only=True)
     try:
         if path.is_dir():
@@ -105,7 +110,7 @@ def load_base(path: str | Path, device: torch.device, dtype: torch.dtype = torch
                 raise DasAgError(f"{path} is not a diffusers Stable Diffusion folder (no model_index.json)")
             pipe = StableDiffusionPipeline.from_pretrained(path, **options)
         elif path.suffix.lower() in (".safetensors", ".ckpt"):
-            pipe = _load_single_file(StableDiffusionPipeline, path, config, options)
+            pipe, note = load_single_file(StableDiffusionPipeline, path, config, options, prediction_type)
         else:
             raise DasAgError(f"{path} is not a Stable Diffusion checkpoint (a diffusers folder or a .safetensors file)")
     except DasAgError:
@@ -117,33 +122,14 @@ def load_base(path: str | Path, device: torch.device, dtype: torch.dtype = torch
         raise DasAgError(f"{path} is a UNet of {pipe.unet.config.in_channels} input channels (an inpainting or other "
                          f"conditioned model); the slider trains text-to-image models of {pipe.vae.config.latent_channels}")
     # DDIM: deterministic steps (eta 0), the scheduler the slider's loop and the samples share.
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config,
+                                               **({"prediction_type": prediction_type} if prediction_type else {}))
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(device)
     for part in (pipe.unet, pipe.vae, pipe.text_encoder):
         part.requires_grad_(False)
         part.eval()
-    return BaseModel(pipe, path, base_sha256(path))
-
-
-def _load_single_file(pipeline, path: Path, config, options: dict):
-    """A single-file checkpoint, with the configs of `config` or, for SD 1.x, das-ag's own."""
-    with tempfile.TemporaryDirectory(prefix="das-ag-sd-configs-") as scratch:
-        configs = f"the configs of {config}"
-        if not config:
-            family = checkpoint_family(path)
-            if family != "v1":
-                what = "no Stable Diffusion architecture diffusers recognises" if family == "unknown" \
-                    else f"{FAMILIES.get(family, 'a ' + family)} checkpoint"
-                raise DasAgError(f"{path} holds {what}; das-ag has the configs of SD 1.x only, so pass --config, "
-                                 "a local diffusers folder of its family")
-            config, configs = write_sd1_configs(scratch), "SD 1.x's configs"
-        try:
-            with quiet_diffusers():  # from_single_file casts its own models, then warns that it did
-                return pipeline.from_single_file(str(path), config=str(config), **options)
-        except Exception as exc:
-            raise DasAgError(f"{path} could not be loaded as a Stable Diffusion checkpoint with {configs} "
-                             f"({one_line(exc, 160)})") from None
+    return BaseModel(pipe, path, base_sha256(path), note)
 
 
 @contextlib.contextmanager

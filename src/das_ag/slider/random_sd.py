@@ -14,12 +14,14 @@ from pathlib import Path
 
 import torch
 
-from . import sd1
+from .single_file import CONFIGS, write_configs
 
 # The tiny shape: (UNet channels), cross-attention heads' dim, (VAE channels), text encoder
-# (width, layers, heads, MLP, vocabulary). "sd15" is SD 1.x's own configs (sd1.py).
+# (width, layers, heads, MLP, vocabulary). "sd15" and "sd2" are those families' own configs
+# (single_file.py).
 TINY = dict(unet=(32, 64), head_dim=8, vae=(32, 64), text=(32, 5, 4, 37, 1000), sample=32)
-SHAPES = ("tiny", "sd15")
+FAMILY_OF_SHAPE = {"sd15": "v1", "sd2": "v2"}
+SHAPES = ("tiny", *FAMILY_OF_SHAPE)
 
 
 def save_random_sd(folder: str | Path, shape: str = "tiny", *, seed: int = 0) -> Path:
@@ -39,13 +41,16 @@ def random_pipeline(shape: str = "tiny", *, seed: int = 0, scratch: str | Path):
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; one of {', '.join(SHAPES)}")
     torch.manual_seed(seed)
-    if shape == "sd15":
-        configs = sd1.write_sd1_configs(Path(scratch) / "sd1-configs")
-        unet = UNet2DConditionModel.from_config(sd1.UNET)
-        vae = AutoencoderKL.from_config(sd1.VAE)
-        text_config = {k: v for k, v in sd1.TEXT_ENCODER.items() if k not in ("architectures", "model_type")}
+    if shape in FAMILY_OF_SHAPE:
+        family = FAMILY_OF_SHAPE[shape]
+        configs = CONFIGS[family]
+        folder = write_configs(Path(scratch) / f"{family}-configs", family)
+        unet = UNet2DConditionModel.from_config(configs["unet"])
+        vae = AutoencoderKL.from_config(configs["vae"])
+        text_config = {k: v for k, v in configs["text_encoder"].items() if k not in ("architectures", "model_type")}
         text_encoder = CLIPTextModel(CLIPTextConfig(**text_config))
-        tokenizer = CLIPTokenizer.from_pretrained(configs / "tokenizer")
+        tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+        scheduler = DDIMScheduler.from_config(configs["scheduler"])  # SD 2.x's predicts v
     else:
         spec = TINY
         width, layers, heads, mlp, vocab_size = spec["text"]
@@ -62,8 +67,8 @@ def random_pipeline(shape: str = "tiny", *, seed: int = 0, scratch: str | Path):
                                                     num_hidden_layers=layers, vocab_size=vocab_size, bos_token_id=0,
                                                     eos_token_id=2, pad_token_id=1))
         tokenizer = letters_tokenizer(Path(scratch) / "vocabulary")
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
+        scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                                  set_alpha_to_one=False, steps_offset=1)
     return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
@@ -87,15 +92,17 @@ def save_single_file(base, out: str | Path, dtype: torch.dtype | None = None) ->
     """The pipeline `base` (or the diffusers folder of one) as one .safetensors in the original
     (LDM) layout of the SD 1.x files that model sites distribute: the UNet under
     model.diffusion_model., the VAE under first_stage_model., the text encoder under
-    cond_stage_model.transformer. It is the inverse of diffusers' single-file import."""
+    cond_stage_model.transformer. (SD 2.x's, whose cross-attention is 1024 wide: OpenCLIP's layout
+    under cond_stage_model.model.) It is the inverse of diffusers' single-file import."""
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import save_file
 
     pipe = base if isinstance(base, StableDiffusionPipeline) else \
         StableDiffusionPipeline.from_pretrained(base, safety_checker=None, requires_safety_checker=False)
     state = {}
-    for prefix, part in (("model.diffusion_model.", _ldm_unet(pipe.unet)), ("first_stage_model.", _ldm_vae(pipe.vae)),
-                         ("cond_stage_model.transformer.", _ldm_text(pipe.text_encoder))):
+    text = (("cond_stage_model.model.", _open_clip_text(pipe.text_encoder)) if pipe.unet.config.cross_attention_dim == 1024
+            else ("cond_stage_model.transformer.", _ldm_text(pipe.text_encoder)))
+    for prefix, part in (("model.diffusion_model.", _ldm_unet(pipe.unet)), ("first_stage_model.", _ldm_vae(pipe.vae)), text):
         for name, value in part:
             state[prefix + name] = (value if dtype is None else value.to(dtype)).contiguous()
     out = Path(out)
@@ -108,6 +115,31 @@ def _ldm_text(text_encoder):
     transformers leaves out of its state dict."""
     for key, value in text_encoder.state_dict().items():
         yield (key if key.startswith("text_model.") else f"text_model.{key}"), value
+
+
+OPEN_CLIP_LAYER = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2",
+                   "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+
+
+def _open_clip_text(text_encoder):
+    """(OpenCLIP name, tensor) of an SD 2.x text encoder: q, k and v fused into in_proj, and the
+    tower's last layer, which SD 2.x files keep but never use (diffusers drops it), as zeros."""
+    state = {k.removeprefix("text_model."): v for k, v in text_encoder.state_dict().items()}
+    yield "token_embedding.weight", state["embeddings.token_embedding.weight"]
+    yield "positional_embedding", state["embeddings.position_embedding.weight"]
+    yield "ln_final.weight", state["final_layer_norm.weight"]
+    yield "ln_final.bias", state["final_layer_norm.bias"]
+    layers = text_encoder.config.num_hidden_layers
+    for i in range(layers + 1):
+        source = f"encoder.layers.{min(i, layers - 1)}."
+        take = (lambda name: state[source + name]) if i < layers else (lambda name: torch.zeros_like(state[source + name]))
+        for kind in ("weight", "bias"):
+            yield f"transformer.resblocks.{i}.attn.in_proj_{kind}", torch.cat(
+                [take(f"self_attn.{p}_proj.{kind}") for p in "qkv"])
+            for ours, theirs in OPEN_CLIP_LAYER.items():
+                yield f"transformer.resblocks.{i}.{theirs}.{kind}", take(f"{ours}.{kind}")
+    width = text_encoder.config.hidden_size
+    yield "text_projection", torch.zeros(width, width)  # (width, embedding); SD 2.x ignores it
 
 
 def _resnet(rest: str, names: dict[str, str]) -> str:

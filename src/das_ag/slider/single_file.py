@@ -1,0 +1,239 @@
+"""Single-file checkpoints: what family a file holds, and the configs it does not carry.
+
+A `.safetensors` from a model site holds weights only; diffusers reads the architecture from a
+diffusers folder, and offline it cannot fetch one from the hub. SD 1.x (1.4, 1.5 and the many
+fine-tunes of them) share one architecture, and SD 2.x another, so das-ag writes their configs
+itself: the numbers are theirs, and the tokenizer is CLIP's own byte-pair vocabulary, which the
+`clip` package ships (SD 2.x's OpenCLIP text tower uses the same). A checkpoint of another family
+needs `--config`, a diffusers folder of that family.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..errors import DasAgError
+
+UNET = {
+    "_class_name": "UNet2DConditionModel",
+    "sample_size": 64,  # latents of 512 px pictures
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [320, 640, 1280, 1280],
+    "layers_per_block": 2,
+    "attention_head_dim": 8,  # in SD 1.x this is the number of heads (a historical misnomer)
+    "cross_attention_dim": 768,  # CLIP ViT-L/14's text width
+    "norm_num_groups": 32,
+    "norm_eps": 1e-5,
+    "act_fn": "silu",
+    "center_input_sample": False,
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "mid_block_scale_factor": 1,
+}
+
+VAE = {
+    "_class_name": "AutoencoderKL",
+    "sample_size": 512,
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "act_fn": "silu",
+    "scaling_factor": 0.18215,
+}
+
+# CLIP ViT-L/14's text tower. eos_token_id 2 is the legacy value that makes transformers pool at
+# the highest token id (the end-of-text token), as SD 1.x was trained.
+TEXT_ENCODER = {
+    "architectures": ["CLIPTextModel"],
+    "model_type": "clip_text_model",
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "max_position_embeddings": 77,
+    "vocab_size": 49408,
+    "hidden_act": "quick_gelu",
+    "layer_norm_eps": 1e-5,
+    "projection_dim": 768,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "pad_token_id": 1,
+}
+
+TOKENIZER = {
+    "tokenizer_class": "CLIPTokenizer",
+    "model_max_length": 77,
+    "bos_token": "<|startoftext|>",
+    "eos_token": "<|endoftext|>",
+    "pad_token": "<|endoftext|>",
+    "unk_token": "<|endoftext|>",
+    "do_lower_case": True,
+}
+
+# SD 1.x's training schedule; das-ag swaps the sampler for DDIM on the same betas.
+SCHEDULER = {
+    "_class_name": "PNDMScheduler",
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "clip_sample": False,
+}
+
+PIPELINE = {
+    "_class_name": "StableDiffusionPipeline",
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "scheduler": ["diffusers", "PNDMScheduler"],
+    "safety_checker": [None, None],
+    "feature_extractor": [None, None],
+    "image_encoder": [None, None],
+    "requires_safety_checker": False,
+}
+
+
+# SD 2.x: OpenCLIP ViT-H/14's text tower without its last layer (SD 2.x conditions on the
+# penultimate one), linear projections in the transformers, heads of 64 channels.
+SD2_UNET = {**UNET, "sample_size": 96, "attention_head_dim": [5, 10, 20, 20], "cross_attention_dim": 1024,
+            "use_linear_projection": True,
+            "upcast_attention": True}  # SD 2.1's attention overflows in half precision otherwise
+SD2_VAE = {**VAE, "sample_size": 768}
+SD2_TEXT_ENCODER = {**TEXT_ENCODER, "hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16,
+                    "num_hidden_layers": 23, "hidden_act": "gelu", "projection_dim": 512}
+SD2_TOKENIZER = {**TOKENIZER, "pad_token": "!"}
+# The 768 px models (2.0-v, 2.1) predict v; the 512 px "base" ones predict the noise, and a
+# .safetensors does not say which (see prediction_for).
+SD2_SCHEDULER = {**SCHEDULER, "prediction_type": "v_prediction"}
+
+CONFIGS = {
+    "v1": {"unet": UNET, "vae": VAE, "text_encoder": TEXT_ENCODER, "tokenizer": TOKENIZER, "scheduler": SCHEDULER},
+    "v2": {"unet": SD2_UNET, "vae": SD2_VAE, "text_encoder": SD2_TEXT_ENCODER, "tokenizer": SD2_TOKENIZER,
+           "scheduler": SD2_SCHEDULER},
+}
+# diffusers' names of the families a single file may hold, as a user knows them
+FAMILY_NAMES = {"v1": "an SD 1.x", "v2": "an SD 2.x", "inpainting": "an SD 1.x inpainting",
+                "inpainting_v2": "an SD 2.x inpainting", "xl_base": "an SDXL", "xl_refiner": "an SDXL refiner",
+                "xl_inpaint": "an SDXL inpainting", "upscale": "an SD upscaler"}
+
+
+def clip_vocabulary() -> tuple[dict[str, int], list[str]]:
+    """CLIP's token ids and merge rules, from the byte-pair file the `clip` package ships: the
+    vocabulary is every byte, every byte ending a word, each merge's result, then the two markers."""
+    from ..clip_package import clip_module
+
+    clip_module()  # imports the package quietly, then its tokenizer module
+    from clip.simple_tokenizer import bytes_to_unicode, default_bpe
+
+    lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")
+    merges = lines[1:49152 - 256 - 2 + 1]  # CLIP uses the first 48894 merges of the file
+    symbols = list(bytes_to_unicode().values())
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {token: i for i, token in enumerate(tokens)}, merges
+
+
+def write_configs(folder: str | Path, family: str = "v1", prediction_type: str | None = None) -> Path:
+    """A diffusers folder of `family`'s configs and tokenizer ("v1" or "v2"), without weights."""
+    folder = Path(folder)
+    configs = CONFIGS[family]
+    scheduler = {**configs["scheduler"], **({"prediction_type": prediction_type} if prediction_type else {})}
+    parts = {"unet/config.json": configs["unet"], "vae/config.json": configs["vae"],
+             "text_encoder/config.json": configs["text_encoder"], "tokenizer/tokenizer_config.json": configs["tokenizer"],
+             "scheduler/scheduler_config.json": scheduler, "model_index.json": PIPELINE}
+    for name, config in parts.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(json.dumps(config, indent=2))
+    vocabulary, merges = clip_vocabulary()
+    (folder / "tokenizer/vocab.json").write_text(json.dumps(vocabulary, ensure_ascii=False))
+    (folder / "tokenizer/merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return folder
+
+
+def checkpoint_shapes(path: Path) -> tuple[dict[str, torch.Tensor], int | None]:
+    """The tensors' names and shapes in a single-file checkpoint, as empty tensors on the meta
+    device, read without loading the weights (a .safetensors header, or a memory-mapped .ckpt),
+    and the training step a .ckpt records (None where the file says none)."""
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}, None
+    saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    saved = saved if isinstance(saved, dict) else {}
+    state, step = saved.get("state_dict", saved), saved.get("global_step")
+    shapes = {k: torch.empty(v.shape, device="meta") for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return shapes, int(step) if isinstance(step, (int, torch.Tensor)) else None
+
+
+def checkpoint_family(path: Path) -> tuple[str, int | None]:
+    """diffusers' name for the family of a single-file checkpoint ("v1" for SD 1.x, "v2",
+    "xl_base", "inpainting" ..., or "unknown" when it recognises none, where diffusers itself
+    guesses "v1"), and the training step a .ckpt records."""
+    from diffusers.loaders.single_file_utils import CHECKPOINT_KEY_NAMES, infer_diffusers_model_type
+
+    shapes, step = checkpoint_shapes(path)
+    family = infer_diffusers_model_type(shapes)
+    if family == "v1" and CHECKPOINT_KEY_NAMES["v1"] not in shapes:
+        return "unknown", step
+    return family, step
+
+
+# SD 2.0-base and 2.1-base finished training at this step; their .ckpt files record it (as
+# diffusers' converter reads it): they predict the noise, the 768 px models predict v.
+SD2_BASE_FINAL_STEP = 875000
+
+
+def prediction_for(family: str, step: int | None, asked: str | None) -> tuple[str | None, str]:
+    """What an SD file's UNet predicts: `asked`, else what the family and the file say; and a note
+    for the user when it is an assumption (an SD 2.x .safetensors)."""
+    if asked or family != "v2":
+        return asked, ""
+    if step == SD2_BASE_FINAL_STEP:
+        return "epsilon", ""
+    return "v_prediction", ("an SD 2.x single file: assuming it predicts v, as the 768 px models do; "
+                            "for a 512 px base model pass --prediction-type epsilon")
+
+
+def load_single_file(pipeline, path: Path, config, options: dict, prediction_type: str | None = None):
+    """A single-file checkpoint loaded with the configs of `config` or, for SD 1.x and 2.x,
+    das-ag's own; and the note prediction_for gave (empty when there is none)."""
+    from .base import one_line, quiet_diffusers
+
+    with tempfile.TemporaryDirectory(prefix="das-ag-sd-configs-") as scratch:
+        configs, note = f"the configs of {config}", ""
+        if not config:
+            family, step = checkpoint_family(path)
+            if family not in CONFIGS:
+                what = "no Stable Diffusion architecture diffusers recognises" if family == "unknown" \
+                    else f"{FAMILY_NAMES.get(family, 'a ' + family)} checkpoint"
+                raise DasAgError(f"{path} holds {what}; das-ag has the configs of SD 1.x and 2.x only, so pass "
+                                 "--config, a local diffusers folder of its family")
+            prediction_type, note = prediction_for(family, step, prediction_type)
+            config = write_configs(scratch, family, prediction_type)
+            configs = f"{FAMILY_NAMES[family].split(' ', 1)[1]}'s configs"
+        try:
+            with quiet_diffusers():  # from_single_file casts its own models, then warns that it did
+                return pipeline.from_single_file(str(path), config=str(config), **options), note
+        except Exception as exc:
+            raise DasAgError(f"{path} could not be loaded as a Stable Diffusion checkpoint with {configs} "
+                             f"({one_line(exc, 160)})") from None
