@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from das_ag.slider.base import PRECISIONS, load_base  # noqa: E402
 from das_ag.slider.latent_scorer import LatentScorer, save_scorer  # noqa: E402
-from das_ag.slider.random_sd import save_random_sd  # noqa: E402
+from das_ag.slider.random_sd import SHAPES, save_random_sd  # noqa: E402
 from das_ag.slider.train import SliderSettings, train  # noqa: E402
 from step_speed import peak_memory_gib, random_models, reset_peak_memory  # noqa: E402
 
@@ -59,7 +59,7 @@ def run_mode(tmp: Path, clip: str, device_name: str, name: str, settings: Slider
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--shape", default="tiny", choices=["tiny", "sd15"])
+    parser.add_argument("--shape", default="tiny", choices=SHAPES)
     parser.add_argument("--clip", default="tiny", help="tiny or ViT-L/14")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--steps", type=int, default=6)

@@ -99,6 +99,9 @@ def test_the_cli_trains_and_samples_a_scored_grid(tiny_sd_path, tiny_clip_path, 
                  "--inference-steps", "4", "--prompts", str(prompts), "--out", str(lora), "--kohya",
                  str(tmp_path / "beauty-kohya.safetensors"), "--device", "cpu", "--quiet"]) == 0
     assert lora.is_file() and (tmp_path / "beauty-kohya.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["recipe", str(lora)]) == 0  # the LoRA's recipe, as a PNG's is read
+    assert json.loads(capsys.readouterr().out)["settings"]["steps"] == 3
     grid = tmp_path / "grid.png"
     assert main(["slider", "sample", "--base", str(tiny_sd_path), "--lora", str(lora), "--weights=-1,0,1",
                  "--prompt", "a red house", "--seeds", "0,1", "--steps", "4", "--resolution", "64", "--out", str(grid),

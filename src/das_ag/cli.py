@@ -243,8 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]")
     report.set_defaults(run=cmd_report)
 
-    recipe = commands.add_parser("recipe", help="print the recipe embedded in a das-ag PNG or SVG")
-    recipe.add_argument("png", metavar="FILE.png|FILE.svg")
+    recipe = commands.add_parser("recipe", help="print the recipe embedded in a das-ag PNG or SVG, or a slider LoRA")
+    recipe.add_argument("png", metavar="FILE.png|FILE.svg|LORA.safetensors")
     recipe.set_defaults(run=cmd_recipe)
 
     centroids = commands.add_parser("centroids", help="style centroids of your own pictures, for --centroids")
@@ -789,7 +789,15 @@ def cmd_slider_export(args: argparse.Namespace) -> int:
 def cmd_recipe(args: argparse.Namespace) -> int:
     from .png import read_recipe
 
-    print(json.dumps(read_recipe(args.png), indent=2, sort_keys=True, ensure_ascii=False))
+    if Path(args.png).suffix.lower() == ".safetensors":  # a slider LoRA keeps its recipe in its metadata
+        from .slider.lora import read_lora
+
+        recipe = read_lora(args.png)[1]
+        if not recipe:
+            raise DasAgError(f"{args.png} holds no das-ag recipe (a LoRA from elsewhere?)")
+    else:
+        recipe = read_recipe(args.png)
+    print(json.dumps(recipe, indent=2, sort_keys=True, ensure_ascii=False))
     return 0
 
 
