@@ -275,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--guidance-scale", type=_finite_float, default=5.0)
     train.add_argument("--aesthetic-weight", type=_finite_float, default=1.0)
     train.add_argument("--clip-weight", type=_finite_float, default=0.0, help="CLIP similarity to the prompt (stays on-prompt)")
+    train.add_argument("--anchor-weight", type=_finite_float, default=0.0,
+                       help="keep the LoRA's predictions near the base model's (DRaFT+), against reward hacking")
     train.add_argument("--ambiguity", choices=["reward", "penalty", "off"], default="off",
                        help="add the style-ambiguity term (see Creativity) to the reward")
     train.add_argument("--ambiguity-weight", type=_finite_float, default=0.25)
@@ -688,7 +690,7 @@ def cmd_slider_train(args: argparse.Namespace) -> int:
     settings = SliderSettings(
         sign=args.sign, steps=args.steps, lr=args.lr, rank=args.rank, alpha=args.alpha, resolution=args.resolution,
         inference_steps=args.inference_steps, guidance_scale=args.guidance_scale, aesthetic_weight=args.aesthetic_weight,
-        clip_weight=args.clip_weight, ambiguity=args.ambiguity, ambiguity_weight=args.ambiguity_weight, styles=args.styles,
+        clip_weight=args.clip_weight, anchor_weight=args.anchor_weight, ambiguity=args.ambiguity, ambiguity_weight=args.ambiguity_weight, styles=args.styles,
         prompts=load_prompts(args.prompts) if args.prompts else GENERAL_PROMPTS,
         seed=args.seed, checkpoint_every=args.checkpoint_every, scorer=args.scorer or "",
     )
@@ -700,7 +702,8 @@ def cmd_slider_train(args: argparse.Namespace) -> int:
     with tqdm(total=settings.steps, unit="step", disable=args.quiet, leave=False, file=sys.stderr) as bar:
         def on_step(report) -> None:
             bar.n = report.step
-            bar.set_postfix_str(f"reward={report.reward:+.4f} aes={report.parts['aesthetic']:.3f}", refresh=False)
+            anchor = f" anchor={report.parts['anchor']:.2e}" if "anchor" in report.parts else ""
+            bar.set_postfix_str(f"reward={report.reward:+.4f} aes={report.parts['aesthetic']:.3f}{anchor}", refresh=False)
             bar.refresh()
 
         try:

@@ -50,6 +50,10 @@ class SliderSettings:
     guidance_scale: float = 5.0
     aesthetic_weight: float = 1.0
     clip_weight: float = 0.0  # CLIP similarity to the training prompt, to stay on-prompt
+    # DRaFT+'s anchor: minus this times the mean squared difference between the LoRA's and the base
+    # model's UNet outputs at the step that learns, so the score is not raised by drifting anywhere
+    # the reward model can be fooled (reward hacking). 0 is off.
+    anchor_weight: float = 0.0
     ambiguity: str = "off"  # the style-ambiguity term on the same embedding: reward, penalty or off
     ambiguity_weight: float = 0.25
     styles: str = "wikiart"
@@ -76,7 +80,7 @@ class SliderSettings:
         for name in ("lr", "alpha"):
             if not _positive(getattr(self, name)):
                 p.append(f"{name} must be a positive number, not {getattr(self, name)!r}")
-        for name in ("guidance_scale", "aesthetic_weight", "clip_weight"):
+        for name in ("guidance_scale", "aesthetic_weight", "clip_weight", "anchor_weight"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 p.append(f"{name.replace('_', ' ')} must be a finite number >= 0, not {v!r}")
@@ -279,14 +283,34 @@ def _step(pipe, unet, models, settings, step, scheduler, latent_side, empty, tex
     k = draw.randrange(settings.inference_steps)  # no-grad steps before the one that learns
     latents = denoised_part_way(unet, scheduler, latents, conditions, k, settings.guidance_scale)
     t = scheduler.timesteps[k]
+    base_output = None
+    if settings.anchor_weight > 0:
+        base_output = base_prediction(unet, latents, t, conditions, settings.guidance_scale)
     output = guided_prediction(unet, latents, t, conditions, settings.guidance_scale)
     clean = predicted_clean(scheduler, output, latents, t)  # the step's prediction of the final latent
     if scorer is not None:  # a latent scorer: no decode, no CLIP
         score = scorer(clean.float()).mean()
         sign = 1 if settings.sign == "reward" else -1
-        return sign * settings.aesthetic_weight * score / 10, {"aesthetic": float(score.detach())}
-    images = (pipe.vae.decode(clean / pipe.vae.config.scaling_factor).sample + 1) / 2
-    return image_reward(images.clamp(0, 1), models, settings, clip_text, styles)
+        reward, parts = sign * settings.aesthetic_weight * score / 10, {"aesthetic": float(score.detach())}
+    else:
+        images = (pipe.vae.decode(clean / pipe.vae.config.scaling_factor).sample + 1) / 2
+        reward, parts = image_reward(images.clamp(0, 1), models, settings, clip_text, styles)
+    if base_output is not None:
+        anchor = (output.float() - base_output.float()).pow(2).mean()
+        reward = reward - settings.anchor_weight * anchor
+        parts["anchor"] = float(anchor.detach())
+    return reward, parts
+
+
+def base_prediction(unet, latents, t, conditions, guidance_scale: float) -> torch.Tensor:
+    """The base model's guided output, the LoRA switched off, without gradient. (Called before the
+    LoRA's own forward: switching adapters off and on also switches their requires_grad.)"""
+    unet.disable_adapters()
+    try:
+        with torch.no_grad():
+            return guided_prediction(unet, latents, t, conditions, guidance_scale)
+    finally:
+        unet.enable_adapters()
 
 
 def _save_checkpoint(path: Path, params, optimizer, step: int, recipe: dict, previews: list[dict]) -> None:
