@@ -277,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--clip-weight", type=_finite_float, default=0.0, help="CLIP similarity to the prompt (stays on-prompt)")
     train.add_argument("--anchor-weight", type=_finite_float, default=0.0,
                        help="keep the LoRA's predictions near the base model's (DRaFT+), against reward hacking")
+    train.add_argument("--symmetric", action="store_true",
+                       help="also train the LoRA at weight -1 to move the score the other way (twice the time per step)")
     train.add_argument("--ambiguity", choices=["reward", "penalty", "off"], default="off",
                        help="add the style-ambiguity term (see Creativity) to the reward")
     train.add_argument("--ambiguity-weight", type=_finite_float, default=0.25)
@@ -690,7 +692,8 @@ def cmd_slider_train(args: argparse.Namespace) -> int:
     settings = SliderSettings(
         sign=args.sign, steps=args.steps, lr=args.lr, rank=args.rank, alpha=args.alpha, resolution=args.resolution,
         inference_steps=args.inference_steps, guidance_scale=args.guidance_scale, aesthetic_weight=args.aesthetic_weight,
-        clip_weight=args.clip_weight, anchor_weight=args.anchor_weight, ambiguity=args.ambiguity, ambiguity_weight=args.ambiguity_weight, styles=args.styles,
+        clip_weight=args.clip_weight, anchor_weight=args.anchor_weight, symmetric=args.symmetric,
+        ambiguity=args.ambiguity, ambiguity_weight=args.ambiguity_weight, styles=args.styles,
         prompts=load_prompts(args.prompts) if args.prompts else GENERAL_PROMPTS,
         seed=args.seed, checkpoint_every=args.checkpoint_every, scorer=args.scorer or "",
     )

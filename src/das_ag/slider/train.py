@@ -27,7 +27,7 @@ from ..errors import ConfigError, DasAgError
 from ..resample import resize
 from .base import PRECISIONS
 from .denoise import denoised_part_way, encode_prompt, guided_prediction, predicted_clean
-from .lora import LORA_TARGETS, add_lora, save_lora
+from .lora import ADAPTER, LORA_TARGETS, add_lora, save_lora
 
 # A general list of prompts: the slider should raise the score of whatever the model is asked for.
 GENERAL_PROMPTS = (
@@ -54,6 +54,10 @@ class SliderSettings:
     # model's UNet outputs at the step that learns, so the score is not raised by drifting anywhere
     # the reward model can be fooled (reward hacking). 0 is off.
     anchor_weight: float = 0.0
+    # Concept sliders' two-sided training: each step also runs the LoRA at weight -1 and asks it to
+    # move the score the other way (the prompt and anchor terms still pull both ways alike), both
+    # gradients in one update. Twice the cost of a step; -1 is then trained, not extrapolated.
+    symmetric: bool = False
     ambiguity: str = "off"  # the style-ambiguity term on the same embedding: reward, penalty or off
     ambiguity_weight: float = 0.25
     styles: str = "wikiart"
@@ -125,15 +129,16 @@ def ambiguity_term(models, settings: SliderSettings):
 
 
 def image_reward(images: torch.Tensor, models, settings: SliderSettings, text: torch.Tensor | None,
-                 styles=None) -> tuple[torch.Tensor, dict]:
-    """das-ag's signed score of images in [0, 1] (N, 3, H, W), differentiable, and its parts."""
+                 styles=None, direction: int = 1) -> tuple[torch.Tensor, dict]:
+    """das-ag's signed score of images in [0, 1] (N, 3, H, W), differentiable, and its parts.
+    `direction` -1 turns the slider's own aims (aesthetic, ambiguity) around, not the prompt term."""
     from ..objectives import TermInputs
 
     # The pictures in float32 (the VAE may decode in bf16); CLIP runs in the settings' precision.
     views = resize(normalize(images.float()), models.input_resolution, "bilinear", antialias=True)
     embeddings = models.encode_images(views, dtype=PRECISIONS[settings.precision])
     score = models.aesthetic_score(embeddings).mean()
-    sign = 1 if settings.sign == "reward" else -1
+    sign = (1 if settings.sign == "reward" else -1) * direction
     reward = sign * settings.aesthetic_weight * score / 10
     parts = {"aesthetic": float(score.detach())}
     if text is not None and settings.clip_weight > 0:
@@ -142,7 +147,7 @@ def image_reward(images: torch.Tensor, models, settings: SliderSettings, text: t
         parts["clip"] = float(similarity.detach())
     if styles is not None:
         loss, metrics = styles.loss(TermInputs(embeddings, views, 0, 1))
-        reward = reward - loss  # the term's loss is what it minimises
+        reward = reward - direction * loss  # the term's loss is what it minimises
         parts["style_entropy"] = float(metrics["entropy"].detach())
     return reward, parts
 
@@ -218,10 +223,21 @@ def train(
         for step in range(start, settings.steps):
             if stop is not None and stop():
                 raise KeyboardInterrupt
-            reward, parts = _step(pipe, unet, models, settings, step, scheduler, latent_side, empty, text_cache,
-                                  styles, scorer)
             optimizer.zero_grad(set_to_none=True)
-            (-reward).backward()
+            for direction in (1, -1) if settings.symmetric else (1,):
+                if direction != 1:
+                    unet.set_adapters([ADAPTER], weights=[float(direction)])
+                try:
+                    branch, branch_parts = _step(pipe, unet, models, settings, step, scheduler, latent_side, empty,
+                                                 text_cache, styles, scorer, direction)
+                    (-branch / (2 if settings.symmetric else 1)).backward()  # both sides' gradients, one update
+                finally:
+                    if direction != 1:
+                        unet.set_adapters([ADAPTER], weights=[1.0])
+                if direction == 1:
+                    reward, parts = branch, branch_parts
+                else:
+                    parts = {**parts, "reward_at_minus_one": float(branch.detach())}
             optimizer.step()
             done = step + 1
             if on_step is not None:
@@ -265,8 +281,10 @@ class SliderOutOfMemory(DasAgError):
         self.done = done
 
 
-def _step(pipe, unet, models, settings, step, scheduler, latent_side, empty, text_cache, styles, scorer):
-    """One training step's reward, differentiable in the LoRA."""
+def _step(pipe, unet, models, settings, step, scheduler, latent_side, empty, text_cache, styles, scorer,
+          direction: int = 1):
+    """One training step's reward, differentiable in the LoRA, for the LoRA at weight `direction`
+    (+1, or -1 in a symmetric run: the same draws, the slider's aims turned around)."""
     draw = random.Random(f"{settings.seed}:{step}")  # per step, so a resumed run draws the same
     prompt = draw.choice(settings.prompts)
     if prompt not in text_cache:
@@ -290,11 +308,11 @@ def _step(pipe, unet, models, settings, step, scheduler, latent_side, empty, tex
     clean = predicted_clean(scheduler, output, latents, t)  # the step's prediction of the final latent
     if scorer is not None:  # a latent scorer: no decode, no CLIP
         score = scorer(clean.float()).mean()
-        sign = 1 if settings.sign == "reward" else -1
+        sign = (1 if settings.sign == "reward" else -1) * direction
         reward, parts = sign * settings.aesthetic_weight * score / 10, {"aesthetic": float(score.detach())}
     else:
         images = (pipe.vae.decode(clean / pipe.vae.config.scaling_factor).sample + 1) / 2
-        reward, parts = image_reward(images.clamp(0, 1), models, settings, clip_text, styles)
+        reward, parts = image_reward(images.clamp(0, 1), models, settings, clip_text, styles, direction)
     if base_output is not None:
         anchor = (output.float() - base_output.float()).pow(2).mean()
         reward = reward - settings.anchor_weight * anchor
