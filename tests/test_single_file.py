@@ -5,6 +5,7 @@ file of a family das-ag cannot configure is refused in one line."""
 from __future__ import annotations
 
 import gc
+import json
 
 import pytest
 import torch
@@ -55,7 +56,7 @@ def test_a_single_file_of_the_tiny_model_loads_with_its_family_configs(tiny_sd_p
         assert all(torch.equal(expected[part][k], got[part][k]) for k in expected[part]), part
     assert single.sha256 == sha256_file(file)
 
-    with pytest.raises(DasAgError, match="no Stable Diffusion architecture diffusers recognises.*--config"):
+    with pytest.raises(DasAgError, match="no Stable Diffusion architecture diffusers recognises; if it is one, pass --config"):
         load_base(file, torch.device("cpu"))  # two blocks, not SD 1.x: das-ag's configs would not fit
 
     from safetensors.torch import load_file
@@ -75,7 +76,8 @@ def test_a_single_file_of_the_tiny_model_loads_with_its_family_configs(tiny_sd_p
     assert read_lora(out)[1]["base"]["sha256"] == sha256_file(file)
 
 
-def test_a_single_file_of_another_family_asks_for_its_configs(tiny_clip_path, head_path, monkeypatch, tmp_path, capsys):
+def test_a_checkpoint_of_another_family_is_refused_in_one_line(tiny_sd_path, tiny_clip_path, head_path, monkeypatch,
+                                                                tmp_path, capsys):
     from safetensors.torch import save_file
 
     monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
@@ -88,6 +90,14 @@ def test_a_single_file_of_another_family_asks_for_its_configs(tiny_clip_path, he
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "holds an SDXL checkpoint" in err and "SD 1.x and 2.x" in err, err
     assert not (tmp_path / "x.safetensors").exists()
+
+    import shutil
+
+    folder = shutil.copytree(tiny_sd_path, tmp_path / "sdxl-folder")
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusionXLPipeline"}))
+    with pytest.raises(DasAgError, match="holds a StableDiffusionXLPipeline; the slider trains StableDiffusionPipeline"):
+        load_base(folder, torch.device("cpu"))
 
 
 def loaded_single_file(shape: str, tmp_path, **options):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,10 @@ def load_base(path: str | Path, device: torch.device, dtype: torch.dtype = torch
         if path.is_dir():
             if not (path / "model_index.json").is_file():
                 raise DasAgError(f"{path} is not a diffusers Stable Diffusion folder (no model_index.json)")
+            kind = json.loads((path / "model_index.json").read_text()).get("_class_name")
+            if kind != "StableDiffusionPipeline":
+                raise DasAgError(f"{path} holds a {kind}; the slider trains StableDiffusionPipeline models "
+                                 "(SD 1.x and 2.x) only")
             pipe = StableDiffusionPipeline.from_pretrained(path, **options)
         elif path.suffix.lower() in (".safetensors", ".ckpt"):
             pipe, note = load_single_file(StableDiffusionPipeline, path, config, options, prediction_type)

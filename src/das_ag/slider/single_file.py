@@ -223,11 +223,12 @@ def load_single_file(pipeline, path: Path, config, options: dict, prediction_typ
         configs, note = f"the configs of {config}", ""
         if not config:
             family, step = checkpoint_family(path)
+            if family == "unknown":
+                raise DasAgError(f"{path} holds no Stable Diffusion architecture diffusers recognises; if it is "
+                                 "one, pass --config, a local diffusers folder of its family")
             if family not in CONFIGS:
-                what = "no Stable Diffusion architecture diffusers recognises" if family == "unknown" \
-                    else f"{FAMILY_NAMES.get(family, 'a ' + family)} checkpoint"
-                raise DasAgError(f"{path} holds {what}; das-ag has the configs of SD 1.x and 2.x only, so pass "
-                                 "--config, a local diffusers folder of its family")
+                raise DasAgError(f"{path} holds {FAMILY_NAMES.get(family, 'a ' + family)} checkpoint; the slider "
+                                 "trains SD 1.x and 2.x text-to-image models only")
             prediction_type, note = prediction_for(family, step, prediction_type)
             config = write_configs(scratch, family, prediction_type)
             configs = f"{FAMILY_NAMES[family].split(' ', 1)[1]}'s configs"
