@@ -229,7 +229,7 @@ def test_an_inpainting_unet_is_refused_in_one_line(tiny_sd_path, tmp_path):
         load_base(tmp_path / "inpainting", torch.device("cpu"))
 
 
-def test_gradient_checkpointing_saves_memory_without_changing_the_lora(tiny_sd_path, models, tmp_path):
+def test_gradient_checkpointing_does_not_change_the_lora(tiny_sd_path, models, tmp_path):
     settings = SliderSettings(sign="reward", **{**FAST, "steps": 3})
     plain = train(load_base(tiny_sd_path, torch.device("cpu")), models, settings, tmp_path / "plain.safetensors")
     recomputed = train(load_base(tiny_sd_path, torch.device("cpu")), models, settings, tmp_path / "ckpt.safetensors",

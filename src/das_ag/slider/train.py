@@ -224,20 +224,8 @@ def train(
             if stop is not None and stop():
                 raise KeyboardInterrupt
             optimizer.zero_grad(set_to_none=True)
-            for direction in (1, -1) if settings.symmetric else (1,):
-                if direction != 1:
-                    unet.set_adapters([ADAPTER], weights=[float(direction)])
-                try:
-                    branch, branch_parts = _step(pipe, unet, models, settings, step, scheduler, latent_side, empty,
-                                                 text_cache, styles, scorer, direction)
-                    (-branch / (2 if settings.symmetric else 1)).backward()  # both sides' gradients, one update
-                finally:
-                    if direction != 1:
-                        unet.set_adapters([ADAPTER], weights=[1.0])
-                if direction == 1:
-                    reward, parts = branch, branch_parts
-                else:
-                    parts = {**parts, "reward_at_minus_one": float(branch.detach())}
+            reward, parts = _gradients(pipe, unet, models, settings, step, scheduler, latent_side, empty, text_cache,
+                                       styles, scorer)
             optimizer.step()
             done = step + 1
             if on_step is not None:
@@ -279,6 +267,26 @@ class SliderOutOfMemory(DasAgError):
                          "it: add --gradient-checkpointing and run the same command to continue (or start afresh with "
                          "--precision bf16 or a smaller --resolution)")
         self.done = done
+
+
+def _gradients(pipe, unet, models, settings, step, *context) -> tuple[torch.Tensor, dict]:
+    """The step's gradients in the LoRA's .grad, and its reward at weight +1 with its parts. A
+    symmetric run adds the LoRA's step at weight -1: both sides' gradients, halved, one update."""
+    sides = (1, -1) if settings.symmetric else (1,)
+    for direction in sides:
+        if direction != 1:
+            unet.set_adapters([ADAPTER], weights=[float(direction)])
+        try:
+            side, side_parts = _step(pipe, unet, models, settings, step, *context, direction=direction)
+            (-side / len(sides)).backward()
+        finally:
+            if direction != 1:
+                unet.set_adapters([ADAPTER], weights=[1.0])
+        if direction == 1:
+            reward, parts = side, side_parts
+        else:
+            parts = {**parts, "reward_at_minus_one": float(side.detach())}
+    return reward, parts
 
 
 def _step(pipe, unet, models, settings, step, scheduler, latent_side, empty, text_cache, styles, scorer,
