@@ -333,3 +333,12 @@ def test_symmetric_training_moves_the_score_as_far_down_at_minus_one_as_up_at_on
     up, down = scores[1.0] - scores[0.0], scores[0.0] - scores[-1.0]
     assert up > 0 and down > 0, scores
     assert min(up, down) / max(up, down) > 0.8, scores
+
+
+def test_the_gradient_can_run_back_through_several_unet_calls(tiny_sd_path, models, tmp_path):
+    """DRaFT-K with K = 3: the loss reaches the LoRA through three UNet calls and the sampler's
+    steps between them, and training still moves the score its way. K above the schedule is refused."""
+    scores = mean_scores(tiny_sd_path, models, trained(tiny_sd_path, models, tmp_path, "reward", grad_steps=3),
+                         weights=(0.0, 1.0))
+    assert scores[1.0] > scores[0.0], scores
+    assert "grad steps must be at most the inference steps (6)" in SliderSettings(grad_steps=7, inference_steps=6).problems()[0]

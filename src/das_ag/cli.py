@@ -272,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--alpha", type=_finite_float, default=4.0)
     train.add_argument("--resolution", type=_positive_int, default=512)
     train.add_argument("--inference-steps", type=_whole_number(2, "2 or more"), default=26)
+    train.add_argument("--grad-steps", type=_positive_int, default=1, metavar="K",
+                       help="differentiate through the last K UNet calls (DRaFT-K); K x the activations' memory")
     train.add_argument("--guidance-scale", type=_finite_float, default=5.0)
     train.add_argument("--aesthetic-weight", type=_finite_float, default=1.0)
     train.add_argument("--clip-weight", type=_finite_float, default=0.0, help="CLIP similarity to the prompt (stays on-prompt)")
@@ -691,7 +693,8 @@ def cmd_slider_train(args: argparse.Namespace) -> int:
 
     settings = SliderSettings(
         sign=args.sign, steps=args.steps, lr=args.lr, rank=args.rank, alpha=args.alpha, resolution=args.resolution,
-        inference_steps=args.inference_steps, guidance_scale=args.guidance_scale, aesthetic_weight=args.aesthetic_weight,
+        inference_steps=args.inference_steps, grad_steps=args.grad_steps, guidance_scale=args.guidance_scale,
+        aesthetic_weight=args.aesthetic_weight,
         clip_weight=args.clip_weight, anchor_weight=args.anchor_weight, symmetric=args.symmetric,
         ambiguity=args.ambiguity, ambiguity_weight=args.ambiguity_weight, styles=args.styles,
         prompts=load_prompts(args.prompts) if args.prompts else GENERAL_PROMPTS,

@@ -47,6 +47,9 @@ class SliderSettings:
     alpha: float = 4.0
     resolution: int = 512
     inference_steps: int = 26  # the write-up's schedule: partly denoise 0-25 of 26 steps
+    # DRaFT-K: the UNet calls the gradient runs through, ending at the step that learns (1 is the
+    # write-up's loop; more reach further back along the sample, at K times the activations).
+    grad_steps: int = 1
     guidance_scale: float = 5.0
     aesthetic_weight: float = 1.0
     clip_weight: float = 0.0  # CLIP similarity to the training prompt, to stay on-prompt
@@ -75,10 +78,13 @@ class SliderSettings:
         p = []
         if self.sign not in ("reward", "penalty"):
             p.append(f"sign must be reward or penalty, not {self.sign!r}")
-        for name, lo in (("steps", 1), ("rank", 1), ("inference_steps", 2), ("checkpoint_every", 1)):
+        for name, lo in (("steps", 1), ("rank", 1), ("inference_steps", 2), ("grad_steps", 1), ("checkpoint_every", 1)):
             v = getattr(self, name)
             if not isinstance(v, int) or v < lo:
                 p.append(f"{name.replace('_', ' ')} must be a whole number of at least {lo}, not {v!r}")
+        if isinstance(self.grad_steps, int) and isinstance(self.inference_steps, int) \
+                and self.grad_steps > self.inference_steps >= 2:
+            p.append(f"grad steps must be at most the inference steps ({self.inference_steps}), not {self.grad_steps}")
         if not isinstance(self.resolution, int) or self.resolution < 64 or self.resolution % 8:
             p.append(f"resolution must be a multiple of 8 of at least 64, not {self.resolution!r}")
         for name in ("lr", "alpha"):
@@ -306,9 +312,13 @@ def _step(pipe, unet, models, settings, step, scheduler, latent_side, empty, tex
     latents = torch.randn(1, unet.config.in_channels, latent_side, latent_side, generator=generator)
     latents = latents.to(pipe.device, unet.dtype)
     latents = latents * scheduler.init_noise_sigma
-    k = draw.randrange(settings.inference_steps)  # no-grad steps before the one that learns
+    # k no-grad steps, then grad_steps - 1 steps with gradient, then the one that learns
+    k = draw.randrange(settings.inference_steps - settings.grad_steps + 1)
     latents = denoised_part_way(unet, scheduler, latents, conditions, k, settings.guidance_scale)
-    t = scheduler.timesteps[k]
+    for t in scheduler.timesteps[k:k + settings.grad_steps - 1]:
+        latents = scheduler.step(guided_prediction(unet, latents, t, conditions, settings.guidance_scale), t,
+                                 latents).prev_sample
+    t = scheduler.timesteps[k + settings.grad_steps - 1]
     base_output = None
     if settings.anchor_weight > 0:
         base_output = base_prediction(unet, latents, t, conditions, settings.guidance_scale)
