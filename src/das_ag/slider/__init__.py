@@ -8,6 +8,8 @@ das-ag imports this package.
 
 from __future__ import annotations
 
+import contextlib
+
 from ..errors import DasAgError
 
 EXTRA_HINT = "the slider needs its optional extra: run `uv sync --extra slider` (diffusers, peft, transformers, safetensors)"
@@ -22,3 +24,22 @@ def require_extra() -> None:
         import transformers  # noqa: F401
     except ImportError as exc:
         raise DasAgError(f"{EXTRA_HINT}; missing {exc.name}") from None
+
+
+def one_line(exc: BaseException, width: int = 200) -> str:
+    """A library's (often multi-line) message as one short line."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return (text or type(exc).__name__)[:width]
+
+
+@contextlib.contextmanager
+def quiet_diffusers():
+    """diffusers' warnings silenced for the duration, its errors still raised."""
+    import diffusers.utils.logging
+
+    verbosity = diffusers.utils.logging.get_verbosity()
+    diffusers.utils.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers.utils.logging.set_verbosity(verbosity)

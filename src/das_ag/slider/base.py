@@ -6,7 +6,6 @@ by the sha256 of its files, so a LoRA's recipe says which base it was trained fo
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -17,6 +16,7 @@ import torch
 
 from ..errors import ConfigError, DasAgError
 from ..weights import verified_sha256
+from . import one_line, quiet_diffusers
 from .single_file import load_single_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt")
@@ -32,12 +32,6 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if name not in PRECISIONS:
         raise ConfigError(f"precision must be auto, {' or '.join(PRECISIONS)}, not {name!r}")
     return name
-
-
-def one_line(exc: BaseException, width: int = 200) -> str:
-    """A library's (often multi-line) message as one short line."""
-    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    return (text or type(exc).__name__)[:width]
 
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -135,16 +129,3 @@ def load_base(path: str | Path, device: torch.device, dtype: torch.dtype = torch
         part.requires_grad_(False)
         part.eval()
     return BaseModel(pipe, path, base_sha256(path), note)
-
-
-@contextlib.contextmanager
-def quiet_diffusers():
-    """diffusers' warnings silenced for the duration, its errors still raised."""
-    import diffusers.utils.logging
-
-    verbosity = diffusers.utils.logging.get_verbosity()
-    diffusers.utils.logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        diffusers.utils.logging.set_verbosity(verbosity)

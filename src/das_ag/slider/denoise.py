@@ -1,6 +1,6 @@
 """Steps of the base model's sampler that the slider's loop and the latent scorer share: the
-prompt's embedding, a guided UNet call, the no-gradient part of the way, and the clean latent an
-output predicts."""
+prompt's embedding, a starting latent, a guided UNet call, the no-gradient part of the way, and
+the clean latent an output predicts."""
 
 from __future__ import annotations
 
@@ -14,6 +14,13 @@ def encode_prompt(pipe, prompts: list[str]) -> torch.Tensor:
                             truncation=True, return_tensors="pt").input_ids.to(pipe.device)
     with torch.no_grad():
         return pipe.text_encoder(tokens)[0]
+
+
+def starting_latent(unet, scheduler, side: int, generator: torch.Generator, device) -> torch.Tensor:
+    """A fresh latent to denoise, drawn on the CPU (so a seed gives the same one on any device), in
+    the UNet's dtype and the scheduler's scale."""
+    latents = torch.randn(1, unet.config.in_channels, side, side, generator=generator)
+    return latents.to(device, unet.dtype) * scheduler.init_noise_sigma
 
 
 def guided_prediction(unet, latents, t, conditions, guidance_scale: float) -> torch.Tensor:

@@ -21,7 +21,7 @@ from .. import __version__
 from ..augment import normalize
 from ..errors import DasAgError
 from ..resample import resize
-from .denoise import denoised_part_way, encode_prompt, guided_prediction, predicted_clean
+from .denoise import denoised_part_way, encode_prompt, guided_prediction, predicted_clean, starting_latent
 from .train import SliderSettings
 
 SCORER_KEY = "das-ag:latent-scorer"
@@ -70,8 +70,7 @@ def collect(base, models, settings: SliderSettings, samples: int) -> tuple[torch
         draw = random.Random(f"scorer:{settings.seed}:{i}")
         conditions = torch.cat([empty, encode_prompt(pipe, [draw.choice(settings.prompts)])])
         generator = torch.Generator().manual_seed(draw.randrange(2**63))
-        latents = torch.randn(1, unet.config.in_channels, side, side, generator=generator).to(pipe.device, unet.dtype)
-        latents = latents * scheduler.init_noise_sigma
+        latents = starting_latent(unet, scheduler, side, generator, pipe.device)
         k = draw.randrange(settings.inference_steps)
         latents = denoised_part_way(unet, scheduler, latents, conditions, k, settings.guidance_scale)
         t = scheduler.timesteps[k]

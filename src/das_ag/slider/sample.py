@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .. import __version__
 from ..errors import DasAgError
 from ..scoring import embed_image
-from .base import one_line, quiet_diffusers
+from . import one_line, quiet_diffusers
 from .lora import ADAPTER, read_lora
 
 

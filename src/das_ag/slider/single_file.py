@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DasAgError
+from . import one_line, quiet_diffusers
 
 UNET = {
     "_class_name": "UNet2DConditionModel",
@@ -217,8 +218,6 @@ def prediction_for(family: str, step: int | None, asked: str | None) -> tuple[st
 def load_single_file(pipeline, path: Path, config, options: dict, prediction_type: str | None = None):
     """A single-file checkpoint loaded with the configs of `config` or, for SD 1.x and 2.x,
     das-ag's own; and the note prediction_for gave (empty when there is none)."""
-    from .base import one_line, quiet_diffusers
-
     with tempfile.TemporaryDirectory(prefix="das-ag-sd-configs-") as scratch:
         configs, note = f"the configs of {config}", ""
         if not config:

@@ -26,7 +26,7 @@ from ..augment import normalize
 from ..errors import ConfigError, DasAgError
 from ..resample import resize
 from .base import PRECISIONS
-from .denoise import denoised_part_way, encode_prompt, guided_prediction, predicted_clean
+from .denoise import denoised_part_way, encode_prompt, guided_prediction, predicted_clean, starting_latent
 from .lora import ADAPTER, LORA_TARGETS, add_lora, save_lora
 
 # A general list of prompts: the slider should raise the score of whatever the model is asked for.
@@ -73,6 +73,11 @@ class SliderSettings:
     # The frozen models' precision: fp32, or bf16 (half the memory; the LoRA itself and its
     # optimiser stay in float32, where small updates are not rounded away).
     precision: str = "fp32"
+
+    def aesthetic_sign(self, direction: int = 1) -> int:
+        """+1 where the score should rise, -1 where it should fall; `direction` -1 is the LoRA's
+        other side in a symmetric run."""
+        return (1 if self.sign == "reward" else -1) * direction
 
     def problems(self) -> list[str]:
         p = []
@@ -144,8 +149,7 @@ def image_reward(images: torch.Tensor, models, settings: SliderSettings, text: t
     views = resize(normalize(images.float()), models.input_resolution, "bilinear", antialias=True)
     embeddings = models.encode_images(views, dtype=PRECISIONS[settings.precision])
     score = models.aesthetic_score(embeddings).mean()
-    sign = (1 if settings.sign == "reward" else -1) * direction
-    reward = sign * settings.aesthetic_weight * score / 10
+    reward = settings.aesthetic_sign(direction) * settings.aesthetic_weight * score / 10
     parts = {"aesthetic": float(score.detach())}
     if text is not None and settings.clip_weight > 0:
         similarity = (embeddings @ text.t()).mean()
@@ -309,9 +313,7 @@ def _step(pipe, unet, models, settings, step, scheduler, latent_side, empty, tex
     condition, clip_text = text_cache[prompt]
     conditions = torch.cat([empty, condition])
     generator = torch.Generator().manual_seed(draw.randrange(2**63))
-    latents = torch.randn(1, unet.config.in_channels, latent_side, latent_side, generator=generator)
-    latents = latents.to(pipe.device, unet.dtype)
-    latents = latents * scheduler.init_noise_sigma
+    latents = starting_latent(unet, scheduler, latent_side, generator, pipe.device)
     # k no-grad steps, then grad_steps - 1 steps with gradient, then the one that learns
     k = draw.randrange(settings.inference_steps - settings.grad_steps + 1)
     latents = denoised_part_way(unet, scheduler, latents, conditions, k, settings.guidance_scale)
@@ -326,8 +328,8 @@ def _step(pipe, unet, models, settings, step, scheduler, latent_side, empty, tex
     clean = predicted_clean(scheduler, output, latents, t)  # the step's prediction of the final latent
     if scorer is not None:  # a latent scorer: no decode, no CLIP
         score = scorer(clean.float()).mean()
-        sign = (1 if settings.sign == "reward" else -1) * direction
-        reward, parts = sign * settings.aesthetic_weight * score / 10, {"aesthetic": float(score.detach())}
+        reward = settings.aesthetic_sign(direction) * settings.aesthetic_weight * score / 10
+        parts = {"aesthetic": float(score.detach())}
     else:
         images = (pipe.vae.decode(clean / pipe.vae.config.scaling_factor).sample + 1) / 2
         reward, parts = image_reward(images.clamp(0, 1), models, settings, clip_text, styles, direction)
