@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
+import warnings
 
 import pytest
 import torch
+from PIL import Image
 
 from das_ag.engine import synthesize
 from das_ag.errors import DeviceError
@@ -161,13 +164,87 @@ def test_float32_is_bit_reproducible(models):
     assert png_bytes(a.image) == png_bytes(b.image)
 
 
-def test_compiled_encoder_matches_eager(models):
+def compiled_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def test_a_compiled_step_matches_eager(models):
     eager = synthesize(small_config(steps=3, dtype="float32"), models).run()
     run = synthesize(small_config(steps=3, dtype="float32", compile=True), models)
     compiled = run.run()
-    assert not [w for w in run.warnings if "compile" in w]  # it really compiled
+    assert not [w for w in run.warnings if "compile" in w]  # it compiled, and ran compiled
     assert compiled.scores.aesthetic == pytest.approx(eager.scores.aesthetic, abs=1e-3)
     assert compiled.scores.clip_positive == pytest.approx(eager.scores.clip_positive, abs=1e-4)
+
+
+def test_the_step_is_compiled_once_not_per_step_seed_or_prompt(models):
+    # The scheduled weights and augmentation strengths change at every step; a compiled step that
+    # depended on them (or on the step number) would be compiled again and again, and past
+    # dynamo's limit run eagerly. A new seed, another prompt and more steps reuse its graphs.
+    base = dict(steps=6, dtype="float32", compile=True, prompts=(Prompt("a red circle"), Prompt("blurry", -0.3)))
+    first = synthesize(small_config(**base), models)
+    first.run()
+    graphs = compiled_graphs()
+    again = synthesize(small_config(**{**base, "seed": 7, "steps": 11,
+                                       "prompts": (Prompt("a green square"), Prompt("dark", -0.5))}), models)
+    result = again.run()
+    assert not again.warnings and result.steps_done == 11
+    assert compiled_graphs() == graphs
+
+
+def test_no_step_number_reaches_the_compiled_step(models, monkeypatch):
+    # On a GPU each graph is replayed as a CUDA graph, recorded anew for every value of the
+    # integers it takes: a step number reaching a graph (a schedule computed inside a term's loss)
+    # would record one CUDA graph per step. Schedules are read on the host (Term.at_step) and enter
+    # as numbers, so after the first steps no graph is traced again, and each graph is called with
+    # the same integers at every step.
+    import das_ag.engine as engine
+
+    integers = []  # per traced graph: the integer arguments of each call
+
+    def recording_backend(graph, example_inputs):
+        calls = set()
+        integers.append(calls)
+
+        def call(*args):
+            calls.add(tuple(a for a in args if isinstance(a, int)))
+            return graph.forward(*args)
+        return call
+
+    monkeypatch.setattr(engine, "compiled_step", lambda forward, device: torch.compile(forward, backend=recording_backend))
+    run = synthesize(small_config(steps=8, dtype="float32", compile=True, aesthetic=Schedule("linear", 0.5, 2.0)), models)
+    traced = [len(integers) for _ in run]
+    assert not run.warnings and traced[-1] > 0
+    assert traced[2:] == [traced[2]] * len(traced[2:]), traced  # traced in the first steps only
+    assert all(len(calls) <= 1 for calls in integers), integers
+
+
+def test_the_step_breaks_only_at_the_cpus_own_kernels(models, tmp_path):
+    # Every term, the pyramid and the augmentation trace into one graph: the only breaks are the
+    # CPU encoder's oneDNN matmul and blocked attention (a GPU runs neither), so on a GPU the
+    # whole forward of a pyramid run is one graph and one CUDA graph replay; the strokes'
+    # rasteriser (tile binning, shapes that change every step) runs between graphs by design. A
+    # term that syncs with the host or makes a value-dependent shape (a boolean mask) breaks the
+    # graph and fails this.
+    configs = [small_config(prompts=(Prompt("a red circle"), Prompt("blurry", -0.3)), guidance=g, seed=i, canvas=canvas)
+               for i, (g, canvas) in enumerate((("reward", "pyramid"), ("penalty", "pyramid"), ("off", "strokes")))]
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "red.png")
+    picture = str(tmp_path / "red.png")
+    every_term = configs[0].replace(seed=3, tv_weight=0.1, l1_weight=0.1, terms={
+        "ambiguity": {"guidance": "reward"}, "image_prompt": {"images": f"{picture}:1"}, "init": {"image": picture},
+        "symmetry": {"weight": 0.5}, "palette": {"weight": 0.5}, "colourfulness": {"weight": 0.5}})
+    run = synthesize([*configs, every_term], models)
+    assert len(run.images[-1].terms) == 10
+    run.models.make_image_encoders(run.dtype, packed=True)
+    prepared = [image.prepare(0) for image in run.images]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        explained = torch._dynamo.explain(run._step_forward)(prepared)
+    reasons = [reason.reason for reason in explained.break_reasons]
+    assert all(re.search(r"function (packed_linear|blocked_attention|render)\b", r) for r in reasons), reasons
+    assert not [w for w in caught if "lru_cache" in str(w.message)]  # nothing rebuilt inside the graph
 
 
 def test_a_compile_that_fails_runs_uncompiled_and_says_so(tiny_clip_path, head_path, tmp_path, monkeypatch):

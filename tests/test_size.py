@@ -48,7 +48,7 @@ def test_sizes_the_canvas_cannot_make_are_refused_in_words(changes, words):
 def test_the_views_of_a_wide_image_cover_all_of_it():
     """Square windows of the short side, spread from the left edge to the right one."""
     canvas = torch.arange(128 * 256, dtype=torch.float32).reshape(1, 1, 128, 256).expand(1, 3, 128, 256)
-    views = jittered_windows(canvas, 4, (96, 200), 0, torch.Generator().manual_seed(0))
+    views = jittered_windows(canvas, (96, 200), torch.zeros(2, 4, dtype=torch.long))
     assert views.shape == (4, 3, 96, 96)
     seen = torch.zeros(128, 256, dtype=torch.bool)
     for view in views[:, 0]:
@@ -57,14 +57,14 @@ def test_the_views_of_a_wide_image_cover_all_of_it():
     top, left = (128 - 96) // 2, (256 - 200) // 2
     assert seen[top:top + 96, left:left + 200].all() and seen.sum() == 96 * 200  # all of it, nothing outside
     # A tall image the same way, down its height.
-    tall = jittered_windows(canvas.transpose(-1, -2), 3, (200, 96), 0, torch.Generator().manual_seed(0))
+    tall = jittered_windows(canvas.transpose(-1, -2), (200, 96), torch.zeros(2, 3, dtype=torch.long))
     assert tall.shape == (3, 3, 96, 96)
 
 
 def test_a_gradient_reaches_both_ends_of_a_wide_image(models):
     run = synthesize(wide(width=192, height=64, steps=1), models)
     image = run.images[0]
-    views, _ = image.views(0, models.input_resolution)
+    views, _ = image.views(image.prepare(0), models.input_resolution)
     views.float().square().mean().backward()
     levels = image.canvas.levels[-1].grad[0].abs().sum(0)  # the finest level: one px per canvas px
     (top, left), (h, w) = image.canvas.offsets, image.canvas.visible

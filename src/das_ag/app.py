@@ -291,7 +291,7 @@ def sidebar(on_cpu: bool) -> list[str]:
                      placeholder="empty: the server's CLIP (ViT-L/14)\nViT-B/32:1\nViT-L/14:0",
                      help="one per line, NAME[:WEIGHT]: OpenAI's names or open_clip:ARCH@TAG; weight 0 loads "
                           "ViT-L/14 for the aesthetic head alone (with 'Apply every N steps', the CPU's fast path)")
-        st.checkbox("Compile the encoder", key="compile", help="torch.compile: a slow first step, then ~3x faster ones on a GPU; no gain on the CPU")
+        st.checkbox("Compile the step", key="compile", help="torch.compile: a slow first step, then several times faster ones on a GPU; little gain on the CPU")
         st.checkbox("Deterministic CUDA kernels", key="deterministic", disabled=on_cpu,
                     help="CPU runs are always deterministic" if on_cpu else "same settings, same PNG on CUDA (slower)")
     return [n for n in notes if n]

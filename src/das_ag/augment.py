@@ -29,24 +29,59 @@ def normalize(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels - mean) / std
 
 
-def jittered_windows(
-    canvas: torch.Tensor, copies: int, resolution: int | tuple[int, int], max_shift: int, generator: torch.Generator
-) -> torch.Tensor:
-    """`copies` square windows of the visible part's short side, each shifted by up to `max_shift`.
+@dataclass(frozen=True)
+class AugmentDraws:
+    """One step's random numbers for one image's views, drawn apart from their use.
 
-    For a square image every window is centred, which equals the references' circular roll by
-    (dy, dx) followed by cropping the margin: the margin is at least the largest shift, so wrapped
-    pixels never reach the window. For an image of another shape (`resolution` = (height, width))
-    the windows are spread evenly along the long side, first to last edge, so together the
-    copies cover the whole picture.
+    Drawing is eager and seeded; applying them is a pure function of the canvas, so a compiled
+    step can take the numbers as inputs and still make the views an eager step makes.
+    """
+
+    shifts: torch.Tensor  # (2, copies) window shifts in px, rows then columns
+    colour: torch.Tensor | None  # (2, copies, 3, 1, 1) uniform [0, 1): log-scale and offset
+    noise: torch.Tensor | None  # (copies, 3, side, side) standard normal
+
+
+def draw(
+    canvas_shape: tuple[int, int],
+    copies: int,
+    resolution: int | tuple[int, int],
+    strength: AugmentStrength,
+    generator: torch.Generator,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> AugmentDraws:
+    """This step's draws for `copies` views of a canvas of `canvas_shape` (height, width), in the
+    order they have always been drawn from `generator`: shifts, colour, noise."""
+    height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
+    top, left = ((c - v) // 2 for c, v in zip(canvas_shape, (height, width)))
+    max_shift = strength.jitter
+    if max_shift > min(top, left):
+        raise ValueError(f"a shift of {max_shift} px leaves the {tuple(canvas_shape)} px canvas")
+    shifts = torch.randint(-max_shift, max_shift + 1, (2, copies), generator=generator, device=device)
+    colour = noise = None
+    if strength.colour > 0:
+        colour = torch.rand(2, copies, 3, 1, 1, generator=generator, device=device, dtype=dtype)
+    if strength.noise > 0:
+        side = min(height, width)
+        noise = torch.randn((copies, 3, side, side), generator=generator, device=device, dtype=dtype)
+    return AugmentDraws(shifts, colour, noise)
+
+
+def jittered_windows(canvas: torch.Tensor, resolution: int | tuple[int, int], shifts: torch.Tensor) -> torch.Tensor:
+    """Square windows of the visible part's short side, one per column of `shifts` (2, copies).
+
+    For a square image every window is centred, then shifted, which equals the references'
+    circular roll by (dy, dx) followed by cropping the margin: the margin is at least the largest
+    shift, so wrapped pixels never reach the window. For an image of another shape (`resolution`
+    = (height, width)) the windows are spread evenly along the long side, first to last edge, so
+    together the copies cover the whole picture.
     """
     height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
-    side = min(height, width)
+    side, copies = min(height, width), shifts.shape[1]
     top, left = ((c - v) // 2 for c, v in zip(canvas.shape[-2:], (height, width)))
-    if max_shift > min(top, left):
-        raise ValueError(f"a shift of {max_shift} px leaves the {tuple(canvas.shape[-2:])} px canvas")
     device = canvas.device
-    shifts = torch.randint(-max_shift, max_shift + 1, (2, copies), generator=generator, device=device)
     span = torch.arange(side, device=device)
     rows = (top + spread(height - side, copies, device) - shifts[0]).unsqueeze(1) + span  # (copies, side)
     cols = (left + spread(width - side, copies, device) - shifts[1]).unsqueeze(1) + span
@@ -63,6 +98,25 @@ def spread(room: int, copies: int, device) -> torch.Tensor | int:
     return torch.linspace(0, room, copies, device=device).round().long()
 
 
+def apply(
+    canvas: torch.Tensor,
+    draws: AugmentDraws,
+    *,
+    resolution: int | tuple[int, int],
+    strength: AugmentStrength,
+    out_size: int = 224,
+) -> torch.Tensor:
+    """A CLIP-normalised batch (copies, 3, out_size, out_size) of `canvas`'s views made with `draws`."""
+    views = normalize(jittered_windows(canvas, resolution, draws.shifts))
+    if draws.colour is not None:
+        # Per-copy, per-channel affine: x * exp(u1) + u2 with u1, u2 ~ U[-c, c].
+        u = (draws.colour * 2 - 1) * strength.colour
+        views = views * u[0].exp() + u[1]
+    if draws.noise is not None:
+        views = views + strength.noise * draws.noise
+    return resize(views, out_size, "bilinear", antialias=True)
+
+
 def augment(
     canvas: torch.Tensor,
     *,
@@ -73,13 +127,7 @@ def augment(
     out_size: int = 224,
 ) -> torch.Tensor:
     """A CLIP-normalised batch (copies, 3, out_size, out_size) of augmented views of `canvas`,
-    whose visible part is `resolution` px square or (height, width)."""
-    views = normalize(jittered_windows(canvas, copies, resolution, strength.jitter, generator))
-    device, dtype = views.device, views.dtype
-    if strength.colour > 0:
-        # Per-copy, per-channel affine: x * exp(u1) + u2 with u1, u2 ~ U[-c, c].
-        u = (torch.rand(2, copies, 3, 1, 1, generator=generator, device=device, dtype=dtype) * 2 - 1) * strength.colour
-        views = views * u[0].exp() + u[1]
-    if strength.noise > 0:
-        views = views + strength.noise * torch.randn(views.shape, generator=generator, device=device, dtype=dtype)
-    return resize(views, out_size, "bilinear", antialias=True)
+    whose visible part is `resolution` px square or (height, width): draw, then apply."""
+    draws = draw(tuple(canvas.shape[-2:]), copies, resolution, strength, generator,
+                 device=canvas.device, dtype=canvas.dtype)
+    return apply(canvas, draws, resolution=resolution, strength=strength, out_size=out_size)

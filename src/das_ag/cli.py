@@ -521,7 +521,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     _say(args, f"{config.method}: {config.steps} steps at {size} px, seed {config.seed}, "
                f"{determinism.mode(device, config.deterministic)}{together}")
     if config.compile:
-        _say(args, "compiling the encoder: the first step waits for the compiler (about a minute)")
+        _say(args, "compiling the step: the first one waits for the compiler (about a minute)")
     interrupted = False
     with tqdm(total=config.steps, unit="step", disable=args.quiet, leave=False, file=sys.stderr) as bar:
         try:

@@ -89,11 +89,13 @@ class GenerationConfig:
     # bit-exact mode.
     dtype: str = setting("auto", group="device", choices=DTYPES, studio=False,
                          help="encoder precision (default auto: bfloat16 where native)")
-    # torch.compile the image encoder. On a GPU it records CUDA graphs: ~3x faster steps after a
-    # one-off compile of about a minute, so it pays off for long runs and servers. On the CPU the
-    # eager encoder already runs its matmuls on prepacked oneDNN weights and compiling gains nothing.
+    # torch.compile the whole step's forward (canvas, augmentation, encoders, terms) and with it
+    # the backward; on a GPU its graphs are replayed as CUDA graphs. Compiling the encoder alone
+    # made steps ~3x faster on an H100 after a one-off compile of about a minute, so it pays off
+    # for long runs and servers. On the CPU the eager encoder already runs its matmuls on
+    # prepacked oneDNN weights and compiling gains little.
     compile: bool = setting(False, group="device", studio=False,
-                            help="torch.compile the encoder: a slow start, then ~3x faster steps on a GPU (no gain on the CPU)")
+                            help="torch.compile the step: a slow start, then several times faster steps on a GPU (little gain on the CPU)")
     # What is optimised: a registered canvas (das_ag.canvases); its settings are fields above.
     canvas: str = setting("pyramid", group="canvas", studio=False,
                           help="what is optimised: pyramid (pixels) or strokes (a drawing saved as SVG too)")

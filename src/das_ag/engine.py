@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from . import determinism
-from .augment import AugmentStrength, augment
+from . import augment
 from .canvases import build_canvas
 from .config import GenerationConfig
 from .errors import ConfigError, DeviceError, first_line
@@ -151,17 +151,32 @@ class _Image:
         self.warnings = tuple(w for t in self.terms for w in getattr(t, "warnings", ()))
         self.status, self.message, self.steps_done = "running", "", 0
 
-    def views(self, t: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This step's augmented views, and the visible picture they were cut from."""
+    def prepare(self, t: int) -> _Prepared:
+        """Step t's schedules and random draws: eager and seeded, outside any compiled code."""
         cfg, T = self.config, self.config.steps
         self.canvas.at_step(t, T)
-        strength = AugmentStrength(
+        strength = augment.AugmentStrength(
             jitter=int(cfg.jitter.at(t, T) * cfg.margin), colour=cfg.colour.at(t, T), noise=cfg.noise.at(t, T)
         )
+        draws = augment.draw(self.canvas.shape, cfg.augment_copies, cfg.image_shape, strength,
+                             self.augment_generator, device=self.augment_generator.device)
+        return _Prepared(strength, draws, [term.at_step(t, T) for term in self.terms])
+
+    def views(self, prepared: _Prepared, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's augmented views, and the visible picture they were cut from."""
         rendered = self.canvas()
-        views = augment(rendered, copies=cfg.augment_copies, resolution=cfg.image_shape, strength=strength,
-                        generator=self.augment_generator, out_size=out_size)
+        views = augment.apply(rendered, prepared.draws, resolution=self.config.image_shape,
+                              strength=prepared.strength, out_size=out_size)
         return views, self.canvas.crop(rendered)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What one image's step needs beyond its parameters, made before the step's forward."""
+
+    strength: augment.AugmentStrength
+    draws: augment.AugmentDraws
+    known: list[dict[str, float]]  # each term's metrics known on the host (Term.at_step)
 
 
 @dataclass
@@ -207,6 +222,7 @@ class Synthesis:
             raise ConfigError(f"the config asks for device {self.config.device} but the models are on {models.device}")
         self.dtype = _check_dtype(self.config.dtype, self.device)
         self._compile = self.config.compile
+        self._compiled = None  # the compiled step forward, made at the first step
         self.steps = self.config.steps
 
         with self._deterministic():
@@ -218,7 +234,8 @@ class Synthesis:
                 for group in image.canvas.param_groups(image.config.lr):
                     groups.append(group)
                     self._group_base_lr.append(group["lr"])
-            self.optimizer = torch.optim.Adam(groups, lr=self.config.lr, betas=ADAM_BETAS)
+            # Compiled runs update every parameter in one fused kernel rather than a few per tensor.
+            self.optimizer = torch.optim.Adam(groups, lr=self.config.lr, betas=ADAM_BETAS, fused=self._compile or None)
             self.initial_scores = [self._scores(image, image.canvas.image()) for image in self.images]
         self._run_warnings: tuple[str, ...] = ()  # the run's own (a failed compile), not one image's
         self.step = 0
@@ -318,32 +335,13 @@ class Synthesis:
     def _launch(self, t: int) -> _Pending:
         """Queue step t's forward and backward; its numbers stay on the device for now."""
         with self._deterministic():
-            views, pictures = zip(*(image.views(t, self.models.input_resolution) for image in self.images))
-            embeddings = self._encode(torch.cat(views) if len(views) > 1 else views[0])
-            # Every number of the step goes into one tensor (one host copy); `layout` says, per
-            # image, which (term, metric) each entry is, or holds a number already on the host.
-            total, losses, stats, layout, offset = None, [], [], [], 0
-            for image, image_views, picture in zip(self.images, views, pictures):
-                n = image_views.shape[0]
-                inputs = TermInputs(embeddings[offset:offset + n], image_views, t, self.steps, picture,
-                                    encode={"dtype": self.dtype, "packed": True})
-                offset += n
-                loss, entries = None, []
-                for term in image.terms:
-                    contribution, metrics = term.loss(inputs)
-                    loss = contribution if loss is None else loss + contribution
-                    for key, value in {"": contribution, **metrics}.items():
-                        if isinstance(value, torch.Tensor):
-                            entries.append((term.name, key, len(stats)))
-                            stats.append(value.detach().float())
-                        else:
-                            entries.append((term.name, key, float(value)))
-                if image.status == "running":  # an image stopped for a non-finite loss no longer learns
-                    total = loss if total is None else total + loss
-                losses.append(loss)
-                layout.append(entries)
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            prepared = [image.prepare(t) for image in self.images]
+            total, losses, stats, found = self._forward_backward(prepared)
+            # Per image, each (term, metric) with where its number is in stats, or the number itself
+            # when the host knew it already; metric "" is the term's contribution to the loss.
+            layout = [[(term.name, key, where) for term, device, known in zip(image.terms, per_term, p.known)
+                       for key, where in [*device, *((k, float(v)) for k, v in known.items())]]
+                      for image, per_term, p in zip(self.images, found, prepared)]
             flags = []
             for image, loss in zip(self.images, losses):
                 grads = [p.grad.isfinite().all() for p in image.canvas.parameters() if p.grad is not None]
@@ -351,13 +349,69 @@ class Synthesis:
                 flags.append(len(stats))
                 stats += [loss.detach().float(), (finite & torch.stack(grads).all() if grads else finite).float()]
             pending_layout = [(entries, flag) for entries, flag in zip(layout, flags)]
-            stats = torch.stack(stats)
+            stats = torch.stack(stats)  # a copy: compiled outputs may be overwritten by the next step
             ready = None
             if self.device.type == "cuda":
                 stats = stats.to("cpu", non_blocking=True)
                 ready = torch.cuda.Event()
                 ready.record()
         return _Pending(t, stats, pending_layout, ready)
+
+    def _forward_backward(self, prepared: list[_Prepared]):
+        """Step t's forward and backward, compiled when the run asks for it; a compile that fails
+        (no C++ compiler, an op the compiler cannot take) runs the step eagerly, with one warning.
+        The draws were made beforehand, so the eager retry sees the same random numbers."""
+        if self._compile:
+            try:
+                if self._compiled is None:
+                    self.models.make_image_encoders(self.dtype, packed=True)
+                    self._compiled = compiled_step(self._step_forward, self.device)
+                if self.device.type == "cuda":
+                    # A new optimisation step: CUDA-graph outputs of the last one may be reused.
+                    torch.compiler.cudagraph_mark_step_begin()
+                out = self._compiled(prepared)
+                self.optimizer.zero_grad(set_to_none=True)
+                out[0].backward()
+                return out
+            except torch.OutOfMemoryError:
+                raise  # the eager step needs as much memory: end the run, keeping its image
+            except Exception as exc:
+                self._compile = False
+                self._run_warnings += (f"torch.compile failed ({first_line(exc)}); running uncompiled",)
+                self.warnings = (*self.warnings, *self._run_warnings)
+        out = self._step_forward(prepared)
+        self.optimizer.zero_grad(set_to_none=True)
+        out[0].backward()
+        return out
+
+    def _step_forward(self, prepared: list[_Prepared]):
+        """Render, augment, encode (one forward for every image's views) and every term's loss.
+
+        Returns the loss to minimise, each image's loss, the step's numbers as tensors, and per
+        image and term the (metric, index in those numbers) pairs. One function of the parameters
+        and the draws, which no step number reaches, so that it compiles whole, once.
+        """
+        views, pictures = zip(*(image.views(p, self.models.input_resolution) for image, p in zip(self.images, prepared)))
+        # packed: the loop's many steps pay for weights prepacked for oneDNN on the CPU.
+        embeddings = self.models.encode_images(torch.cat(views) if len(views) > 1 else views[0],
+                                               dtype=self.dtype, packed=True)
+        total, losses, stats, found, offset = None, [], [], [], 0
+        for image, image_views, picture in zip(self.images, views, pictures):
+            n = image_views.shape[0]
+            inputs = TermInputs(embeddings[offset:offset + n], image_views, picture,
+                                encode={"dtype": self.dtype, "packed": True})
+            offset += n
+            loss, per_term = None, []
+            for term in image.terms:
+                contribution, metrics = term.loss(inputs)
+                loss = contribution if loss is None else loss + contribution
+                per_term.append([(key, len(stats) + i) for i, key in enumerate(("", *metrics))])
+                stats += [value.detach().float() for value in (contribution, *metrics.values())]
+            if image.status == "running":  # an image stopped for a non-finite loss no longer learns
+                total = loss if total is None else total + loss
+            losses.append(loss)
+            found.append(per_term)
+        return total, losses, stats, found
 
     def _apply(self, pending: _Pending) -> None:
         """Apply step t's update, keeping the parameters it started from in case one proves bad."""
@@ -415,20 +469,6 @@ class Synthesis:
             self.message = self.images[0].message
         return StepEvent(step=step, steps=self.steps, elapsed=time.perf_counter() - self._t0, images=tuple(images))
 
-    def _encode(self, batch: torch.Tensor) -> torch.Tensor:
-        # packed: the loop's many steps pay for weights prepacked for oneDNN on the CPU.
-        if self._compile:
-            try:
-                if self.device.type == "cuda":
-                    # A new optimisation step: CUDA-graph outputs of the last one may be reused.
-                    torch.compiler.cudagraph_mark_step_begin()
-                return self.models.encode_images(batch, compiled=True, dtype=self.dtype, packed=True)
-            except Exception as exc:  # no compiler, an unsupported op: run eagerly and say so
-                self._compile = False
-                self._run_warnings += (f"torch.compile failed ({first_line(exc)}); running uncompiled",)
-                self.warnings = (*self.warnings, *self._run_warnings)
-        return self.models.encode_images(batch, dtype=self.dtype, packed=True)
-
     def _scores(self, image: _Image, picture: Image.Image) -> Scores:
         """Scores of an image's 8-bit picture without augmentation, reusing its run's terms."""
         with self._deterministic():
@@ -436,6 +476,27 @@ class Synthesis:
 
     def _deterministic(self):
         return determinism.deterministic_algorithms(self.config.deterministic, self.device)
+
+
+RECOMPILE_LIMIT = 64  # kinds of run one process compiles the step for
+
+
+def compiled_step(forward, device: torch.device):
+    """`forward` (a run's step forward) compiled whole: canvas render, augmentation, encoders and
+    terms, and through AOTAutograd its backward. On CUDA its graphs are recorded as CUDA graphs
+    ("reduce-overhead"): eager, a step launches ~1,000 small kernels from Python, and the GPU
+    idles between them; a recorded graph replays them at once. Kernels are cached in das-ag's
+    cache folder, so a second process does not wait for the compiler again."""
+    from .models import use_compile_cache
+
+    use_compile_cache()
+    # The step is compiled once per kind of run (guidance on or off, negative prompts or none,
+    # the number of images...), not per step or per seed; a studio meets many kinds in a session.
+    # Past the limit dynamo would run the step eagerly without a word: it raises instead, and
+    # the run says so (compiled_step's caller falls back with a warning).
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
+    return torch.compile(forward, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
 def check_batch(configs: Sequence[GenerationConfig]) -> None:

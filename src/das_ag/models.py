@@ -81,7 +81,7 @@ class ClipEncoder:
     # What its images are normalised with, when not OpenAI's (some open_clip models).
     mean: tuple[float, ...] = CLIP_MEAN
     std: tuple[float, ...] = CLIP_STD
-    _encoders: dict = field(default_factory=dict, repr=False)  # (dtype, compiled, packed) -> image encoder
+    _encoders: dict = field(default_factory=dict, repr=False)  # (dtype, packed) -> image encoder
 
     @property
     def input_resolution(self) -> int:
@@ -94,7 +94,7 @@ class ClipEncoder:
         out = getattr(self.model.visual, "output_dim", None)
         return int(out) if out is not None else int(self.model.text_projection.shape[1])
 
-    def encode_images(self, normalized: torch.Tensor, *, compiled: bool = False, dtype: torch.dtype = torch.float32,
+    def encode_images(self, normalized: torch.Tensor, *, dtype: torch.dtype = torch.float32,
                       packed: bool = False) -> torch.Tensor:
         """L2-normalised fp32 embeddings of a CLIP-normalised batch, resized to this encoder's input."""
         normalized = resize(normalized, self.input_resolution, "bilinear", antialias=True)
@@ -102,7 +102,7 @@ class ClipEncoder:
             old_mean, old_std, new_mean, new_std = (torch.tensor(v, device=normalized.device, dtype=normalized.dtype)
                                                     .view(1, 3, 1, 1) for v in (CLIP_MEAN, CLIP_STD, self.mean, self.std))
             normalized = (normalized * old_std + old_mean - new_mean) / new_std
-        encoder = self.image_encoder(dtype, compiled=compiled, packed=packed)
+        encoder = self.image_encoder(dtype, packed=packed)
         if not self.fast and self.device.type == "cpu":
             # An architecture the fast encoder does not cover: under CPU autocast it recasts every
             # weight each step, and open_clip's ViT-B-32 ran at half its float32 speed that way.
@@ -111,29 +111,21 @@ class ClipEncoder:
             e = encoder(normalized).float()
         return e / e.norm(dim=-1, keepdim=True)
 
-    def image_encoder(self, dtype: torch.dtype = torch.float32, *, compiled: bool = False,
-                      packed: bool = False) -> nn.Module:
-        """The image encoder for runs in `dtype`, made once (a copy, or a compile, is slow).
+    def image_encoder(self, dtype: torch.dtype = torch.float32, *, packed: bool = False) -> nn.Module:
+        """The image encoder for runs in `dtype`, made once (a copy is slow).
 
         `packed`, on the CPU: its matmuls run on weights prepacked for oneDNN (encoder.FrozenLinear),
         which pays over an optimisation loop's many forwards and backwards but costs 1.2 GB more
         for ViT-L/14 in bf16, 2.4 GB in float32; a one-off encoding (scoring an image) leaves it off.
         Otherwise, below float32, its matmul weights are a copy stored in `dtype`, so autocast does
-        not cast them again on every step. An encoder that is not `fast` runs as loaded.
-        `compiled` wraps that same encoder in torch.compile; on CUDA it also records CUDA graphs
-        ("reduce-overhead"): eager ViT-L/14 spends most of a step launching ~1,000 small kernels
-        from Python, which a graph replays at once.
+        not cast them again on every step. An encoder that is not `fast` runs as loaded. (A
+        compiled run compiles its whole step, this encoder inside it: engine.compiled_step.)
         """
         fast = self.fast
-        packed = packed and fast and self.device.type == "cpu" and packing_available(dtype)
-        key = (dtype, compiled, packed)
-        if key not in self._encoders:
+        key = (dtype, packed)
+        if key not in self._encoders:  # (what packing needs is looked up once, not at every step)
             visual = self.model.visual
-            if compiled:
-                use_compile_cache()
-                mode = "reduce-overhead" if self.device.type == "cuda" else None
-                self._encoders[key] = torch.compile(self.image_encoder(dtype, packed=packed), mode=mode)
-            elif packed:
+            if packed and fast and self.device.type == "cpu" and packing_available(dtype):
                 self._encoders[key] = with_packed_matmul_weights(visual, dtype)
             elif dtype == torch.float32 or not fast:
                 self._encoders[key] = visual
@@ -210,12 +202,18 @@ class ModelBundle:
         """The side views are made at: the largest input of the guiding encoders (each resizes)."""
         return max(e.input_resolution for e in (self.guides or self.encoders))
 
-    def encode_images(self, normalized: torch.Tensor, *, compiled: bool = False,
-                      dtype: torch.dtype = torch.float32, packed: bool = False) -> torch.Tensor:
+    def encode_images(self, normalized: torch.Tensor, *, dtype: torch.dtype = torch.float32,
+                      packed: bool = False) -> torch.Tensor:
         """Unit embeddings of a CLIP-normalised batch (N, 3, R, R): one encoder's, or the
         ensemble's concatenation (see the class)."""
-        return self._joined([g.encode_images(normalized, compiled=compiled, dtype=dtype, packed=packed)
+        return self._joined([g.encode_images(normalized, dtype=dtype, packed=packed)
                              for g in self.guides])
+
+    def make_image_encoders(self, dtype: torch.dtype, *, packed: bool = False) -> None:
+        """Make every image encoder a step in `dtype` may run, now: a compiled step must find
+        them made (making one, a weight copy or prepacking, cannot be traced)."""
+        for encoder in {*self.guides, *([self.head_encoder] if self.head_encoder else [])}:
+            encoder.image_encoder(dtype, packed=packed)
 
     @torch.no_grad()
     def encode_texts(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -28,11 +28,24 @@ def resample_matrix(src: int, dst: int, mode: str = "bilinear", antialias: bool 
     return rows.reshape(src, dst).t().contiguous().float()
 
 
+@torch.compiler.assume_constant_result
+def resample_matrix_on(src: int, dst: int, mode: str, antialias: bool, device: torch.device,
+                       dtype: torch.dtype) -> torch.Tensor:
+    """resample_matrix on `device` in `dtype`, made once. A compiled step takes it as a constant;
+    traced, it would build the matrix on the CPU and copy it over at every step."""
+    return _resample_matrix_on(src, dst, mode, antialias, device, dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _resample_matrix_on(src, dst, mode, antialias, device, dtype) -> torch.Tensor:
+    return resample_matrix(src, dst, mode, antialias).to(device, dtype)
+
+
 def resize(images: torch.Tensor, size: int, mode: str = "bilinear", antialias: bool = True) -> torch.Tensor:
     """Resize square images (..., H, W) to (..., size, size)."""
     h, w = images.shape[-2:]
     if h == size and w == size:
         return images
-    rows = resample_matrix(h, size, mode, antialias).to(images.device, images.dtype)
-    cols = resample_matrix(w, size, mode, antialias).to(images.device, images.dtype)
+    rows = resample_matrix_on(h, size, mode, antialias, images.device, images.dtype)
+    cols = resample_matrix_on(w, size, mode, antialias, images.device, images.dtype)
     return rows @ images @ cols.t()

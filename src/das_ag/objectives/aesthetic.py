@@ -47,7 +47,7 @@ def capped(score: torch.Tensor, sign: int, cap: float | None) -> torch.Tensor:
     return score.clamp(max=cap) if sign > 0 else score.clamp(min=cap)
 
 
-def aesthetic_loss(score: torch.Tensor, sign: int, weight: float) -> torch.Tensor:
+def aesthetic_loss(score: torch.Tensor, sign: int, weight: float | torch.Tensor) -> torch.Tensor:
     """-sign * weight * score / 10: the score is divided by 10 as in the reference, so weights
     are comparable to theirs."""
     return -sign * weight * score / 10
@@ -64,21 +64,30 @@ class AestheticTerm(Term):
             raise ConfigError(f"guidance {config.guidance} needs the aesthetic head, which reads a ViT-L/14: "
                               "add --clip-model ViT-L/14:0 for the head alone, or use --guidance off")
 
+    # This step's weight, set by at_step: whether the term counts, and the weight as a tensor, so
+    # that a compiled step reads a new number each step rather than being compiled for each one.
+    counts, weight = False, None
+
+    def at_step(self, step, steps):
+        weight = self.config.aesthetic.at(step, steps)
+        if step % self.settings.every:
+            weight = 0.0  # not this step's turn
+        self.counts = weight != 0 and self.config.guidance_sign != 0
+        self.weight = torch.full((), weight, device=self.models.device)
+        return {"weight": weight}
+
     def loss(self, inputs: TermInputs):
         cfg, settings = self.config, self.settings
-        weight = cfg.aesthetic.at(inputs.step, inputs.steps)
-        if inputs.step % settings.every:
-            weight = 0.0  # not this step's turn
-        if self.models.aesthetic_head is None or (self.models.head_is_separate and (weight == 0 or cfg.guidance_sign == 0)):
+        if self.models.aesthetic_head is None or (self.models.head_is_separate and not self.counts):
             # No head, or one whose encoder runs only for it: not measured this step.
-            return inputs.embeddings.new_zeros(()), {"weight": weight}
+            return inputs.embeddings.new_zeros(()), {}
         embedding = self.models.head_embedding(inputs.embeddings, inputs.views, **inputs.encode)
         score = self.models.aesthetic_score(embedding).mean()
-        metrics = {"score": score, "weight": weight}  # the weight is known on the host
-        if cfg.guidance_sign == 0 or weight == 0:
+        metrics = {"score": score}
+        if not self.counts:
             # Out of the loss, even for a score that is not finite (0 x inf would be NaN).
             return score.new_zeros(()), metrics
-        return aesthetic_loss(capped(score, cfg.guidance_sign, settings.cap), cfg.guidance_sign, weight), metrics
+        return aesthetic_loss(capped(score, cfg.guidance_sign, settings.cap), cfg.guidance_sign, self.weight), metrics
 
     def final_scores(self, embedding, views=None):
         if self.models.aesthetic_head is None:

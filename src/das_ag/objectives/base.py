@@ -28,8 +28,6 @@ class TermInputs:
 
     embeddings: torch.Tensor  # (copies, D) L2-normalised CLIP embeddings of its augmented views
     views: torch.Tensor  # (copies, 3, H, W) those views, CLIP-normalised, as the encoder saw them
-    step: int  # 0-based
-    steps: int
     # The visible image itself, unaugmented: (1, 3, H, W) in [0, 1], for terms about the picture's
     # own geometry or colours (symmetry, a palette); None where there is no canvas (the slider).
     picture: torch.Tensor | None = None
@@ -89,9 +87,19 @@ class Term:
     def settings(self) -> Any:
         return self.config.term_settings(self.name)
 
-    def loss(self, inputs: TermInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
-        """This term's contribution to the image's loss (a scalar) and its named metrics: scalar
-        tensors, or plain floats for numbers known on the host (a scheduled weight)."""
+    def at_step(self, step: int, steps: int) -> dict[str, float]:
+        """Called before step `step` (0-based) of `steps` is computed, outside any compiled code.
+
+        A term whose settings follow a schedule sets this step's values here, and returns the
+        metrics it knows on the host (a scheduled weight) by name. `loss` reads no step number:
+        a compiled step then runs the same code at every step, with only numbers changing.
+        """
+        return {}
+
+    def loss(self, inputs: TermInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """This term's contribution to the image's loss (a scalar) and its named metrics (scalar
+        tensors; numbers known on the host come from `at_step`). Keep it a function of tensors:
+        no host syncs, no shapes that depend on values (a boolean mask's), so it compiles whole."""
         raise NotImplementedError
 
     def final_scores(self, embedding: torch.Tensor, views: torch.Tensor | None = None) -> dict[str, float | None]:

@@ -19,6 +19,7 @@ import torch
 
 from ..settings import setting
 from .base import Term, TermInputs
+from .text import SignedWeights
 
 SEPARATOR = "|"  # between entries of `images`; each entry is PATH:WEIGHT
 
@@ -91,21 +92,14 @@ class ImagePromptTerm(Term):
                 pictures.append(picture_input(image, models.input_resolution))
         with torch.no_grad():
             self.features = models.encode_images(torch.cat(pictures).to(models.device)).float()
-        self.weights = torch.tensor([w for _, w in entries], device=models.device)
+        self.signed = SignedWeights([w for _, w in entries], models.device)
 
     def loss(self, inputs: TermInputs):
-        from .text import text_score
-
         sims = (inputs.embeddings.float() @ self.features.t()).mean(dim=0)
-        positive = self.weights > 0
-        metrics = {"similarity": sims[positive].mean()} if positive.any() else {}
-        if positive.any():
-            score = text_score(sims, self.weights)
-        else:  # repelling pictures only
-            score = (self.weights * sims).mean()
-        return -self.config.clip_weight * score, metrics
+        similarity = self.signed.attracting(sims)
+        metrics = {} if similarity is None else {"similarity": similarity}
+        return -self.config.clip_weight * self.signed.score(sims), metrics  # repelling only: mean(w * sim)
 
     def final_scores(self, embedding, views=None):
-        sims = (embedding.float() @ self.features.t())[0]
-        positive = self.weights > 0
-        return {"image_prompt_similarity": float(sims[positive].mean()) if positive.any() else None}
+        similarity = self.signed.attracting((embedding.float() @ self.features.t())[0])
+        return {"image_prompt_similarity": None if similarity is None else float(similarity)}

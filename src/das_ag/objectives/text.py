@@ -19,17 +19,49 @@ def prompt_similarities(embeddings: torch.Tensor, text_features: torch.Tensor) -
     return (embeddings @ text_features.t()).mean(dim=0)
 
 
-def text_score(similarities: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+class SignedWeights:
+    """Prompt weights with their attracting (w > 0) and repelling sides found once, on the host.
+
+    A step then picks each side by fixed indices: a boolean mask would give its selection a shape
+    that depends on the data, which a compiled step cannot take without breaking its graph.
+    """
+
+    def __init__(self, weights, device=None):
+        weights = [float(w) for w in weights]
+        self.weights = torch.tensor(weights, device=device)
+        self.attract = _indices([i for i, w in enumerate(weights) if w > 0], device)
+        self.repel = _indices([i for i, w in enumerate(weights) if not w > 0], device)
+
+    def score(self, similarities: torch.Tensor) -> torch.Tensor:
+        """mean(w * sim) over attracting prompts + mean(w * sim) over repelling ones (w < 0 there);
+        with none attracting, mean(w * sim) over all."""
+        weighted = self.weights * similarities
+        if self.attract is None:
+            return weighted.mean()
+        score = weighted[self.attract].mean()
+        if self.repel is not None:
+            score = score + weighted[self.repel].mean()
+        return score
+
+    def attracting(self, similarities: torch.Tensor) -> torch.Tensor | None:
+        """The mean similarity to the attracting prompts (None with none)."""
+        return None if self.attract is None else similarities[..., self.attract].mean(dim=-1)
+
+    def repelling(self, similarities: torch.Tensor) -> torch.Tensor | None:
+        return None if self.repel is None else similarities[..., self.repel].mean(dim=-1)
+
+
+def _indices(indices: list[int], device) -> torch.Tensor | None:
+    return torch.tensor(indices, dtype=torch.long, device=device) if indices else None
+
+
+def text_score(similarities: torch.Tensor, weights) -> torch.Tensor:
     """mean(w * sim) over attracting prompts + mean(w * sim) over repelling ones (w < 0 there)."""
-    weighted = weights * similarities
-    positive = weights > 0
-    score = weighted[positive].mean()
-    if (~positive).any():
-        score = score + weighted[~positive].mean()
-    return score
+    return SignedWeights(weights.tolist() if isinstance(weights, torch.Tensor) else weights,
+                         similarities.device).score(similarities)
 
 
-def text_loss(similarities: torch.Tensor, weights: torch.Tensor, clip_weight: float) -> torch.Tensor:
+def text_loss(similarities: torch.Tensor, weights, clip_weight: float) -> torch.Tensor:
     return -clip_weight * text_score(similarities, weights)
 
 
@@ -45,16 +77,14 @@ class TextTerm(Term):
         super().__init__(config, models)
         self.text_features, warnings = encode_text_prompts(models, config.prompts)
         self.warnings = tuple(warnings)
-        self.weights = torch.tensor([p.weight for p in config.prompts], device=models.device)
-        self.positive = self.weights > 0
-        self.has_negative = bool((~self.positive).any())
+        self.signed = SignedWeights([p.weight for p in config.prompts], models.device)
 
     def loss(self, inputs: TermInputs):
         sims = prompt_similarities(inputs.embeddings, self.text_features)
-        metrics = {"clip_positive": sims[self.positive].mean()}
-        if self.has_negative:
-            metrics["clip_negative"] = sims[~self.positive].mean()
-        return text_loss(sims, self.weights, self.config.clip_weight), metrics
+        metrics = {"clip_positive": self.signed.attracting(sims)}
+        if self.signed.repel is not None:
+            metrics["clip_negative"] = self.signed.repelling(sims)
+        return -self.config.clip_weight * self.signed.score(sims), metrics
 
     def final_scores(self, embedding, views=None):
         sims = (embedding @ self.text_features.t())[0].tolist()
@@ -69,5 +99,5 @@ class TextTerm(Term):
         if len(self.models.guides) > 1:  # an ensemble: each encoder's own similarity too
             texts = dict(self.models.parts(self.text_features))
             for name, part in self.models.parts(embedding):
-                scores[f"clip_positive@{name}"] = float((part @ texts[name][self.positive].t())[0].mean())
+                scores[f"clip_positive@{name}"] = float(self.signed.attracting(part @ texts[name].t())[0])
         return scores

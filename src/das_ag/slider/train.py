@@ -156,7 +156,7 @@ def image_reward(images: torch.Tensor, models, settings: SliderSettings, text: t
         reward = reward + settings.clip_weight * similarity
         parts["clip"] = float(similarity.detach())
     if styles is not None:
-        loss, metrics = styles.loss(TermInputs(embeddings, views, 0, 1))
+        loss, metrics = styles.loss(TermInputs(embeddings, views))
         reward = reward - direction * loss  # the term's loss is what it minimises
         parts["style_entropy"] = float(metrics["entropy"].detach())
     return reward, parts
