@@ -56,6 +56,7 @@ def main() -> int:
                          f"aesthetic {a.scores.aesthetic:.4f} / {b.scores.aesthetic:.4f}"))
         except Exception as exc:  # report, keep measuring the other modes
             rows.append((f"det={deterministic} {interpolation}{' compile' if compile_ else ''}", "error", str(exc).splitlines()[0][:90]))
+        print(rows[-1], flush=True)  # as it goes: a time limit may end the run
     for dtype, deterministic, compile_ in [("float32", True, False), ("auto", True, False), ("auto", False, False),
                                            ("auto", False, True), ("auto", True, True)]:
         config = GenerationConfig.from_preset("paper", prompts=PROMPTS, device="cuda", dtype=dtype,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU figures that issues 10, 13 and 14 wait for, as one device run (about 8 minutes on an
-# H200). The device machine has torch, transformers and timm but not das-ag's other needs, and it
+# The GPU figures that issues 10, 13 and 14 wait for, as one device run (at most 8.5 minutes on
+# an H200). The device machine has torch, transformers and timm but not das-ag's other needs, and it
 # reaches no network, so they travel as wheels:
 #
 #   bash bench/gpu_session.sh --wheels            # here, once: pure-Python wheels into .whl/
@@ -47,15 +47,16 @@ head="$OUT/random-head.pth"
 python3 -c "import torch; from das_ag.models import AestheticHead; torch.save(AestheticHead().state_dict(), '$head')"
 
 # Issue 13: the slider's step time and peak memory at SD 1.5's shape, 512 px, four modes.
-part 200 "slider" python3 bench/slider_speed.py --device "$DEVICE" --shape "$SHAPE" --clip "$CLIP" \
+part 150 "slider" python3 bench/slider_speed.py --device "$DEVICE" --shape "$SHAPE" --clip "$CLIP" \
     --resolution "$SLIDER_PX" --steps "$STEPS"
-# Issue 10: the step against its floor and the reference loop, and images per step.
-part 150 "step" python3 bench/step_speed.py --device "$DEVICE" --shapes "$VIT" --steps "$STEPS" --no-reference
-part 90 "batch" python3 bench/batch_speed.py --device "$DEVICE" --shapes "$VIT" --images 1,3,8 --steps "$STEPS"
+# Issue 10: the paper preset alone, 8 to a step and compared 3 x 2, eager against the compiled
+# step, with the GPU-busy share of each step.
+part 210 "paper speed" python3 bench/paper_speed.py --device "$DEVICE" --shape "$VIT" ${DRY:+--steps 4}
 if [ -z "${DRY:-}" ]; then
+    # Issue 10: determinism (the same PNG twice) of eager and compiled runs, the paper preset's
+    # wall time in each precision.
+    part 100 "determinism" python3 bench/cuda_determinism.py --head "$head" --steps 30
     # Issue 14: encoder ensembles and the fast path's step on a GPU.
-    part 60 "ensemble" python3 bench/ensemble_speed.py --device "$DEVICE"
-    # Issue 10: the paper preset's wall time and determinism (CUDA only).
-    part 150 "paper" python3 bench/cuda_determinism.py --head "$head" --steps 30
+    part 40 "ensemble" python3 bench/ensemble_speed.py --device "$DEVICE"
 fi
 echo "log: $OUT/gpu.log"
