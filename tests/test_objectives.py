@@ -3,23 +3,32 @@ import torch
 
 from das_ag.objectives.aesthetic import aesthetic_loss
 from das_ag.objectives.regularisers import l1, total_variation
-from das_ag.objectives.text import text_loss, text_score
+from das_ag.objectives.text import SignedWeights
 
 
 def test_unit_weights_give_mean_positive_minus_mean_negative():
     sims = torch.tensor([0.30, 0.20, 0.10, 0.05])
-    weights = torch.tensor([1.0, 1.0, -1.0, -1.0])
-    assert text_score(sims, weights).item() == pytest.approx(0.25 - 0.075)
-    assert text_loss(sims, weights, 5.0).item() == pytest.approx(-5 * (0.25 - 0.075))
+    signed = SignedWeights([1.0, 1.0, -1.0, -1.0])
+    assert signed.score(sims).item() == pytest.approx(0.25 - 0.075)
+    assert (signed.attracting(sims).item(), signed.repelling(sims).item()) == pytest.approx((0.25, 0.075))
 
 
 def test_original_das_signed_weights():
     sims = torch.tensor([0.30, 0.10])
-    assert text_score(sims, torch.tensor([1.0, -0.3])).item() == pytest.approx(0.30 - 0.3 * 0.10)
+    assert SignedWeights([1.0, -0.3]).score(sims).item() == pytest.approx(0.30 - 0.3 * 0.10)
 
 
 def test_only_positive_prompts():
-    assert text_score(torch.tensor([0.2, 0.4]), torch.tensor([1.0, 1.0])).item() == pytest.approx(0.3)
+    signed = SignedWeights([1.0, 1.0])
+    assert signed.score(torch.tensor([0.2, 0.4])).item() == pytest.approx(0.3)
+    assert signed.repel is None and signed.repelling(torch.tensor([0.2, 0.4])) is None
+
+
+def test_only_repelling_weights_average_all_of_them():
+    # Image prompts may all repel: then the score is mean(w * sim) over every one.
+    signed = SignedWeights([-1.0, -3.0])
+    assert signed.score(torch.tensor([0.2, 0.4])).item() == pytest.approx((-0.2 - 1.2) / 2)
+    assert signed.attracting(torch.tensor([0.2, 0.4])) is None
 
 
 def test_aesthetic_sign():

@@ -55,16 +55,6 @@ def _indices(indices: list[int], device) -> torch.Tensor | None:
     return torch.tensor(indices, dtype=torch.long, device=device) if indices else None
 
 
-def text_score(similarities: torch.Tensor, weights) -> torch.Tensor:
-    """mean(w * sim) over attracting prompts + mean(w * sim) over repelling ones (w < 0 there)."""
-    return SignedWeights(weights.tolist() if isinstance(weights, torch.Tensor) else weights,
-                         similarities.device).score(similarities)
-
-
-def text_loss(similarities: torch.Tensor, weights, clip_weight: float) -> torch.Tensor:
-    return -clip_weight * text_score(similarities, weights)
-
-
 class TextTerm(Term):
     name = "text"
     labels = {"clip_positive": "clip+", "clip_negative": "clip-"}
