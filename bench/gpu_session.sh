@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The GPU figures that issues 10, 13 and 14 wait for, as one device run (at most 8.5 minutes on
-# an H200). The device machine has torch, transformers and timm but not das-ag's other needs, and it
-# reaches no network, so they travel as wheels:
+# The GPU figures that issues 10 and 13 wait for most, and the tests only a GPU runs, as one
+# device run of at most 6 minutes on an H200, so that a rerun still fits a session's 15; ALL=1
+# adds determinism and ensembles (issue 14), 3.5 minutes more. The device machine has torch,
+# transformers and timm but not das-ag's other needs, and it reaches no network, so they travel
+# as wheels:
 #
 #   bash bench/gpu_session.sh --wheels            # here, once: pure-Python wheels into .whl/
-#   run(command="bash bench/gpu_session.sh", carry=[".whl"], timeout_s=570)   # the device tool
+#   run(command="bash bench/gpu_session.sh", carry=[".whl"], timeout_s=400)   # the device tool
 #
 # Everything runs on random weights of the real shapes (no download); the log comes back as
 # $OUT/gpu.log. Each part has its own time limit, so one that hangs cannot eat the others.
@@ -17,7 +19,8 @@ if [ "${1:-}" = "--wheels" ]; then
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
         clip-anytorch==2.6.0 ftfy==6.3.1 wcwidth==0.9.4 python-dotenv==1.2.4 setuptools==80.10.2 \
-        open-clip-torch==3.3.0 diffusers==0.42.1 peft==0.21.2 importlib-metadata==8.7.0
+        open-clip-torch==3.3.0 diffusers==0.42.1 peft==0.21.2 importlib-metadata==8.7.0 \
+        pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 pygments==2.21.0
     exit
 fi
 
@@ -47,16 +50,23 @@ head="$OUT/random-head.pth"
 python3 -c "import torch; from das_ag.models import AestheticHead; torch.save(AestheticHead().state_dict(), '$head')"
 
 # Issue 13: the slider's step time and peak memory at SD 1.5's shape, 512 px, four modes.
-part 150 "slider" python3 bench/slider_speed.py --device "$DEVICE" --shape "$SHAPE" --clip "$CLIP" \
+part 110 "slider" python3 bench/slider_speed.py --device "$DEVICE" --shape "$SHAPE" --clip "$CLIP" \
     --resolution "$SLIDER_PX" --steps "$STEPS"
 # Issue 10: the paper preset alone, 8 to a step and compared 3 x 2, eager against the compiled
-# step, with the GPU-busy share of each step.
-part 210 "paper speed" python3 bench/paper_speed.py --device "$DEVICE" --shape "$VIT" ${DRY:+--steps 4}
-if [ -z "${DRY:-}" ]; then
-    # Issue 10: determinism (the same PNG twice) of eager and compiled runs, the paper preset's
-    # wall time in each precision.
-    part 100 "determinism" python3 bench/cuda_determinism.py --head "$head" --steps 30
-    # Issue 14: encoder ensembles and the fast path's step on a GPU.
-    part 40 "ensemble" python3 bench/ensemble_speed.py --device "$DEVICE"
+# step, with the GPU-busy share of each step (each mode prints its line as it ends).
+part 170 "paper speed" python3 bench/paper_speed.py --device "$DEVICE" --shape "$VIT" ${DRY:+--steps 4}
+# The tests only a GPU runs (skipped on the CPU): no step waits for the GPU, eager or compiled;
+# compiled runs from the studio's threads; the encoder on CUDA; the rasteriser repeats. A random
+# head stands in for ../shared's, which does not travel.
+DAS_AG_TEST_HEAD="$head" part 70 "cuda tests" python3 -m pytest -q -p no:cacheprovider -rs \
+    "tests/test_engine.py::test_a_cuda_step_never_waits_for_the_gpu" \
+    "tests/test_jobs.py::test_compiled_cuda_runs_work_from_the_studios_threads" \
+    "tests/test_encoder.py::test_sped_up_encoder_computes_what_clip_computes[cuda]" \
+    "tests/test_rasterise.py::test_cuda_renders_repeat_bit_for_bit"
+if [ -z "${DRY:-}" ] && [ -n "${ALL:-}" ]; then
+    # With ALL=1 (a second call, or a session with time to spare): determinism (the same PNG
+    # twice, eager and compiled; the paper preset in each precision) and encoder ensembles.
+    part 150 "determinism" python3 bench/cuda_determinism.py --head "$head" --steps 30
+    part 60 "ensemble" python3 bench/ensemble_speed.py --device "$DEVICE"
 fi
 echo "log: $OUT/gpu.log"

@@ -266,6 +266,34 @@ def test_a_compile_that_fails_runs_uncompiled_and_says_so(tiny_clip_path, head_p
     assert png_bytes(result.image) == png_bytes(eager.image)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_a_cuda_step_never_waits_for_the_gpu(tiny_clip_path, head_path, compile):
+    # The loop reads a step's numbers once, a step later, so that the host prepares step t+1
+    # while the GPU computes step t. Anything in a step that synchronises with the GPU (a blocking
+    # copy to the device, .item(), a value-dependent shape) would make the host wait every step.
+    # Past the first steps (loading, compiling, recording CUDA graphs), CUDA's sync debug mode
+    # raises on any such wait; 448 px, so that views are resized on the way to the encoder.
+    models = load_models(str(tiny_clip_path), str(head_path), "cuda")
+    run = synthesize(small_config(device="cuda", resolution=448, steps=10, compile=compile), models)
+    launch, apply = run._launch, run._apply
+
+    def strict(step):
+        def call(*args):
+            if run.step < 4:
+                return step(*args)
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                return step(*args)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return call
+
+    run._launch, run._apply = strict(launch), strict(apply)
+    result = run.run()
+    assert result.status == "completed" and not result.warnings, (result.message, result.warnings)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_a_cuda_config_without_a_gpu_is_refused(models):
     with pytest.raises(DeviceError, match="no CUDA GPU"):
