@@ -266,6 +266,52 @@ def test_a_compile_that_fails_runs_uncompiled_and_says_so(tiny_clip_path, head_p
     assert png_bytes(result.image) == png_bytes(eager.image)
 
 
+def test_a_step_asks_the_host_for_nothing(models, tmp_path):
+    # What makes a GPU step wait for the GPU, seen on the CPU as the ops a step dispatches: a
+    # tensor made from host numbers (a blocking copy to the device on a GPU), .item() (a read back),
+    # nonzero or a boolean mask (a selection whose size must be read back). Past the first steps
+    # (which make the constants), a step has none of them, whatever its terms; 448 px, so that
+    # views are resized on the way to the encoder. On a GPU, test_a_cuda_step_never_waits_for_the_gpu
+    # checks the same with CUDA's own sync debug mode.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Watch(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            # Adam's step counters are host tensors on every device (torch's choice): reading them
+            # waits for nothing.
+            if not any(arg is state.get("step") for arg in args for state in run.optimizer.state.values()):
+                self.ops.append(str(func))
+            indices = args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else ()
+            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices):
+                self.ops.append("a boolean mask")  # on a GPU, its selection's size is read back
+            return func(*args, **(kwargs or {}))
+
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "red.png")
+    config = small_config(resolution=448, steps=6, prompts=(Prompt("a red circle"), Prompt("blurry", -0.3)),
+                          terms={"image_prompt": {"images": f"{tmp_path / 'red.png'}:1"}, "symmetry": {"weight": 0.5},
+                                 "ambiguity": {"guidance": "reward"}, "colourfulness": {"weight": 0.5}})
+    run = synthesize(config, models)
+    watch = Watch()
+    launch, apply = run._launch, run._apply
+
+    def watched(step):
+        def call(*args):
+            if run.step < 2:
+                return step(*args)
+            with watch:
+                return step(*args)
+        return call
+
+    run._launch, run._apply = watched(launch), watched(apply)
+    assert run.run().status == "completed"
+    asks = {"aten.lift_fresh.default", "aten._local_scalar_dense.default", "aten.nonzero.default", "a boolean mask"}
+    assert watch.ops and not asks & set(watch.ops), sorted(asks & set(watch.ops))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
 def test_a_cuda_step_never_waits_for_the_gpu(tiny_clip_path, head_path, compile):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .models import CLIP_MEAN, CLIP_STD
+from .models import CLIP_MEAN, CLIP_STD, per_channel
 from .resample import resize
 
 
@@ -24,8 +24,7 @@ class AugmentStrength:
 
 
 def normalize(pixels: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(CLIP_MEAN, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
+    mean, std = (per_channel(v, pixels.device, pixels.dtype) for v in (CLIP_MEAN, CLIP_STD))
     return (pixels - mean) / std
 
 

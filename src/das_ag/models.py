@@ -27,6 +27,19 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 EMBED_DIM = 768  # ViT-L/14's projection width, which the aesthetic head was trained on
 
 
+@torch.compiler.assume_constant_result
+def per_channel(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """`values` as a (1, C, 1, 1) tensor on `device`, made once. Made at every step, it would be
+    copied from the host each time, and a blocking copy makes the host wait for the GPU; a
+    compiled step takes it as a constant."""
+    return _per_channel(values, device, dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _per_channel(values, device, dtype) -> torch.Tensor:
+    return torch.tensor(values, device=device, dtype=dtype).view(1, -1, 1, 1)
+
+
 class AestheticHead(nn.Module):
     """LAION's "improved aesthetic predictor": five linear layers on a normalised CLIP embedding.
 
@@ -99,8 +112,8 @@ class ClipEncoder:
         """L2-normalised fp32 embeddings of a CLIP-normalised batch, resized to this encoder's input."""
         normalized = resize(normalized, self.input_resolution, "bilinear", antialias=True)
         if (self.mean, self.std) != (CLIP_MEAN, CLIP_STD):  # from OpenAI's normalisation to this model's
-            old_mean, old_std, new_mean, new_std = (torch.tensor(v, device=normalized.device, dtype=normalized.dtype)
-                                                    .view(1, 3, 1, 1) for v in (CLIP_MEAN, CLIP_STD, self.mean, self.std))
+            old_mean, old_std, new_mean, new_std = (per_channel(tuple(v), normalized.device, normalized.dtype)
+                                                    for v in (CLIP_MEAN, CLIP_STD, self.mean, self.std))
             normalized = (normalized * old_std + old_mean - new_mean) / new_std
         encoder = self.image_encoder(dtype, packed=packed)
         if not self.fast and self.device.type == "cpu":
