@@ -39,6 +39,10 @@ class AugmentDraws:
     shifts: torch.Tensor  # (2, copies) window shifts in px, rows then columns
     colour: torch.Tensor | None  # (2, copies, 3, 1, 1) uniform [0, 1): log-scale and offset
     noise: torch.Tensor | None  # (copies, 3, side, side) standard normal
+    # This step's strengths as 0-d tensors: a compiled step compiled with CUDA graphs takes a
+    # Python number as a constant, and would be compiled again for each step's value.
+    colour_range: torch.Tensor | None = None
+    noise_sigma: torch.Tensor | None = None
 
 
 def draw(
@@ -59,13 +63,15 @@ def draw(
     if max_shift > min(top, left):
         raise ValueError(f"a shift of {max_shift} px leaves the {tuple(canvas_shape)} px canvas")
     shifts = torch.randint(-max_shift, max_shift + 1, (2, copies), generator=generator, device=device)
-    colour = noise = None
+    colour = noise = colour_range = noise_sigma = None
     if strength.colour > 0:
         colour = torch.rand(2, copies, 3, 1, 1, generator=generator, device=device, dtype=dtype)
+        colour_range = torch.full((), strength.colour, device=device, dtype=dtype)
     if strength.noise > 0:
         side = min(height, width)
         noise = torch.randn((copies, 3, side, side), generator=generator, device=device, dtype=dtype)
-    return AugmentDraws(shifts, colour, noise)
+        noise_sigma = torch.full((), strength.noise, device=device, dtype=dtype)
+    return AugmentDraws(shifts, colour, noise, colour_range, noise_sigma)
 
 
 def jittered_windows(canvas: torch.Tensor, resolution: int | tuple[int, int], shifts: torch.Tensor) -> torch.Tensor:
@@ -97,22 +103,16 @@ def spread(room: int, copies: int, device) -> torch.Tensor | int:
     return torch.linspace(0, room, copies, device=device).round().long()
 
 
-def apply(
-    canvas: torch.Tensor,
-    draws: AugmentDraws,
-    *,
-    resolution: int | tuple[int, int],
-    strength: AugmentStrength,
-    out_size: int = 224,
-) -> torch.Tensor:
+def apply(canvas: torch.Tensor, draws: AugmentDraws, *, resolution: int | tuple[int, int],
+          out_size: int = 224) -> torch.Tensor:
     """A CLIP-normalised batch (copies, 3, out_size, out_size) of `canvas`'s views made with `draws`."""
     views = normalize(jittered_windows(canvas, resolution, draws.shifts))
     if draws.colour is not None:
         # Per-copy, per-channel affine: x * exp(u1) + u2 with u1, u2 ~ U[-c, c].
-        u = (draws.colour * 2 - 1) * strength.colour
+        u = (draws.colour * 2 - 1) * draws.colour_range
         views = views * u[0].exp() + u[1]
     if draws.noise is not None:
-        views = views + strength.noise * draws.noise
+        views = views + draws.noise_sigma * draws.noise
     return resize(views, out_size, "bilinear", antialias=True)
 
 
@@ -129,4 +129,4 @@ def augment(
     whose visible part is `resolution` px square or (height, width): draw, then apply."""
     draws = draw(tuple(canvas.shape[-2:]), copies, resolution, strength, generator,
                  device=canvas.device, dtype=canvas.dtype)
-    return apply(canvas, draws, resolution=resolution, strength=strength, out_size=out_size)
+    return apply(canvas, draws, resolution=resolution, out_size=out_size)

@@ -160,13 +160,12 @@ class _Image:
         )
         draws = augment.draw(self.canvas.shape, cfg.augment_copies, cfg.image_shape, strength,
                              self.augment_generator, device=self.augment_generator.device)
-        return _Prepared(strength, draws, [term.at_step(t, T) for term in self.terms])
+        return _Prepared(draws, [term.at_step(t, T) for term in self.terms])
 
     def views(self, prepared: _Prepared, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This step's augmented views, and the visible picture they were cut from."""
         rendered = self.canvas()
-        views = augment.apply(rendered, prepared.draws, resolution=self.config.image_shape,
-                              strength=prepared.strength, out_size=out_size)
+        views = augment.apply(rendered, prepared.draws, resolution=self.config.image_shape, out_size=out_size)
         return views, self.canvas.crop(rendered)
 
 
@@ -174,7 +173,6 @@ class _Image:
 class _Prepared:
     """What one image's step needs beyond its parameters, made before the step's forward."""
 
-    strength: augment.AugmentStrength
     draws: augment.AugmentDraws
     known: list[dict[str, float]]  # each term's metrics known on the host (Term.at_step)
 

@@ -150,10 +150,6 @@ def _over(alpha: torch.Tensor, colours: torch.Tensor, background: torch.Tensor) 
     return paint + background[:, :, None] * through[:, None, :]
 
 
-# A compiled step runs this as it is, between its graphs: binning strokes into tiles gives shapes
-# that change with the strokes at every step, and traced, it was compiled again step after step
-# (76 graphs in a 40-step run of the tiny model, 31x the eager run's time).
-@torch.compiler.disable
 def render(
     points: torch.Tensor,
     widths: torch.Tensor,
