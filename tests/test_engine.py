@@ -229,6 +229,36 @@ def test_nothing_that_changes_per_step_recompiles_the_step(models, monkeypatch):
     assert all(len(calls) <= 1 for calls in integers), integers
 
 
+def test_other_weights_do_not_recompile_the_step(models, tmp_path, monkeypatch):
+    # A studio user changes a weight and generates again: compiled for CUDA graphs, a step that
+    # read the weight as a Python number would be compiled again (a minute on a GPU). Terms keep
+    # the settings they multiply by as tensors (Term.number), so the second run traces nothing.
+    import torch._inductor.config
+
+    import das_ag.engine as engine
+
+    monkeypatch.setattr(engine, "compiled_step", lambda forward, device: torch.compile(forward, backend="eager"))
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "red.png")
+
+    def config(k: float):
+        return small_config(steps=3, dtype="float32", compile=True, clip_weight=2 * k, tv_weight=0.1 * k,
+                            l1_weight=0.1 * k, prompts=(Prompt("a red circle"), Prompt("blurry", -0.3)), terms={
+                                "ambiguity": {"guidance": "reward", "weight": 0.2 * k},
+                                "image_prompt": {"images": f"{tmp_path / 'red.png'}:1"},
+                                "init": {"image": str(tmp_path / "red.png"), "strength": 0.1 * k},
+                                "symmetry": {"weight": 0.1 * k}, "palette": {"weight": 0.1 * k},
+                                "colourfulness": {"weight": 0.1 * k}, "aesthetic": {"cap": 5 + k}})
+
+    with torch._inductor.config.patch({"triton.cudagraphs": True}):
+        first = synthesize(config(1), models)
+        first.run()
+        graphs = compiled_graphs()
+        second = synthesize(config(2), models)
+        second.run()
+    assert not first.warnings and not second.warnings
+    assert compiled_graphs() == graphs
+
+
 def test_the_step_breaks_only_at_the_cpus_own_kernels(models, tmp_path):
     # Every term, the pyramid and the augmentation trace into one graph: the only breaks are the
     # CPU encoder's oneDNN matmul and blocked attention (a GPU runs neither), so on a GPU the

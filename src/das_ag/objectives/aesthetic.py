@@ -39,7 +39,7 @@ class AestheticSettings:
         return p
 
 
-def capped(score: torch.Tensor, sign: int, cap: float | None) -> torch.Tensor:
+def capped(score: torch.Tensor, sign: int, cap: float | torch.Tensor | None) -> torch.Tensor:
     """The score as the term sees it: no higher than the cap for a reward, no lower for a penalty
     (past the cap the gradient is zero: the term stops pushing)."""
     if cap is None or sign == 0:
@@ -63,6 +63,7 @@ class AestheticTerm(Term):
         if models.aesthetic_head is None and config.guidance_sign != 0:
             raise ConfigError(f"guidance {config.guidance} needs the aesthetic head, which reads a ViT-L/14: "
                               "add --clip-model ViT-L/14:0 for the head alone, or use --guidance off")
+        self.cap = None if self.settings.cap is None else self.number(self.settings.cap)
 
     # This step's weight, set by at_step: whether the term counts, and the weight as a tensor, so
     # that a compiled step reads a new number each step rather than being compiled for each one.
@@ -77,7 +78,7 @@ class AestheticTerm(Term):
         return {"weight": weight}
 
     def loss(self, inputs: TermInputs):
-        cfg, settings = self.config, self.settings
+        cfg = self.config
         if self.models.aesthetic_head is None or (self.models.head_is_separate and not self.counts):
             # No head, or one whose encoder runs only for it: not measured this step.
             return inputs.embeddings.new_zeros(()), {}
@@ -87,7 +88,7 @@ class AestheticTerm(Term):
         if not self.counts:
             # Out of the loss, even for a score that is not finite (0 x inf would be NaN).
             return score.new_zeros(()), metrics
-        return aesthetic_loss(capped(score, cfg.guidance_sign, settings.cap), cfg.guidance_sign, self.weight), metrics
+        return aesthetic_loss(capped(score, cfg.guidance_sign, self.cap), cfg.guidance_sign, self.weight), metrics
 
     def final_scores(self, embedding, views=None):
         if self.models.aesthetic_head is None:

@@ -134,6 +134,8 @@ class AmbiguityTerm(Term):
                 self.label_features = models.encode_texts(tokens)
             self.temperature = s.temperature or TEXT_TEMPERATURE
         self.sign = {"reward": 1, "penalty": -1, "off": 0}[s.guidance]
+        self.counts = self.sign != 0 and s.weight != 0
+        self.weight = self.number(s.weight)
 
     def log_probabilities(self, embeddings: torch.Tensor) -> torch.Tensor:
         """log p over the styles for each embedding: (N, K)."""
@@ -149,10 +151,9 @@ class AmbiguityTerm(Term):
         kl, entropy = style_kl(log_p).mean(), style_entropy(log_p).mean()  # averaged over the views
         p = log_p.exp().mean(dim=0)
         metrics = {"entropy": entropy, "kl": kl, **{f"p:{name}": p[i] for i, name in enumerate(self.names)}}
-        weight = self.settings.weight
-        if self.sign == 0 or weight == 0:
+        if not self.counts:
             return kl.new_zeros(()), metrics
-        return weight * (kl if self.sign > 0 else entropy), metrics
+        return self.weight * (kl if self.sign > 0 else entropy), metrics
 
     def final_scores(self, embedding, views=None):
         log_p = self.log_probabilities(embedding)[0]

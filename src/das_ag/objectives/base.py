@@ -87,6 +87,15 @@ class Term:
     def settings(self) -> Any:
         return self.config.term_settings(self.name)
 
+    def number(self, value: float) -> torch.Tensor:
+        """A setting `loss` multiplies by, as a 0-d tensor on the run's device: make it once, in
+        __init__. Compiled for CUDA graphs, a step takes each Python number it reads as a
+        constant, so another weight (changed in the studio, say) would compile it again; a tensor
+        is an input like the parameters, and the product is the same to the bit."""
+        import torch
+
+        return torch.tensor(float(value), device=self.models.device)
+
     def at_step(self, step: int, steps: int) -> dict[str, float]:
         """Called before step `step` (0-based) of `steps` is computed, outside any compiled code.
 

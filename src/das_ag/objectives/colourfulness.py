@@ -44,6 +44,10 @@ class ColourfulnessTerm(Term):
     def active(cls, config):
         return config.term_settings(cls.name).weight != 0
 
+    def __init__(self, config, models):
+        super().__init__(config, models)
+        self.weight = self.number(self.settings.weight)
+
     def loss(self, inputs: TermInputs):
         value = colourfulness(inputs.picture)
-        return -self.settings.weight * value, {"colourfulness": value}
+        return -self.weight * value, {"colourfulness": value}

@@ -93,12 +93,13 @@ class ImagePromptTerm(Term):
         with torch.no_grad():
             self.features = models.encode_images(torch.cat(pictures).to(models.device)).float()
         self.signed = SignedWeights([w for _, w in entries], models.device)
+        self.clip_weight = self.number(config.clip_weight)
 
     def loss(self, inputs: TermInputs):
         sims = (inputs.embeddings.float() @ self.features.t()).mean(dim=0)
         similarity = self.signed.attracting(sims)
         metrics = {} if similarity is None else {"similarity": similarity}
-        return -self.config.clip_weight * self.signed.score(sims), metrics  # repelling only: mean(w * sim)
+        return -self.clip_weight * self.signed.score(sims), metrics  # repelling only: mean(w * sim)
 
     def final_scores(self, embedding, views=None):
         similarity = self.signed.attracting((embedding.float() @ self.features.t())[0])

@@ -48,7 +48,8 @@ class PaletteTerm(Term):
         from ..canvases.strokes import parse_palette
 
         self.palette = torch.tensor(parse_palette(self.settings.colours), device=models.device)
+        self.weight = self.number(self.settings.weight)
 
     def loss(self, inputs: TermInputs):
         value = palette_distance(inputs.picture, self.palette.to(inputs.picture.dtype))
-        return self.settings.weight * value, {"distance": value}
+        return self.weight * value, {"distance": value}

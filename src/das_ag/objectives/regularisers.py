@@ -30,8 +30,12 @@ class _PixelRegulariser(Term):
     def active(cls, config):
         return getattr(config, cls.weight_field) > 0
 
+    def __init__(self, config, models):
+        super().__init__(config, models)
+        self.weight = self.number(getattr(config, self.weight_field))
+
     def loss(self, inputs: TermInputs):
-        return getattr(self.config, self.weight_field) * self.penalty(inputs.views), {}
+        return self.weight * self.penalty(inputs.views), {}
 
 
 class TotalVariationTerm(_PixelRegulariser):

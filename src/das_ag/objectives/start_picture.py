@@ -71,10 +71,12 @@ class StartPictureTerm(Term):
         from ..pictures import start_picture
 
         self.picture = start_picture(config).to(models.device)
+        self.holds = self.settings.strength != 0
+        self.strength = self.number(self.settings.strength)
 
     def loss(self, inputs: TermInputs):
         difference = inputs.picture.float() - self.picture
         distance = difference.abs().mean()  # in [0, 1]: the share of full brightness it moved, on average
-        if self.settings.strength == 0:
+        if not self.holds:
             return torch.zeros((), device=distance.device), {"distance": distance}
-        return self.settings.strength * difference.square().mean(), {"distance": distance}
+        return self.strength * difference.square().mean(), {"distance": distance}

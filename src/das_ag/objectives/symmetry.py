@@ -34,6 +34,10 @@ class SymmetryTerm(Term):
     def active(cls, config):
         return config.term_settings(cls.name).weight > 0
 
+    def __init__(self, config, models):
+        super().__init__(config, models)
+        self.weight = self.number(self.settings.weight)
+
     def loss(self, inputs: TermInputs):
         value = asymmetry(inputs.picture)
-        return self.settings.weight * value, {"asymmetry": value}
+        return self.weight * value, {"asymmetry": value}

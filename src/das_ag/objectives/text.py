@@ -68,13 +68,14 @@ class TextTerm(Term):
         self.text_features, warnings = encode_text_prompts(models, config.prompts)
         self.warnings = tuple(warnings)
         self.signed = SignedWeights([p.weight for p in config.prompts], models.device)
+        self.clip_weight = self.number(config.clip_weight)
 
     def loss(self, inputs: TermInputs):
         sims = prompt_similarities(inputs.embeddings, self.text_features)
         metrics = {"clip_positive": self.signed.attracting(sims)}
         if self.signed.repel is not None:
             metrics["clip_negative"] = self.signed.repelling(sims)
-        return -self.config.clip_weight * self.signed.score(sims), metrics
+        return -self.clip_weight * self.signed.score(sims), metrics
 
     def final_scores(self, embedding, views=None):
         sims = (embedding @ self.text_features.t())[0].tolist()
