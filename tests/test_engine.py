@@ -410,8 +410,9 @@ from torch._dynamo.utils import counters
 models = load_models(sys.argv[1], sys.argv[2], "cpu")
 config = GenerationConfig(prompts=(Prompt("a kite"),), steps=2, augment_copies=2, dtype="float32", compile=True, device="cpu")
 run = synthesize(config, models)
-run.run()
+result = run.run()
 assert not run.warnings, run.warnings
+result.save(sys.argv[3])
 print("hits", counters["inductor"]["fxgraph_cache_hit"], "misses", counters["inductor"]["fxgraph_cache_miss"])
 """
 
@@ -423,8 +424,9 @@ def test_a_second_process_reuses_the_compiled_kernels(tiny_clip_path, head_path,
 
     env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
     env["DAS_AG_CACHE_DIR"] = str(tmp_path / "cache")
-    runs = [subprocess.run([sys.executable, "-c", COMPILE_TWICE, str(tiny_clip_path), str(head_path)], env=env,
-                           capture_output=True, text=True, timeout=600) for _ in range(2)]
+    runs = [subprocess.run([sys.executable, "-c", COMPILE_TWICE, str(tiny_clip_path), str(head_path),
+                            str(tmp_path / f"kite-{i}.png")], env=env, capture_output=True, text=True, timeout=600)
+            for i in range(2)]
     for run in runs:
         assert run.returncode == 0, run.stderr[-2000:]
     (first_hits, first_misses), (second_hits, second_misses) = [
@@ -433,3 +435,5 @@ def test_a_second_process_reuses_the_compiled_kernels(tiny_clip_path, head_path,
     assert first_misses > 0 and first_hits == 0  # the first process compiles ...
     assert second_hits > 0 and second_misses == 0  # ... the second finds every kernel in das-ag's cache
     assert any((tmp_path / "cache" / "torch-compile").iterdir())
+    # A compiled image made again in a new process (as `generate --from-png` does) is the same PNG.
+    assert (tmp_path / "kite-0.png").read_bytes() == (tmp_path / "kite-1.png").read_bytes()
