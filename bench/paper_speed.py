@@ -88,6 +88,8 @@ def main() -> int:
         # Warm-up: each batch shape once (a compiled step is compiled per kind of batch).
         for configs in ([paper], eight, compare):
             timed([c.replace(steps=3) for c in configs], models, args.device)
+        if args.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()  # this mode's own peak
         alone, (result,) = timed([paper], models, args.device)
         together, _ = timed(eight, models, args.device)
         comparison, _ = timed(compare, models, args.device)

@@ -1,7 +1,9 @@
 """Random views of the canvas for one step: jitter, colour shift, noise, crop, resize, normalise.
 
-Every draw comes from the run's seeded generator, so a run is a function of its config. The whole
-batch is made with tensor ops (no per-copy Python loop and no host sync).
+Every draw comes from the run's seeded generator, so a run is a function of its config. `draw`
+makes a step's random numbers (eager, before the step's forward) and `apply` makes the views from
+them, a pure function of the canvas that a compiled step traces. The whole batch is made with
+tensor ops (no per-copy Python loop and no host sync).
 """
 
 from __future__ import annotations
@@ -114,19 +116,3 @@ def apply(canvas: torch.Tensor, draws: AugmentDraws, *, resolution: int | tuple[
     if draws.noise is not None:
         views = views + draws.noise_sigma * draws.noise
     return resize(views, out_size, "bilinear", antialias=True)
-
-
-def augment(
-    canvas: torch.Tensor,
-    *,
-    copies: int,
-    resolution: int | tuple[int, int],
-    strength: AugmentStrength,
-    generator: torch.Generator,
-    out_size: int = 224,
-) -> torch.Tensor:
-    """A CLIP-normalised batch (copies, 3, out_size, out_size) of augmented views of `canvas`,
-    whose visible part is `resolution` px square or (height, width): draw, then apply."""
-    draws = draw(tuple(canvas.shape[-2:]), copies, resolution, strength, generator,
-                 device=canvas.device, dtype=canvas.dtype)
-    return apply(canvas, draws, resolution=resolution, out_size=out_size)

@@ -28,7 +28,7 @@ from . import augment
 from .canvases import build_canvas
 from .config import GenerationConfig
 from .errors import ConfigError, DeviceError, first_line
-from .models import ModelBundle, resolve_device
+from .models import ModelBundle, resolve_device, use_compile_cache
 from .objectives import TermInputs, active_terms
 from .scoring import Scores, score_image
 
@@ -367,20 +367,19 @@ class Synthesis:
                 if self.device.type == "cuda":
                     # A new optimisation step: CUDA-graph outputs of the last one may be reused.
                     torch.compiler.cudagraph_mark_step_begin()
-                out = self._compiled(prepared)
-                self.optimizer.zero_grad(set_to_none=True)
-                out[0].backward()
-                return out
+                return self._backward(self._compiled(prepared))  # its backward is compiled too
             except torch.OutOfMemoryError:
                 raise  # the eager step needs as much memory: end the run, keeping its image
             except Exception as exc:
                 self._compile = False
                 self._run_warnings += (f"torch.compile failed ({first_line(exc)}); running uncompiled",)
                 self.warnings = (*self.warnings, *self._run_warnings)
-        out = self._step_forward(prepared)
+        return self._backward(self._step_forward(prepared))
+
+    def _backward(self, forward: tuple):
         self.optimizer.zero_grad(set_to_none=True)
-        out[0].backward()
-        return out
+        forward[0].backward()
+        return forward
 
     def _step_forward(self, prepared: list[_Prepared]):
         """Render, augment, encode (one forward for every image's views) and every term's loss.
@@ -485,13 +484,11 @@ def compiled_step(forward, device: torch.device):
     ("reduce-overhead"): eager, a step launches ~1,000 small kernels from Python, and the GPU
     idles between them; a recorded graph replays them at once. Kernels are cached in das-ag's
     cache folder, so a second process does not wait for the compiler again."""
-    from .models import use_compile_cache
-
     use_compile_cache()
     # The step is compiled once per kind of run (guidance on or off, negative prompts or none,
     # the number of images...), not per step or per seed; a studio meets many kinds in a session.
     # Past the limit dynamo would run the step eagerly without a word: it raises instead, and
-    # the run says so (compiled_step's caller falls back with a warning).
+    # the run falls back to eager with its one warning.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     torch._dynamo.config.fail_on_recompile_limit_hit = True
     return torch.compile(forward, mode="reduce-overhead" if device.type == "cuda" else None)
