@@ -130,3 +130,13 @@ def tiny_sd_path(tmp_path_factory) -> Path:
     from das_ag.slider.random_sd import save_random_sd
 
     return save_random_sd(tmp_path_factory.mktemp("tiny-sd"), "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_path(tmp_path_factory) -> Path:
+    """A tiny random SDXL in diffusers' folder format: two text towers (the second projecting a
+    pooled embedding), a UNet conditioned on both and on the picture's size, built here."""
+    pytest.importorskip("diffusers", reason="the slider's optional extra is not installed (uv sync --extra slider)")
+    from das_ag.slider.random_sd import save_random_sd
+
+    return save_random_sd(tmp_path_factory.mktemp("tiny-sdxl"), "tiny-xl", seed=0)

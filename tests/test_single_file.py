@@ -1,6 +1,6 @@
-"""Single-file Stable Diffusion checkpoints, the form model sites distribute: SD 1.x and 2.x load
-with the configs das-ag writes (their tokenizer is CLIP's own), other families with --config, and a
-file of a family das-ag cannot configure is refused in one line."""
+"""Single-file Stable Diffusion checkpoints, the form model sites distribute: SD 1.x, 2.x and SDXL
+base load with the configs das-ag writes (their tokenizers are CLIP's own), other families with
+--config, and a file of a family das-ag cannot configure is refused in one line."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ pytest.importorskip("diffusers", reason="the slider's optional extra is not inst
 
 from das_ag.slider.base import load_base  # noqa: E402
 from das_ag.slider.random_sd import random_pipeline, save_single_file  # noqa: E402
-from das_ag.slider.single_file import SD2_BASE_FINAL_STEP, prediction_for, write_configs  # noqa: E402
+from das_ag.slider.single_file import SD2_BASE_FINAL_STEP, checkpoint_family, prediction_for, write_configs  # noqa: E402
 from das_ag.slider.lora import read_lora  # noqa: E402
 from das_ag.weights import sha256_file  # noqa: E402
 
@@ -82,21 +82,22 @@ def test_a_checkpoint_of_another_family_is_refused_in_one_line(tiny_sd_path, tin
 
     monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
     monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
-    sdxl = tmp_path / "sdxl.safetensors"
+    refiner = tmp_path / "refiner.safetensors"
     save_file({"model.diffusion_model.output_blocks.11.0.skip_connection.weight": torch.zeros(1),
-               "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": torch.zeros(1)}, sdxl)
-    assert main(["slider", "train", "--base", str(sdxl), "--out", str(tmp_path / "x.safetensors"), "--steps", "1",
+               "conditioner.embedders.0.model.transformer.resblocks.9.mlp.c_proj.bias": torch.zeros(1)}, refiner)
+    assert main(["slider", "train", "--base", str(refiner), "--out", str(tmp_path / "x.safetensors"), "--steps", "1",
                  "--device", "cpu", "--quiet"]) != 0
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "holds an SDXL checkpoint" in err and "SD 1.x and 2.x" in err, err
+    assert err.count("\n") == 0 and "holds an SDXL refiner checkpoint" in err and "SDXL base" in err, err
     assert not (tmp_path / "x.safetensors").exists()
 
     import shutil
 
-    folder = shutil.copytree(tiny_sd_path, tmp_path / "sdxl-folder")
+    folder = shutil.copytree(tiny_sd_path, tmp_path / "refiner-folder")
     index = json.loads((folder / "model_index.json").read_text())
-    (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusionXLPipeline"}))
-    with pytest.raises(DasAgError, match="holds a StableDiffusionXLPipeline; the slider trains StableDiffusionPipeline"):
+    (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusionXLImg2ImgPipeline"}))
+    with pytest.raises(DasAgError, match="holds a StableDiffusionXLImg2ImgPipeline; the slider trains "
+                                         "StableDiffusionPipeline and StableDiffusionXLPipeline"):
         load_base(folder, torch.device("cpu"))
 
 
@@ -146,3 +147,46 @@ def test_an_sd2_files_prediction_type_follows_what_the_file_records():
     assert prediction_for("v2", None, None)[0] == "v_prediction"
     assert prediction_for("v2", None, "epsilon") == ("epsilon", "")  # the user's word wins
     assert prediction_for("v1", None, None) == (None, "")  # SD 1.x's config says epsilon itself
+
+
+def test_das_ag_writes_sdxl_base_configs_of_its_published_size(tmp_path):
+    """The SDXL configs das-ag writes for a single file build SDXL base's parts with its published
+    parameter counts (built on the meta device: no memory, no time), and its two tokenizers pad as
+    SDXL's do."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    folder = write_configs(tmp_path / "xl", "xl_base")
+    with torch.device("meta"):
+        parts = {"unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet")),
+                 "vae": AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae")),
+                 "text_encoder": CLIPTextModel(CLIPTextModel.config_class.from_pretrained(folder / "text_encoder")),
+                 "text_encoder_2": CLIPTextModelWithProjection(
+                     CLIPTextModelWithProjection.config_class.from_pretrained(folder / "text_encoder_2"))}
+    counts = {name: sum(p.numel() for p in part.parameters()) for name, part in parts.items()}
+    assert counts == {"unet": 2_567_463_684, "vae": 83_653_863, "text_encoder": 123_060_480,
+                      "text_encoder_2": 694_659_840}, counts
+    pads = [CLIPTokenizer.from_pretrained(folder / name)("a cat", padding="max_length", max_length=8).input_ids
+            for name in ("tokenizer", "tokenizer_2")]
+    assert pads == [[49406, 320, 2368, 49407] + [49407] * 4, [49406, 320, 2368, 49407] + [0] * 4]
+
+
+def test_an_sdxl_single_file_loads_and_is_told_from_other_families(tiny_sdxl_path, tmp_path):
+    """A tiny SDXL written as a model site's single file (SGM names, the second tower in OpenCLIP's
+    layout under conditioner.embedders.1) is known for SDXL, and loads with its folder as --config
+    with every tensor of both towers, the UNet and the VAE as saved. Without --config das-ag takes
+    SDXL base's own configs, which a tiny file does not fit: one line says so."""
+    from diffusers import StableDiffusionXLPipeline
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_path)
+    file = save_single_file(pipe, tmp_path / "tiny-xl.safetensors")
+    assert checkpoint_family(file) == ("xl_base", None)
+    base = load_base(file, torch.device("cpu"), config=tiny_sdxl_path)
+    assert base.is_xl
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        expected, got = getattr(pipe, part).state_dict(), getattr(base.pipe, part).state_dict()
+        assert expected.keys() == got.keys(), part
+        assert all(torch.equal(expected[k], got[k]) for k in expected), part
+    with pytest.raises(DasAgError, match="with SDXL's configs") as failure:
+        load_base(file, torch.device("cpu"))
+    assert "\n" not in str(failure.value)

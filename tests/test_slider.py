@@ -17,7 +17,7 @@ pytest.importorskip("diffusers", reason="the slider's optional extra is not inst
 
 from das_ag.slider.base import load_base  # noqa: E402
 from das_ag.slider.sample import sample  # noqa: E402
-from das_ag.slider.denoise import encode_prompt, guided_prediction, predicted_clean  # noqa: E402
+from das_ag.slider.denoise import guided_prediction, predicted_clean, prompt_conditions  # noqa: E402
 from das_ag.slider.lora import export_kohya, read_lora  # noqa: E402
 from das_ag.slider.train import SliderOutOfMemory, SliderSettings, SliderStopped, train  # noqa: E402
 
@@ -313,7 +313,7 @@ def test_the_anchor_keeps_the_lora_near_the_base_model(tiny_sd_path, models, tmp
         train(base, models, SliderSettings(sign="reward", anchor_weight=anchor_weight, **FAST),
               tmp_path / f"anchor-{anchor_weight}.safetensors")
         latents = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(5))
-        conditions = torch.cat([encode_prompt(base.pipe, [""] * 4), encode_prompt(base.pipe, [PROMPTS[0]] * 4)])
+        conditions = prompt_conditions(base.pipe, PROMPTS[0], 64)
         t = base.pipe.scheduler.timesteps[2]
         base.unet.eval()
         with torch.no_grad():

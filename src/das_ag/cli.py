@@ -270,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_finite_float, default=1e-4)
     train.add_argument("--rank", type=_positive_int, default=4)
     train.add_argument("--alpha", type=_finite_float, default=4.0)
-    train.add_argument("--resolution", type=_positive_int, default=512)
+    train.add_argument("--resolution", type=_positive_int, default=None, metavar="PX",
+                       help="the pictures' side (default: the base model's own: 512 for SD 1.x, 768 for SD 2.x-768, 1024 for SDXL)")
     train.add_argument("--inference-steps", type=_whole_number(2, "2 or more"), default=26)
     train.add_argument("--grad-steps", type=_positive_int, default=1, metavar="K",
                        help="differentiate through the last K UNet calls (DRaFT-K); K x the activations' memory")
@@ -308,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seeds", type=_seed_list, default=[0], metavar="0,1")
     sample.add_argument("--steps", type=_whole_number(2, "2 or more"), default=26)
     sample.add_argument("--guidance-scale", type=_finite_float, default=5.0)
-    sample.add_argument("--resolution", type=_positive_int, default=512)
+    sample.add_argument("--resolution", type=_positive_int, default=None, metavar="PX",
+                        help="the pictures' side (default: the base model's own: 512 for SD 1.x, 768 for SD 2.x-768, 1024 for SDXL)")
     sample.add_argument("--out", required=True, metavar="GRID.png", help="the grid; the single images go beside it")
     _add_slider_model_arguments(sample)
     sample.set_defaults(run=cmd_slider_sample)
@@ -317,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     scorer.add_argument("--base", required=True, metavar="PATH")
     scorer.add_argument("--samples", type=_whole_number(10, "10 or more"), default=512, help="latents to learn from")
     scorer.add_argument("--epochs", type=_positive_int, default=200)
-    scorer.add_argument("--resolution", type=_positive_int, default=512)
+    scorer.add_argument("--resolution", type=_positive_int, default=None, metavar="PX",
+                        help="the pictures' side (default: the base model's own: 512 for SD 1.x, 768 for SD 2.x-768, 1024 for SDXL)")
     scorer.add_argument("--inference-steps", type=_whole_number(2, "2 or more"), default=26)
     scorer.add_argument("--prompts", metavar="FILE.txt")
     scorer.add_argument("--seed", type=_seed, default=0)
@@ -704,7 +707,7 @@ def cmd_slider_train(args: argparse.Namespace) -> int:
     if problems:
         raise DasAgError(problems[0])
     base, models = _slider_models(args)
-    settings = dataclasses.replace(settings, precision=base.precision)
+    settings = dataclasses.replace(settings, precision=base.precision).for_base(base)
     with tqdm(total=settings.steps, unit="step", disable=args.quiet, leave=False, file=sys.stderr) as bar:
         def on_step(report) -> None:
             bar.n = report.step
@@ -740,10 +743,11 @@ def cmd_slider_sample(args: argparse.Namespace) -> int:
     base, models = _slider_models(args)
     from .slider.sample import grid, grid_recipe, sample
 
+    resolution = args.resolution or base.native_resolution
     cells, lora_recipe = sample(base, models, args.lora, args.weights, args.prompt, args.seeds, steps=args.steps,
-                                guidance_scale=args.guidance_scale, resolution=args.resolution)
+                                guidance_scale=args.guidance_scale, resolution=resolution)
     recipe = grid_recipe(base, models, args.lora, lora_recipe, cells, args.prompt, weights=args.weights, seeds=args.seeds,
-                         steps=args.steps, guidance_scale=args.guidance_scale, resolution=args.resolution,
+                         steps=args.steps, guidance_scale=args.guidance_scale, resolution=resolution,
                          precision=base.precision)
     write_atomic(out, encode_png(grid(cells, args.weights, args.seeds), recipe), overwrite=True)
     for cell in cells:
@@ -769,7 +773,7 @@ def cmd_slider_scorer(args: argparse.Namespace) -> int:
 
     settings = SliderSettings(resolution=args.resolution, inference_steps=args.inference_steps, seed=args.seed,
                               prompts=load_prompts(args.prompts) if args.prompts else GENERAL_PROMPTS,
-                              precision=base.precision)
+                              precision=base.precision).for_base(base)
     problems = settings.problems()
     if problems:
         raise DasAgError(problems[0])
@@ -778,7 +782,7 @@ def cmd_slider_scorer(args: argparse.Namespace) -> int:
     made = time.perf_counter() - start
     scorer, report = distil(latents, scores, epochs=args.epochs, seed=args.seed)
     save_scorer(out, scorer, {"base": base.identity(), "models": models.identities(), "samples": args.samples,
-                              "resolution": args.resolution, "precision": base.precision, "validation_correlation": report.validation_correlation,
+                              "resolution": settings.resolution, "precision": base.precision, "validation_correlation": report.validation_correlation,
                               "validation_mse": report.validation_mse})
     print(f"saved {out}: {report.samples} latents ({made:.1f} s to make and score), held-out correlation "
           f"{report.validation_correlation:.3f}, mse {report.validation_mse:.4f} (scores' spread {report.target_std:.4f})")

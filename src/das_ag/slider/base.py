@@ -7,7 +7,6 @@ by the sha256 of its files, so a LoRA's recipe says which base it was trained fo
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 from ..errors import ConfigError, DasAgError
 from ..weights import verified_sha256
 from . import one_line, quiet_diffusers
-from .single_file import load_single_file
+from .single_file import load_single_file, pipeline_class, pipeline_options
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt")
 # The precisions the slider trains and samples in. Half precision with float16 needs loss scaling
@@ -39,7 +38,7 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 @dataclass
 class BaseModel:
-    pipe: object  # a diffusers StableDiffusionPipeline
+    pipe: object  # a diffusers StableDiffusionPipeline or StableDiffusionXLPipeline
     path: Path
     sha256: str
     note: str = ""  # what loading assumed, for the user to check (an SD 2.x file's prediction type)
@@ -60,11 +59,22 @@ class BaseModel:
                 self.pipe.to(dtype=PRECISIONS[precision])
 
     @property
+    def native_resolution(self) -> int:
+        """The side of the pictures the base model was made for: 512 for SD 1.x, 768 for SD 2.x-768,
+        1024 for SDXL (its UNet's latent size times the VAE's scale)."""
+        return int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
+
+    @property
     def prediction_type(self) -> str:
         return self.pipe.scheduler.config.prediction_type
 
+    @property
+    def is_xl(self) -> bool:
+        return type(self.pipe).__name__ == "StableDiffusionXLPipeline"
+
     def identity(self) -> dict:
-        return {"path": str(self.path), "sha256": self.sha256, "prediction_type": self.prediction_type}
+        return {"path": str(self.path), "sha256": self.sha256, "prediction_type": self.prediction_type,
+                "pipeline": type(self.pipe).__name__}
 
 
 def base_sha256(path: Path) -> str:
@@ -84,9 +94,10 @@ def load_base(path: str | Path, device: torch.device, dtype: torch.dtype = torch
     folder of the same family (offline, diffusers would otherwise look for them on the hub).
     `prediction_type` overrides what the UNet is taken to predict (epsilon or v_prediction)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import diffusers
     import diffusers.utils.logging
     import transformers.utils.logging
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from diffusers import DDIMScheduler
 
     # das-ag draws its own progress; the libraries' loading bars would only clutter it.
     diffusers.utils.logging.disable_progress_bar()
@@ -98,18 +109,13 @@ def load_base(path: str | Path, device: torch.device, dtype: torch.dtype = torch
     if prediction_type not in (None, *PREDICTION_TYPES):
         raise ConfigError(f"prediction type must be {' or '.join(PREDICTION_TYPES)}, not {prediction_type!r}")
     note = ""
-    options = dict(safety_checker=None, requires_safety_checker=False, dtype=dtype, local_files_only=True)
+    options = dict(dtype=dtype, local_files_only=True)
     try:
         if path.is_dir():
-            if not (path / "model_index.json").is_file():
-                raise DasAgError(f"{path} is not a diffusers Stable Diffusion folder (no model_index.json)")
-            kind = json.loads((path / "model_index.json").read_text()).get("_class_name")
-            if kind != "StableDiffusionPipeline":
-                raise DasAgError(f"{path} holds a {kind}; the slider trains StableDiffusionPipeline models "
-                                 "(SD 1.x and 2.x) only")
-            pipe = StableDiffusionPipeline.from_pretrained(path, **options)
+            kind = pipeline_class(path)
+            pipe = getattr(diffusers, kind).from_pretrained(path, **pipeline_options(kind, options))
         elif path.suffix.lower() in (".safetensors", ".ckpt"):
-            pipe, note = load_single_file(StableDiffusionPipeline, path, config, options, prediction_type)
+            pipe, note = load_single_file(path, config, options, prediction_type)
         else:
             raise DasAgError(f"{path} is not a Stable Diffusion checkpoint (a diffusers folder or a .safetensors file)")
     except DasAgError:
@@ -125,7 +131,9 @@ def load_base(path: str | Path, device: torch.device, dtype: torch.dtype = torch
                                                **({"prediction_type": prediction_type} if prediction_type else {}))
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(device)
-    for part in (pipe.unet, pipe.vae, pipe.text_encoder):
+    for part in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
+        if part is None:
+            continue
         part.requires_grad_(False)
         part.eval()
     return BaseModel(pipe, path, base_sha256(path), note)

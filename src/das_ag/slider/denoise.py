@@ -1,19 +1,46 @@
 """Steps of the base model's sampler that the slider's loop and the latent scorer share: the
-prompt's embedding, a starting latent, a guided UNet call, the no-gradient part of the way, and
+prompt's conditions, a starting latent, a guided UNet call, the no-gradient part of the way, and
 the clean latent an output predicts."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from ..errors import DasAgError
 
 
-def encode_prompt(pipe, prompts: list[str]) -> torch.Tensor:
-    tokens = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                            truncation=True, return_tensors="pt").input_ids.to(pipe.device)
+@dataclass(frozen=True)
+class Conditions:
+    """What a guided UNet call is conditioned on: the unconditional and the conditional prompt's
+    text states stacked (batch 2), and for SDXL the UNet's added conditions (the second tower's
+    pooled embedding and the six size numbers), stacked the same way."""
+    text: torch.Tensor
+    added: dict[str, torch.Tensor] | None = None
+
+    def for_batch(self, n: int) -> "Conditions":
+        """The same conditions for n latents at once: n unconditional, then n conditional."""
+        if n == 1:
+            return self
+        return Conditions(self.text.repeat_interleave(n, 0),
+                          None if self.added is None else {k: v.repeat_interleave(n, 0) for k, v in self.added.items()})
+
+
+def prompt_conditions(pipe, prompt: str, resolution: int) -> Conditions:
+    """`prompt` against the empty prompt, encoded by the pipeline's own encode_prompt, so the loop
+    conditions the UNet exactly as sampling with that pipeline does (SDXL: both towers'
+    penultimate layers, and zeros for the empty prompt, as its force_zeros_for_empty_prompt asks)."""
     with torch.no_grad():
-        return pipe.text_encoder(tokens)[0]
+        encoded = pipe.encode_prompt(prompt, device=pipe.device, num_images_per_prompt=1,
+                                     do_classifier_free_guidance=True)
+    if len(encoded) == 2:  # SD 1.x and 2.x: (prompt, empty prompt)
+        return Conditions(torch.cat([encoded[1], encoded[0]]))
+    text, empty, pooled, empty_pooled = encoded
+    # SDXL's micro-conditioning: trained and sampled as a whole, uncropped picture of this size.
+    sizes = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]] * 2, dtype=text.dtype,
+                         device=text.device)
+    return Conditions(torch.cat([empty, text]), {"text_embeds": torch.cat([empty_pooled, pooled]), "time_ids": sizes})
 
 
 def starting_latent(unet, scheduler, side: int, generator: torch.Generator, device) -> torch.Tensor:
@@ -23,11 +50,12 @@ def starting_latent(unet, scheduler, side: int, generator: torch.Generator, devi
     return latents.to(device, unet.dtype) * scheduler.init_noise_sigma
 
 
-def guided_prediction(unet, latents, t, conditions, guidance_scale: float) -> torch.Tensor:
+def guided_prediction(unet, latents, t, conditions: Conditions, guidance_scale: float) -> torch.Tensor:
     """Classifier-free guidance: one UNet call on (unconditional, conditional). What it predicts
     (noise, v or the clean latent) is the scheduler's prediction_type."""
     doubled = torch.cat([latents, latents])
-    output = unet(doubled, t, encoder_hidden_states=conditions).sample
+    conditions = conditions.for_batch(latents.shape[0])
+    output = unet(doubled, t, encoder_hidden_states=conditions.text, added_cond_kwargs=conditions.added).sample
     uncond, cond = output.chunk(2)
     return uncond + guidance_scale * (cond - uncond)
 

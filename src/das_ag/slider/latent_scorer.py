@@ -21,7 +21,7 @@ from .. import __version__
 from ..augment import normalize
 from ..errors import DasAgError
 from ..resample import resize
-from .denoise import denoised_part_way, encode_prompt, guided_prediction, predicted_clean, starting_latent
+from .denoise import denoised_part_way, guided_prediction, predicted_clean, prompt_conditions, starting_latent
 from .train import SliderSettings
 
 SCORER_KEY = "das-ag:latent-scorer"
@@ -62,13 +62,13 @@ def collect(base, models, settings: SliderSettings, samples: int) -> tuple[torch
     """`samples` predicted clean latents of the base model at random steps, and das-ag's scores of
     their decoded pictures."""
     pipe, unet, scheduler = base.pipe, base.unet, base.pipe.scheduler
+    settings = settings.for_base(base)
     scheduler.set_timesteps(settings.inference_steps, device=pipe.device)
     side = settings.resolution // pipe.vae_scale_factor
-    empty = encode_prompt(pipe, [""])
     latents_out, scores = [], []
     for i in range(samples):
         draw = random.Random(f"scorer:{settings.seed}:{i}")
-        conditions = torch.cat([empty, encode_prompt(pipe, [draw.choice(settings.prompts)])])
+        conditions = prompt_conditions(pipe, draw.choice(settings.prompts), settings.resolution)
         generator = torch.Generator().manual_seed(draw.randrange(2**63))
         latents = starting_latent(unet, scheduler, side, generator, pipe.device)
         k = draw.randrange(settings.inference_steps)

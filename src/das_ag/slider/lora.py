@@ -61,8 +61,19 @@ def read_lora(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, recipe
 
 
+def sgm_key(key: str, layers_per_block: int) -> str:
+    """A diffusers-named UNet LoRA key ("unet.down_blocks.1.attentions.0....lora_A.weight") under
+    the original SGM name kohya's SDXL LoRAs use ("unet.input_blocks.4.1....lora_A.weight")."""
+    from .ldm_names import ldm_unet_name
+
+    module, _, tensor = key.removeprefix("unet.").rpartition(".lora_")
+    return f"unet.{ldm_unet_name(module, layers_per_block)}.lora_{tensor}"
+
+
 def export_kohya(lora: str | Path, out: str | Path) -> Path:
-    """The LoRA in the kohya format that ComfyUI and AUTOMATIC1111 load."""
+    """The LoRA in the kohya format that ComfyUI and AUTOMATIC1111 load: diffusers' module names
+    for SD 1.x and 2.x (as kohya's sd-scripts write them), the original SGM names for SDXL (as
+    sd-scripts' SDXL trainer writes them, and AUTOMATIC1111 reads SDXL LoRAs)."""
     from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
     from safetensors.torch import save
 
@@ -73,6 +84,8 @@ def export_kohya(lora: str | Path, out: str | Path) -> Path:
     # kohya converter reads.
     peft = {k.replace(".lora.down.weight", ".lora_A.weight").replace(".lora.up.weight", ".lora_B.weight"): v
             for k, v in tensors.items()}
+    if recipe.get("base", {}).get("pipeline") == "StableDiffusionXLPipeline":
+        peft = {sgm_key(k, recipe["lora"].get("layers_per_block", 2)): v for k, v in peft.items()}
     kohya = convert_state_dict_to_kohya(peft)
     alpha = recipe.get("lora", {}).get("alpha")
     if alpha is not None:  # the converter assumes alpha = rank; keep the trained scale

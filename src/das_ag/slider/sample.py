@@ -47,11 +47,12 @@ def load_slider(base, lora: str | Path) -> dict:
 
 @torch.no_grad()
 def sample(base, models, lora: str | Path, weights: list[float], prompt: str, seeds: list[int], *,
-           steps: int = 26, guidance_scale: float = 5.0, resolution: int = 512) -> tuple[list[Cell], dict]:
-    """Every (seed, weight) image of `prompt`, each scored by das-ag's aesthetic head."""
+           steps: int = 26, guidance_scale: float = 5.0, resolution: int | None = None) -> tuple[list[Cell], dict]:
+    """Every (seed, weight) image of `prompt`, each scored by das-ag's aesthetic head, at `resolution`
+    (default: the base model's own size)."""
     recipe = load_slider(base, lora)
     return sample_adapter(base, models, weights, prompt, seeds, steps=steps, guidance_scale=guidance_scale,
-                          resolution=resolution), recipe
+                          resolution=resolution or base.native_resolution), recipe
 
 
 @torch.no_grad()

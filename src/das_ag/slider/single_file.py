@@ -2,10 +2,11 @@
 
 A `.safetensors` from a model site holds weights only; diffusers reads the architecture from a
 diffusers folder, and offline it cannot fetch one from the hub. SD 1.x (1.4, 1.5 and the many
-fine-tunes of them) share one architecture, and SD 2.x another, so das-ag writes their configs
-itself: the numbers are theirs, and the tokenizer is CLIP's own byte-pair vocabulary, which the
-`clip` package ships (SD 2.x's OpenCLIP text tower uses the same). A checkpoint of another family
-needs `--config`, a diffusers folder of that family.
+fine-tunes of them) share one architecture, SD 2.x another and SDXL base (and its fine-tunes) a
+third, so das-ag writes their configs itself: the numbers are theirs, and the tokenizers are
+CLIP's own byte-pair vocabulary, which the `clip` package ships (the OpenCLIP text towers of SD 2.x
+and SDXL use the same). A checkpoint of another family needs `--config`, a diffusers folder of that
+family.
 """
 
 from __future__ import annotations
@@ -126,11 +127,57 @@ SD2_TOKENIZER = {**TOKENIZER, "pad_token": "!"}
 # .safetensors does not say which (see prediction_for).
 SD2_SCHEDULER = {**SCHEDULER, "prediction_type": "v_prediction"}
 
-CONFIGS = {
-    "v1": {"unet": UNET, "vae": VAE, "text_encoder": TEXT_ENCODER, "tokenizer": TOKENIZER, "scheduler": SCHEDULER},
-    "v2": {"unet": SD2_UNET, "vae": SD2_VAE, "text_encoder": SD2_TEXT_ENCODER, "tokenizer": SD2_TOKENIZER,
-           "scheduler": SD2_SCHEDULER},
+
+# SDXL base: a UNet of three levels whose cross-attention reads both text towers' penultimate
+# layers side by side (768 + 1280 = 2048 wide), and whose time embedding adds the pooled,
+# projected embedding of the second tower and six size numbers (original size, crop corner,
+# target size: 1280 + 6 x 256 = 2816); OpenCLIP ViT-bigG/14's whole text tower, with its
+# projection; a VAE like SD's with its own scale. No attention upcast: SDXL's VAE is the part
+# that overflows in float16, and the slider trains in float32 or bfloat16.
+XL_UNET = {
+    **{k: v for k, v in UNET.items() if k != "attention_head_dim"},
+    "sample_size": 128,  # latents of 1024 px pictures
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "block_out_channels": [320, 640, 1280],
+    "attention_head_dim": [5, 10, 20],  # heads of 64 channels
+    "transformer_layers_per_block": [1, 2, 10],
+    "cross_attention_dim": 2048,
+    "use_linear_projection": True,
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 2816,
 }
+XL_VAE = {**VAE, "sample_size": 1024, "scaling_factor": 0.13025, "force_upcast": True}
+XL_TEXT_ENCODER_2 = {**TEXT_ENCODER, "architectures": ["CLIPTextModelWithProjection"], "hidden_size": 1280,
+                     "intermediate_size": 5120, "num_attention_heads": 20, "num_hidden_layers": 32,
+                     "hidden_act": "gelu", "projection_dim": 1280}
+XL_SCHEDULER = {**SCHEDULER, "_class_name": "EulerDiscreteScheduler", "timestep_spacing": "leading"}
+XL_PIPELINE = {
+    "_class_name": "StableDiffusionXLPipeline",
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "tokenizer_2": ["transformers", "CLIPTokenizer"],
+    "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+    "image_encoder": [None, None],
+    "feature_extractor": [None, None],
+    "force_zeros_for_empty_prompt": True,
+}
+
+CONFIGS = {
+    "v1": {"unet": UNET, "vae": VAE, "text_encoder": TEXT_ENCODER, "tokenizer": TOKENIZER, "scheduler": SCHEDULER,
+           "pipeline": PIPELINE},
+    "v2": {"unet": SD2_UNET, "vae": SD2_VAE, "text_encoder": SD2_TEXT_ENCODER, "tokenizer": SD2_TOKENIZER,
+           "scheduler": SD2_SCHEDULER, "pipeline": PIPELINE},
+    "xl_base": {"unet": XL_UNET, "vae": XL_VAE, "text_encoder": TEXT_ENCODER, "tokenizer": TOKENIZER,
+                "text_encoder_2": XL_TEXT_ENCODER_2, "tokenizer_2": SD2_TOKENIZER, "scheduler": XL_SCHEDULER,
+                "pipeline": XL_PIPELINE},
+}
+# The pipelines das-ag trains, by the class name in a diffusers folder's model_index.json
+PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 # diffusers' names of the families a single file may hold, as a user knows them
 FAMILY_NAMES = {"v1": "an SD 1.x", "v2": "an SD 2.x", "inpainting": "an SD 1.x inpainting",
                 "inpainting_v2": "an SD 2.x inpainting", "xl_base": "an SDXL", "xl_refiner": "an SDXL refiner",
@@ -154,19 +201,24 @@ def clip_vocabulary() -> tuple[dict[str, int], list[str]]:
 
 
 def write_configs(folder: str | Path, family: str = "v1", prediction_type: str | None = None) -> Path:
-    """A diffusers folder of `family`'s configs and tokenizer ("v1" or "v2"), without weights."""
+    """A diffusers folder of `family`'s configs and tokenizers ("v1", "v2" or "xl_base"), without
+    weights."""
     folder = Path(folder)
     configs = CONFIGS[family]
     scheduler = {**configs["scheduler"], **({"prediction_type": prediction_type} if prediction_type else {})}
     parts = {"unet/config.json": configs["unet"], "vae/config.json": configs["vae"],
-             "text_encoder/config.json": configs["text_encoder"], "tokenizer/tokenizer_config.json": configs["tokenizer"],
-             "scheduler/scheduler_config.json": scheduler, "model_index.json": PIPELINE}
+             "scheduler/scheduler_config.json": scheduler, "model_index.json": configs["pipeline"]}
+    towers = [suffix for suffix in ("", "_2") if f"text_encoder{suffix}" in configs]
+    for suffix in towers:
+        parts[f"text_encoder{suffix}/config.json"] = configs[f"text_encoder{suffix}"]
+        parts[f"tokenizer{suffix}/tokenizer_config.json"] = configs[f"tokenizer{suffix}"]
     for name, config in parts.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(json.dumps(config, indent=2))
     vocabulary, merges = clip_vocabulary()
-    (folder / "tokenizer/vocab.json").write_text(json.dumps(vocabulary, ensure_ascii=False))
-    (folder / "tokenizer/merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    for suffix in towers:  # both of SDXL's towers read CLIP's byte pairs
+        (folder / f"tokenizer{suffix}/vocab.json").write_text(json.dumps(vocabulary, ensure_ascii=False))
+        (folder / f"tokenizer{suffix}/merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     return folder
 
 
@@ -215,25 +267,54 @@ def prediction_for(family: str, step: int | None, asked: str | None) -> tuple[st
                             "for a 512 px base model pass --prediction-type epsilon")
 
 
-def load_single_file(pipeline, path: Path, config, options: dict, prediction_type: str | None = None):
-    """A single-file checkpoint loaded with the configs of `config` or, for SD 1.x and 2.x,
-    das-ag's own; and the note prediction_for gave (empty when there is none)."""
+def load_single_file(path: Path, config, options: dict, prediction_type: str | None = None):
+    """A single-file checkpoint loaded with the configs of `config` or, for SD 1.x, 2.x and SDXL
+    base, das-ag's own; and the note prediction_for gave (empty when there is none)."""
+    import diffusers
+
     with tempfile.TemporaryDirectory(prefix="das-ag-sd-configs-") as scratch:
         configs, note = f"the configs of {config}", ""
-        if not config:
+        if config:
+            kind = pipeline_class(Path(config))
+        else:
             family, step = checkpoint_family(path)
             if family == "unknown":
                 raise DasAgError(f"{path} holds no Stable Diffusion architecture diffusers recognises; if it is "
                                  "one, pass --config, a local diffusers folder of its family")
             if family not in CONFIGS:
                 raise DasAgError(f"{path} holds {FAMILY_NAMES.get(family, 'a ' + family)} checkpoint; the slider "
-                                 "trains SD 1.x and 2.x text-to-image models only")
+                                 "trains SD 1.x, SD 2.x and SDXL base text-to-image models only")
             prediction_type, note = prediction_for(family, step, prediction_type)
             config = write_configs(scratch, family, prediction_type)
             configs = f"{FAMILY_NAMES[family].split(' ', 1)[1]}'s configs"
+            kind = CONFIGS[family]["pipeline"]["_class_name"]
         try:
             with quiet_diffusers():  # from_single_file casts its own models, then warns that it did
-                return pipeline.from_single_file(str(path), config=str(config), **options), note
+                return getattr(diffusers, kind).from_single_file(str(path), config=str(config),
+                                                                 **pipeline_options(kind, options)), note
         except Exception as exc:
             raise DasAgError(f"{path} could not be loaded as a Stable Diffusion checkpoint with {configs} "
                              f"({one_line(exc, 160)})") from None
+
+
+def pipeline_class(folder: Path) -> str:
+    """The class name of the pipeline in a diffusers folder, if das-ag trains it; else one line."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise DasAgError(f"{folder} is not a diffusers Stable Diffusion folder (no model_index.json)")
+    try:
+        kind = json.loads(index.read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise DasAgError(f"{index} could not be read ({one_line(exc)})") from None
+    if kind not in PIPELINES:
+        raise DasAgError(f"{folder} holds a {kind}; the slider trains {' and '.join(PIPELINES)} models "
+                         "(SD 1.x, SD 2.x and SDXL base) only")
+    return kind
+
+
+def pipeline_options(kind: str, options: dict) -> dict:
+    """`options` with what each pipeline class takes to stay quiet and offline: SD's safety
+    checker left out, SDXL's invisible watermark off (das-ag's pictures carry their recipe)."""
+    if kind == "StableDiffusionXLPipeline":
+        return {**options, "add_watermarker": False}
+    return {**options, "safety_checker": None, "requires_safety_checker": False}

@@ -12,6 +12,7 @@ continues exactly where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -26,7 +27,7 @@ from ..augment import normalize
 from ..errors import ConfigError, DasAgError
 from ..resample import resize
 from .base import PRECISIONS
-from .denoise import denoised_part_way, encode_prompt, guided_prediction, predicted_clean, starting_latent
+from .denoise import Conditions, denoised_part_way, guided_prediction, predicted_clean, prompt_conditions, starting_latent
 from .lora import ADAPTER, LORA_TARGETS, add_lora, save_lora
 
 # A general list of prompts: the slider should raise the score of whatever the model is asked for.
@@ -45,7 +46,7 @@ class SliderSettings:
     lr: float = 1e-4
     rank: int = 4
     alpha: float = 4.0
-    resolution: int = 512
+    resolution: int | None = None  # None: the base model's own size (base.native_resolution)
     inference_steps: int = 26  # the write-up's schedule: partly denoise 0-25 of 26 steps
     # DRaFT-K: the UNet calls the gradient runs through, ending at the step that learns (1 is the
     # write-up's loop; more reach further back along the sample, at K times the activations).
@@ -79,6 +80,12 @@ class SliderSettings:
         other side in a symmetric run."""
         return (1 if self.sign == "reward" else -1) * direction
 
+    def for_base(self, base) -> "SliderSettings":
+        """These settings with the base model's own size where none was asked for."""
+        if self.resolution is not None:
+            return self
+        return dataclasses.replace(self, resolution=base.native_resolution)
+
     def problems(self) -> list[str]:
         p = []
         if self.sign not in ("reward", "penalty"):
@@ -90,7 +97,8 @@ class SliderSettings:
         if isinstance(self.grad_steps, int) and isinstance(self.inference_steps, int) \
                 and self.grad_steps > self.inference_steps >= 2:
             p.append(f"grad steps must be at most the inference steps ({self.inference_steps}), not {self.grad_steps}")
-        if not isinstance(self.resolution, int) or self.resolution < 64 or self.resolution % 8:
+        if self.resolution is not None and (not isinstance(self.resolution, int) or self.resolution < 64
+                                            or self.resolution % 8):
             p.append(f"resolution must be a multiple of 8 of at least 64, not {self.resolution!r}")
         for name in ("lr", "alpha"):
             if not _positive(getattr(self, name)):
@@ -190,6 +198,7 @@ def train(
     problems = settings.problems()
     if problems:
         raise ConfigError(problems[0])
+    settings = settings.for_base(base)
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ConfigError(f"the LoRA file {out} must end in .safetensors")
@@ -212,8 +221,7 @@ def train(
         start, previews = int(saved["step"]), json.loads(saved.get("previews", "[]"))
     device = pipe.device
     latent_side = settings.resolution // pipe.vae_scale_factor
-    text_cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-    empty = encode_prompt(pipe, [""])
+    text_cache: dict[str, tuple[Conditions, torch.Tensor | None]] = {}
     styles = ambiguity_term(models, settings)
     scorer = None
     if settings.scorer:
@@ -234,7 +242,7 @@ def train(
             if stop is not None and stop():
                 raise KeyboardInterrupt
             optimizer.zero_grad(set_to_none=True)
-            reward, parts = _gradients(pipe, unet, models, settings, step, scheduler, latent_side, empty, text_cache,
+            reward, parts = _gradients(pipe, unet, models, settings, step, scheduler, latent_side, text_cache,
                                        styles, scorer)
             optimizer.step()
             done = step + 1
@@ -299,7 +307,7 @@ def _gradients(pipe, unet, models, settings, step, *context) -> tuple[torch.Tens
     return reward, parts
 
 
-def _step(pipe, unet, models, settings, step, scheduler, latent_side, empty, text_cache, styles, scorer,
+def _step(pipe, unet, models, settings, step, scheduler, latent_side, text_cache, styles, scorer,
           direction: int = 1):
     """One training step's reward, differentiable in the LoRA, for the LoRA at weight `direction`
     (+1, or -1 in a symmetric run: the same draws, the slider's aims turned around)."""
@@ -309,9 +317,8 @@ def _step(pipe, unet, models, settings, step, scheduler, latent_side, empty, tex
         from ..prompts import tokenize
 
         clip_text = models.encode_texts(tokenize([prompt])[0]) if settings.clip_weight > 0 else None
-        text_cache[prompt] = (encode_prompt(pipe, [prompt]), clip_text)
-    condition, clip_text = text_cache[prompt]
-    conditions = torch.cat([empty, condition])
+        text_cache[prompt] = (prompt_conditions(pipe, prompt, settings.resolution), clip_text)
+    conditions, clip_text = text_cache[prompt]
     generator = torch.Generator().manual_seed(draw.randrange(2**63))
     latents = starting_latent(unet, scheduler, latent_side, generator, pipe.device)
     # k no-grad steps, then grad_steps - 1 steps with gradient, then the one that learns
@@ -364,5 +371,6 @@ def _recipe(base, models, settings: SliderSettings) -> dict:
         "base": base.identity(),
         "models": models.identities(),
         "settings": {**asdict(settings), "prompts": list(settings.prompts)},
-        "lora": {"rank": settings.rank, "alpha": settings.alpha, "targets": list(LORA_TARGETS)},
+        "lora": {"rank": settings.rank, "alpha": settings.alpha, "targets": list(LORA_TARGETS),
+                 "layers_per_block": base.unet.config.layers_per_block},  # where kohya's SDXL names put each layer
     }
