@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU figures that issues 10 and 13 wait for most, and the tests only a GPU runs, as one
 # device run of at most 6 minutes on an H200, so that a rerun still fits a session's 15; ALL=1
-# adds determinism and ensembles (issue 14), 3.5 minutes more. The device machine has torch,
+# adds determinism and ensembles (issue 14) and the slider on SDXL's shape, 7.5 minutes more. The device machine has torch,
 # transformers and timm but not das-ag's other needs, and it reaches no network, so they travel
 # as wheels:
 #
@@ -68,5 +68,8 @@ if [ -z "${DRY:-}" ] && [ -n "${ALL:-}" ]; then
     # twice, eager and compiled; the paper preset in each precision) and encoder ensembles.
     part 150 "determinism" python3 bench/cuda_determinism.py --head "$head" --steps 30
     part 60 "ensemble" python3 bench/ensemble_speed.py --device "$DEVICE"
+    # The slider on SDXL's shape at its own 1024 px (modes that do not fit say so).
+    part 240 "slider sdxl" python3 bench/slider_speed.py --device "$DEVICE" --shape sdxl --clip "$CLIP" \
+        --resolution 1024 --steps 4
 fi
 echo "log: $OUT/gpu.log"

@@ -4,7 +4,8 @@ and the image-space step in bf16 and with gradient checkpointing.
     uv run --extra slider python bench/slider_speed.py                          # CPU: tiny models, 64 px
     uv run --extra slider python bench/slider_speed.py --device cuda --shape sd15 --clip ViT-L/14 --resolution 512
 
-Random weights of the chosen shapes (no download): a Stable Diffusion (tiny, or SD 1.5's shape), a
+Random weights of the chosen shapes (no download): a Stable Diffusion (tiny, tiny-xl, or the shape
+of SD 1.5, SD 2.x or SDXL, e.g. --shape sdxl --resolution 1024), a
 CLIP (tiny or ViT-L/14's shape) and an aesthetic head. For each mode: seconds per training step
 (median after a warm-up) and peak memory (GPU: allocated; CPU: the peak resident size of a fresh
 process per mode, models included, since a process keeps the memory it once used). Ratios from
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from das_ag.slider.base import PRECISIONS, load_base  # noqa: E402
 from das_ag.slider.latent_scorer import LatentScorer, save_scorer  # noqa: E402
 from das_ag.slider.random_sd import SHAPES, save_random_sd  # noqa: E402
-from das_ag.slider.train import SliderSettings, train  # noqa: E402
+from das_ag.slider.train import SliderOutOfMemory, SliderSettings, train  # noqa: E402
 from step_speed import peak_memory_gib, random_models, reset_peak_memory  # noqa: E402
 
 
@@ -82,16 +83,26 @@ def main() -> None:
         results = {}
         for name, settings, checkpointing in modes:
             job = (tmp, args.clip, args.device, name, settings, checkpointing)
-            if device.type == "cpu":
-                with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                    results[name] = pool.submit(run_mode, *job).result()
-            else:
-                results[name] = run_mode(*job)
+            try:
+                if device.type == "cpu":
+                    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                        results[name] = pool.submit(run_mode, *job).result()
+                else:
+                    results[name] = run_mode(*job)
+            except SliderOutOfMemory:  # a mode that does not fit says so; the others still run
+                print(f"  {name:<20} out of memory", flush=True)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
             print(f"  {name:<20} {results[name][0] * 1000:8.0f} ms/step, peak {results[name][1]:.2f} GiB", flush=True)
-    fp32 = results["image, fp32"]
-    print("\nagainst the image-space step in fp32 (time, peak memory):")
+    reference = next(iter(results.values()), None)
+    if "image, fp32" in results:
+        reference = results["image, fp32"]
+    if reference is None:
+        return
+    print("\nagainst the image-space step in fp32 (or the first mode that fitted) (time, peak memory):")
     for name, (seconds, peak) in results.items():
-        print(f"  {name:<20} {seconds / fp32[0]:.2f}x, {peak / fp32[1]:.2f}x")
+        print(f"  {name:<20} {seconds / reference[0]:.2f}x, {peak / reference[1]:.2f}x")
 
 
 if __name__ == "__main__":

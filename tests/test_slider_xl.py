@@ -78,7 +78,7 @@ def test_the_loop_conditions_the_unet_as_its_pipeline_samples(family, tiny_sd_pa
         assert (other - made).abs().max() > 1e-3
 
 
-def test_an_sdxl_lora_trains_samples_and_exports_for_kohya_from_the_cli(tiny_sdxl_path, tiny_clip_path, head_path,
+def test_an_sdxl_lora_trains_samples_exports_and_distils_from_the_cli(tiny_sdxl_path, tiny_clip_path, head_path,
                                                                         monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
     monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
@@ -108,3 +108,13 @@ def test_an_sdxl_lora_trains_samples_and_exports_for_kohya_from_the_cli(tiny_sdx
     capsys.readouterr()
     assert main(["recipe", str(lora)]) == 0
     assert json.loads(capsys.readouterr().out)["base"]["pipeline"] == "StableDiffusionXLPipeline"
+
+    # The latent scorer: distilled from the SDXL's own latents, then trained against.
+    scorer = tmp_path / "scorer.safetensors"
+    assert main(["slider", "scorer", "--base", str(tiny_sdxl_path), "--samples", "10", "--epochs", "2",
+                 "--inference-steps", "3", "--out", str(scorer), "--device", "cpu"]) == 0
+    assert "10 latents" in capsys.readouterr().out
+    assert main(["slider", "train", "--base", str(tiny_sdxl_path), "--steps", "2", "--inference-steps", "3",
+                 "--scorer", str(scorer), "--out", str(tmp_path / "latent.safetensors"), "--device", "cpu", "--quiet",
+                 "--preview-every", "0"]) == 0
+    assert read_lora(tmp_path / "latent.safetensors")[1]["settings"]["scorer"] == str(scorer)
