@@ -102,6 +102,22 @@ def test_controls_that_do_not_apply_are_disabled_with_a_reason(studio):
     assert studio.number_input(key="noise_end").disabled
 
 
+def test_hand_laid_controls_take_their_limits_and_words_from_the_settings_description(studio):
+    """The controls laid out by hand (guidance, schedules, jitter margin, device) read the same
+    description as the CLI's flags and plans: one list of limits and help, not two."""
+    from das_ag.settings import described
+
+    settings = {f.name: s for f, s in described(GenerationConfig)}
+    for name in ("noise", "colour", "jitter", "aesthetic"):
+        for part in ("start", "end"):
+            widget = studio.number_input(key=f"{name}_{part}")
+            assert (widget.min, widget.max) == (settings[name].minimum, settings[name].maximum), (name, part)
+    assert studio.selectbox(key="noise_kind").label == "Noise sigma schedule"
+    assert studio.radio(key="guidance").help == settings["guidance"].help
+    assert studio.number_input(key="clip_weight").help == settings["clip_weight"].help
+    assert studio.checkbox(key="compile").help == settings["compile"].help
+
+
 def test_restoring_from_a_png_sets_every_control(studio, models, tmp_path):
     config = GenerationConfig(
         prompts=(Prompt("a koi pond", 1.5), Prompt("murky water", -0.7)), guidance="penalty",

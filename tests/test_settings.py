@@ -39,3 +39,16 @@ def test_flags_parse_into_values_and_each_group_appears_once():
 def test_a_bad_schedule_says_the_form(text):
     with pytest.raises(argparse.ArgumentTypeError, match="KIND:START:END"):
         parse_schedule(text)
+
+
+@pytest.mark.parametrize("flag, text, words", [("--jitter", "linear:1:1.5", "jitter (fraction of margin) must be from 0 to 1"),
+                                               ("--noise", "-0.1", "noise sigma must be from 0 to 5")])
+def test_a_schedule_outside_its_described_range_is_refused_by_the_flag(flag, text, words, capsys):
+    """A schedule's range lives in its description, which the studio's widgets read too (tested in
+    test_app): the CLI refuses what the studio cannot be set to."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, GenerationConfig)
+    with pytest.raises(SystemExit):
+        parser.parse_args([flag, text])
+    assert words in capsys.readouterr().err
+    assert parser.parse_args([flag, "linear:0:1"]).__dict__[flag[2:]] == Schedule("linear", 0.0, 1.0)

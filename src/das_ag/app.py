@@ -34,8 +34,6 @@ from das_ag.studio.files import MAX_UPLOAD_MB, output_folder, output_root, save_
 from das_ag.studio.jobs import Job, series
 
 GUIDANCE_LABELS = {"reward": "reward (DAS-AG)", "penalty": "penalty (DAS-rAG)", "off": "off (DAS)"}
-SCHEDULE_LABELS = {"aesthetic": "Aesthetic weight", "noise": "Noise sigma", "colour": "Colour shift", "jitter": "Jitter (fraction of margin)"}
-SCHEDULE_LIMITS = {"aesthetic": 100.0, "noise": 5.0, "colour": 5.0, "jitter": 1.0}
 POLL_SECONDS = 1.5  # the live panel redraws this often; each redraw competes with the run for the CPU
 # A run's thread gives up the interpreter lock in every torch op and must take it back from the
 # page's threads: at Python's default 5 ms switch interval it waited so often that the studio made
@@ -218,20 +216,22 @@ def prompt_rows(group: str, label: str) -> None:
 
 
 def schedule_controls(name: str, *, disabled_reason: str | None = None) -> None:
+    """A described schedule (settings.py) as four widgets: its kind, start, end and rate."""
     ss = st.session_state
     kind = ss[form.schedule_key(name, "kind")]
-    limit = SCHEDULE_LIMITS[name]
+    s = setting_of(name)
+    label, lowest, limit = s.label_for(name), float(s.minimum or 0.0), float(s.maximum) if s.maximum is not None else None
     cols = st.columns(4)
-    cols[0].selectbox(f"{SCHEDULE_LABELS[name]} schedule", SCHEDULE_KINDS, key=form.schedule_key(name, "kind"),
-                      disabled=disabled_reason is not None, help=disabled_reason)
-    cols[1].number_input("start", key=form.schedule_key(name, "start"), min_value=0.0, max_value=limit, step=0.05,
-                         disabled=disabled_reason is not None, help=disabled_reason or f"{SCHEDULE_LABELS[name]} at the first step")
+    cols[0].selectbox(f"{label} schedule", SCHEDULE_KINDS, key=form.schedule_key(name, "kind"),
+                      disabled=disabled_reason is not None, help=disabled_reason or s.help)
+    cols[1].number_input("start", key=form.schedule_key(name, "start"), min_value=lowest, max_value=limit, step=0.05,
+                         disabled=disabled_reason is not None, help=disabled_reason or f"{label} at the first step")
     if name == "aesthetic":
         cols[2].caption("end: the Aesthetic weight above")  # one widget per setting
     else:
         no_end = disabled_reason or ("a constant schedule has no end value" if kind == "constant" else None)
-        cols[2].number_input("end", key=form.schedule_key(name, "end"), min_value=0.0, max_value=limit, step=0.05,
-                             disabled=no_end is not None, help=no_end or f"{SCHEDULE_LABELS[name]} the schedule moves towards")
+        cols[2].number_input("end", key=form.schedule_key(name, "end"), min_value=lowest, max_value=limit, step=0.05,
+                             disabled=no_end is not None, help=no_end or f"{label} the schedule moves towards")
     no_rate = disabled_reason or (None if kind in form.RATE_KINDS else "only exponential schedules use a rate")
     cols[3].number_input("rate", key=form.schedule_key(name, "rate"), min_value=0.0001, max_value=0.9999, step=0.01,
                          format="%.4f", disabled=no_rate is not None, help=no_rate or "how fast the exponential moves")
@@ -270,8 +270,9 @@ def sidebar(on_cpu: bool) -> list[str]:
                 ss["jitter_margin"] = default_margin(min(form.aspect_size(int(ss.get("resolution") or 224), ss["aspect"])))
             except (KeyError, ValueError):
                 pass
-        st.number_input("Jitter margin (px)", key="jitter_margin", min_value=0, max_value=1024,
-                        disabled=ss["jitter_margin_auto"], help="turn off the automatic margin to set it")
+        st.number_input("Jitter margin (px)", key="jitter_margin", min_value=0, max_value=int(setting_of("jitter_margin").maximum),
+                        disabled=ss["jitter_margin_auto"],
+                        help="turn off the automatic margin to set it" if ss["jitter_margin_auto"] else setting_of("jitter_margin").help)
 
         st.subheader("Loss terms")
         setting_controls("regularisers")
@@ -291,9 +292,9 @@ def sidebar(on_cpu: bool) -> list[str]:
                      placeholder="empty: the server's CLIP (ViT-L/14)\nViT-B/32:1\nViT-L/14:0",
                      help="one per line, NAME[:WEIGHT]: OpenAI's names or open_clip:ARCH@TAG; weight 0 loads "
                           "ViT-L/14 for the aesthetic head alone (with 'Apply every N steps', the CPU's fast path)")
-        st.checkbox("Compile the step", key="compile", help="torch.compile: a slow first step, then several times faster ones on a GPU; little gain on the CPU")
+        st.checkbox("Compile the step", key="compile", help=setting_of("compile").help)
         st.checkbox("Deterministic CUDA kernels", key="deterministic", disabled=on_cpu,
-                    help="CPU runs are always deterministic" if on_cpu else "same settings, same PNG on CUDA (slower)")
+                    help="CPU runs are always deterministic" if on_cpu else setting_of("deterministic").help)
     return [n for n in notes if n]
 
 
@@ -311,6 +312,12 @@ def aspect_control() -> None:
         c2.caption(f"Image: {width} x {height} px")
     except ValueError:
         pass
+
+
+def setting_of(name: str) -> Setting:
+    """The description of one of GenerationConfig's settings (help, range), for a control laid out
+    by hand, so that its limits and words are the CLI's and the plans' too."""
+    return next(s for f, s in described(GenerationConfig) if f.name == name)
 
 
 def setting_control(key: str, f, s: Setting, disabled: bool = False) -> None:
@@ -769,11 +776,13 @@ def main() -> None:
     st.subheader("Guidance")
     g1, g2, g3 = st.columns([2, 1, 1])
     g1.radio("Aesthetic guidance", list(GUIDANCE_LABELS), key="guidance", format_func=GUIDANCE_LABELS.get, horizontal=True,
-             help="reward pushes the aesthetic score up, penalty pushes it down, off leaves it out")
+             help=setting_of("guidance").help)
     aesthetic_off = "aesthetic guidance is off (DAS)" if ss["guidance"] == "off" else None
-    g2.number_input("Aesthetic weight", key=form.schedule_key("aesthetic", "end"), min_value=0.0, max_value=100.0, step=0.5,
+    g2.number_input("Aesthetic weight", key=form.schedule_key("aesthetic", "end"), min_value=0.0,
+                    max_value=setting_of("aesthetic").maximum, step=0.5,
                     disabled=aesthetic_off is not None, help=aesthetic_off or "the weight the aesthetic schedule reaches")
-    g3.number_input("CLIP weight", key="clip_weight", min_value=0.0, max_value=1000.0, step=0.5, help="weight of the text term; 0 turns it off")
+    g3.number_input("CLIP weight", key="clip_weight", min_value=0.0, max_value=setting_of("clip_weight").maximum, step=0.5,
+                    help=setting_of("clip_weight").help)
     with st.expander("Schedules"):
         schedule_controls("aesthetic", disabled_reason=aesthetic_off)
         schedule_controls("noise")

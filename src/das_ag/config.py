@@ -41,7 +41,7 @@ class GenerationConfig:
                             help="aesthetic term: reward (DAS-AG), penalty (DAS-rAG) or off (DAS)")
     # Magnitude of the aesthetic term over the run; the sign comes from `guidance`.
     aesthetic: Schedule = setting(Schedule("exp_decay", 0.0, 3.0, 0.06), group="guidance", studio=False,
-                                  help="the aesthetic weight over the run (also see --aesthetic-weight)")
+                                  label="Aesthetic weight", minimum=0.0, maximum=100.0, help="the aesthetic weight over the run (also see --aesthetic-weight)")
     clip_weight: float = setting(5.0, group="guidance", minimum=0, studio=False,
                                  help="weight of the text term (0 turns it off)")
     steps: int = setting(100, group="optimisation", minimum=1, maximum=MAX_STEPS, step=10, help="optimisation steps")
@@ -69,12 +69,12 @@ class GenerationConfig:
                                  help="how coarse levels are upsampled (all deterministic: matrix products)")
     # Noise sigma and colour-shift range are in CLIP-normalised units, as in the references.
     noise: Schedule = setting(Schedule("exp_warmup", 0.2, 0.5, 0.03), group="augmentation", studio=False,
-                              help="Gaussian noise sigma over the run (CLIP-normalised units)")
+                              label="Noise sigma", minimum=0.0, maximum=5.0, help="Gaussian noise sigma over the run (CLIP-normalised units)")
     colour: Schedule = setting(Schedule("exp_warmup", 0.05, 0.30, 0.03), group="augmentation", studio=False,
-                               help="colour-shift range over the run (CLIP-normalised units)")
+                               label="Colour shift", minimum=0.0, maximum=5.0, help="colour-shift range over the run (CLIP-normalised units)")
     # Jitter as a fraction of the margin, so schedules survive a change of resolution.
     jitter: Schedule = setting(Schedule.constant(1.0), group="augmentation", studio=False,
-                               help="jitter over the run, as a fraction of the margin")
+                               label="Jitter (fraction of margin)", minimum=0.0, maximum=1.0, help="jitter over the run, as a fraction of the margin")
     tv_weight: float = setting(1e-8, group="regularisers", minimum=0, maximum=10.0, flag="--tv", format="%.2e",
                                label="TV weight", help="total-variation weight")
     l1_weight: float = setting(0.0, group="regularisers", minimum=0, maximum=10.0, flag="--l1", format="%.4f",

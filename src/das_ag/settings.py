@@ -116,7 +116,15 @@ def _parser_for(kind: str, name: str, s: Setting):
         return value
 
     if kind == "schedule":
-        return lambda text: parse_schedule(text, name)
+        def schedule(text: str) -> Schedule:
+            value = parse_schedule(text, name)
+            low, high = min(value.start, value.end), max(value.start, value.end)
+            if (s.minimum is not None and low < s.minimum) or (s.maximum is not None and high > s.maximum):
+                bounds = f"from {s.minimum:g} to {s.maximum:g}" if s.maximum is not None else f"{s.minimum:g} or more"
+                raise argparse.ArgumentTypeError(f"{s.label_for(name).lower()} must be {bounds}, got {text}")
+            return value
+
+        return schedule
     if kind in ("int", "optional_int"):
         return lambda text: number(text, int)
     if kind in ("float", "optional_float"):
