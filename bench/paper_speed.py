@@ -99,6 +99,22 @@ def main() -> int:
         rows.append((mode, result.dtype, alone, together / 8, comparison, busy, busy8, peak, warned))
         print(f"{mode}: alone {alone:.2f} s/image, 8 per step {together / 8:.2f} s/image, compare 3x2 {comparison:.2f} s"
               + (f", busy {busy:.0%} / {busy8:.0%}" if busy is not None else "") + (f" [{warned}]" if warned else ""), flush=True)
+    if args.device.startswith("cuda"):
+        # "--images-per-step auto" rests on a measurement of what one image keeps for its
+        # backward; how it compares with the real peak of 8 images sharing an eager step.
+        from das_ag.engine import auto_images_per_step, step_activation_bytes
+
+        eager_paper = paper.replace(compile=False)
+        predicted = step_activation_bytes(models, eager_paper)
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        resident = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        timed([eager_paper.replace(seed=s, steps=3) for s in range(8)], models, args.device)
+        used = (torch.cuda.max_memory_allocated() - resident) / 8
+        print(f"auto: {predicted / 2**30:.2f} GiB per image measured as kept for the backward; an eager step of 8 "
+              f"peaked at {used / 2**30:.2f} GiB per image above the models ({used / predicted:.2f}x); auto picks "
+              f"{auto_images_per_step(models, eager_paper)} images per step here", flush=True)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(f"\n{name}, torch {torch.__version__}, {args.shape} shape, paper preset ({paper.steps} steps, "
           f"{paper.resolution} px, {paper.augment_copies} copies)")

@@ -74,9 +74,25 @@ def test_plans_group_what_can_share_and_respect_the_size():
         plan_batches(configs, 0)
 
 
-def test_auto_images_per_step_is_at_least_one_and_bounded(models):
-    n = auto_images_per_step(models, small_config())
-    assert 1 <= n <= 16
+def test_the_memory_an_image_needs_is_measured_and_predicts_a_batchs(models, monkeypatch):
+    """"auto" images per step rests on what one image keeps for its backward, measured on real
+    step forwards of one and two copies: it predicts what a batch of three images of five copies
+    keeps (one forward, measured the same way) to 1%, and auto fits as many as half the free
+    memory holds."""
+    from das_ag import engine
+
+    config = small_config(augment_copies=5)
+    each = engine.step_activation_bytes(models, config)
+    batch = engine.saved_bytes(models, [config.replace(seed=s) for s in (1, 2, 3)])
+    assert batch == pytest.approx(3 * each, rel=0.01), (batch, each)
+    assert engine.step_activation_bytes(models, config.replace(augment_copies=10)) > 1.5 * each
+
+    monkeypatch.setattr(engine, "_free_memory", lambda device: int(each * 7))
+    assert auto_images_per_step(models, config) == 3  # half of 7 images' worth
+    monkeypatch.setattr(engine, "_free_memory", lambda device: 100 * 2**30)
+    assert auto_images_per_step(models, config) == engine.AUTO_IMAGES_LIMIT
+    monkeypatch.setattr(engine, "_free_memory", lambda device: 0)
+    assert auto_images_per_step(models, config) == 1  # never none
 
 
 def test_one_bad_image_stops_alone(models, broken_head_path, tiny_clip_path):

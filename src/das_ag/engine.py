@@ -517,26 +517,50 @@ def plan_batches(configs: Sequence[GenerationConfig], images_per_step: int) -> l
     return [g[k:k + images_per_step] for g in groups.values() for k in range(0, len(g), images_per_step)]
 
 
-# Bytes an image's step keeps for its backward, per copy, per (layer x token x width) of the
-# vision tower: an estimate (float32 activations, about four kept per block), not a measurement;
-# check it against peak memory on a GPU before trusting "auto" near the limit.
-_BYTES_PER_ACTIVATION = 16
 AUTO_IMAGES_LIMIT = 16
 
 
 def auto_images_per_step(models: ModelBundle, config: GenerationConfig) -> int:
-    """As many images per step as should fit in half of the device's free memory (at most 16).
+    """As many images per step as should fit in half of the device's free memory (at most 16),
+    each costing what step_activation_bytes measures for `config`.
 
     On a GPU, images share a step almost for free until the device is busy; on a CPU a step is
-    compute-bound, so batching gains little and this mostly guards memory.
+    compute-bound, so batching gains little and this mostly guards memory. The other half is left
+    for what a step holds only for a moment (the backward's gradients, kernels' workspaces).
     """
-    per_image = 0
-    for encoder in models.guides:  # every guiding encoder keeps its activations for the backward
-        visual = encoder.model.visual
-        tokens, width = visual.positional_embedding.shape
-        per_image += _BYTES_PER_ACTIVATION * len(visual.transformer.resblocks) * tokens * width * config.augment_copies
+    per_image = step_activation_bytes(models, config)
     free = _free_memory(models.device)
     return max(1, min(AUTO_IMAGES_LIMIT, int(free * 0.5 // max(per_image, 1))))
+
+
+def step_activation_bytes(models: ModelBundle, config: GenerationConfig) -> int:
+    """The bytes one image of `config` keeps for its step's backward, measured rather than guessed:
+    real step forwards (uncompiled, aesthetic guidance on) of one and of two augmented copies, the
+    difference being what each copy adds (attention matrices grow with the square of the tokens,
+    which a guess per layer x token x width missed), the rest what the image needs once (its
+    canvas), extrapolated to the config's copies."""
+    one, two = (saved_bytes(models, config.replace(augment_copies=copies)) for copies in (1, 2))
+    per_copy = max(two - one, 0)
+    return max(one - per_copy, 0) + per_copy * config.augment_copies
+
+
+def saved_bytes(models: ModelBundle, config: GenerationConfig | Sequence[GenerationConfig]) -> int:
+    """What autograd keeps for the backward of one real step forward of `config` (one image or a
+    batch): every saved tensor that is not a frozen weight, each storage counted once."""
+    configs = (config,) if isinstance(config, GenerationConfig) else tuple(config)
+    probe = Synthesis([c.replace(steps=2, compile=False, guidance="reward" if c.guidance == "off" else c.guidance)
+                       for c in configs], models)
+    kept: dict[int, int] = {}
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.requires_grad or tensor.grad_fn is not None:  # an activation, not a frozen weight
+            storage = tensor.untyped_storage()
+            kept[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with probe._deterministic(), torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        probe._step_forward([image.prepare(1) for image in probe.images])
+    return sum(kept.values())
 
 
 def _free_memory(device: torch.device) -> int:
