@@ -276,7 +276,7 @@ def run_plan(plan: Plan, models, *, on_item: Callable[[PlanItem, str], None] | N
         return 0, skipped
     # A seed's methods side by side, so that they share a batch whatever its size.
     todo.sort(key=lambda item: (item.prompt_set, item.variant, item.seed))
-    per_step = images_per_step or auto_images_per_step(models, todo[0].config)
+    per_step = images_per_step or (auto_images_per_step(models, todo[0].config) if len(todo) > 1 else 1)
     made = 0
     for indices in plan_batches([item.config for item in todo], per_step):
         items = [todo[i] for i in indices]

@@ -154,7 +154,8 @@ class Job:
         clip, head = self._sources
         models = load_models(self.config.clip_models or clip, head, device=self.config.device,
                              need_head=any(c.guidance != "off" for c in self.configs))
-        per_step = auto_images_per_step(models, self.config)
+        # (measuring what an image needs takes two probe forwards: not for one image alone)
+        per_step = auto_images_per_step(models, self.config) if len(self.configs) > 1 else 1
         for indices in plan_batches(self.configs, per_step):
             if self._stop.is_set() or not self._run_batch([self.configs[i] for i in indices], models):
                 break
