@@ -118,6 +118,29 @@ def test_hand_laid_controls_take_their_limits_and_words_from_the_settings_descri
     assert studio.checkbox(key="compile").help == settings["compile"].help
 
 
+def test_a_canvas_schedule_gets_the_widgets_every_schedule_gets(studio):
+    """The strokes canvas's edge softness, a schedule of the canvas's own settings, is shown in the
+    sidebar as four widgets with its described label and limits; what they are set to is what the
+    run is given."""
+    from das_ag.canvases.strokes import StrokeSettings
+    from das_ag.settings import described
+
+    softness = next(s for f, s in described(StrokeSettings) if f.name == "softness")
+    studio.selectbox(key="canvas").set_value("strokes").run()
+    key = form.canvas_key("strokes", "softness")
+    assert studio.selectbox(key=form.schedule_key(key, "kind")).label == "Edge softness (px) schedule"
+    start = studio.number_input(key=form.schedule_key(key, "start"))
+    assert (start.min, start.max) == (softness.minimum, softness.maximum)
+    assert studio.number_input(key=form.canvas_key("strokes", "samples")).value == 16
+    studio.selectbox(key=form.schedule_key(key, "kind")).set_value("constant").run()
+    studio.number_input(key=form.schedule_key(key, "start")).set_value(0.5)
+    quick_form(studio, "a red kite", steps=2)
+    button(studio, "Generate").click().run()
+    finish_job(studio)
+    assert studio.session_state["job"].snapshot().results[0].config.canvas_options.softness == \
+        Schedule("constant", 0.5, 0.5, StrokeSettings().softness.rate)
+
+
 def test_restoring_from_a_png_sets_every_control(studio, models, tmp_path):
     config = GenerationConfig(
         prompts=(Prompt("a koi pond", 1.5), Prompt("murky water", -0.7)), guidance="penalty",

@@ -55,3 +55,21 @@ def test_a_constant_schedule_ignores_a_stale_end():
     state.update(noise_kind="constant", noise_start=0.3, noise_end=0.9)
     config, _ = form.state_to_config(state)
     assert config.noise == Schedule("constant", 0.3, 0.3, state["noise_rate"])
+
+
+def test_a_canvas_schedule_survives_the_form_and_its_widgets_set_it():
+    """The strokes canvas's edge softness is a schedule: the studio shows it as four widgets (as
+    every described schedule), and what they hold is the drawing's softness."""
+    from das_ag.canvases.strokes import StrokeSettings
+
+    config = GenerationConfig(prompts=PROMPTS, canvas="strokes",
+                              canvas_settings=StrokeSettings(softness=Schedule("cosine", 2.0, 0.5), samples=24))
+    state = form.config_to_state(config)
+    key = form.canvas_key("strokes", "softness")
+    assert state[form.schedule_key(key, "kind")] == "cosine" and state[form.schedule_key(key, "start")] == 2.0
+    assert form.state_to_config(state) == (config, [])
+    state.update({form.schedule_key(key, "kind"): "constant", form.schedule_key(key, "start"): 0.8})
+    back, problems = form.state_to_config(state)
+    assert problems == [] and back.canvas_options.softness == Schedule("constant", 0.8, 0.8, Schedule().rate)
+    state[form.schedule_key(key, "start")] = 0.01
+    assert form.state_to_config(state)[1] == ["Softness must stay at 0.05 px or more (sharper edges have no gradient)."]

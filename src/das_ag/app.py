@@ -215,25 +215,29 @@ def prompt_rows(group: str, label: str) -> None:
             remove_col.button("✕", key=f"remove_{group}_{row}", on_click=remove_row, args=(group, row), help=f"remove {label.lower()} {i + 1}")
 
 
-def schedule_controls(name: str, *, disabled_reason: str | None = None) -> None:
-    """A described schedule (settings.py) as four widgets: its kind, start, end and rate."""
+def schedule_controls(name: str, *, disabled_reason: str | None = None, prefix: str | None = None,
+                      described_as: Setting | None = None, narrow: bool = False) -> None:
+    """A described schedule (settings.py) as four widgets: its kind, start, end and rate, in a
+    row (or, `narrow`, as in the sidebar, two rows of two). `name` is a GenerationConfig field, or
+    with `prefix` (the widgets' state keys) and `described_as`, a schedule of a canvas's settings."""
     ss = st.session_state
-    kind = ss[form.schedule_key(name, "kind")]
-    s = setting_of(name)
+    prefix = prefix or name
+    s = described_as or setting_of(name)
+    kind = ss[form.schedule_key(prefix, "kind")]
     label, lowest, limit = s.label_for(name), float(s.minimum or 0.0), float(s.maximum) if s.maximum is not None else None
-    cols = st.columns(4)
-    cols[0].selectbox(f"{label} schedule", SCHEDULE_KINDS, key=form.schedule_key(name, "kind"),
+    cols = [*st.columns(2), *st.columns(2)] if narrow else st.columns(4)
+    cols[0].selectbox(f"{label} schedule", SCHEDULE_KINDS, key=form.schedule_key(prefix, "kind"),
                       disabled=disabled_reason is not None, help=disabled_reason or s.help)
-    cols[1].number_input("start", key=form.schedule_key(name, "start"), min_value=lowest, max_value=limit, step=0.05,
+    cols[1].number_input("start", key=form.schedule_key(prefix, "start"), min_value=lowest, max_value=limit, step=0.05,
                          disabled=disabled_reason is not None, help=disabled_reason or f"{label} at the first step")
-    if name == "aesthetic":
+    if name == "aesthetic" and prefix == name:
         cols[2].caption("end: the Aesthetic weight above")  # one widget per setting
     else:
         no_end = disabled_reason or ("a constant schedule has no end value" if kind == "constant" else None)
-        cols[2].number_input("end", key=form.schedule_key(name, "end"), min_value=lowest, max_value=limit, step=0.05,
+        cols[2].number_input("end", key=form.schedule_key(prefix, "end"), min_value=lowest, max_value=limit, step=0.05,
                              disabled=no_end is not None, help=no_end or f"{label} the schedule moves towards")
     no_rate = disabled_reason or (None if kind in form.RATE_KINDS else "only exponential schedules use a rate")
-    cols[3].number_input("rate", key=form.schedule_key(name, "rate"), min_value=0.0001, max_value=0.9999, step=0.01,
+    cols[3].number_input("rate", key=form.schedule_key(prefix, "rate"), min_value=0.0001, max_value=0.9999, step=0.01,
                          format="%.4f", disabled=no_rate is not None, help=no_rate or "how fast the exponential moves")
 
 
@@ -353,16 +357,23 @@ CANVAS_LABELS = {"pyramid": "pyramid (pixels)", "strokes": "strokes (an SVG draw
 
 
 def canvas_controls(name: str) -> None:
-    """The settings of a canvas that declares its own, in two columns."""
+    """The settings of a canvas that declares its own: single values in two columns, then its
+    schedules, four widgets each."""
     cls = CANVASES[name]
     defaults = cls.Settings()
-    fields = [(f, s) for f, s in described(cls.Settings) if s.studio]
+    fields = [(f, s) for f, s in described(cls.Settings) if s.studio and kind_of(f) != "schedule"]
     cols = st.columns(2)
     for i, (f, s) in enumerate(fields):
         key = form.canvas_key(name, f.name)
         st.session_state.setdefault(key, getattr(defaults, f.name))
         with cols[i % 2]:
             setting_control(key, f, s)
+    for f, s in described(cls.Settings):
+        if s.studio and kind_of(f) == "schedule":
+            prefix = form.canvas_key(name, f.name)
+            for key, value in form.schedule_to_state(prefix, getattr(defaults, f.name)).items():
+                st.session_state.setdefault(key, value)
+            schedule_controls(f.name, prefix=prefix, described_as=s, narrow=True)
 
 
 def term_controls() -> None:

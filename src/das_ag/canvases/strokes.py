@@ -73,9 +73,9 @@ class StrokeSettings:
                               label="Width rate (px/step)", help="Adam's rate for widths")
     colour_lr: float = setting(0.01, group="strokes", minimum=0.0, maximum=1.0, flag="--colour-lr", step=0.001,
                                format="%.3f", label="Colour rate", help="Adam's rate for colours and opacities")
-    softness: Schedule = setting(Schedule("linear", 1.0, 0.2), group="strokes", flag="--softness", studio=False,
-                                 help="edge softness in pixels over the run (held at its end for the last tenth)")
-    samples: int = setting(16, group="strokes", minimum=2, maximum=64, flag="--curve-samples", studio=False,
+    softness: Schedule = setting(Schedule("linear", 1.0, 0.2), group="strokes", flag="--softness",
+                                 label="Edge softness (px)", minimum=0.05, maximum=10.0, help="edge softness in pixels over the run (held at its end for the last tenth)")
+    samples: int = setting(16, group="strokes", minimum=2, maximum=64, flag="--curve-samples", label="Curve samples",
                            help="line segments each cubic is drawn with")
     reseed_every: int = setting(100, group="strokes", minimum=0, maximum=100_000, flag="--reseed-every",
                                 label="Re-seed every (steps)",

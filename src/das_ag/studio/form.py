@@ -60,14 +60,27 @@ def schedule_key(name: str, part: str) -> str:
     return f"{name}_{part}"
 
 
+def schedule_to_state(prefix: str, sched: Schedule) -> dict[str, Any]:
+    """The four widget values of a schedule whose widget keys start with `prefix`."""
+    return {schedule_key(prefix, part): getattr(sched, part) if part == "kind" else float(getattr(sched, part))
+            for part in SCHEDULE_PARTS}
+
+
+def schedule_from_state(state: dict[str, Any], prefix: str) -> Schedule | None:
+    """The schedule the four widgets under `prefix` show (None where they are not all there)."""
+    parts = {part: state.get(schedule_key(prefix, part)) for part in SCHEDULE_PARTS}
+    if any(v is None for v in parts.values()):
+        return None
+    if parts["kind"] == "constant":
+        parts["end"] = parts["start"]  # a constant schedule shows no end; keep it consistent
+    return Schedule(parts["kind"], float(parts["start"]), float(parts["end"]), float(parts["rate"]))
+
+
 def config_to_state(config: GenerationConfig) -> dict[str, Any]:
     """Widget values that show `config`."""
     state: dict[str, Any] = {name: getattr(config, name) for name in SCALAR_FIELDS}
     for name in SCHEDULE_FIELDS:
-        sched: Schedule = getattr(config, name)
-        for part in SCHEDULE_PARTS:
-            value = getattr(sched, part)
-            state[schedule_key(name, part)] = value if part == "kind" else float(value)
+        state.update(schedule_to_state(name, getattr(config, name)))
     state["jitter_margin_auto"] = config.jitter_margin is None
     state["jitter_margin"] = config.margin
     state["aspect"] = aspect_of(config)
@@ -88,7 +101,7 @@ def canvas_key(canvas: str, name: str) -> str:
 
 
 def _base_key(canvas: str) -> str:
-    # The canvas's settings as restored: fields without a widget (a schedule) are kept from it.
+    # The canvas's settings as restored: fields without a widget are kept from it.
     return f"canvas_base:{canvas}"
 
 
@@ -106,9 +119,11 @@ def canvas_settings_to_state(config: GenerationConfig) -> dict[str, Any]:
         settings = config.canvas_options if config.canvas == canvas else cls.Settings()
         state[_base_key(canvas)] = settings
         for f, _ in described(cls.Settings):
+            value = getattr(settings, f.name)
             if _scalar(f):
-                value = getattr(settings, f.name)
                 state[canvas_key(canvas, f.name)] = float(value) if kind_of(f) == "float" else value
+            elif kind_of(f) == "schedule":
+                state.update(schedule_to_state(canvas_key(canvas, f.name), value))
     return state
 
 
@@ -130,6 +145,8 @@ def canvas_settings_from_state(state: dict[str, Any], canvas: str) -> Any:
             if kind_of(f) == "int" and isinstance(value, float) and value.is_integer():
                 value = int(value)
             values[f.name] = value
+        elif kind_of(f) == "schedule" and (sched := schedule_from_state(state, key)) is not None:
+            values[f.name] = sched
     changed = {k: v for k, v in values.items() if getattr(base, k) != v}
     return replace_settings(base, changed)
 
@@ -213,12 +230,8 @@ def state_to_config(state: dict[str, Any]) -> tuple[GenerationConfig | None, lis
         problems.append("Prompt weights must be greater than 0; remove a prompt instead of zeroing it.")
     kwargs: dict[str, Any] = {name: state[name] for name in SCALAR_FIELDS if name in state}
     for name in SCHEDULE_FIELDS:
-        parts = {part: state.get(schedule_key(name, part)) for part in SCHEDULE_PARTS}
-        if any(v is None for v in parts.values()):
-            continue
-        if parts["kind"] == "constant":
-            parts["end"] = parts["start"]  # a constant schedule shows no end; keep it consistent
-        kwargs[name] = Schedule(parts["kind"], float(parts["start"]), float(parts["end"]), float(parts["rate"]))
+        if (sched := schedule_from_state(state, name)) is not None:
+            kwargs[name] = sched
     if "jitter_margin_auto" in state:
         kwargs["jitter_margin"] = None if state["jitter_margin_auto"] else int(state["jitter_margin"])
     ensemble = tuple(line.strip() for line in str(state.get("clip_models_text", "")).splitlines() if line.strip())
