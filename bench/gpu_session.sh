@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU figures that issues 10 and 13 wait for most, and the tests only a GPU runs, as one
-# device run of at most 6 minutes on an H200, so that a rerun still fits a session's 15; ALL=1
-# adds determinism and ensembles (issue 14) and the slider on SDXL's shape, 7.5 minutes more. The device machine has torch,
+# device run of at most 6 minutes on an H200, so that a rerun still fits a session's 15. EXTRA=1
+# instead runs the next most wanted, as a second call of at most 8.5 minutes: determinism and
+# ensembles (issue 14) and the slider on SDXL's shape at 1024 px (issue 13). The device machine has torch,
 # transformers and timm but not das-ag's other needs, and it reaches no network, so they travel
 # as wheels:
 #
@@ -49,6 +50,7 @@ part() {  # part SECONDS WHAT COMMAND...: run one measurement, its output in the
 head="$OUT/random-head.pth"
 python3 -c "import torch; from das_ag.models import AestheticHead; torch.save(AestheticHead().state_dict(), '$head')"
 
+if [ -z "${EXTRA:-}" ]; then
 # Issue 13: the slider's step time and peak memory at SD 1.5's shape, 512 px, four modes.
 part 110 "slider" python3 bench/slider_speed.py --device "$DEVICE" --shape "$SHAPE" --clip "$CLIP" \
     --resolution "$SLIDER_PX" --steps "$STEPS"
@@ -63,13 +65,15 @@ DAS_AG_TEST_HEAD="$head" part 70 "cuda tests" python3 -m pytest -q -p no:cachepr
     "tests/test_jobs.py::test_compiled_cuda_runs_work_from_the_studios_threads" \
     "tests/test_encoder.py::test_sped_up_encoder_computes_what_clip_computes[cuda]" \
     "tests/test_rasterise.py::test_cuda_renders_repeat_bit_for_bit"
-if [ -z "${DRY:-}" ] && [ -n "${ALL:-}" ]; then
-    # With ALL=1 (a second call, or a session with time to spare): determinism (the same PNG
-    # twice, eager and compiled; the paper preset in each precision) and encoder ensembles.
+fi
+if [ -z "${DRY:-}" ] && [ -n "${EXTRA:-}" ]; then
+    # With EXTRA=1 (a second call): determinism (the same PNG twice, eager and compiled; the paper
+    # preset in each precision) and encoder ensembles.
     part 150 "determinism" python3 bench/cuda_determinism.py --head "$head" --steps 30
     part 60 "ensemble" python3 bench/ensemble_speed.py --device "$DEVICE"
-    # The slider on SDXL's shape at its own 1024 px (modes that do not fit say so).
-    part 240 "slider sdxl" python3 bench/slider_speed.py --device "$DEVICE" --shape sdxl --clip "$CLIP" \
-        --resolution 1024 --steps 4
+    # The slider on SDXL's shape at its own 1024 px (modes that do not fit say so). Making the
+    # random 3.5 G-parameter pipeline and its files takes a minute or two of it.
+    part 300 "slider sdxl" python3 bench/slider_speed.py --device "$DEVICE" --shape sdxl --clip "$CLIP" \
+        --resolution 1024 --steps 3
 fi
 echo "log: $OUT/gpu.log"
