@@ -5,6 +5,8 @@ UNet exactly as the pipeline samples, and its LoRAs export under the names SDXL 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -118,3 +120,24 @@ def test_an_sdxl_lora_trains_samples_exports_and_distils_from_the_cli(tiny_sdxl_
                  "--scorer", str(scorer), "--out", str(tmp_path / "latent.safetensors"), "--device", "cpu", "--quiet",
                  "--preview-every", "0"]) == 0
     assert read_lora(tmp_path / "latent.safetensors")[1]["settings"]["scorer"] == str(scorer)
+
+
+def test_a_lora_for_the_other_family_gets_one_line(tiny_sd_path, tiny_sdxl_path, tiny_clip_path, head_path, monkeypatch,
+                                                    tmp_path):
+    """An SDXL LoRA on an SD 1.x base, or the other way round: one line, and no wall of the
+    library's own size-mismatch log before it. Run as a user runs it, in a process of its own:
+    the libraries log to the stderr they found at import, which pytest's capture does not see."""
+    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
+    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
+    loras = {}
+    for family, path in (("sd", tiny_sd_path), ("sdxl", tiny_sdxl_path)):
+        loras[family] = tmp_path / f"{family}.safetensors"
+        assert main(["slider", "train", "--base", str(path), "--steps", "1", "--inference-steps", "2", "--out",
+                     str(loras[family]), "--device", "cpu", "--quiet", "--preview-every", "0"]) == 0
+    for base, lora in ((tiny_sd_path, loras["sdxl"]), (tiny_sdxl_path, loras["sd"])):
+        done = subprocess.run([sys.executable, "-m", "das_ag.cli", "slider", "sample", "--base", str(base), "--lora", str(lora), "--prompt", "x",
+                               "--steps", "2", "--out", str(tmp_path / "g.png"), "--device", "cpu", "--quiet"],
+                              capture_output=True, text=True, timeout=300)
+        err = done.stderr.strip()
+        assert done.returncode != 0 and err.count("\n") == 0 and "does not fit this base model" in err, err
+    assert not (tmp_path / "g.png").exists()

@@ -33,12 +33,13 @@ def one_line(exc: BaseException, width: int = 200) -> str:
 
 
 @contextlib.contextmanager
-def quiet_diffusers():
-    """diffusers' warnings silenced for the duration, its errors still raised."""
+def quiet_diffusers(errors_too: bool = False):
+    """diffusers' warnings silenced for the duration (and, `errors_too`, what it logs as errors
+    before raising them, which das-ag says in one line instead); its exceptions still raised."""
     import diffusers.utils.logging
 
     verbosity = diffusers.utils.logging.get_verbosity()
-    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.set_verbosity(diffusers.utils.logging.CRITICAL if errors_too else diffusers.utils.logging.ERROR)
     try:
         yield
     finally:

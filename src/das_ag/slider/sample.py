@@ -36,7 +36,9 @@ def load_slider(base, lora: str | Path) -> dict:
     tensors, recipe = read_lora(lora)
     trained_for = recipe.get("base", {}).get("sha256")
     try:
-        with quiet_diffusers():  # it warns that a UNet-only LoRA has no text-encoder part
+        # It warns that a UNet-only LoRA has no text-encoder part, and logs every mismatched
+        # tensor of a LoRA that does not fit before raising: the line below says it once.
+        with quiet_diffusers(errors_too=True):
             base.pipe.load_lora_weights(tensors, adapter_name=ADAPTER)
     except Exception as exc:  # shapes or names that do not fit this UNet
         raise DasAgError(f"LoRA {lora} does not fit this base model ({one_line(exc)})") from None
