@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from das_ag.cli import main
@@ -93,6 +95,10 @@ def test_the_memory_an_image_needs_is_measured_and_predicts_a_batchs(models, mon
     assert auto_images_per_step(models, config) == engine.AUTO_IMAGES_LIMIT
     monkeypatch.setattr(engine, "_free_memory", lambda device: 0)
     assert auto_images_per_step(models, config) == 1  # never none
+
+    # DAS alone loads no aesthetic head (the studio, the CLI): the measurement runs without it.
+    headless = dataclasses.replace(models, aesthetic_head=None, aesthetic_identity=None)
+    assert 0 < engine.step_activation_bytes(headless, config.replace(guidance="off")) <= each
 
 
 def test_one_bad_image_stops_alone(models, broken_head_path, tiny_clip_path):

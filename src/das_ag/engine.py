@@ -535,7 +535,8 @@ def auto_images_per_step(models: ModelBundle, config: GenerationConfig) -> int:
 
 def step_activation_bytes(models: ModelBundle, config: GenerationConfig) -> int:
     """The bytes one image of `config` keeps for its step's backward, measured rather than guessed:
-    real step forwards (uncompiled, aesthetic guidance on) of one and of two augmented copies, the
+    real step forwards (uncompiled, aesthetic guidance on where a head is loaded) of one and of two
+    augmented copies, the
     difference being what each copy adds (attention matrices grow with the square of the tokens,
     which a guess per layer x token x width missed), the rest what the image needs once (its
     canvas), extrapolated to the config's copies."""
@@ -548,7 +549,10 @@ def saved_bytes(models: ModelBundle, config: GenerationConfig | Sequence[Generat
     """What autograd keeps for the backward of one real step forward of `config` (one image or a
     batch): every saved tensor that is not a frozen weight, each storage counted once."""
     configs = (config,) if isinstance(config, GenerationConfig) else tuple(config)
-    probe = Synthesis([c.replace(steps=2, compile=False, guidance="reward" if c.guidance == "off" else c.guidance)
+    # Guidance on where a head is loaded, so the head's forward counts (a comparison's DAS image
+    # stands for its DAS-AG one); without a head, every image of the run has guidance off.
+    guided = models.aesthetic_head is not None
+    probe = Synthesis([c.replace(steps=2, compile=False, guidance="reward" if c.guidance == "off" and guided else c.guidance)
                        for c in configs], models)
     kept: dict[int, int] = {}
 
