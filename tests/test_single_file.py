@@ -18,7 +18,8 @@ pytest.importorskip("diffusers", reason="the slider's optional extra is not inst
 
 from das_ag.slider.base import load_base  # noqa: E402
 from das_ag.slider.random_sd import random_pipeline, save_single_file  # noqa: E402
-from das_ag.slider.single_file import SD2_BASE_FINAL_STEP, checkpoint_family, prediction_for, write_configs  # noqa: E402
+from das_ag.slider.single_file import (SD2_BASE_FINAL_STEP, CheckpointFacts, checkpoint_family,  # noqa: E402
+                                      prediction_for, write_configs)
 from das_ag.slider.lora import read_lora  # noqa: E402
 from das_ag.weights import sha256_file  # noqa: E402
 
@@ -143,10 +144,11 @@ def test_an_sd2_single_file_needs_no_configs_and_says_what_it_assumed(tmp_path):
 
 
 def test_an_sd2_files_prediction_type_follows_what_the_file_records():
-    assert prediction_for("v2", SD2_BASE_FINAL_STEP, None) == ("epsilon", "")  # a base model's .ckpt
-    assert prediction_for("v2", None, None)[0] == "v_prediction"
-    assert prediction_for("v2", None, "epsilon") == ("epsilon", "")  # the user's word wins
-    assert prediction_for("v1", None, None) == (None, "")  # SD 1.x's config says epsilon itself
+    assert prediction_for(CheckpointFacts("v2", SD2_BASE_FINAL_STEP), None) == ("epsilon", "")  # a base model's .ckpt
+    assert prediction_for(CheckpointFacts("v2"), None)[0] == "v_prediction"
+    assert prediction_for(CheckpointFacts("v2"), "epsilon") == ("epsilon", "")  # the user's word wins
+    assert prediction_for(CheckpointFacts("v1"), None) == (None, "")  # SD 1.x's config says epsilon itself
+    assert prediction_for(CheckpointFacts("xl_base", marked_v=True), None) == ("v_prediction", "")  # says so itself
 
 
 def test_das_ag_writes_sdxl_base_configs_of_its_published_size(tmp_path):
@@ -180,9 +182,9 @@ def test_an_sdxl_single_file_loads_and_is_told_from_other_families(tiny_sdxl_pat
 
     pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_path)
     file = save_single_file(pipe, tmp_path / "tiny-xl.safetensors")
-    assert checkpoint_family(file) == ("xl_base", None)
+    assert checkpoint_family(file) == CheckpointFacts("xl_base")
     base = load_base(file, torch.device("cpu"), config=tiny_sdxl_path)
-    assert base.is_xl
+    assert base.is_xl and base.prediction_type == "epsilon"
     for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
         expected, got = getattr(pipe, part).state_dict(), getattr(base.pipe, part).state_dict()
         assert expected.keys() == got.keys(), part
@@ -190,6 +192,18 @@ def test_an_sdxl_single_file_loads_and_is_told_from_other_families(tiny_sdxl_pat
     with pytest.raises(DasAgError, match="with SDXL's configs") as failure:
         load_base(file, torch.device("cpu"))
     assert "\n" not in str(failure.value)
+
+    # A v-prediction fine-tune marks itself with a "v_pred" tensor, and is trained as one.
+    from safetensors.torch import load_file, save_file
+
+    marked = tmp_path / "tiny-xl-vpred.safetensors"
+    save_file({**load_file(file), "v_pred": torch.tensor([])}, marked)
+    assert checkpoint_family(marked).marked_v
+    assert load_base(marked, torch.device("cpu"), config=tiny_sdxl_path).prediction_type == "v_prediction"
+    assert load_base(marked, torch.device("cpu"), config=tiny_sdxl_path, prediction_type="epsilon").prediction_type == "epsilon"
+    save_file({**load_file(file), "v_pred": torch.tensor([]), "ztsnr": torch.tensor([])}, marked)
+    scheduler = load_base(marked, torch.device("cpu"), config=tiny_sdxl_path).pipe.scheduler
+    assert scheduler.config.prediction_type == "v_prediction" and float(scheduler.alphas_cumprod[-1]) < 1e-6
 
 
 def fingerprints(module) -> dict[str, tuple[float, float]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -238,17 +239,30 @@ def checkpoint_shapes(path: Path) -> tuple[dict[str, torch.Tensor], int | None]:
     return shapes, int(step) if isinstance(step, (int, torch.Tensor)) else None
 
 
-def checkpoint_family(path: Path) -> tuple[str, int | None]:
-    """diffusers' name for the family of a single-file checkpoint ("v1" for SD 1.x, "v2",
-    "xl_base", "inpainting" ..., or "unknown" when it recognises none, where diffusers itself
-    guesses "v1"), and the training step a .ckpt records."""
+@dataclass(frozen=True)
+class CheckpointFacts:
+    """What a single file says about itself, read without loading its weights."""
+    family: str  # diffusers' name: "v1" (SD 1.x), "v2", "xl_base", "inpainting" ..., or "unknown"
+    step: int | None = None  # the training step a .ckpt records
+    marked_v: bool = False  # it holds a "v_pred" tensor: fine-tunes that predict v mark themselves so
+    zero_snr: bool = False  # and a "ztsnr" one: trained with a noise schedule reaching pure noise
+
+
+# The tensors v-prediction fine-tunes (SDXL ones above all) carry to say what they predict and
+# how they were trained; ComfyUI and Forge read them as das-ag does.
+V_PREDICTION_MARK, ZERO_SNR_MARK = "v_pred", "ztsnr"
+
+
+def checkpoint_family(path: Path) -> CheckpointFacts:
+    """The family of a single-file checkpoint ("unknown" when diffusers recognises none, where
+    diffusers itself guesses "v1"), and what else the file says of what it predicts."""
     from diffusers.loaders.single_file_utils import CHECKPOINT_KEY_NAMES, infer_diffusers_model_type
 
     shapes, step = checkpoint_shapes(path)
     family = infer_diffusers_model_type(shapes)
     if family == "v1" and CHECKPOINT_KEY_NAMES["v1"] not in shapes:
-        return "unknown", step
-    return family, step
+        family = "unknown"
+    return CheckpointFacts(family, step, V_PREDICTION_MARK in shapes, ZERO_SNR_MARK in shapes)
 
 
 # SD 2.0-base and 2.1-base finished training at this step; their .ckpt files record it (as
@@ -256,12 +270,17 @@ def checkpoint_family(path: Path) -> tuple[str, int | None]:
 SD2_BASE_FINAL_STEP = 875000
 
 
-def prediction_for(family: str, step: int | None, asked: str | None) -> tuple[str | None, str]:
-    """What an SD file's UNet predicts: `asked`, else what the family and the file say; and a note
-    for the user when it is an assumption (an SD 2.x .safetensors)."""
-    if asked or family != "v2":
+def prediction_for(facts: CheckpointFacts, asked: str | None) -> tuple[str | None, str]:
+    """What a file's UNet predicts: `asked`, else what the file and its family say (None: its
+    family's config says); and a note for the user when it is an assumption (an SD 2.x
+    .safetensors)."""
+    if asked:
         return asked, ""
-    if step == SD2_BASE_FINAL_STEP:
+    if facts.marked_v:
+        return "v_prediction", ""
+    if facts.family != "v2":
+        return None, ""
+    if facts.step == SD2_BASE_FINAL_STEP:
         return "epsilon", ""
     return "v_prediction", ("an SD 2.x single file: assuming it predicts v, as the 768 px models do; "
                             "for a 512 px base model pass --prediction-type epsilon")
@@ -269,32 +288,38 @@ def prediction_for(family: str, step: int | None, asked: str | None) -> tuple[st
 
 def load_single_file(path: Path, config, options: dict, prediction_type: str | None = None):
     """A single-file checkpoint loaded with the configs of `config` or, for SD 1.x, 2.x and SDXL
-    base, das-ag's own; and the note prediction_for gave (empty when there is none)."""
+    base, das-ag's own, its scheduler set to what the UNet predicts (prediction_for); and the note
+    prediction_for gave (empty when there is none)."""
     import diffusers
 
+    facts = checkpoint_family(path)
     with tempfile.TemporaryDirectory(prefix="das-ag-sd-configs-") as scratch:
-        configs, note = f"the configs of {config}", ""
+        configs = f"the configs of {config}"
         if config:
             kind = pipeline_class(Path(config))
         else:
-            family, step = checkpoint_family(path)
-            if family == "unknown":
+            if facts.family == "unknown":
                 raise DasAgError(f"{path} holds no Stable Diffusion architecture diffusers recognises; if it is "
                                  "one, pass --config, a local diffusers folder of its family")
-            if family not in CONFIGS:
-                raise DasAgError(f"{path} holds {FAMILY_NAMES.get(family, 'a ' + family)} checkpoint; the slider "
-                                 "trains SD 1.x, SD 2.x and SDXL base text-to-image models only")
-            prediction_type, note = prediction_for(family, step, prediction_type)
-            config = write_configs(scratch, family, prediction_type)
-            configs = f"{FAMILY_NAMES[family].split(' ', 1)[1]}'s configs"
-            kind = CONFIGS[family]["pipeline"]["_class_name"]
+            if facts.family not in CONFIGS:
+                raise DasAgError(f"{path} holds {FAMILY_NAMES.get(facts.family, 'a ' + facts.family)} checkpoint; the "
+                                 "slider trains SD 1.x, SD 2.x and SDXL base text-to-image models only")
+            config = write_configs(scratch, facts.family)
+            configs = f"{FAMILY_NAMES[facts.family].split(' ', 1)[1]}'s configs"
+            kind = CONFIGS[facts.family]["pipeline"]["_class_name"]
+        prediction_type, note = prediction_for(facts, prediction_type)
         try:
             with quiet_diffusers():  # from_single_file casts its own models, then warns that it did
-                return getattr(diffusers, kind).from_single_file(str(path), config=str(config),
-                                                                 **pipeline_options(kind, options)), note
+                pipe = getattr(diffusers, kind).from_single_file(str(path), config=str(config),
+                                                                 **pipeline_options(kind, options))
         except Exception as exc:
             raise DasAgError(f"{path} could not be loaded as a Stable Diffusion checkpoint with {configs} "
                              f"({one_line(exc, 160)})") from None
+    if prediction_type:
+        pipe.scheduler.register_to_config(prediction_type=prediction_type)
+    if facts.zero_snr:  # its last step starts from pure noise, as it was trained (trailing steps)
+        pipe.scheduler.register_to_config(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    return pipe, note
 
 
 def pipeline_class(folder: Path) -> str:
