@@ -124,3 +124,18 @@ def test_compare_runs_the_three_methods_of_a_seed_together(tiny_clip_path, head_
     for recipe in recipes:
         batch = recipe["batch"]["configs"]
         assert {c["guidance"] for c in batch} == {"off", "reward", "penalty"} and len({c["seed"] for c in batch}) == 1
+
+
+def test_the_python_api_makes_any_number_of_images_several_to_a_step(models):
+    """generate_all: images that can share a step are made together, at most images_per_step at
+    a time, and come back in the order given, each what it would be alone (bit for bit on the CPU)."""
+    import das_ag
+
+    configs = [small_config(seed=s, steps=3 if s != 2 else 4) for s in range(5)]
+    results = das_ag.generate_all(configs, models, images_per_step=2)
+    assert [r.config for r in results] == configs
+    assert [len(r.batch) for r in results] == [2, 2, 0, 2, 2]  # seed 2's step count lets it share with none
+    assert results[3].batch == (configs[3], configs[4])
+    alone = das_ag.generate(configs[1], models)
+    assert png_bytes(alone.image) == png_bytes(results[1].image)
+    assert [r.config for r in das_ag.generate_all(configs[:2], models)] == configs[:2]  # auto

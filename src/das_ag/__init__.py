@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "GenerationConfig": "config", "PRESETS": "config",
     "StepEvent": "engine", "Synthesis": "engine", "SynthesisResult": "engine", "generate": "engine",
-    "synthesize": "engine",
+    "generate_all": "engine", "synthesize": "engine",
     "ConfigError": "errors", "DasAgError": "errors", "DeviceError": "errors", "WeightsError": "errors",
     "ModelBundle": "models", "load_models": "models",
     "Prompt": "prompts", "parse_prompt": "prompts",

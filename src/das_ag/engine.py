@@ -593,6 +593,23 @@ def generate(config: GenerationConfig, models: ModelBundle) -> SynthesisResult:
     return Synthesis(config, models).run()
 
 
+def generate_all(configs: Sequence[GenerationConfig], models: ModelBundle, *,
+                 images_per_step: int | None = None) -> list[SynthesisResult]:
+    """Make every image of `configs`, in that order, several sharing each step: at most
+    `images_per_step` (None: auto, as many as half the free memory holds) of those that can share
+    one (plan_batches), as `das-ag batch` and `compare` do."""
+    configs = list(configs)
+    if not configs:
+        return []
+    if images_per_step is None:
+        images_per_step = auto_images_per_step(models, configs[0]) if len(configs) > 1 else 1
+    results: list[SynthesisResult | None] = [None] * len(configs)
+    for indices in plan_batches(configs, images_per_step):
+        for i, result in zip(indices, Synthesis([configs[i] for i in indices], models).run_all()):
+            results[i] = result
+    return results
+
+
 @functools.cache
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bfloat16 matrix products natively (not by emulation)."""
