@@ -201,14 +201,13 @@ def clip_vocabulary() -> tuple[dict[str, int], list[str]]:
     return {token: i for i, token in enumerate(tokens)}, merges
 
 
-def write_configs(folder: str | Path, family: str = "v1", prediction_type: str | None = None) -> Path:
+def write_configs(folder: str | Path, family: str = "v1") -> Path:
     """A diffusers folder of `family`'s configs and tokenizers ("v1", "v2" or "xl_base"), without
-    weights."""
+    weights. (What a file's UNet predicts is set on its scheduler once loaded: load_single_file.)"""
     folder = Path(folder)
     configs = CONFIGS[family]
-    scheduler = {**configs["scheduler"], **({"prediction_type": prediction_type} if prediction_type else {})}
     parts = {"unet/config.json": configs["unet"], "vae/config.json": configs["vae"],
-             "scheduler/scheduler_config.json": scheduler, "model_index.json": configs["pipeline"]}
+             "scheduler/scheduler_config.json": configs["scheduler"], "model_index.json": configs["pipeline"]}
     towers = [suffix for suffix in ("", "_2") if f"text_encoder{suffix}" in configs]
     for suffix in towers:
         parts[f"text_encoder{suffix}/config.json"] = configs[f"text_encoder{suffix}"]
