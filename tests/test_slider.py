@@ -342,3 +342,23 @@ def test_the_gradient_can_run_back_through_several_unet_calls(tiny_sd_path, mode
                          weights=(0.0, 1.0))
     assert scores[1.0] > scores[0.0], scores
     assert "grad steps must be at most the inference steps (6)" in SliderSettings(grad_steps=7, inference_steps=6).problems()[0]
+
+
+def test_a_prompt_longer_than_the_text_encoder_reads_is_noted_once(tiny_sd_path, tiny_clip_path, head_path, tmp_path):
+    """The text encoder cuts a prompt at 77 tokens, in training as in sampling. das-ag says so in
+    one line before training, instead of the libraries' warnings at each new prompt, through the
+    progress bar. Run as a user runs it, in a process of its own: pytest's capture does not see
+    what the libraries log to the stderr they found at import."""
+    import os
+    import subprocess
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red house\n" + "a very long prompt about a blue boat on a lake " * 3 + "\n")
+    env = {**os.environ, "CLIP_MODEL_PATH": str(tiny_clip_path), "AESTHETIC_PREDICTOR_PATH": str(head_path)}
+    done = subprocess.run([sys.executable, "-m", "das_ag.cli", "slider", "train", "--base", str(tiny_sd_path),
+                           "--prompts", str(prompts), "--steps", "4", "--inference-steps", "2", "--resolution", "64",
+                           "--out", str(tmp_path / "x.safetensors"), "--device", "cpu", "--quiet", "--preview-every",
+                           "0"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [lines[0]] and "1 of the 2 prompts are longer than the text encoder's 77 tokens" in lines[0], lines

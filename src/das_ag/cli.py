@@ -682,6 +682,18 @@ def _slider_models(args: argparse.Namespace):
     return base, models
 
 
+def _note_long_prompts(base, prompts) -> None:
+    """One line for the prompts the base model's text encoder cuts short (as it does when sampling)."""
+    from .slider.denoise import long_prompts
+
+    cut = long_prompts(base.pipe, prompts)
+    if cut:
+        limit = base.pipe.tokenizer.model_max_length
+        which = "the prompt is" if len(prompts) == 1 else f"{len(cut)} of the {len(prompts)} prompts are"
+        print(f"das-ag: note: {which} longer than the text encoder's {limit} tokens, so the end is cut, as when "
+              f"sampling (first: {cut[0][:50]!r}...)", file=sys.stderr)
+
+
 def cmd_slider_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -708,6 +720,7 @@ def cmd_slider_train(args: argparse.Namespace) -> int:
         raise DasAgError(problems[0])
     base, models = _slider_models(args)
     settings = dataclasses.replace(settings, precision=base.precision).for_base(base)
+    _note_long_prompts(base, settings.prompts)
     with tqdm(total=settings.steps, unit="step", disable=args.quiet, leave=False, file=sys.stderr) as bar:
         def on_step(report) -> None:
             bar.n = report.step
@@ -741,6 +754,7 @@ def cmd_slider_sample(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".png":
         raise DasAgError(f"--out {out} must end in .png")
     base, models = _slider_models(args)
+    _note_long_prompts(base, [args.prompt])
     from .slider.sample import grid, grid_recipe, sample
 
     resolution = args.resolution or base.native_resolution

@@ -33,14 +33,18 @@ def one_line(exc: BaseException, width: int = 200) -> str:
 
 
 @contextlib.contextmanager
-def quiet_diffusers(errors_too: bool = False):
-    """diffusers' warnings silenced for the duration (and, `errors_too`, what it logs as errors
-    before raising them, which das-ag says in one line instead); its exceptions still raised."""
+def quiet_libraries(errors_too: bool = False):
+    """diffusers' and transformers' warnings silenced for the duration (and, `errors_too`, what
+    diffusers logs as errors before raising them, which das-ag says in one line instead); their
+    exceptions still raised."""
     import diffusers.utils.logging
+    import transformers.utils.logging
 
-    verbosity = diffusers.utils.logging.get_verbosity()
+    verbosity = diffusers.utils.logging.get_verbosity(), transformers.utils.logging.get_verbosity()
     diffusers.utils.logging.set_verbosity(diffusers.utils.logging.CRITICAL if errors_too else diffusers.utils.logging.ERROR)
+    transformers.utils.logging.set_verbosity_error()
     try:
         yield
     finally:
-        diffusers.utils.logging.set_verbosity(verbosity)
+        diffusers.utils.logging.set_verbosity(verbosity[0])
+        transformers.utils.logging.set_verbosity(verbosity[1])

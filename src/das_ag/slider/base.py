@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ConfigError, DasAgError
 from ..weights import verified_sha256
-from . import one_line, quiet_diffusers
+from . import one_line, quiet_libraries
 from .single_file import load_single_file, pipeline_class, pipeline_options
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt")
@@ -55,7 +55,7 @@ class BaseModel:
     def to_precision(self, precision: str) -> None:
         """The frozen models in `precision` (fp32 or bf16), cast in place."""
         if self.pipe.unet.dtype != PRECISIONS[precision]:
-            with quiet_diffusers():  # it warns that it casts models it was asked to cast
+            with quiet_libraries():  # it warns that it casts models it was asked to cast
                 self.pipe.to(dtype=PRECISIONS[precision])
 
     @property

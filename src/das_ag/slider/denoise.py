@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import DasAgError
+from . import quiet_libraries
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,9 @@ def prompt_conditions(pipe, prompt: str, resolution: int) -> Conditions:
     """`prompt` against the empty prompt, encoded by the pipeline's own encode_prompt, so the loop
     conditions the UNet exactly as sampling with that pipeline does (SDXL: both towers'
     penultimate layers, and zeros for the empty prompt, as its force_zeros_for_empty_prompt asks)."""
-    with torch.no_grad():
+    # A prompt longer than the text encoder's 77 tokens is cut, as sampling cuts it; the libraries
+    # would say so at every new prompt, through the progress bar (long_prompts says it once).
+    with torch.no_grad(), quiet_libraries():
         encoded = pipe.encode_prompt(prompt, device=pipe.device, num_images_per_prompt=1,
                                      do_classifier_free_guidance=True)
     if len(encoded) == 2:  # SD 1.x and 2.x: (prompt, empty prompt)
@@ -81,3 +84,11 @@ def predicted_clean(scheduler, output: torch.Tensor, latents: torch.Tensor, t) -
     if kind == "sample":
         return output
     raise DasAgError(f"the base model predicts {kind!r}, which the slider does not know how to train")
+
+
+def long_prompts(pipe, prompts) -> list[str]:
+    """The prompts longer than the text encoder reads (77 tokens): their ends are cut."""
+    tokenizer = pipe.tokenizer
+    with quiet_libraries():  # (the tokenizer itself warns of a sequence too long)
+        with_ends = tokenizer(list(prompts), truncation=False).input_ids if prompts else []
+    return [p for p, ids in zip(prompts, with_ends) if len(ids) > tokenizer.model_max_length]

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .. import __version__
 from ..errors import DasAgError
 from ..scoring import embed_image
-from . import one_line, quiet_diffusers
+from . import one_line, quiet_libraries
 from .lora import ADAPTER, read_lora
 
 
@@ -38,7 +38,7 @@ def load_slider(base, lora: str | Path) -> dict:
     try:
         # It warns that a UNet-only LoRA has no text-encoder part, and logs every mismatched
         # tensor of a LoRA that does not fit before raising: the line below says it once.
-        with quiet_diffusers(errors_too=True):
+        with quiet_libraries(errors_too=True):
             base.pipe.load_lora_weights(tensors, adapter_name=ADAPTER)
     except Exception as exc:  # shapes or names that do not fit this UNet
         raise DasAgError(f"LoRA {lora} does not fit this base model ({one_line(exc)})") from None
@@ -65,8 +65,9 @@ def sample_adapter(base, models, weights: list[float], prompt: str, seeds: list[
     for seed in seeds:
         for weight in weights:
             base.pipe.set_adapters([ADAPTER], adapter_weights=[float(weight)])
-            image = base.pipe(prompt, num_inference_steps=steps, guidance_scale=guidance_scale, height=resolution,
-                              width=resolution, generator=torch.Generator().manual_seed(seed)).images[0]
+            with quiet_libraries():  # a prompt too long is cut; the CLI says so once, not per picture
+                image = base.pipe(prompt, num_inference_steps=steps, guidance_scale=guidance_scale, height=resolution,
+                                  width=resolution, generator=torch.Generator().manual_seed(seed)).images[0]
             score = float(models.aesthetic_score(embed_image(models, image))[0])
             cells.append(Cell(seed, float(weight), image, score))
     return cells

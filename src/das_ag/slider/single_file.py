@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DasAgError
-from . import one_line, quiet_diffusers
+from . import one_line, quiet_libraries
 
 UNET = {
     "_class_name": "UNet2DConditionModel",
@@ -308,7 +308,7 @@ def load_single_file(path: Path, config, options: dict, prediction_type: str | N
             kind = CONFIGS[facts.family]["pipeline"]["_class_name"]
         prediction_type, note = prediction_for(facts, prediction_type)
         try:
-            with quiet_diffusers():  # from_single_file casts its own models, then warns that it did
+            with quiet_libraries():  # from_single_file casts its own models, then warns that it did
                 pipe = getattr(diffusers, kind).from_single_file(str(path), config=str(config),
                                                                  **pipeline_options(kind, options))
         except Exception as exc:
