@@ -139,6 +139,9 @@ def _float_list(text: str) -> list[float]:
     return values
 
 
+SLIDER_RESOLUTION_HELP = "the pictures' side (default: the base model's own: 512 for SD 1.x, 768 for SD 2.x-768, 1024 for SDXL)"
+
+
 def _add_slider_model_arguments(parser) -> None:
     parser.add_argument("--config", metavar="DIR", help="for a single-file --base that is not SD 1.x (das-ag has "
                         "SD 1.x's configs): a local diffusers folder of its family")
@@ -270,8 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_finite_float, default=1e-4)
     train.add_argument("--rank", type=_positive_int, default=4)
     train.add_argument("--alpha", type=_finite_float, default=4.0)
-    train.add_argument("--resolution", type=_positive_int, default=None, metavar="PX",
-                       help="the pictures' side (default: the base model's own: 512 for SD 1.x, 768 for SD 2.x-768, 1024 for SDXL)")
+    train.add_argument("--resolution", type=_positive_int, default=None, metavar="PX", help=SLIDER_RESOLUTION_HELP)
     train.add_argument("--inference-steps", type=_whole_number(2, "2 or more"), default=26)
     train.add_argument("--grad-steps", type=_positive_int, default=1, metavar="K",
                        help="differentiate through the last K UNet calls (DRaFT-K); K x the activations' memory")
@@ -309,8 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seeds", type=_seed_list, default=[0], metavar="0,1")
     sample.add_argument("--steps", type=_whole_number(2, "2 or more"), default=26)
     sample.add_argument("--guidance-scale", type=_finite_float, default=5.0)
-    sample.add_argument("--resolution", type=_positive_int, default=None, metavar="PX",
-                        help="the pictures' side (default: the base model's own: 512 for SD 1.x, 768 for SD 2.x-768, 1024 for SDXL)")
+    sample.add_argument("--resolution", type=_positive_int, default=None, metavar="PX", help=SLIDER_RESOLUTION_HELP)
     sample.add_argument("--out", required=True, metavar="GRID.png", help="the grid; the single images go beside it")
     _add_slider_model_arguments(sample)
     sample.set_defaults(run=cmd_slider_sample)
@@ -319,8 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     scorer.add_argument("--base", required=True, metavar="PATH")
     scorer.add_argument("--samples", type=_whole_number(10, "10 or more"), default=512, help="latents to learn from")
     scorer.add_argument("--epochs", type=_positive_int, default=200)
-    scorer.add_argument("--resolution", type=_positive_int, default=None, metavar="PX",
-                        help="the pictures' side (default: the base model's own: 512 for SD 1.x, 768 for SD 2.x-768, 1024 for SDXL)")
+    scorer.add_argument("--resolution", type=_positive_int, default=None, metavar="PX", help=SLIDER_RESOLUTION_HELP)
     scorer.add_argument("--inference-steps", type=_whole_number(2, "2 or more"), default=26)
     scorer.add_argument("--prompts", metavar="FILE.txt")
     scorer.add_argument("--seed", type=_seed, default=0)

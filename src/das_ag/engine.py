@@ -533,13 +533,20 @@ def auto_images_per_step(models: ModelBundle, config: GenerationConfig) -> int:
     return max(1, min(AUTO_IMAGES_LIMIT, int(free * 0.5 // max(per_image, 1))))
 
 
+def choose_images_per_step(models: ModelBundle, configs: Sequence[GenerationConfig], asked: int | None = None) -> int:
+    """Images per step for a run of `configs`: `asked`, else auto. A single image is made alone
+    without measuring (the measurement costs two probe forwards and could change nothing)."""
+    if asked:
+        return asked
+    return auto_images_per_step(models, configs[0]) if len(configs) > 1 else 1
+
+
 def step_activation_bytes(models: ModelBundle, config: GenerationConfig) -> int:
     """The bytes one image of `config` keeps for its step's backward, measured rather than guessed:
     real step forwards (uncompiled, aesthetic guidance on where a head is loaded) of one and of two
-    augmented copies, the
-    difference being what each copy adds (attention matrices grow with the square of the tokens,
-    which a guess per layer x token x width missed), the rest what the image needs once (its
-    canvas), extrapolated to the config's copies."""
+    augmented copies, the difference being what each copy adds (attention matrices grow with the
+    square of the tokens, which a guess per layer x token x width missed), the rest what the image
+    needs once (its canvas), extrapolated to the config's copies."""
     one, two = (saved_bytes(models, config.replace(augment_copies=copies)) for copies in (1, 2))
     per_copy = max(two - one, 0)
     return max(one - per_copy, 0) + per_copy * config.augment_copies
@@ -601,10 +608,8 @@ def generate_all(configs: Sequence[GenerationConfig], models: ModelBundle, *,
     configs = list(configs)
     if not configs:
         return []
-    if images_per_step is None:
-        images_per_step = auto_images_per_step(models, configs[0]) if len(configs) > 1 else 1
     results: list[SynthesisResult | None] = [None] * len(configs)
-    for indices in plan_batches(configs, images_per_step):
+    for indices in plan_batches(configs, choose_images_per_step(models, configs, images_per_step)):
         for i, result in zip(indices, Synthesis([configs[i] for i in indices], models).run_all()):
             results[i] = result
     return results

@@ -255,7 +255,7 @@ def run_plan(plan: Plan, models, *, on_item: Callable[[PlanItem, str], None] | N
     `images_per_step` None means auto (as many as fit in memory). DAS, DAS-AG and DAS-rAG of one
     seed differ only in the aesthetic sign, so a comparison's images share one encoder batch.
     """
-    from .engine import auto_images_per_step, plan_batches, synthesize
+    from .engine import choose_images_per_step, plan_batches, synthesize
     from .png import write_atomic
 
     identities = models.identities()
@@ -276,9 +276,9 @@ def run_plan(plan: Plan, models, *, on_item: Callable[[PlanItem, str], None] | N
         return 0, skipped
     # A seed's methods side by side, so that they share a batch whatever its size.
     todo.sort(key=lambda item: (item.prompt_set, item.variant, item.seed))
-    per_step = images_per_step or (auto_images_per_step(models, todo[0].config) if len(todo) > 1 else 1)
+    configs = [item.config for item in todo]
     made = 0
-    for indices in plan_batches([item.config for item in todo], per_step):
+    for indices in plan_batches(configs, choose_images_per_step(models, configs, images_per_step)):
         items = [todo[i] for i in indices]
         run = synthesize([item.config for item in items], models)
         for event in run:

@@ -110,18 +110,20 @@ def _parser_for(kind: str, name: str, s: Setting):
             raise argparse.ArgumentTypeError(f"expected a {'whole ' if cast is int else ''}number, got {text!r}") from None
         if isinstance(value, float) and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-        if (s.minimum is not None and value < s.minimum) or (s.maximum is not None and value > s.maximum):
-            bounds = f"from {s.minimum:g} to {s.maximum:g}" if s.maximum is not None else f"{s.minimum:g} or more"
-            raise argparse.ArgumentTypeError(f"{s.label_for(name).lower()} must be {bounds}, got {text}")
+        in_range(value, value, text)
         return value
+
+    def in_range(low: float, high: float, text: str) -> None:
+        """Refuse values outside the described range, in the description's words."""
+        if (s.minimum is not None and low < s.minimum) or (s.maximum is not None and high > s.maximum):
+            bounds = (f"from {s.minimum:g} to {s.maximum:g}" if s.minimum is not None and s.maximum is not None
+                      else f"{s.minimum:g} or more" if s.minimum is not None else f"at most {s.maximum:g}")
+            raise argparse.ArgumentTypeError(f"{s.label_for(name).lower()} must be {bounds}, got {text}")
 
     if kind == "schedule":
         def schedule(text: str) -> Schedule:
             value = parse_schedule(text, name)
-            low, high = min(value.start, value.end), max(value.start, value.end)
-            if (s.minimum is not None and low < s.minimum) or (s.maximum is not None and high > s.maximum):
-                bounds = f"from {s.minimum:g} to {s.maximum:g}" if s.maximum is not None else f"{s.minimum:g} or more"
-                raise argparse.ArgumentTypeError(f"{s.label_for(name).lower()} must be {bounds}, got {text}")
+            in_range(min(value.start, value.end), max(value.start, value.end), text)
             return value
 
         return schedule

@@ -154,17 +154,12 @@ XL_TEXT_ENCODER_2 = {**TEXT_ENCODER, "architectures": ["CLIPTextModelWithProject
                      "intermediate_size": 5120, "num_attention_heads": 20, "num_hidden_layers": 32,
                      "hidden_act": "gelu", "projection_dim": 1280}
 XL_SCHEDULER = {**SCHEDULER, "_class_name": "EulerDiscreteScheduler", "timestep_spacing": "leading"}
-XL_PIPELINE = {
+XL_PIPELINE = {  # SD's, less its safety checker, plus the second tower and its tokenizer
+    **{k: v for k, v in PIPELINE.items() if k not in ("safety_checker", "requires_safety_checker")},
     "_class_name": "StableDiffusionXLPipeline",
-    "unet": ["diffusers", "UNet2DConditionModel"],
-    "vae": ["diffusers", "AutoencoderKL"],
-    "text_encoder": ["transformers", "CLIPTextModel"],
     "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
-    "tokenizer": ["transformers", "CLIPTokenizer"],
     "tokenizer_2": ["transformers", "CLIPTokenizer"],
     "scheduler": ["diffusers", "EulerDiscreteScheduler"],
-    "image_encoder": [None, None],
-    "feature_extractor": [None, None],
     "force_zeros_for_empty_prompt": True,
 }
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from ..config import GenerationConfig
-from ..engine import StepEvent, SynthesisResult, auto_images_per_step, plan_batches, synthesize
+from ..engine import StepEvent, SynthesisResult, choose_images_per_step, plan_batches, synthesize
 from ..errors import DasAgError, first_line
 from ..models import load_models, resolve_device
 
@@ -154,9 +154,7 @@ class Job:
         clip, head = self._sources
         models = load_models(self.config.clip_models or clip, head, device=self.config.device,
                              need_head=any(c.guidance != "off" for c in self.configs))
-        # (measuring what an image needs takes two probe forwards: not for one image alone)
-        per_step = auto_images_per_step(models, self.config) if len(self.configs) > 1 else 1
-        for indices in plan_batches(self.configs, per_step):
+        for indices in plan_batches(self.configs, choose_images_per_step(models, self.configs)):
             if self._stop.is_set() or not self._run_batch([self.configs[i] for i in indices], models):
                 break
 
