@@ -25,6 +25,24 @@ from das_ag.slider.lora import read_lora  # noqa: E402
 from das_ag.weights import sha256_file  # noqa: E402
 
 PARTS = ("unet", "vae", "text_encoder")
+# Real-shape single files in half precision: SD 1.5, SD 2.x and SDXL base.
+FILE_BYTES = {"sd15": 2_130_000_000, "sd2": 2_610_000_000, "sdxl": 6_940_000_000}
+
+
+@pytest.fixture
+def big_files(tmp_path):
+    """tmp_path for a multi-GB file, which is deleted after the test (pytest keeps the last three
+    runs' tmp_path: 30 GB of them otherwise)."""
+    yield tmp_path
+    for file in tmp_path.glob("*.safetensors"):
+        file.unlink()
+
+
+def needs_room(folder, shape: str) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < FILE_BYTES[shape] + 2**30:
+        pytest.skip(f"a real-shape {shape} file needs {FILE_BYTES[shape] / 1e9 + 1:.0f} GB free on {folder}, "
+                    f"which has {free / 1e9:.1f} GB")
 
 
 def states(pipe, dtype=None) -> dict[str, dict[str, torch.Tensor]]:
@@ -106,6 +124,7 @@ def test_a_checkpoint_of_another_family_is_refused_in_one_line(tiny_sd_path, tin
 def loaded_single_file(shape: str, tmp_path, **options):
     """A random pipeline of a real shape, saved as a half-precision single file as model sites do,
     loaded back with no configs; and the tensors it was saved with."""
+    needs_room(tmp_path, shape)
     pipe = random_pipeline(shape, scratch=tmp_path)
     file = save_single_file(pipe, tmp_path / f"{shape}.safetensors", dtype=torch.float16)
     expected = states(pipe, torch.float16)
@@ -119,20 +138,20 @@ def loaded_single_file(shape: str, tmp_path, **options):
     return base, file
 
 
-def test_an_sd1_single_file_needs_no_configs(tmp_path):
+def test_an_sd1_single_file_needs_no_configs(big_files):
     """SD 1.5's real shape (random weights, 1.07 G parameters): about 25 s and 7-11 GB of memory
     on the CPU."""
-    base, _ = loaded_single_file("sd15", tmp_path)
+    base, _ = loaded_single_file("sd15", big_files)
     assert base.pipe.tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
     assert base.pipe.unet.config.cross_attention_dim == 768 and base.pipe.vae.config.scaling_factor == 0.18215
     assert base.prediction_type == "epsilon" and base.note == ""
 
 
-def test_an_sd2_single_file_needs_no_configs_and_says_what_it_assumed(tmp_path):
+def test_an_sd2_single_file_needs_no_configs_and_says_what_it_assumed(big_files):
     """SD 2.x's real shape (random weights, OpenCLIP's text tower in its own layout, as SD 2.x files
     keep it): every tensor comes back; a .safetensors is taken to predict v, and the note says how
     to load a 512 px base model instead."""
-    base, file = loaded_single_file("sd2", tmp_path)
+    base, file = loaded_single_file("sd2", big_files)
     assert base.pipe.unet.config.cross_attention_dim == 1024 and base.pipe.text_encoder.config.num_hidden_layers == 23
     assert base.prediction_type == "v_prediction" and "--prediction-type epsilon" in base.note
     ids = base.pipe.tokenizer("a photo of a cat", padding="max_length", max_length=77).input_ids
@@ -217,32 +236,22 @@ def fingerprints(module) -> dict[str, tuple[float, float]]:
     return out
 
 
-SDXL_FILE_BYTES = 6_940_000_000  # SDXL base's four parts in bfloat16
-
-
-def test_an_sdxl_single_file_needs_no_configs(tmp_path):
+def test_an_sdxl_single_file_needs_no_configs(big_files):
     """SDXL base's real shape (random weights, 3.5 G parameters, made and saved in bfloat16:
     6.5 GB): it loads with the configs das-ag writes, and every tensor of both towers, the UNet
-    and the VAE is as saved. About 95 s and a 9 GB peak on the CPU. The file is deleted at the
-    end: pytest keeps the last three runs' tmp_path, which would hold 20 GB of it."""
-    free = shutil.disk_usage(tmp_path).free
-    if free < SDXL_FILE_BYTES + 2**30:
-        pytest.skip(f"needs {SDXL_FILE_BYTES / 1e9 + 1:.0f} GB free on {tmp_path} for a real-shape SDXL file, has {free / 1e9:.1f} GB")
+    and the VAE is as saved. About 95 s and a 9 GB peak on the CPU."""
+    needs_room(big_files, "sdxl")
     parts = ("unet", "vae", "text_encoder", "text_encoder_2")
     torch.set_default_dtype(torch.bfloat16)
     try:
-        pipe = random_pipeline("sdxl", scratch=tmp_path)
+        pipe = random_pipeline("sdxl", scratch=big_files)
     finally:
         torch.set_default_dtype(torch.float32)
     expected = {part: fingerprints(getattr(pipe, part)) for part in parts}
-    file = tmp_path / "sdxl.safetensors"
-    try:
-        save_single_file(pipe, file)
-        del pipe
-        gc.collect()
-        base = load_base(file, torch.device("cpu"), torch.bfloat16)
-    finally:
-        file.unlink(missing_ok=True)
+    file = save_single_file(pipe, big_files / "sdxl.safetensors")
+    del pipe
+    gc.collect()
+    base = load_base(file, torch.device("cpu"), torch.bfloat16)
     assert base.is_xl and base.native_resolution == 1024 and base.note == ""
     for part in parts:
         assert fingerprints(getattr(base.pipe, part)) == expected[part], part
