@@ -478,7 +478,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from . import determinism
     from .engine import synthesize
     from .models import resolve_device
-    from .png import batch_from_recipe, next_free_path, read_recipe
+    from .png import batch_from_recipe, check_writable, next_free_path, read_recipe
+    from .rescue import save_or_rescue
 
     config = config_from_args(args)
     batch, index = (config,), 0
@@ -492,6 +493,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise DasAgError(f"--out {out} must end in .png")
     if out.exists() and not args.overwrite:
         raise DasAgError(f"{out} already exists; pass --overwrite or choose another --out")
+    check_writable(out)
     from .canvases import canvas_class
 
     for name, reason in canvas_class(config.canvas).ignores.items():
@@ -514,6 +516,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise DasAgError(f"--animation {animation} must end in {', '.join(FORMATS)}")
         if animation.exists() and not args.overwrite:
             raise DasAgError(f"{animation} already exists; pass --overwrite or choose another --animation")
+        check_writable(animation)
     every = (args.animation_every or max(1, config.steps // 50)) if args.animation else 0
     run = synthesize(batch, models, preview_every=every)
     frames = [run.preview(index)] if args.animation else []
@@ -537,18 +540,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
             interrupted = True  # keep what was made: the image so far is saved below
             run.stop()
     result = run.result(index)
-    path = result.save(out, overwrite=args.overwrite)
+    # A disk that filled up during the run must not lose the image: it is kept elsewhere, and said.
+    path, trouble = save_or_rescue(lambda p: result.save(p, overwrite=args.overwrite), out, "the image")
+    troubles = [trouble] if trouble else []
     if args.animation:
         from .animation import save_animation
 
         if frames[-1].tobytes() != result.image.tobytes():
             frames.append(result.image)  # stopped between frames: end on the saved image
-        print(f"saved {save_animation(frames, args.animation, overwrite=args.overwrite)} ({len(frames)} frames)")
+        saved, trouble = save_or_rescue(lambda p: save_animation(frames, p, overwrite=args.overwrite), args.animation,
+                                        "the animation")
+        troubles += [trouble] if trouble else []
+        print(f"saved {saved} ({len(frames)} frames)")
     print(f"saved {path}  {config.method}  {result.steps_done} steps  {result.elapsed:.1f} s  "
           f"{result.scores.summary()}" + (f"  (aesthetic at start {result.initial_scores.aesthetic:.3f})"
                                           if result.initial_scores.aesthetic is not None else ""))
     if result.status in ("non_finite", "failed"):
-        print(f"das-ag: error: {result.message}", file=sys.stderr)
+        troubles.append(result.message)
+    for trouble in troubles:
+        print(f"das-ag: error: {trouble}", file=sys.stderr)
+    if troubles:
         return EXIT_FAILED
     return EXIT_INTERRUPTED if interrupted else 0
 
@@ -632,6 +643,7 @@ def cmd_centroids_build(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .models import load_models, resolve_device
+    from .png import check_writable
     from .styles import build_centroids, embed_folder
     from .weights import cache_dir
 
@@ -640,6 +652,7 @@ def cmd_centroids_build(args: argparse.Namespace) -> int:
         raise DasAgError(f"--out {out} must end in .npz")
     if out.exists() and not args.overwrite:
         raise DasAgError(f"{out} already exists; pass --overwrite or choose another --out")
+    check_writable(out)
     device = resolve_device(args.device)
     _say(args, f"loading CLIP on {device} ...")
     models = load_models(args.clip_model, None, args.device, need_head=False)
@@ -748,11 +761,13 @@ def cmd_slider_train(args: argparse.Namespace) -> int:
 
 
 def cmd_slider_sample(args: argparse.Namespace) -> int:
-    from .png import encode_png, write_atomic
+    from .png import check_writable, encode_png, write_atomic
+    from .rescue import save_or_rescue
 
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise DasAgError(f"--out {out} must end in .png")
+    check_writable(out)
     base, models = _slider_models(args)
     _note_long_prompts(base, [args.prompt])
     from .slider.sample import grid, grid_recipe, sample
@@ -763,15 +778,23 @@ def cmd_slider_sample(args: argparse.Namespace) -> int:
     recipe = grid_recipe(base, models, args.lora, lora_recipe, cells, args.prompt, weights=args.weights, seeds=args.seeds,
                          steps=args.steps, guidance_scale=args.guidance_scale, resolution=resolution,
                          precision=base.precision)
-    write_atomic(out, encode_png(grid(cells, args.weights, args.seeds), recipe), overwrite=True)
-    for cell in cells:
-        single = out.with_name(f"{out.stem}-seed{cell.seed}-w{cell.weight:+g}.png")
-        write_atomic(single, encode_png(cell.image, {**recipe, "cell": {"seed": cell.seed, "weight": cell.weight,
-                                                                        "aesthetic": cell.aesthetic}}), overwrite=True)
-    print(f"saved {out} and {len(cells)} images beside it")
+
+    def write(path: Path) -> Path:
+        write_atomic(path, encode_png(grid(cells, args.weights, args.seeds), recipe), overwrite=True)
+        for cell in cells:
+            single = path.with_name(f"{path.stem}-seed{cell.seed}-w{cell.weight:+g}.png")
+            write_atomic(single, encode_png(cell.image, {**recipe, "cell": {"seed": cell.seed, "weight": cell.weight,
+                                                                            "aesthetic": cell.aesthetic}}), overwrite=True)
+        return path
+
+    saved, trouble = save_or_rescue(write, out, "the grid and its images")
+    print(f"saved {saved} and {len(cells)} images beside it")
     for weight in args.weights:
         scores = [c.aesthetic for c in cells if c.weight == weight]
         print(f"  LoRA weight {weight:+g}: aesthetic {sum(scores) / len(scores):.3f} (mean of {len(scores)})")
+    if trouble:
+        print(f"das-ag: error: {trouble}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
@@ -781,6 +804,10 @@ def cmd_slider_scorer(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise DasAgError(f"--out {out} must end in .safetensors")
+    from .png import check_writable
+    from .rescue import save_or_rescue
+
+    check_writable(out)
     base, models = _slider_models(args)
     from .slider.latent_scorer import collect, distil, save_scorer
     from .slider.train import GENERAL_PROMPTS, SliderSettings, load_prompts
@@ -795,11 +822,15 @@ def cmd_slider_scorer(args: argparse.Namespace) -> int:
     latents, scores = collect(base, models, settings, args.samples)
     made = time.perf_counter() - start
     scorer, report = distil(latents, scores, epochs=args.epochs, seed=args.seed)
-    save_scorer(out, scorer, {"base": base.identity(), "models": models.identities(), "samples": args.samples,
-                              "resolution": settings.resolution, "precision": base.precision, "validation_correlation": report.validation_correlation,
-                              "validation_mse": report.validation_mse})
-    print(f"saved {out}: {report.samples} latents ({made:.1f} s to make and score), held-out correlation "
+    recipe = {"base": base.identity(), "models": models.identities(), "samples": args.samples,
+              "resolution": settings.resolution, "precision": base.precision,
+              "validation_correlation": report.validation_correlation, "validation_mse": report.validation_mse}
+    saved, trouble = save_or_rescue(lambda path: save_scorer(path, scorer, recipe), out, "the scorer")
+    print(f"saved {saved}: {report.samples} latents ({made:.1f} s to make and score), held-out correlation "
           f"{report.validation_correlation:.3f}, mse {report.validation_mse:.4f} (scores' spread {report.target_std:.4f})")
+    if trouble:
+        print(f"das-ag: error: {trouble}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
@@ -885,6 +916,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("das-ag: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:  # the machine's answer (a file gone, no permission, a full disk), not a bug of ours
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"das-ag: error: {exc.strerror or first_line(exc)}{where}", file=sys.stderr)
+        return EXIT_FAILED
     except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
         if not isinstance(exc, MemoryError) and type(exc).__name__ != "OutOfMemoryError":
             raise

@@ -21,3 +21,12 @@ class WeightsError(DasAgError):
 
 class DeviceError(DasAgError):
     """The requested device or precision is not available here."""
+
+
+class WriteError(DasAgError, OSError):
+    """A file could not be written: a full disk, a read-only or missing folder, no permission."""
+
+    def __init__(self, path, exc: OSError | str):
+        self.path = path
+        self.reason = exc if isinstance(exc, str) else exc.strerror or first_line(exc)
+        super().__init__(f"could not write {path}: {self.reason}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import GUIDANCE, METHOD_NAMES, METHOD_ORDER, PRESETS, GenerationConfig
-from .errors import ConfigError, DasAgError
+from .errors import ConfigError, DasAgError, WriteError
 from .evaluators import TRAINING_COLUMNS
 from .png import read_recipe
 
@@ -256,9 +256,10 @@ def run_plan(plan: Plan, models, *, on_item: Callable[[PlanItem, str], None] | N
     seed differ only in the aesthetic sign, so a comparison's images share one encoder batch.
     """
     from .engine import choose_images_per_step, plan_batches, synthesize
-    from .png import write_atomic
+    from .png import check_writable, write_atomic
 
     identities = models.identities()
+    check_writable(plan.image_dir / "probe.png")  # before any image is made
     plan.image_dir.mkdir(parents=True, exist_ok=True)
     for leftover in plan.image_dir.glob(".*.partial"):
         leftover.unlink()  # a temporary file of a run that was killed mid-write; never a result
@@ -284,14 +285,35 @@ def run_plan(plan: Plan, models, *, on_item: Callable[[PlanItem, str], None] | N
         for event in run:
             if on_step:
                 on_step(event)
-        for item, result in zip(items, run.results()):
+        done = list(zip(items, run.results()))
+        for k, (item, result) in enumerate(done):
             # Atomic replace: an older or unfinished file with this name is swapped whole; an
             # interruption before this line leaves nothing that could count as done.
-            result.save(plan.path(item), overwrite=True)
+            try:
+                result.save(plan.path(item), overwrite=True)
+            except WriteError as exc:
+                raise _rescue_batch(exc, plan, done[k:]) from None
             made += 1
             if on_item:
                 on_item(item, result.status)
     return made, skipped
+
+
+def _rescue_batch(exc: WriteError, plan: Plan, unsaved: list) -> WriteError:
+    """Keep a batch's images that could not be saved (a full disk) in the rescue folder; the
+    error that says where, and that the plan goes on from its finished images."""
+    from .rescue import rescue_folder, rescue_path
+
+    try:
+        for item, result in unsaved:
+            result.save(rescue_path(plan.path(item)))
+    except WriteError as again:
+        return WriteError(exc.path, f"{exc.reason}; nor could this batch's images be kept in {rescue_folder()} "
+                                    f"({again.reason}); finished images stay in {plan.image_dir}: free some space "
+                                    "and run the same command again to continue")
+    return WriteError(exc.path, f"{exc.reason}; this batch's {len(unsaved)} unsaved image(s) are kept in "
+                                f"{rescue_folder()}; finished images stay in {plan.image_dir}: free some space and run "
+                                "the same command again to continue")
 
 
 # -- tables ------------------------------------------------------------------------------------

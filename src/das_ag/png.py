@@ -19,7 +19,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from . import __version__
 from .config import GenerationConfig
-from .errors import DasAgError
+from .errors import DasAgError, WriteError
 
 if TYPE_CHECKING:
     from .engine import SynthesisResult
@@ -76,10 +76,36 @@ def save_png(image: Image.Image, path: str | Path, recipe: dict, *, overwrite: b
 
 
 def write_atomic(path: str | Path, data: bytes, *, overwrite: bool = False) -> Path:
-    """Write `data` to `path` through a temporary file: readers never see half a file."""
+    """Write `data` to `path` through a temporary file: readers never see half a file. A file
+    that cannot be written (a full disk, a read-only folder) raises WriteError, leaving nothing."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; choose another name or allow overwriting")
+    try:
+        return _write_atomic(path, data, overwrite)
+    except OutputExistsError:
+        raise
+    except OSError as exc:
+        raise WriteError(path, exc) from None
+
+
+def check_writable(path: str | Path) -> None:
+    """Raise WriteError now, before a long run, if `path`'s folder could not be made or written
+    (a file in the way, a read-only filesystem, no permission). Nothing is created: the probe
+    goes into the deepest folder that exists. A full disk shows only when the file is written."""
+    folder = Path(path).parent.absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise WriteError(path, f"{existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".das-ag-probe.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise WriteError(path, exc) from None
+
+
+def _write_atomic(path: Path, data: bytes, overwrite: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:

@@ -13,9 +13,11 @@ continues exactly where it stopped.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import random
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,8 +26,10 @@ import torch
 
 from .. import __version__
 from ..augment import normalize
-from ..errors import ConfigError, DasAgError
+from ..errors import ConfigError, DasAgError, WriteError
+from ..png import check_writable, write_atomic
 from ..resample import resize
+from ..rescue import save_or_rescue
 from .base import PRECISIONS
 from .denoise import Conditions, denoised_part_way, guided_prediction, predicted_clean, prompt_conditions, starting_latent
 from .lora import ADAPTER, LORA_TARGETS, add_lora, save_lora
@@ -209,6 +213,7 @@ def train(
         params = add_lora(unet, settings.rank, settings.alpha)
     optimizer = torch.optim.AdamW(params, lr=settings.lr)
     checkpoint = out.with_name(out.stem + ".checkpoint.pt")
+    check_writable(out)  # now, not after the first hour of training
     start, previews = 0, []
     recipe = _recipe(base, models, settings)
     if resume and checkpoint.is_file():
@@ -251,23 +256,35 @@ def train(
             if preview_every and (done % preview_every == 0 or done == settings.steps):
                 from .sample import write_preview
 
-                previews.append(write_preview(base, models, settings, out, done, preview_seeds))
-                if on_preview is not None:
-                    on_preview(previews[-1])
+                try:
+                    previews.append(write_preview(base, models, settings, out, done, preview_seeds))
+                except WriteError as exc:  # a preview is a view of the training, not its result
+                    _warn(f"{exc}; training goes on without this preview")
+                else:
+                    if on_preview is not None:
+                        on_preview(previews[-1])
             if done % settings.checkpoint_every == 0 and done < settings.steps:
-                _save_checkpoint(checkpoint, params, optimizer, done, recipe, previews)
+                try:
+                    _save_checkpoint(checkpoint, params, optimizer, done, recipe, previews)
+                except WriteError as exc:
+                    _warn(f"{exc}; training goes on, but an interruption now would lose the steps since the last "
+                          "checkpoint")
     except KeyboardInterrupt:
         # Keep what was learnt: the same command continues from here.
-        _save_checkpoint(checkpoint, params, optimizer, done, recipe, previews)
+        _keep_checkpoint(checkpoint, params, optimizer, done, recipe, previews)
         raise SliderStopped(done, checkpoint) from None
     except (torch.OutOfMemoryError, MemoryError):
         # The failed step changed nothing (its update had not begun): keep the steps before it.
         optimizer.zero_grad(set_to_none=True)
-        _save_checkpoint(checkpoint, params, optimizer, done, recipe, previews)
+        _keep_checkpoint(checkpoint, params, optimizer, done, recipe, previews)
         raise SliderOutOfMemory(done, checkpoint, device) from None
     unet.eval()
-    save_lora(out, unet, {**recipe, "steps_done": settings.steps, **({"previews": previews} if previews else {})})
+    final = {**recipe, "steps_done": settings.steps, **({"previews": previews} if previews else {})}
+    # A disk that filled up during training must not lose the LoRA: it is kept elsewhere, and said.
+    _, trouble = save_or_rescue(lambda path: save_lora(path, unet, final), out, "the LoRA")
     checkpoint.unlink(missing_ok=True)
+    if trouble:
+        raise DasAgError(trouble)
     return out
 
 
@@ -358,11 +375,23 @@ def base_prediction(unet, latents, t, conditions, guidance_scale: float) -> torc
         unet.enable_adapters()
 
 
-def _save_checkpoint(path: Path, params, optimizer, step: int, recipe: dict, previews: list[dict]) -> None:
-    tmp = path.with_suffix(".partial")
+def _save_checkpoint(path: Path, params, optimizer, step: int, recipe: dict, previews: list[dict]) -> Path:
+    buffer = io.BytesIO()
     torch.save({"lora": [p.detach().cpu() for p in params], "optimizer": optimizer.state_dict(), "step": step,
-                "recipe": json.dumps(recipe, sort_keys=True), "previews": json.dumps(previews)}, tmp)
-    tmp.replace(path)
+                "recipe": json.dumps(recipe, sort_keys=True), "previews": json.dumps(previews)}, buffer)
+    return write_atomic(path, buffer.getvalue(), overwrite=True)
+
+
+def _keep_checkpoint(path: Path, *state) -> None:
+    """The checkpoint of a run that stops; where it cannot be written, kept elsewhere with the
+    one line that says how to continue from it."""
+    _, trouble = save_or_rescue(lambda p: _save_checkpoint(p, *state), path, "the steps made")
+    if trouble:
+        raise DasAgError(f"{trouble}: move it to {path} and run the same command again to continue")
+
+
+def _warn(message: str) -> None:
+    print(f"das-ag: warning: {message}", file=sys.stderr)
 
 
 def _recipe(base, models, settings: SliderSettings) -> dict:
