@@ -86,7 +86,7 @@ def test_a_wide_image_from_the_command_line_has_its_size_and_re_runs(canvas, wei
     if canvas == "strokes":
         assert b'width="160" height="96"' in out.with_suffix(".svg").read_bytes()
 
-    for size, words in (("160by96", "expected WIDTHxHEIGHT"), ("640x96", "too narrow"), ("16x16", "resolution must be")):
+    for size, words in (("160by96", "expected WIDTHxHEIGHT"), ("640x96", "too narrow"), ("16x16", "width must be"), ("16x40", "width must be")):
         assert main(["generate", "--prompt", "x", "--size", size, *common]) != 0
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and words in err, err

@@ -644,7 +644,7 @@ def cmd_centroids_build(args: argparse.Namespace) -> int:
 
     from .models import load_models, resolve_device
     from .png import check_writable
-    from .styles import build_centroids, embed_folder
+    from .styles import build_centroids, embed_folder, picture_files
     from .weights import cache_dir
 
     out = Path(args.out)
@@ -653,6 +653,7 @@ def cmd_centroids_build(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise DasAgError(f"{out} already exists; pass --overwrite or choose another --out")
     check_writable(out)
+    picture_files(args.folder)  # a folder that is not there, before CLIP loads
     device = resolve_device(args.device)
     _say(args, f"loading CLIP on {device} ...")
     models = load_models(args.clip_model, None, args.device, need_head=False)

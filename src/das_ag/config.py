@@ -120,7 +120,7 @@ class GenerationConfig:
         object.__setattr__(self, "terms", tuple(sorted(terms, key=lambda kv: kv[0])))
         if isinstance(self.canvas_settings, dict):  # a table, as callers and presets may give it
             object.__setattr__(self, "canvas_settings", canvas_settings_from_dict(self.canvas, self.canvas_settings))
-        if self.width is not None and self.width == self.height:  # a square is written one way only
+        if self.width is not None and self.width == self.height and _valid_side(self.width):  # a square is written one way only
             object.__setattr__(self, "resolution", self.width)
             object.__setattr__(self, "width", None)
             object.__setattr__(self, "height", None)
