@@ -358,6 +358,33 @@ def test_das_ag_app_serves_the_studio(tmp_path, tiny_clip_path, head_path):
         process.wait(20)
 
 
+@pytest.mark.parametrize("command", ["readme", "das-ag app"])
+def test_the_studio_offers_no_deploy_button(browser, tmp_path, command):
+    """A local studio, not an app in development: Streamlit's "Deploy" (publish to its cloud) is
+    not on the page started either way."""
+    port = free_port()
+    log = tmp_path / "server.log"
+    if command == "readme":
+        argv, cwd = [sys.executable, "-m", "streamlit", "run", "src/das_ag/app.py"], REPO
+    else:
+        argv, cwd = [sys.executable, "-m", "das_ag.cli", "app"], tmp_path
+    env = server_env(DAS_AG_CACHE_DIR=str(tmp_path / "empty-cache"), DAS_AG_CLIP_URL="http://127.0.0.1:9/clip.pt",
+                     DAS_AG_AESTHETIC_URL="http://127.0.0.1:9/head.pth")
+    process = subprocess.Popen([*argv, "--server.headless", "true", "--server.port", str(port)],
+                               cwd=cwd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        assert healthy(port), log.read_text()
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"http://localhost:{port}")
+        page.get_by_text("The model weights are not available yet").wait_for(timeout=90_000)
+        page.get_by_test_id("stToolbar").wait_for(timeout=30_000)
+        assert page.get_by_role("button", name="Deploy").count() == 0
+        assert page.get_by_text("Deploy", exact=True).count() == 0
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
 def healthy(port: int, seconds: float = 120) -> bool:
     """Whether a Streamlit server on `port` answers its health check within `seconds`."""
     deadline = time.monotonic() + seconds

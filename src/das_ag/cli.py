@@ -868,6 +868,7 @@ STUDIO_SERVER_DEFAULTS = {
     "--server.maxUploadSize": str(MAX_UPLOAD_MB),
     "--server.fileWatcherType": "none",
     "--runner.postScriptGC": "false",
+    "--client.toolbarMode": "viewer",
 }
 
 
