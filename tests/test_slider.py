@@ -142,6 +142,24 @@ def test_mistakes_get_one_line(tiny_sd_path, tiny_clip_path, head_path, monkeypa
                  "--resolution", "64", "--out", str(tmp_path / "g.png"), "--device", "cpu", "--quiet"]) != 0
     assert "does not fit this base model" in one_line(capsys)
 
+    # Files that are not there are named before the scoring models load (here: would fail to),
+    # and an output folder that cannot be made before anything loads.
+    monkeypatch.setenv("CLIP_MODEL_PATH", str(tmp_path / "no-clip.pt"))
+    for args, words in (
+        (["train", "--base", str(tmp_path / "no-model"), "--out", str(tmp_path / "x.safetensors")],
+         f"base checkpoint {tmp_path / 'no-model'} does not exist"),
+        (["sample", "--base", str(tiny_sd_path), "--lora", str(tmp_path / "no.safetensors"), "--prompt", "x",
+          "--out", str(tmp_path / "g.png")], f"LoRA {tmp_path / 'no.safetensors'} does not exist"),
+        (["train", "--base", str(tiny_sd_path), "--scorer", str(tmp_path / "no-scorer.safetensors"),
+          "--out", str(tmp_path / "x.safetensors")], "latent scorer"),
+        (["train", "--base", str(tiny_sd_path), "--out", str(junk / "x.safetensors")], "is a file, not a folder"),
+        (["train", "--base", str(tiny_sd_path), "--out", str(tmp_path / "x.safetensors"), "--kohya",
+          str(junk / "k.safetensors")], "is a file, not a folder"),
+    ):
+        assert main(["slider", *args, "--device", "cpu", "--quiet"]) != 0
+        assert words in one_line(capsys)
+    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
+
     if not torch.cuda.is_available():
         assert main(["slider", "train", "--base", str(tiny_sd_path), "--out", str(tmp_path / "x.safetensors"),
                      "--steps", "2", "--device", "cuda", "--quiet"]) != 0

@@ -685,6 +685,11 @@ def _slider_models(args: argparse.Namespace):
     require_extra()
     from .slider.base import PRECISIONS, load_base, resolve_precision
 
+    # Files named on the command line, before CLIP loads (or is downloaded) and the base loads.
+    for what, path in (("base checkpoint", args.base), ("LoRA", getattr(args, "lora", None)),
+                       ("latent scorer", getattr(args, "scorer", None))):
+        if path and not Path(path).exists():
+            raise DasAgError(f"{what} {path} does not exist")
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     _say(args, f"loading {args.base} and the scoring models on {device} in {precision} ...")
@@ -732,6 +737,10 @@ def cmd_slider_train(args: argparse.Namespace) -> int:
     problems = settings.problems()
     if problems:
         raise DasAgError(problems[0])
+    from .png import check_writable
+
+    for path in (out, *([Path(args.kohya)] if args.kohya else [])):
+        check_writable(path)  # before the models load and the hours of training
     base, models = _slider_models(args)
     settings = dataclasses.replace(settings, precision=base.precision).for_base(base)
     _note_long_prompts(base, settings.prompts)
