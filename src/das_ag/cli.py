@@ -1,8 +1,8 @@
-"""das-ag on the command line: generate, compare, batch, report, recipe, download, app.
+"""das-ag on the command line: generate, compare, batch, report, recipe, centroids, slider, download, app.
 
 The CLI only translates flags into a GenerationConfig and events into a progress bar; every
 decision about images lives in the engine. Anything a user can get wrong ends in one line on
-stderr and a non-zero exit, never a traceback.
+stderr and a non-zero exit, never a traceback. The slider's commands live in slider/commands.py.
 """
 
 from __future__ import annotations
@@ -10,62 +10,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 from pathlib import Path
 
 from . import __version__
 from .config import PRESETS, GenerationConfig
 from .errors import DasAgError, first_line
+from .flags import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Parser, finite_float, nonnegative_int, positive_int, say,
+                    seed_list, whole_number)
 from .schedules import SCHEDULE_KINDS, Schedule
 from .settings import replace_settings
 from .studio.files import MAX_UPLOAD_MB
-
-EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not argparse's usage block
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _whole_number(minimum: int, words: str):
-    """An argparse type for whole numbers of at least `minimum`."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be {words}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int = _whole_number(1, "greater than 0")
-_seed = _whole_number(0, "0 or more")
-
-
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def _seed_list(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise argparse.ArgumentTypeError(f"expected whole numbers >= 0 separated by commas, got {text!r}")
-    return seeds
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -106,8 +61,8 @@ def _add_settings_arguments(parser, *, skip: tuple[str, ...] = ()) -> None:
     shape.add_argument("--size", type=_size, metavar="WxH",
                        help="an image of any aspect ratio, e.g. 640x384 (instead of --resolution's square)")
     what = next(g for g in parser._action_groups if g.title == "guidance")
-    what.add_argument("--aesthetic-weight", type=_finite_float, metavar="W", help="the aesthetic weight the schedule reaches")
-    what.add_argument("--aesthetic-start", type=_finite_float, metavar="W", help="the aesthetic weight at step 0")
+    what.add_argument("--aesthetic-weight", type=finite_float, metavar="W", help="the aesthetic weight the schedule reaches")
+    what.add_argument("--aesthetic-start", type=finite_float, metavar="W", help="the aesthetic weight at step 0")
     what.add_argument("--aesthetic-schedule", choices=SCHEDULE_KINDS, help="the aesthetic schedule's form")
     what.add_argument("--preset", choices=list(PRESETS),
                       help="paper: the published settings; quick: a fast look; fast-cpu: ViT-B/32 guides and "
@@ -129,36 +84,10 @@ def _method_list(text: str) -> list[str]:
     return names
 
 
-def _float_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
-    if not values or not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(f"expected finite numbers separated by commas, got {text!r}")
-    return values
-
-
-SLIDER_RESOLUTION_HELP = "the pictures' side (default: the base model's own: 512 for SD 1.x, 768 for SD 2.x-768, 1024 for SDXL)"
-
-
-def _add_slider_model_arguments(parser) -> None:
-    parser.add_argument("--config", metavar="DIR", help="for a single-file --base that is not SD 1.x (das-ag has "
-                        "SD 1.x's configs): a local diffusers folder of its family")
-    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]")
-    parser.add_argument("--prediction-type", choices=["auto", "epsilon", "v_prediction"], default="auto",
-                        help="what the UNet predicts (auto: its config says; an SD 2.x single file is taken for v)")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                        help="of the Stable Diffusion and CLIP models (auto: bf16 on a GPU that has it, else fp32)")
-    parser.add_argument("--clip-model", metavar="NAME|PATH", help="default: $CLIP_MODEL_PATH, else ViT-L/14")
-    parser.add_argument("--aesthetic-model", metavar="PATH", help="default: $AESTHETIC_PREDICTOR_PATH, else the download")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
 def _images_per_step(text: str) -> int | None:
     if text == "auto":
         return None
-    return _positive_int(text)
+    return positive_int(text)
 
 
 def _add_model_arguments(parser, *, batches: bool = False):
@@ -199,9 +128,9 @@ def load_run_models(args: argparse.Namespace, configs, device: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="das-ag", description=__doc__.splitlines()[0])
+    parser = Parser(prog="das-ag", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"das-ag {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     gen = commands.add_parser("generate", help="make one image from text")
     what = gen.add_argument_group("what to make")
@@ -213,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = _add_model_arguments(gen)
     models.add_argument("--out", metavar="FILE.png", help="default: outputs/<prompt>-<method>-seed<S>.png")
     models.add_argument("--animation", metavar="FILE.gif|.webp|.mp4", help="also save the image forming, as an animation")
-    models.add_argument("--animation-every", type=_positive_int, metavar="N",
+    models.add_argument("--animation-every", type=positive_int, metavar="N",
                         help="a frame every N steps (default: about 50 frames in all)")
     models.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     gen.set_defaults(run=cmd_generate)
@@ -223,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prompt_arguments(what)
     what.add_argument("--prompts", choices=["reference"], dest="prompt_source",
                       help="reference: the four published prompts with the shared negative prompt")
-    what.add_argument("--seeds", type=_seed_list, default=[0], metavar="0,1,2", help="default: 0")
+    what.add_argument("--seeds", type=seed_list, default=[0], metavar="0,1,2", help="default: 0")
     what.add_argument("--methods", type=_method_list, default=None, metavar="DAS,DAS-AG,...",
                       help="default DAS,DAS-AG,DAS-rAG; a mark adds a signed term: DAS-CAN (style ambiguity "
                            "rewarded), DAS-AG-CAN, DAS-rCAN ...")
@@ -251,87 +180,22 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.set_defaults(run=cmd_recipe)
 
     centroids = commands.add_parser("centroids", help="style centroids of your own pictures, for --centroids")
-    centroid_commands = centroids.add_subparsers(dest="centroids_command", required=True, parser_class=_Parser)
+    centroid_commands = centroids.add_subparsers(dest="centroids_command", required=True, parser_class=Parser)
     build = centroid_commands.add_parser("build", help="embed every picture in a folder and cluster them into k styles")
     build.add_argument("folder", metavar="DIR")
-    build.add_argument("--k", type=_whole_number(2, "2 or more"), default=5, help="number of styles (default 5)")
+    build.add_argument("--k", type=whole_number(2, "2 or more"), default=5, help="number of styles (default 5)")
     build.add_argument("--out", required=True, metavar="FILE.npz")
-    build.add_argument("--seed", type=_seed, default=0, help="the k-means seed (default 0)")
-    build.add_argument("--batch-size", type=_positive_int, default=16, metavar="N", help="pictures per encoder batch")
+    build.add_argument("--seed", type=nonnegative_int, default=0, help="the k-means seed (default 0)")
+    build.add_argument("--batch-size", type=positive_int, default=16, metavar="N", help="pictures per encoder batch")
     build.add_argument("--clip-model", metavar="NAME|PATH", help="default: $CLIP_MODEL_PATH, else ViT-L/14")
     build.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]")
     build.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(run=cmd_centroids_build)
 
-    slider = commands.add_parser("slider", help="train and use an aesthetic slider LoRA for Stable Diffusion (extra: slider)")
-    slider_commands = slider.add_subparsers(dest="slider_command", required=True, parser_class=_Parser)
-    train = slider_commands.add_parser("train", help="train a LoRA that raises (or lowers) the aesthetic score")
-    train.add_argument("--base", required=True, metavar="PATH", help="a local Stable Diffusion checkpoint (diffusers folder or .safetensors)")
-    train.add_argument("--sign", choices=["reward", "penalty"], default="reward", help="raise (reward) or lower (penalty) the score")
-    train.add_argument("--steps", type=_positive_int, default=500)
-    train.add_argument("--lr", type=_finite_float, default=1e-4)
-    train.add_argument("--rank", type=_positive_int, default=4)
-    train.add_argument("--alpha", type=_finite_float, default=4.0)
-    train.add_argument("--resolution", type=_positive_int, default=None, metavar="PX", help=SLIDER_RESOLUTION_HELP)
-    train.add_argument("--inference-steps", type=_whole_number(2, "2 or more"), default=26)
-    train.add_argument("--grad-steps", type=_positive_int, default=1, metavar="K",
-                       help="differentiate through the last K UNet calls (DRaFT-K); K x the activations' memory")
-    train.add_argument("--guidance-scale", type=_finite_float, default=5.0)
-    train.add_argument("--aesthetic-weight", type=_finite_float, default=1.0)
-    train.add_argument("--clip-weight", type=_finite_float, default=0.0, help="CLIP similarity to the prompt (stays on-prompt)")
-    train.add_argument("--anchor-weight", type=_finite_float, default=0.0,
-                       help="keep the LoRA's predictions near the base model's (DRaFT+), against reward hacking")
-    train.add_argument("--symmetric", action="store_true",
-                       help="also train the LoRA at weight -1 to move the score the other way (twice the time per step)")
-    train.add_argument("--ambiguity", choices=["reward", "penalty", "off"], default="off",
-                       help="add the style-ambiguity term (see Creativity) to the reward")
-    train.add_argument("--ambiguity-weight", type=_finite_float, default=0.25)
-    train.add_argument("--styles", default="wikiart", metavar="wikiart|FILE.txt")
-    train.add_argument("--prompts", metavar="FILE.txt", help="training prompts, one per line (default: a built-in general list)")
-    train.add_argument("--seed", type=_seed, default=0)
-    train.add_argument("--checkpoint-every", type=_positive_int, default=50, metavar="N")
-    train.add_argument("--scorer", metavar="SCORER.safetensors",
-                       help="train against a latent scorer (das-ag slider scorer) instead of the image-space score")
-    train.add_argument("--kohya", metavar="FILE.safetensors", help="also write the LoRA in kohya's format (ComfyUI, A1111)")
-    train.add_argument("--preview-every", type=_whole_number(0, "0 (off) or more"), default=100, metavar="N",
-                       help="every N steps and at the end, a scored grid of the LoRA at -1/0/+1 beside --out (0: none)")
-    train.add_argument("--gradient-checkpointing", action="store_true",
-                       help="recompute the UNet's and VAE's activations in the backward: less memory, slower steps")
-    train.add_argument("--out", required=True, metavar="FILE.safetensors")
-    _add_slider_model_arguments(train)
-    train.set_defaults(run=cmd_slider_train)
+    from .slider.commands import add_commands as add_slider_commands
 
-    sample = slider_commands.add_parser("sample", help="a grid of images at several LoRA weights, each scored")
-    sample.add_argument("--base", required=True, metavar="PATH")
-    sample.add_argument("--lora", required=True, metavar="FILE.safetensors")
-    sample.add_argument("--weights", type=_float_list, default=[-1.0, 0.0, 1.0], metavar="W,W,...",
-                        help="LoRA weights, the grid's columns (default -1,0,1; write --weights=-1,0,1 when the first is negative)")
-    sample.add_argument("--prompt", required=True)
-    sample.add_argument("--seeds", type=_seed_list, default=[0], metavar="0,1")
-    sample.add_argument("--steps", type=_whole_number(2, "2 or more"), default=26)
-    sample.add_argument("--guidance-scale", type=_finite_float, default=5.0)
-    sample.add_argument("--resolution", type=_positive_int, default=None, metavar="PX", help=SLIDER_RESOLUTION_HELP)
-    sample.add_argument("--out", required=True, metavar="GRID.png", help="the grid; the single images go beside it")
-    _add_slider_model_arguments(sample)
-    sample.set_defaults(run=cmd_slider_sample)
-
-    scorer = slider_commands.add_parser("scorer", help="distil das-ag's image score into a small network on latents")
-    scorer.add_argument("--base", required=True, metavar="PATH")
-    scorer.add_argument("--samples", type=_whole_number(10, "10 or more"), default=512, help="latents to learn from")
-    scorer.add_argument("--epochs", type=_positive_int, default=200)
-    scorer.add_argument("--resolution", type=_positive_int, default=None, metavar="PX", help=SLIDER_RESOLUTION_HELP)
-    scorer.add_argument("--inference-steps", type=_whole_number(2, "2 or more"), default=26)
-    scorer.add_argument("--prompts", metavar="FILE.txt")
-    scorer.add_argument("--seed", type=_seed, default=0)
-    scorer.add_argument("--out", required=True, metavar="SCORER.safetensors")
-    _add_slider_model_arguments(scorer)
-    scorer.set_defaults(run=cmd_slider_scorer)
-
-    export = slider_commands.add_parser("export", help="write a slider LoRA in kohya's format (ComfyUI, A1111)")
-    export.add_argument("lora", metavar="FILE.safetensors")
-    export.add_argument("--kohya", required=True, metavar="OUT.safetensors")
-    export.set_defaults(run=cmd_slider_export)
+    add_slider_commands(commands)
 
     app = commands.add_parser("app", help="open the studio in the browser (Streamlit)")
     app.add_argument("streamlit_args", nargs=argparse.REMAINDER, help="passed on to `streamlit run`")
@@ -501,13 +365,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
             print(f"das-ag: warning: --{name.replace('_', '-')} has no effect on the {config.canvas} canvas: {reason}",
                   file=sys.stderr)
     device = resolve_device(config.device)
-    _say(args, f"loading models on {device} ...")
+    say(args, f"loading models on {device} ...")
     models = load_run_models(args, batch, config.device)
     if len(models.encoders) > 1:
         for encoder in models.encoders:
             mib = sum(p.numel() * p.element_size() for p in encoder.model.parameters()) / 2**20
             role = f"weight {encoder.weight:g}" if encoder.weight > 0 else "the aesthetic head only"
-            _say(args, f"  {encoder.identity.name}: {role}, {encoder.width}-d, {mib:.0f} MiB of weights")
+            say(args, f"  {encoder.identity.name}: {role}, {encoder.width}-d, {mib:.0f} MiB of weights")
     if args.animation:
         from .animation import FORMATS
 
@@ -524,10 +388,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"das-ag: warning: {warning}", file=sys.stderr)
     together = f", re-made with the {len(batch) - 1} other image(s) of its batch" if len(batch) > 1 else ""
     size = f"{config.width}x{config.height}" if config.width is not None else f"{config.resolution}"
-    _say(args, f"{config.method}: {config.steps} steps at {size} px, seed {config.seed}, "
+    say(args, f"{config.method}: {config.steps} steps at {size} px, seed {config.seed}, "
                f"{determinism.mode(device, config.deterministic)}{together}")
     if config.compile:
-        _say(args, "compiling the step: the first one waits for the compiler (about a minute)")
+        say(args, "compiling the step: the first one waits for the compiler (about a minute)")
     interrupted = False
     with tqdm(total=config.steps, unit="step", disable=args.quiet, leave=False, file=sys.stderr) as bar:
         try:
@@ -604,7 +468,7 @@ def _run_plan(plan, args: argparse.Namespace) -> int:
     # Evaluators first: a missing one should cost a message, not an hour of images.
     evaluators = [optional_evaluator(name, str(resolve_device(device))) for name in plan.evaluators]
     models = load_run_models(args, [item.config for item in plan.items], device)
-    _say(args, f"{len(plan.items)} images into {plan.out_dir}")
+    say(args, f"{len(plan.items)} images into {plan.out_dir}")
     with tqdm(total=len(plan.items), unit="image", disable=args.quiet, file=sys.stderr) as bar:
         def on_item(item, status):
             bar.set_postfix_str(f"{item.filename} {status}")
@@ -655,7 +519,7 @@ def cmd_centroids_build(args: argparse.Namespace) -> int:
     check_writable(out)
     picture_files(args.folder)  # a folder that is not there, before CLIP loads
     device = resolve_device(args.device)
-    _say(args, f"loading CLIP on {device} ...")
+    say(args, f"loading CLIP on {device} ...")
     models = load_models(args.clip_model, None, args.device, need_head=False)
     start = time.perf_counter()
     with tqdm(unit="picture", disable=args.quiet, leave=False, file=sys.stderr) as bar:
@@ -674,183 +538,6 @@ def cmd_centroids_build(args: argparse.Namespace) -> int:
     if report.skipped:
         print(f"das-ag: warning: skipped {len(report.skipped)} file(s) that are not readable pictures, "
               f"e.g. {report.skipped[0]}", file=sys.stderr)
-    return 0
-
-
-def _slider_models(args: argparse.Namespace):
-    """The slider's extra, the base checkpoint and das-ag's models, each with a one-line failure."""
-    from .models import load_models, resolve_device
-    from .slider import require_extra
-
-    require_extra()
-    from .slider.base import PRECISIONS, load_base, resolve_precision
-
-    # Files named on the command line, before CLIP loads (or is downloaded) and the base loads.
-    for what, path in (("base checkpoint", args.base), ("LoRA", getattr(args, "lora", None)),
-                       ("latent scorer", getattr(args, "scorer", None))):
-        if path and not Path(path).exists():
-            raise DasAgError(f"{what} {path} does not exist")
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
-    _say(args, f"loading {args.base} and the scoring models on {device} in {precision} ...")
-    models = load_models(args.clip_model, args.aesthetic_model, args.device)
-    base = load_base(args.base, device, PRECISIONS[precision], config=args.config,
-                     prediction_type=None if args.prediction_type == "auto" else args.prediction_type)
-    if base.note:
-        print(f"das-ag: note: {base.note}", file=sys.stderr)
-    return base, models
-
-
-def _note_long_prompts(base, prompts) -> None:
-    """One line for the prompts the base model's text encoder cuts short (as it does when sampling)."""
-    from .slider.denoise import long_prompts
-
-    cut = long_prompts(base.pipe, prompts)
-    if cut:
-        limit = base.pipe.tokenizer.model_max_length
-        which = "the prompt is" if len(prompts) == 1 else f"{len(cut)} of the {len(prompts)} prompts are"
-        print(f"das-ag: note: {which} longer than the text encoder's {limit} tokens, so the end is cut, as when "
-              f"sampling (first: {cut[0][:50]!r}...)", file=sys.stderr)
-
-
-def cmd_slider_train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        raise DasAgError(f"--out {out} must end in .safetensors")
-    from .slider import require_extra
-
-    require_extra()
-    from .slider.lora import export_kohya
-    from .slider.train import GENERAL_PROMPTS, SliderSettings, SliderStopped, load_prompts, train
-
-    settings = SliderSettings(
-        sign=args.sign, steps=args.steps, lr=args.lr, rank=args.rank, alpha=args.alpha, resolution=args.resolution,
-        inference_steps=args.inference_steps, grad_steps=args.grad_steps, guidance_scale=args.guidance_scale,
-        aesthetic_weight=args.aesthetic_weight,
-        clip_weight=args.clip_weight, anchor_weight=args.anchor_weight, symmetric=args.symmetric,
-        ambiguity=args.ambiguity, ambiguity_weight=args.ambiguity_weight, styles=args.styles,
-        prompts=load_prompts(args.prompts) if args.prompts else GENERAL_PROMPTS,
-        seed=args.seed, checkpoint_every=args.checkpoint_every, scorer=args.scorer or "",
-    )
-    problems = settings.problems()
-    if problems:
-        raise DasAgError(problems[0])
-    from .png import check_writable
-
-    for path in (out, *([Path(args.kohya)] if args.kohya else [])):
-        check_writable(path)  # before the models load and the hours of training
-    base, models = _slider_models(args)
-    settings = dataclasses.replace(settings, precision=base.precision).for_base(base)
-    _note_long_prompts(base, settings.prompts)
-    with tqdm(total=settings.steps, unit="step", disable=args.quiet, leave=False, file=sys.stderr) as bar:
-        def on_step(report) -> None:
-            bar.n = report.step
-            anchor = f" anchor={report.parts['anchor']:.2e}" if "anchor" in report.parts else ""
-            bar.set_postfix_str(f"reward={report.reward:+.4f} aes={report.parts['aesthetic']:.3f}{anchor}", refresh=False)
-            bar.refresh()
-
-        try:
-            def on_preview(preview) -> None:
-                scores = ", ".join(f"{w}: {v:.3f}" for w, v in preview["aesthetic"].items())
-                if not args.quiet:
-                    bar.write(f"step {preview['step']}: {preview['file']} (aesthetic by LoRA weight {scores})",
-                              file=sys.stderr)
-
-            path = train(base, models, settings, out, on_step=on_step, gradient_checkpointing=args.gradient_checkpointing,
-                         preview_every=args.preview_every, on_preview=on_preview)
-        except SliderStopped as stopped:
-            bar.close()
-            print(f"das-ag: {stopped}", file=sys.stderr)
-            return EXIT_INTERRUPTED
-    print(f"saved {path} ({settings.sign}, {settings.steps} steps, rank {settings.rank})")
-    if args.kohya:
-        print(f"saved {export_kohya(path, args.kohya)} (kohya format)")
-    return 0
-
-
-def cmd_slider_sample(args: argparse.Namespace) -> int:
-    from .png import check_writable, encode_png, write_atomic
-    from .rescue import save_or_rescue
-
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise DasAgError(f"--out {out} must end in .png")
-    check_writable(out)
-    base, models = _slider_models(args)
-    _note_long_prompts(base, [args.prompt])
-    from .slider.sample import grid, grid_recipe, sample
-
-    resolution = args.resolution or base.native_resolution
-    cells, lora_recipe = sample(base, models, args.lora, args.weights, args.prompt, args.seeds, steps=args.steps,
-                                guidance_scale=args.guidance_scale, resolution=resolution)
-    recipe = grid_recipe(base, models, args.lora, lora_recipe, cells, args.prompt, weights=args.weights, seeds=args.seeds,
-                         steps=args.steps, guidance_scale=args.guidance_scale, resolution=resolution,
-                         precision=base.precision)
-
-    def write(path: Path) -> Path:
-        write_atomic(path, encode_png(grid(cells, args.weights, args.seeds), recipe), overwrite=True)
-        for cell in cells:
-            single = path.with_name(f"{path.stem}-seed{cell.seed}-w{cell.weight:+g}.png")
-            write_atomic(single, encode_png(cell.image, {**recipe, "cell": {"seed": cell.seed, "weight": cell.weight,
-                                                                            "aesthetic": cell.aesthetic}}), overwrite=True)
-        return path
-
-    saved, trouble = save_or_rescue(write, out, "the grid and its images")
-    print(f"saved {saved} and {len(cells)} images beside it")
-    for weight in args.weights:
-        scores = [c.aesthetic for c in cells if c.weight == weight]
-        print(f"  LoRA weight {weight:+g}: aesthetic {sum(scores) / len(scores):.3f} (mean of {len(scores)})")
-    if trouble:
-        print(f"das-ag: error: {trouble}", file=sys.stderr)
-        return EXIT_FAILED
-    return 0
-
-
-def cmd_slider_scorer(args: argparse.Namespace) -> int:
-    import time
-
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        raise DasAgError(f"--out {out} must end in .safetensors")
-    from .png import check_writable
-    from .rescue import save_or_rescue
-
-    check_writable(out)
-    base, models = _slider_models(args)
-    from .slider.latent_scorer import collect, distil, save_scorer
-    from .slider.train import GENERAL_PROMPTS, SliderSettings, load_prompts
-
-    settings = SliderSettings(resolution=args.resolution, inference_steps=args.inference_steps, seed=args.seed,
-                              prompts=load_prompts(args.prompts) if args.prompts else GENERAL_PROMPTS,
-                              precision=base.precision).for_base(base)
-    problems = settings.problems()
-    if problems:
-        raise DasAgError(problems[0])
-    start = time.perf_counter()
-    latents, scores = collect(base, models, settings, args.samples)
-    made = time.perf_counter() - start
-    scorer, report = distil(latents, scores, epochs=args.epochs, seed=args.seed)
-    recipe = {"base": base.identity(), "models": models.identities(), "samples": args.samples,
-              "resolution": settings.resolution, "precision": base.precision,
-              "validation_correlation": report.validation_correlation, "validation_mse": report.validation_mse}
-    saved, trouble = save_or_rescue(lambda path: save_scorer(path, scorer, recipe), out, "the scorer")
-    print(f"saved {saved}: {report.samples} latents ({made:.1f} s to make and score), held-out correlation "
-          f"{report.validation_correlation:.3f}, mse {report.validation_mse:.4f} (scores' spread {report.target_std:.4f})")
-    if trouble:
-        print(f"das-ag: error: {trouble}", file=sys.stderr)
-        return EXIT_FAILED
-    return 0
-
-
-def cmd_slider_export(args: argparse.Namespace) -> int:
-    from .slider import require_extra
-
-    require_extra()
-    from .slider.lora import export_kohya
-
-    print(f"saved {export_kohya(args.lora, args.kohya)} (kohya format)")
     return 0
 
 
@@ -900,11 +587,6 @@ def cmd_download(args: argparse.Namespace) -> int:
     head_path = weights.resolve_aesthetic()
     print(f"aesthetic head: {head_path} (sha256 {weights.verified_sha256(head_path)[:16]}...)")
     return 0
-
-
-def _say(args: argparse.Namespace, text: str) -> None:
-    if not getattr(args, "quiet", False):
-        print(text, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
