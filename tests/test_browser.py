@@ -358,20 +358,28 @@ def test_das_ag_app_serves_the_studio(tmp_path, tiny_clip_path, head_path):
         process.wait(20)
 
 
-@pytest.mark.parametrize("command", ["readme", "das-ag app"])
-def test_the_studio_offers_no_deploy_button(browser, tmp_path, command):
-    """A local studio, not an app in development: Streamlit's "Deploy" (publish to its cloud) is
-    not on the page started either way."""
+def serve_as_users_do(command: str, tmp_path: Path, env: dict[str, str]):
+    """The studio started as the README says (`streamlit run` in the project folder) or as
+    `das-ag app` (from any folder), with no flags of the tests' own but headless and a free port:
+    what the project's settings do. Returns (process, port, log)."""
     port = free_port()
     log = tmp_path / "server.log"
     if command == "readme":
         argv, cwd = [sys.executable, "-m", "streamlit", "run", "src/das_ag/app.py"], REPO
     else:
         argv, cwd = [sys.executable, "-m", "das_ag.cli", "app"], tmp_path
-    env = server_env(DAS_AG_CACHE_DIR=str(tmp_path / "empty-cache"), DAS_AG_CLIP_URL="http://127.0.0.1:9/clip.pt",
-                     DAS_AG_AESTHETIC_URL="http://127.0.0.1:9/head.pth")
     process = subprocess.Popen([*argv, "--server.headless", "true", "--server.port", str(port)],
                                cwd=cwd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    return process, port, log
+
+
+@pytest.mark.parametrize("command", ["readme", "das-ag app"])
+def test_the_studio_offers_no_deploy_button(browser, tmp_path, command):
+    """A local studio, not an app in development: Streamlit's "Deploy" (publish to its cloud) is
+    not on the page started either way."""
+    process, port, log = serve_as_users_do(command, tmp_path, server_env(
+        DAS_AG_CACHE_DIR=str(tmp_path / "empty-cache"), DAS_AG_CLIP_URL="http://127.0.0.1:9/clip.pt",
+        DAS_AG_AESTHETIC_URL="http://127.0.0.1:9/head.pth"))
     try:
         assert healthy(port), log.read_text()
         page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -419,16 +427,7 @@ LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1
 @pytest.mark.parametrize("command", ["readme", "das-ag app"])
 def test_the_studio_serves_this_machine_only_and_sends_no_statistics(tmp_path, command):
     """The README's command (run in the project folder) and `das-ag app` bind to loopback alone."""
-    port = free_port()
-    log = tmp_path / "server.log"
-    if command == "readme":
-        argv, cwd = [sys.executable, "-m", "streamlit", "run", "src/das_ag/app.py"], REPO
-    else:
-        argv, cwd = [sys.executable, "-m", "das_ag.cli", "app"], tmp_path
-    process = subprocess.Popen(
-        [*argv, "--server.headless", "true", "--server.port", str(port)],
-        cwd=cwd, env=server_env(), stdout=open(log, "w"), stderr=subprocess.STDOUT,
-    )
+    process, port, log = serve_as_users_do(command, tmp_path, server_env())
     try:
         assert healthy(port), log.read_text()
         addresses = listening_addresses(port)
