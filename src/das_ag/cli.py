@@ -389,7 +389,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     together = f", re-made with the {len(batch) - 1} other image(s) of its batch" if len(batch) > 1 else ""
     size = f"{config.width}x{config.height}" if config.width is not None else f"{config.resolution}"
     say(args, f"{config.method}: {config.steps} steps at {size} px, seed {config.seed}, "
-               f"{determinism.mode(device, config.deterministic)}{together}")
+              f"{determinism.mode(device, config.deterministic)}{together}")
     if config.compile:
         say(args, "compiling the step: the first one waits for the compiler (about a minute)")
     interrupted = False

@@ -20,8 +20,8 @@ def rescue_folder() -> Path:
 
 
 def rescue_path(path: str | Path) -> Path:
-    """A free name for `path`'s file in the rescue folder (checked with every suffix a canvas
-    may write beside it, so a PNG and its SVG stay a pair)."""
+    """A free name for `path`'s file in the rescue folder, free for its SVG too (the file the
+    strokes canvas writes beside its PNG), so that the two stay a pair."""
     path = Path(path)
     folder = rescue_folder()
     candidate, n = folder / path.name, 1
