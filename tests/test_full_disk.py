@@ -5,6 +5,7 @@ folder, and the line says where. The full disk is real: a small tmpfs, filled to
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import subprocess
 import sys
@@ -33,19 +34,27 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A folder on its own 1 MiB filesystem, full."""
-    folder = tmp_path / "full"
+@contextlib.contextmanager
+def small_filesystem(folder: Path, options: str = ""):
+    """`folder` on its own 1 MiB tmpfs (with mount `options` such as "ro") while in the block;
+    the test skips where mounting is not allowed."""
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True, text=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(filter(None, (options, "size=1m"))), "tmpfs",
+                              str(folder)], capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or 'mount failed'})")
     try:
-        fill(folder)
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A folder on its own 1 MiB filesystem, full."""
+    with small_filesystem(tmp_path / "full") as folder:
+        fill(folder)
+        yield folder
 
 
 @pytest.fixture
@@ -97,17 +106,9 @@ def test_a_folder_that_cannot_be_made_is_refused_before_the_models_load(tmp_path
 
 
 def test_a_read_only_folder_is_refused_before_the_models_load(tmp_path, capsys):
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True,
-                             text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or 'mount failed'})")
-    try:
+    with small_filesystem(tmp_path / "read-only", "ro") as folder:
         code = main(["generate", "--prompt", "a red apple", "--clip-model", str(tmp_path / "no-such-clip.pt"),
                      "--out", str(folder / "apples" / "apple.png")])
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=True)
     assert code == 1 and capsys.readouterr().err.strip() == (
         f"das-ag: error: could not write {folder / 'apples' / 'apple.png'}: Read-only file system")
 

@@ -3,14 +3,15 @@ makes score higher (or, with the penalty sign, lower) under das-ag's own score, 
 weight (-1 lowers, +1 raises).
 
 Optional: `uv sync --extra slider` (diffusers, peft, transformers, safetensors). Nothing else in
-das-ag imports this package.
+das-ag imports this package, but for cli.py adding its commands (commands.py, which needs no extra).
 """
 
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
-from ..errors import DasAgError
+from ..errors import ConfigError, DasAgError
 
 EXTRA_HINT = "the slider needs its optional extra: run `uv sync --extra slider` (diffusers, peft, transformers, safetensors)"
 
@@ -24,6 +25,15 @@ def require_extra() -> None:
         import transformers  # noqa: F401
     except ImportError as exc:
         raise DasAgError(f"{EXTRA_HINT}; missing {exc.name}") from None
+
+
+def existing(path, what: str, *, folder_ok: bool = False) -> Path:
+    """`path`, or one line saying that the `what` is not there (a base model may be a folder; a
+    LoRA or a latent scorer is a file)."""
+    path = Path(path)
+    if not (path.exists() if folder_ok else path.is_file()):
+        raise ConfigError(f"{what} {path} does not exist")
+    return path
 
 
 def one_line(exc: BaseException, width: int = 200) -> str:

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ConfigError, DasAgError
 from ..weights import verified_sha256
-from . import one_line, quiet_libraries
+from . import existing, one_line, quiet_libraries
 from .single_file import load_single_file, pipeline_class, pipeline_options
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt")
@@ -103,9 +103,7 @@ def load_base(path: str | Path, device: torch.device, dtype: torch.dtype = torch
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
 
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"base checkpoint {path} does not exist")
+    path = existing(path, "base checkpoint", folder_ok=True)
     if prediction_type not in (None, *PREDICTION_TYPES):
         raise ConfigError(f"prediction type must be {' or '.join(PREDICTION_TYPES)}, not {prediction_type!r}")
     note = ""

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..errors import DasAgError
 from ..flags import (EXIT_FAILED, EXIT_INTERRUPTED, Parser, finite_float, float_list, nonnegative_int, positive_int, say,
                      seed_list, whole_number)
+from . import existing
 
 SLIDER_RESOLUTION_HELP = "the pictures' side (default: the base model's own: 512 for SD 1.x, 768 for SD 2.x-768, 1024 for SDXL)"
 
@@ -110,10 +111,10 @@ def load_slider_models(args: argparse.Namespace):
     from .base import PRECISIONS, load_base, resolve_precision
 
     # Files named on the command line, before CLIP loads (or is downloaded) and the base loads.
-    for what, path in (("base checkpoint", args.base), ("LoRA", getattr(args, "lora", None)),
-                       ("latent scorer", getattr(args, "scorer", None))):
-        if path and not Path(path).exists():
-            raise DasAgError(f"{what} {path} does not exist")
+    existing(args.base, "base checkpoint", folder_ok=True)
+    for what, path in (("LoRA", getattr(args, "lora", None)), ("latent scorer", getattr(args, "scorer", None))):
+        if path:
+            existing(path, what)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     say(args, f"loading {args.base} and the scoring models on {device} in {precision} ...")

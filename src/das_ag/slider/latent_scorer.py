@@ -21,6 +21,7 @@ from .. import __version__
 from ..augment import normalize
 from ..errors import DasAgError
 from ..resample import resize
+from . import existing
 from .denoise import denoised_part_way, guided_prediction, predicted_clean, prompt_conditions, starting_latent
 from .train import SliderSettings
 
@@ -126,13 +127,11 @@ def save_scorer(path: str | Path, scorer: LatentScorer, recipe: dict) -> Path:
 def load_scorer(path: str | Path, base=None) -> tuple[LatentScorer, dict]:
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
+    path = existing(path, "latent scorer")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})[SCORER_KEY])
             state = {k: f.get_tensor(k) for k in f.keys()}
-    except FileNotFoundError:
-        raise DasAgError(f"latent scorer {path} does not exist") from None
     except (SafetensorError, OSError, KeyError, ValueError) as exc:
         raise DasAgError(f"{path} is not a latent scorer made by das-ag slider scorer ({exc})") from None
     scorer = LatentScorer(state["features.0.weight"].shape[1], int(meta.get("width", 64)))

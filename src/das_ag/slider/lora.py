@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError, DasAgError
+from ..errors import DasAgError
+from . import existing
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections, as ReFL's and LECO's LoRAs
 ADAPTER = "slider"
@@ -48,9 +49,7 @@ def read_lora(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """A slider LoRA's tensors and its recipe (an empty one for LoRAs from elsewhere)."""
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"LoRA {path} does not exist")
+    path = existing(path, "LoRA")
     try:
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
