@@ -81,8 +81,13 @@ def test_a_single_file_of_the_tiny_model_loads_with_its_family_configs(tiny_sd_p
 
     from safetensors.torch import load_file
 
-    ckpt = tmp_path / "tiny.ckpt"  # the older pickled form, weights under "state_dict"
-    torch.save({"state_dict": load_file(file), "global_step": 0}, ckpt)
+    # The older pickled form, weights under "state_dict". The full ones (v1-5-pruned.ckpt) also
+    # hold an EMA copy of the UNet under flattened names; AUTOMATIC1111 and ComfyUI load the main
+    # weights, and so does das-ag, so a LoRA trained here fits the model those tools run.
+    state = load_file(file)
+    ema = {"model_ema." + "".join(k.split(".")[1:]): v + 1 for k, v in state.items() if k.startswith("model.diffusion_model.")}
+    ckpt = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": {**state, **ema, "model_ema.decay": torch.tensor(0.9999)}, "global_step": 0}, ckpt)
     from_ckpt = states(load_base(ckpt, torch.device("cpu"), config=tiny_sd_path).pipe)
     assert all(torch.equal(expected["unet"][k], from_ckpt["unet"][k]) for k in expected["unet"])
     with pytest.raises(DasAgError, match="no Stable Diffusion architecture diffusers recognises"):
