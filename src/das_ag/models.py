@@ -27,11 +27,13 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 EMBED_DIM = 768  # ViT-L/14's projection width, which the aesthetic head was trained on
 
 
-@torch.compiler.assume_constant_result
 def per_channel(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """`values` as a (1, C, 1, 1) tensor on `device`, made once. Made at every step, it would be
-    copied from the host each time, and a blocking copy makes the host wait for the GPU; a
-    compiled step takes it as a constant."""
+    """`values` as a (1, C, 1, 1) tensor on `device`. Eagerly it is made once: made at every step,
+    it would be copied from the host each time, and a blocking copy makes the host wait for the
+    GPU. Traced into a compiled step, it is filled on the device, and the compiler folds the
+    numbers into its kernels (see resample_matrix_on for why not a constant the graph holds)."""
+    if torch.compiler.is_compiling():
+        return torch.stack([torch.full((), v, device=device, dtype=dtype) for v in values]).view(1, -1, 1, 1)
     return _per_channel(values, device, dtype)
 
 

@@ -18,21 +18,29 @@ import torch.nn.functional as F
 @functools.lru_cache(maxsize=256)
 def resample_matrix(src: int, dst: int, mode: str = "bilinear", antialias: bool = False) -> torch.Tensor:
     """The (dst, src) matrix that resizes one axis from `src` to `dst` samples like F.interpolate."""
+    return _interpolated_identity(src, dst, mode, antialias, torch.device("cpu")).float()
+
+
+def _interpolated_identity(src: int, dst: int, mode: str, antialias: bool, device: torch.device) -> torch.Tensor:
     if src == dst:
-        return torch.eye(src)
-    basis = torch.eye(src, dtype=torch.float64).reshape(src, 1, 1, src)
+        return torch.eye(src, dtype=torch.float64, device=device)
+    basis = torch.eye(src, dtype=torch.float64, device=device).reshape(src, 1, 1, src)
     kwargs = {} if mode == "nearest" else {"align_corners": False, "antialias": antialias and dst < src}
     # Resizing a 1 x src image to 1 x dst leaves the height alone (scale 1 is the identity for
     # every mode), so each row is the resized i-th basis vector: the i-th column of the matrix.
     rows = F.interpolate(basis, size=(1, dst), mode=mode, **kwargs)
-    return rows.reshape(src, dst).t().contiguous().float()
+    return rows.reshape(src, dst).t().contiguous()
 
 
-@torch.compiler.assume_constant_result
 def resample_matrix_on(src: int, dst: int, mode: str, antialias: bool, device: torch.device,
                        dtype: torch.dtype) -> torch.Tensor:
-    """resample_matrix on `device` in `dtype`, made once. A compiled step takes it as a constant;
-    traced, it would build the matrix on the CPU and copy it over at every step."""
+    """resample_matrix on `device` in `dtype`. Eagerly it is made once, so that no step copies it
+    from the host (a copy that would make the host wait for the GPU). Traced into a compiled step,
+    it is built in the graph from an identity on the device: no host copy either, a few small
+    kernels. (A constant held by the graph through torch.compiler.assume_constant_result failed
+    to compile on torch 2.11 as soon as a step held two: they shared the function's name.)"""
+    if torch.compiler.is_compiling():
+        return _interpolated_identity(src, dst, mode, antialias, device).to(dtype)
     return _resample_matrix_on(src, dst, mode, antialias, device, dtype)
 
 
