@@ -40,7 +40,7 @@ def resample_matrix_on(src: int, dst: int, mode: str, antialias: bool, device: t
     kernels. (A constant held by the graph through torch.compiler.assume_constant_result failed
     to compile on torch 2.11 as soon as a step held two: they shared the function's name.)"""
     if torch.compiler.is_compiling():
-        return _interpolated_identity(src, dst, mode, antialias, device).to(dtype)
+        return _interpolated_identity(src, dst, mode, antialias, device).float().to(dtype)  # as eagerly
     return _resample_matrix_on(src, dst, mode, antialias, device, dtype)
 
 
