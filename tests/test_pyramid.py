@@ -74,6 +74,25 @@ def test_downsampling_matches_antialiased_interpolate():
     assert resample_matrix(5, 5).equal(torch.eye(5))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_compiled_step_resizes_and_normalises_with_the_eager_numbers(dtype):
+    # Traced into a compiled step, the resize matrices and CLIP's per-channel numbers are built
+    # in the graph (torch 2.11 could not hold them as constants); they must be the eager ones.
+    from das_ag.models import CLIP_MEAN, CLIP_STD, per_channel
+    from das_ag.resample import resample_matrix_on
+
+    def constants(x):
+        return (resample_matrix_on(448, 224, "bilinear", True, x.device, dtype),
+                resample_matrix_on(56, 448, "bicubic", False, x.device, dtype),
+                resample_matrix_on(7, 30, "nearest", False, x.device, dtype),
+                per_channel(CLIP_MEAN, x.device, dtype), per_channel(CLIP_STD, x.device, dtype))
+
+    x = torch.zeros(1)
+    compiled, eager = torch.compile(constants, fullgraph=True)(x), constants(x)
+    for got, expected in zip(compiled, eager):
+        assert got.dtype == expected.dtype and torch.equal(got, expected)
+
+
 def test_pil_round_trip_is_exact_for_8_bit_values():
     x = torch.randint(0, 256, (1, 3, 9, 11)).float() / 255
     assert torch.equal(from_pil(to_pil(x)), x)
