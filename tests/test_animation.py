@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 
 import numpy as np
 import pytest
@@ -50,12 +51,33 @@ def test_generate_saves_the_animation_it_was_asked_for(tiny_clip_path, head_path
     assert err.count("\n") == 0 and "must end in .gif, .webp, .mp4" in err
 
 
-def test_mp4_without_pyav_says_what_to_install():
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        with pytest.raises(DasAgError, match="needs PyAV"):
-            encode_animation([Image.new("RGB", (16, 16))], ".mp4")
-    else:
-        data = encode_animation([Image.new("RGB", (16, 16), (i * 60, 0, 0)) for i in range(4)], ".mp4")
-        assert data[4:8] == b"ftyp"
+def mp4_frames(data: bytes) -> list[np.ndarray]:
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+@pytest.mark.parametrize("size", [(16, 16), (97, 33)])
+def test_mp4_holds_every_frame_at_any_size(size):
+    pytest.importorskip("av")
+    colours = [(230, 30, 30), (30, 200, 30), (30, 30, 230)]
+    frames = [Image.new("RGB", size, colour) for colour in colours]
+    decoded = mp4_frames(encode_animation(frames, ".mp4", fps=10))
+    # The frames in order, then the finished image held for a second (10 frames at 10 fps in all).
+    assert len(decoded) == 2 + 10
+    width, height = size
+    assert decoded[0].shape == (height + height % 2, width + width % 2, 3)  # H.264 takes even sides only
+    for frame, colour in zip(decoded, colours + [colours[-1]] * 9):
+        assert np.abs(frame.reshape(-1, 3).mean(0) - colour).max() < 12  # lossy, but the right colour
+
+
+def test_an_mp4_without_pyav_is_refused_before_the_models_load(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` now fails, as where PyAV is not installed
+    # No CLIP is there to load: had the run started, the error would be about the missing weights.
+    monkeypatch.setenv("CLIP_MODEL_PATH", str(tmp_path / "missing.pt"))
+    assert main(["generate", "--prompt", "a kite", "--out", str(tmp_path / "kite.png"),
+                 "--animation", str(tmp_path / "kite.mp4"), "--quiet"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "needs PyAV" in err and "--extra video" in err
+    assert not list(tmp_path.iterdir())

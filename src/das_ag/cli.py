@@ -364,6 +364,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if getattr(args, name, None) is not None:
             print(f"das-ag: warning: --{name.replace('_', '-')} has no effect on the {config.canvas} canvas: {reason}",
                   file=sys.stderr)
+    if args.animation:
+        from .animation import FORMATS, check_format
+
+        animation = Path(args.animation)
+        if animation.suffix.lower() not in FORMATS:
+            raise DasAgError(f"--animation {animation} must end in {', '.join(FORMATS)}")
+        check_format(animation.suffix)  # an .mp4 without PyAV: said now, not after the run
+        if animation.exists() and not args.overwrite:
+            raise DasAgError(f"{animation} already exists; pass --overwrite or choose another --animation")
+        check_writable(animation)
     device = resolve_device(config.device)
     say(args, f"loading models on {device} ...")
     models = load_run_models(args, batch, config.device)
@@ -372,15 +382,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
             mib = sum(p.numel() * p.element_size() for p in encoder.model.parameters()) / 2**20
             role = f"weight {encoder.weight:g}" if encoder.weight > 0 else "the aesthetic head only"
             say(args, f"  {encoder.identity.name}: {role}, {encoder.width}-d, {mib:.0f} MiB of weights")
-    if args.animation:
-        from .animation import FORMATS
-
-        animation = Path(args.animation)
-        if animation.suffix.lower() not in FORMATS:
-            raise DasAgError(f"--animation {animation} must end in {', '.join(FORMATS)}")
-        if animation.exists() and not args.overwrite:
-            raise DasAgError(f"{animation} already exists; pass --overwrite or choose another --animation")
-        check_writable(animation)
     every = (args.animation_every or max(1, config.steps // 50)) if args.animation else 0
     run = synthesize(batch, models, preview_every=every)
     frames = [run.preview(index)] if args.animation else []
