@@ -458,3 +458,26 @@ def test_a_finished_run_offers_its_animation(studio):
     item = studio.session_state["last_items"][0]
     assert len(item["frames"]) == 5 and item["frames"][-1].tobytes() == item["result"].image.tobytes()
     assert any(b.label == "Download animation" for b in studio.get("download_button"))
+
+
+def test_each_image_of_a_grid_offers_its_png_svg_and_animation(studio):
+    studio.selectbox(key="canvas").set_value("strokes").run()
+    studio.number_input(key=form.canvas_key("strokes", "count")).set_value(6)
+    studio.number_input(key="preview_every").set_value(1)
+    studio.number_input(key="variations").set_value(2)
+    quick_form(studio, "a paper boat", steps=3)
+    button(studio, "Generate").click().run()
+    finish_job(studio)
+    items = studio.session_state["last_items"]
+    assert len(items) == 2
+    downloads = studio.get("download_button")
+    svg_urls = set()
+    for item in items:
+        r = item["result"]
+        mine = {b.proto.label: b.proto for b in downloads
+                if b.proto.id and f"compare_download_{r.config.method}_{r.config.seed}_" in b.proto.id}
+        assert sorted(mine) == ["GIF", "PNG", "SVG"]
+        assert item["files"][".svg"].count(b"<path ") == 6
+        assert item["frames"][-1].tobytes() == r.image.tobytes() and len(item["frames"]) == 4
+        svg_urls.add(mine["SVG"].url)
+    assert len(svg_urls) == 2  # each image's button serves its own drawing

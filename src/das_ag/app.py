@@ -730,8 +730,25 @@ def comparison(items) -> None:
         with cols[i % len(cols)]:
             st.image(r.image, caption=f"{r.config.method} · seed {r.config.seed}", output_format="PNG")
             st.markdown(score_lines(r))
-            st.download_button("Download", data=item["png"], file_name=next_free_path(r.config, ".").name,
-                               mime="image/png", key=f"compare_download_{r.config.method}_{r.config.seed}")
+            cell_downloads(item)
+
+
+def cell_downloads(item) -> None:
+    """One grid image's files, as the single image offers them: its PNG, a drawing's SVG, and the
+    image forming as a GIF, so the variation a user picks needs no re-run to get them."""
+    r = item["result"]
+    name = Path(next_free_path(r.config, ".").name)
+    key = f"compare_download_{r.config.method}_{r.config.seed}"
+    files = [("PNG", item["png"], name.name, "image/png")]
+    if ".svg" in item["files"]:
+        files.append(("SVG", item["files"][".svg"], name.with_suffix(".svg").name, "image/svg+xml"))
+    frames = item.get("frames", [])
+    if len(frames) > 1:
+        files.append(("GIF", lambda frames=frames: encode_animation(frames, ".gif"), name.with_suffix(".gif").name,
+                      "image/gif"))
+    for column, (kind, data, file_name, mime) in zip(st.columns(len(files)), files):
+        column.download_button(kind, data=data, file_name=file_name, mime=mime, key=f"{key}_{kind}",
+                               help="the image forming, one frame per preview" if kind == "GIF" else f"this image's {kind}")
 
 
 def gallery_panel() -> None:
