@@ -95,7 +95,7 @@ def test_existing_output_is_kept(weights_env, tmp_path, capsys):
         (["--prompt", "x", "--aesthetic-weight", "-1"], "penalty"),
         (["--prompt", "x", "--lr", "-0.1"], "learning rate"),
         (["--prompt", "x", "--device", "tpu"], "device"),
-        (["--prompt", "x", "--seed", "-4"], "seed must be from 0"),
+        (["--prompt", "x", "--seed", "-4"], "seed must be from 0 to 9223372036854775807,"),
         (["--prompt", "x", "--noise", "exp_decay:0.2"], "KIND:START:END"),
         (["--prompt", "x", "--out", "picture.jpg"], ".png"),
         (["--negative", "blurry"], "at least one --prompt"),

@@ -99,6 +99,19 @@ def test_report_on_any_folder_of_das_ag_pngs(compared, tmp_path, capsys):
     assert sorted(r["method"] for r in rows) == ["DAS", "DAS-AG", "DAS-rAG"]
 
 
+def test_a_report_on_a_folder_without_das_ag_images_says_so_in_one_line(compared, tmp_path, capsys):
+    out, _ = compared
+    for folder, pictures in (("empty", []), ("holiday", [out / "contact_sheet.png"])):
+        loose = tmp_path / folder
+        loose.mkdir()
+        for p in pictures:
+            (loose / p.name).write_bytes(p.read_bytes())
+        assert main(["report", str(loose)]) != 0
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "holds no das-ag images" in err
+        assert sorted(p.name for p in loose.iterdir()) == [p.name for p in pictures]  # no empty tables left
+
+
 def test_reference_prompts_make_the_published_experiment(weights_env, tmp_path, capsys):
     out = tmp_path / "ref"
     assert main(["compare", "--prompts", "reference", "--seeds", "0", "--out", str(out),

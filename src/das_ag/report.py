@@ -15,6 +15,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .errors import DasAgError
 from .evaluators import Column
 from .experiments import collect_rows, method_order, read_manifest, score_columns, summarize
 from .png import write_atomic
@@ -28,6 +29,9 @@ def write_report(out_dir: str | Path, evaluators: list | None = None) -> dict[st
     evaluators = evaluators or []
     published = read_manifest(out_dir).get("published")
     rows = collect_rows(out_dir, evaluators)
+    if not rows:
+        # Nothing to tabulate: said in one line, and no empty tables or chart left behind.
+        raise DasAgError(f"{out_dir} holds no das-ag images (PNGs with a recipe); nothing to report")
     held_out = [c for e in evaluators for c in e.columns]
     columns: list[Column] = [*score_columns(rows, {c.name for c in held_out}), *held_out]
     names = [c.name for c in columns]

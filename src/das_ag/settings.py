@@ -102,6 +102,11 @@ def values_from_arguments(args: argparse.Namespace, cls: type, *, prefix: str = 
     return out
 
 
+def _number(value: float) -> str:
+    """A bound as a person writes it: a seed's 9223372036854775807, not 9.22337e+18."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def _parser_for(kind: str, name: str, s: Setting):
     def number(text: str, cast):
         try:
@@ -116,8 +121,8 @@ def _parser_for(kind: str, name: str, s: Setting):
     def in_range(low: float, high: float, text: str) -> None:
         """Refuse values outside the described range, in the description's words."""
         if (s.minimum is not None and low < s.minimum) or (s.maximum is not None and high > s.maximum):
-            bounds = (f"from {s.minimum:g} to {s.maximum:g}" if s.minimum is not None and s.maximum is not None
-                      else f"{s.minimum:g} or more" if s.minimum is not None else f"at most {s.maximum:g}")
+            bounds = (f"from {_number(s.minimum)} to {_number(s.maximum)}" if s.minimum is not None and s.maximum is not None
+                      else f"{_number(s.minimum)} or more" if s.minimum is not None else f"at most {_number(s.maximum)}")
             raise argparse.ArgumentTypeError(f"{s.label_for(name).lower()} must be {bounds}, got {text}")
 
     if kind == "schedule":
