@@ -126,6 +126,7 @@ def test_recipe_prints_an_svgs_recipe(weights_env, tmp_path, capsys):
     (["--stroke-width-max", "1000"], "widest"),
     (["--stroke-width", "20", "--stroke-width-max", "12"], "start width 20 px must lie between"),
     (["--stroke-colour", "palette", "--palette", "red,blue"], "is not a colour"),
+    (["--palette", "#zz0000"], "is not a colour"),  # unused by full colour, but a typo all the same
     (["--stroke-init", "image"], "needs a start picture (--init-image"),
 ])
 def test_bad_stroke_settings_get_one_line_and_keep_old_files(weights_env, tmp_path, capsys, args, words):

@@ -99,11 +99,10 @@ class StrokeSettings:
                      f"and the widest ({self.width_max:g})")
         if self.colour not in COLOUR_MODES:
             p.append(f"stroke colour must be one of {', '.join(COLOUR_MODES)}, not {self.colour!r}")
-        if self.colour == "palette":
-            try:
-                parse_palette(self.palette)
-            except ConfigError as exc:
-                p.append(str(exc))
+        try:  # even when another colour mode leaves it unused: a typo is said, not carried in recipes
+            parse_palette(self.palette)
+        except ConfigError as exc:
+            p.append(str(exc))
         try:
             parse_hex(self.background)
         except ConfigError as exc:
