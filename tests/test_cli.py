@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from das_ag.cli import main
+from das_ag.cli import build_parser, main
 from das_ag.png import read_recipe
 
 from .conftest import cli_env
@@ -177,3 +178,15 @@ def test_running_out_of_memory_is_one_line_whether_loading_or_stepping(weights_e
     line = one_line_error(capsys)
     assert "stopped at step 2: CUDA out of memory" in line and "kept the image so far" in line
     assert (tmp_path / "b.png").is_file()
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    def undocumented(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from undocumented(sub, f"{path} {name}")
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                yield f"{path} {'/'.join(action.option_strings) or action.dest}"
+
+    assert list(undocumented(build_parser(), "das-ag")) == []

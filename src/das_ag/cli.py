@@ -16,7 +16,7 @@ from pathlib import Path
 from . import __version__
 from .config import PRESETS, GenerationConfig
 from .errors import DasAgError, first_line
-from .flags import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Parser, finite_float, nonnegative_int, positive_int, say,
+from .flags import (DEVICE_HELP, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Parser, finite_float, nonnegative_int, positive_int, say,
                     seed_list, whole_number)
 from .schedules import SCHEDULE_KINDS, Schedule
 from .settings import replace_settings
@@ -164,31 +164,32 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(run=cmd_compare)
 
     batch = commands.add_parser("batch", help="run a plan of prompts x seeds x methods x variants (resumable)")
-    batch.add_argument("plan", metavar="PLAN.toml")
+    batch.add_argument("plan", metavar="PLAN.toml", help="the plan (see the README's Batch plans); the same command resumes it")
     batch.add_argument("--out", metavar="DIR", help="default: the plan's `out`, else a folder named after it")
     _add_model_arguments(batch, batches=True)
     batch.set_defaults(run=cmd_batch)
 
     report = commands.add_parser("report", help="rebuild the tables, chart and contact sheet from a folder of PNGs")
-    report.add_argument("folder", metavar="DIR")
-    report.add_argument("--evaluate", action="append", default=[], metavar="NAME")
-    report.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]")
+    report.add_argument("folder", metavar="DIR", help="a compare or batch folder, or any folder of das-ag PNGs")
+    report.add_argument("--evaluate", action="append", default=[], metavar="NAME",
+                        help="an extra, held-out evaluator: aesthetic-v2.5 (opt-in, AGPL-3.0)")
+    report.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help=DEVICE_HELP)
     report.set_defaults(run=cmd_report)
 
     recipe = commands.add_parser("recipe", help="print the recipe embedded in a das-ag PNG or SVG, or a slider LoRA")
-    recipe.add_argument("png", metavar="FILE.png|FILE.svg|LORA.safetensors")
+    recipe.add_argument("png", metavar="FILE.png|FILE.svg|LORA.safetensors", help="a file das-ag wrote")
     recipe.set_defaults(run=cmd_recipe)
 
     centroids = commands.add_parser("centroids", help="style centroids of your own pictures, for --centroids")
     centroid_commands = centroids.add_subparsers(dest="centroids_command", required=True, parser_class=Parser)
     build = centroid_commands.add_parser("build", help="embed every picture in a folder and cluster them into k styles")
-    build.add_argument("folder", metavar="DIR")
+    build.add_argument("folder", metavar="DIR", help="your pictures (PNG, JPEG, WebP, BMP, GIF or TIFF; subfolders too)")
     build.add_argument("--k", type=whole_number(2, "2 or more"), default=5, help="number of styles (default 5)")
-    build.add_argument("--out", required=True, metavar="FILE.npz")
+    build.add_argument("--out", required=True, metavar="FILE.npz", help="the centroids, for --centroids")
     build.add_argument("--seed", type=nonnegative_int, default=0, help="the k-means seed (default 0)")
     build.add_argument("--batch-size", type=positive_int, default=16, metavar="N", help="pictures per encoder batch")
     build.add_argument("--clip-model", metavar="NAME|PATH", help="default: $CLIP_MODEL_PATH, else ViT-L/14")
-    build.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]")
+    build.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help=DEVICE_HELP)
     build.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(run=cmd_centroids_build)

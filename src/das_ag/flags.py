@@ -8,6 +8,7 @@ import math
 import sys
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+DEVICE_HELP = "where to run (auto: the first CUDA GPU, else the CPU)"
 
 
 class Parser(argparse.ArgumentParser):

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..errors import DasAgError
-from ..flags import (EXIT_FAILED, EXIT_INTERRUPTED, Parser, finite_float, float_list, nonnegative_int, positive_int, say,
+from ..flags import (DEVICE_HELP, EXIT_FAILED, EXIT_INTERRUPTED, Parser, finite_float, float_list, nonnegative_int, positive_int, say,
                      seed_list, whole_number)
 from . import existing
 
@@ -18,9 +18,10 @@ SLIDER_RESOLUTION_HELP = "the pictures' side (default: the base model's own: 512
 
 
 def add_model_arguments(parser) -> None:
-    parser.add_argument("--config", metavar="DIR", help="for a single-file --base that is not SD 1.x (das-ag has "
-                        "SD 1.x's configs): a local diffusers folder of its family")
-    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]")
+    parser.add_argument("--config", metavar="DIR", help="for a single-file --base of a family das-ag has no "
+                        "configs for (it has SD 1.x's, 2.x's and SDXL base's): a local diffusers folder of that family")
+    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                        help=DEVICE_HELP)
     parser.add_argument("--prediction-type", choices=["auto", "epsilon", "v_prediction"], default="auto",
                         help="what the UNet predicts (auto: its config says; an SD 2.x single file is taken for v)")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
@@ -35,30 +36,40 @@ def add_commands(commands) -> None:
     slider = commands.add_parser("slider", help="train and use an aesthetic slider LoRA for Stable Diffusion (extra: slider)")
     slider_commands = slider.add_subparsers(dest="slider_command", required=True, parser_class=Parser)
     train = slider_commands.add_parser("train", help="train a LoRA that raises (or lowers) the aesthetic score")
-    train.add_argument("--base", required=True, metavar="PATH", help="a local Stable Diffusion checkpoint (diffusers folder or .safetensors)")
+    train.add_argument("--base", required=True, metavar="PATH", help="a local Stable Diffusion checkpoint: a diffusers folder, or one .safetensors or .ckpt file")
     train.add_argument("--sign", choices=["reward", "penalty"], default="reward", help="raise (reward) or lower (penalty) the score")
-    train.add_argument("--steps", type=positive_int, default=500)
-    train.add_argument("--lr", type=finite_float, default=1e-4)
-    train.add_argument("--rank", type=positive_int, default=4)
-    train.add_argument("--alpha", type=finite_float, default=4.0)
+    train.add_argument("--steps", type=positive_int, default=500, metavar="N",
+                       help="training steps, one sampled picture and one update each (default %(default)s)")
+    train.add_argument("--lr", type=finite_float, default=1e-4, metavar="X", help="the LoRA's AdamW learning rate (default %(default)g)")
+    train.add_argument("--rank", type=positive_int, default=4, metavar="N", help="the LoRA's rank (default %(default)s)")
+    train.add_argument("--alpha", type=finite_float, default=4.0, metavar="X",
+                       help="the LoRA's alpha; its update is scaled by alpha / rank (default %(default)g)")
     train.add_argument("--resolution", type=positive_int, default=None, metavar="PX", help=SLIDER_RESOLUTION_HELP)
-    train.add_argument("--inference-steps", type=whole_number(2, "2 or more"), default=26)
+    train.add_argument("--inference-steps", type=whole_number(2, "2 or more"), default=26, metavar="N",
+                       help="the sampler's schedule; each step denoises part of it and learns at its end (default %(default)s)")
     train.add_argument("--grad-steps", type=positive_int, default=1, metavar="K",
                        help="differentiate through the last K UNet calls (DRaFT-K); K x the activations' memory")
-    train.add_argument("--guidance-scale", type=finite_float, default=5.0)
-    train.add_argument("--aesthetic-weight", type=finite_float, default=1.0)
-    train.add_argument("--clip-weight", type=finite_float, default=0.0, help="CLIP similarity to the prompt (stays on-prompt)")
-    train.add_argument("--anchor-weight", type=finite_float, default=0.0,
-                       help="keep the LoRA's predictions near the base model's (DRaFT+), against reward hacking")
+    train.add_argument("--guidance-scale", type=finite_float, default=5.0, metavar="X",
+                       help="classifier-free guidance while sampling (default %(default)g)")
+    train.add_argument("--aesthetic-weight", type=finite_float, default=1.0, metavar="X",
+                       help="the aesthetic score's weight in the reward; its sign comes from --sign (default %(default)g)")
+    train.add_argument("--clip-weight", type=finite_float, default=0.0, metavar="X",
+                       help="CLIP similarity to the prompt, to stay on-prompt (default %(default)g: off)")
+    train.add_argument("--anchor-weight", type=finite_float, default=0.0, metavar="X",
+                       help="keep the LoRA's predictions near the base model's (DRaFT+), against reward hacking "
+                            "(default %(default)g: off)")
     train.add_argument("--symmetric", action="store_true",
                        help="also train the LoRA at weight -1 to move the score the other way (twice the time per step)")
     train.add_argument("--ambiguity", choices=["reward", "penalty", "off"], default="off",
                        help="add the style-ambiguity term (see Creativity) to the reward")
-    train.add_argument("--ambiguity-weight", type=finite_float, default=0.25)
-    train.add_argument("--styles", default="wikiart", metavar="wikiart|FILE.txt")
+    train.add_argument("--ambiguity-weight", type=finite_float, default=0.25, metavar="X", help="its weight (default %(default)g)")
+    train.add_argument("--styles", default="wikiart", metavar="wikiart|FILE.txt",
+                       help="the styles --ambiguity spreads over: the built-in WikiArt list or a file, one per line")
     train.add_argument("--prompts", metavar="FILE.txt", help="training prompts, one per line (default: a built-in general list)")
-    train.add_argument("--seed", type=nonnegative_int, default=0)
-    train.add_argument("--checkpoint-every", type=positive_int, default=50, metavar="N")
+    train.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
+                       help="seeds the LoRA's start and each step's prompt and noise (default %(default)s)")
+    train.add_argument("--checkpoint-every", type=positive_int, default=50, metavar="N",
+                       help="keep a checkpoint every N steps; the same command again resumes from it (default %(default)s)")
     train.add_argument("--scorer", metavar="SCORER.safetensors",
                        help="train against a latent scorer (das-ag slider scorer) instead of the image-space score")
     train.add_argument("--kohya", metavar="FILE.safetensors", help="also write the LoRA in kohya's format (ComfyUI, A1111)")
@@ -66,39 +77,43 @@ def add_commands(commands) -> None:
                        help="every N steps and at the end, a scored grid of the LoRA at -1/0/+1 beside --out (0: none)")
     train.add_argument("--gradient-checkpointing", action="store_true",
                        help="recompute the UNet's and VAE's activations in the backward: less memory, slower steps")
-    train.add_argument("--out", required=True, metavar="FILE.safetensors")
+    train.add_argument("--out", required=True, metavar="FILE.safetensors",
+                       help="the LoRA (diffusers' format, its recipe inside)")
     add_model_arguments(train)
     train.set_defaults(run=cmd_train)
 
     sample = slider_commands.add_parser("sample", help="a grid of images at several LoRA weights, each scored")
-    sample.add_argument("--base", required=True, metavar="PATH")
-    sample.add_argument("--lora", required=True, metavar="FILE.safetensors")
+    sample.add_argument("--base", required=True, metavar="PATH", help="the Stable Diffusion checkpoint the LoRA was trained on")
+    sample.add_argument("--lora", required=True, metavar="FILE.safetensors", help="a LoRA from das-ag slider train")
     sample.add_argument("--weights", type=float_list, default=[-1.0, 0.0, 1.0], metavar="W,W,...",
                         help="LoRA weights, the grid's columns (default -1,0,1; write --weights=-1,0,1 when the first is negative)")
-    sample.add_argument("--prompt", required=True)
-    sample.add_argument("--seeds", type=seed_list, default=[0], metavar="0,1")
-    sample.add_argument("--steps", type=whole_number(2, "2 or more"), default=26)
-    sample.add_argument("--guidance-scale", type=finite_float, default=5.0)
+    sample.add_argument("--prompt", required=True, help="what to draw")
+    sample.add_argument("--seeds", type=seed_list, default=[0], metavar="0,1", help="the grid's rows, one seed each (default 0)")
+    sample.add_argument("--steps", type=whole_number(2, "2 or more"), default=26, metavar="N", help="sampler steps (default %(default)s)")
+    sample.add_argument("--guidance-scale", type=finite_float, default=5.0, metavar="X",
+                        help="classifier-free guidance (default %(default)g)")
     sample.add_argument("--resolution", type=positive_int, default=None, metavar="PX", help=SLIDER_RESOLUTION_HELP)
     sample.add_argument("--out", required=True, metavar="GRID.png", help="the grid; the single images go beside it")
     add_model_arguments(sample)
     sample.set_defaults(run=cmd_sample)
 
     scorer = slider_commands.add_parser("scorer", help="distil das-ag's image score into a small network on latents")
-    scorer.add_argument("--base", required=True, metavar="PATH")
-    scorer.add_argument("--samples", type=whole_number(10, "10 or more"), default=512, help="latents to learn from")
-    scorer.add_argument("--epochs", type=positive_int, default=200)
+    scorer.add_argument("--base", required=True, metavar="PATH", help="the Stable Diffusion checkpoint to train against")
+    scorer.add_argument("--samples", type=whole_number(10, "10 or more"), default=512, metavar="N",
+                        help="latents to learn from (default %(default)s)")
+    scorer.add_argument("--epochs", type=positive_int, default=200, metavar="N", help="passes over them (default %(default)s)")
     scorer.add_argument("--resolution", type=positive_int, default=None, metavar="PX", help=SLIDER_RESOLUTION_HELP)
-    scorer.add_argument("--inference-steps", type=whole_number(2, "2 or more"), default=26)
-    scorer.add_argument("--prompts", metavar="FILE.txt")
-    scorer.add_argument("--seed", type=nonnegative_int, default=0)
-    scorer.add_argument("--out", required=True, metavar="SCORER.safetensors")
+    scorer.add_argument("--inference-steps", type=whole_number(2, "2 or more"), default=26, metavar="N",
+                        help="the sampler's schedule, as slider train's (default %(default)s)")
+    scorer.add_argument("--prompts", metavar="FILE.txt", help="prompts, one per line (default: a built-in general list)")
+    scorer.add_argument("--seed", type=nonnegative_int, default=0, metavar="S", help="seeds the samples and the network (default %(default)s)")
+    scorer.add_argument("--out", required=True, metavar="SCORER.safetensors", help="the scorer, for slider train --scorer")
     add_model_arguments(scorer)
     scorer.set_defaults(run=cmd_scorer)
 
     export = slider_commands.add_parser("export", help="write a slider LoRA in kohya's format (ComfyUI, A1111)")
-    export.add_argument("lora", metavar="FILE.safetensors")
-    export.add_argument("--kohya", required=True, metavar="OUT.safetensors")
+    export.add_argument("lora", metavar="FILE.safetensors", help="a LoRA from das-ag slider train")
+    export.add_argument("--kohya", required=True, metavar="OUT.safetensors", help="where to write kohya's format")
     export.set_defaults(run=cmd_export)
 
 
