@@ -128,6 +128,9 @@ def test_mistakes_get_one_line(tiny_sd_path, tiny_clip_path, head_path, monkeypa
     not_sd.mkdir()
     assert main(["slider", "train", "--base", str(not_sd), "--out", str(tmp_path / "x.safetensors"), *common]) != 0
     assert "is not a diffusers Stable Diffusion folder" in one_line(capsys)
+    assert main(["slider", "train", "--base", str(tiny_sd_path.parent), "--out", str(tmp_path / "x.safetensors"),
+                 *common]) != 0
+    assert one_line(capsys).endswith(f"(no model_index.json); did you mean {tiny_sd_path}?")
     junk = tmp_path / "model.safetensors"
     junk.write_bytes(b"not a checkpoint")
     assert main(["slider", "train", "--base", str(junk), "--out", str(tmp_path / "x.safetensors"), *common]) != 0

@@ -320,7 +320,10 @@ def pipeline_class(folder: Path) -> str:
     """The class name of the pipeline in a diffusers folder, if das-ag trains it; else one line."""
     index = folder / "model_index.json"
     if not index.is_file():
-        raise DasAgError(f"{folder} is not a diffusers Stable Diffusion folder (no model_index.json)")
+        # A download often nests the pipeline one folder down (a snapshot, an unpacked archive).
+        inside = sorted(p.parent for p in folder.glob("*/model_index.json"))
+        hint = f"; did you mean {inside[0]}?" if len(inside) == 1 else ""
+        raise DasAgError(f"{folder} is not a diffusers Stable Diffusion folder (no model_index.json){hint}")
     try:
         kind = json.loads(index.read_text()).get("_class_name")
     except (OSError, ValueError, AttributeError) as exc:
