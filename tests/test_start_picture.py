@@ -93,10 +93,13 @@ def test_start_pictures_from_the_command_line(weights_env, tmp_path, capsys):
 
     notes = tmp_path / "notes.png"
     notes.write_text("not a picture")
+    drawing = tmp_path / "drawing.svg"
+    drawing.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>')
     kept = tmp_path / "kept.png"
     kept.write_bytes(b"an earlier image")
     for args, words in ((["--init-image", str(tmp_path / "missing.png")], "does not exist"),
                         (["--init-image", str(notes)], "is not a readable image"),
+                        (["--init-image", str(drawing)], "is an SVG; give a raster picture"),
                         (["--init-strength", "5"], "give one with --init-image"),
                         (["--init-image", str(path), "--init-strength", "-1"], "must be from 0 to 10000")):
         assert main(["generate", "--prompt", "x", *args, "--out", str(kept), "--overwrite", *common]) != 0

@@ -20,6 +20,8 @@ def picture_problems(path: str, sha256: str, what: str) -> list[str]:
         with Image.open(path) as image:
             image.verify()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        if path.lower().endswith(".svg"):  # a drawing: das-ag wrote its PNG beside it
+            return [f"{what} {path} is an SVG; give a raster picture (PNG, JPEG, WebP), e.g. the PNG saved beside a drawing"]
         return [f"{what} {path} is not a readable image"]
     if sha256 and file_sha256(path) != sha256:
         return [f"{what} {path} has changed since these settings were made (its checksum differs)"]
