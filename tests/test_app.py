@@ -311,6 +311,16 @@ def test_the_strokes_canvas_in_the_studio_draws_and_offers_the_svg(studio, tmp_p
     assert svg.read_text().count("<path ") == 12 and read_recipe(svg)["config"]["canvas"] == "strokes"
 
 
+def test_the_palette_is_greyed_until_the_palette_colour_mode_is_chosen(studio):
+    studio.selectbox(key="canvas").set_value("strokes").run()
+    palette = lambda: studio.text_input(key=form.canvas_key("strokes", "palette"))  # noqa: E731
+    assert palette().disabled and "only the palette colour mode" in palette().help
+    studio.selectbox(key=form.canvas_key("strokes", "colour")).set_value("palette").run()
+    assert not palette().disabled
+    studio.selectbox(key=form.canvas_key("strokes", "colour")).set_value("mono").run()
+    assert palette().disabled
+
+
 def test_restoring_from_an_svg_sets_the_stroke_controls(studio, models):
     config = GenerationConfig(prompts=(Prompt("a kite"),), canvas="strokes", steps=2, augment_copies=2, device="cpu",
                               resolution=64, canvas_settings={"count": 7, "colour": "mono", "softness": Schedule("linear", 2.0, 0.3)})

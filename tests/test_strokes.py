@@ -163,6 +163,18 @@ def test_a_stroke_flag_without_the_strokes_canvas_says_so(weights_env, capsys):
     assert "add --canvas strokes" in capsys.readouterr().err
 
 
+def test_a_stroke_setting_the_others_leave_unread_is_warned_of(weights_env, tmp_path, capsys):
+    out = tmp_path / "kite.png"
+    assert main(["generate", "--prompt", "a kite", "--palette", "#000000,#ff0000", "--stroke-width-min", "3",
+                 "--stroke-width-max", "3", "--stroke-width", "3", "--width-lr", "0.5", "--out", str(out), *FAST]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("das-ag: warning")]
+    assert warnings == ["das-ag: warning: --palette has no effect: only the palette colour mode draws with the palette",
+                        "das-ag: warning: --width-lr has no effect: the width is fixed (the thinnest equals the widest)"]
+    assert main(["generate", "--prompt", "a kite", "--stroke-colour", "palette", "--palette", "#000000,#ff0000",
+                 "--out", str(out), "--overwrite", *FAST]) == 0
+    assert "warning" not in capsys.readouterr().err  # used: nothing to say
+
+
 # -- settings that shape the drawing ------------------------------------------------------------
 def test_an_init_image_places_strokes_on_its_edges_in_its_colours(tmp_path):
     picture = Image.new("RGB", (128, 128), (0, 0, 0))

@@ -22,6 +22,7 @@ from PIL import Image
 from das_ag import determinism, weights
 from das_ag.animation import encode_animation
 from das_ag.canvases import CANVASES
+from das_ag.canvases.base import unused_settings
 from das_ag.config import METHOD_ORDER, PRESETS, GenerationConfig, default_margin
 from das_ag.errors import DasAgError, WeightsError
 from das_ag.objectives import TERMS, term_class
@@ -362,12 +363,18 @@ def canvas_controls(name: str) -> None:
     cls = CANVASES[name]
     defaults = cls.Settings()
     fields = [(f, s) for f, s in described(cls.Settings) if s.studio and kind_of(f) != "schedule"]
+    for f, _ in fields:
+        st.session_state.setdefault(form.canvas_key(name, f.name), getattr(defaults, f.name))
+    try:  # greyed, with the reason: what the other values leave unread (a palette in full colour)
+        unused = unused_settings(form.canvas_settings_from_state(st.session_state, name))
+    except (DasAgError, ValueError, TypeError):  # values the form refuses anyway, in its own words
+        unused = {}
     cols = st.columns(2)
     for i, (f, s) in enumerate(fields):
-        key = form.canvas_key(name, f.name)
-        st.session_state.setdefault(key, getattr(defaults, f.name))
+        reason = unused.get(f.name)
         with cols[i % 2]:
-            setting_control(key, f, s)
+            setting_control(form.canvas_key(name, f.name), f, dataclasses.replace(s, help=reason) if reason else s,
+                            disabled=reason is not None)
     for f, s in described(cls.Settings):
         if s.studio and kind_of(f) == "schedule":
             prefix = form.canvas_key(name, f.name)

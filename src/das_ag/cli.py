@@ -325,6 +325,27 @@ def _canvas_settings_from_args(args: argparse.Namespace, config: GenerationConfi
     return settings
 
 
+def _warn_of_unread_canvas_flags(args: argparse.Namespace, config: GenerationConfig) -> None:
+    """A line for each flag given that the run's canvas will not read: a top-level setting it
+    ignores (the pixel --lr for strokes), or one of its own that its other settings leave unread."""
+    from .canvases import canvas_class
+    from .canvases.base import unused_settings
+    from .settings import described, flag_of, values_from_arguments
+
+    cls = canvas_class(config.canvas)
+    for name, reason in cls.ignores.items():
+        if getattr(args, name, None) is not None:
+            print(f"das-ag: warning: --{name.replace('_', '-')} has no effect on the {config.canvas} canvas: {reason}",
+                  file=sys.stderr)
+    if cls.Settings is None:
+        return
+    given = values_from_arguments(args, cls.Settings, prefix=f"{config.canvas}_")
+    for name, why in unused_settings(config.canvas_options).items():
+        if name in given:
+            f, s = next((f, s) for f, s in described(cls.Settings) if f.name == name)
+            print(f"das-ag: warning: {flag_of(f, s, f'{config.canvas}_')} has no effect: {why}", file=sys.stderr)
+
+
 def progress_text(event) -> str:
     """The progress bar's numbers: the loss and each term's metrics, whatever terms the run has."""
     from .objectives import term_class
@@ -359,12 +380,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise DasAgError(f"{out} already exists; pass --overwrite or choose another --out")
     check_writable(out)
-    from .canvases import canvas_class
-
-    for name, reason in canvas_class(config.canvas).ignores.items():
-        if getattr(args, name, None) is not None:
-            print(f"das-ag: warning: --{name.replace('_', '-')} has no effect on the {config.canvas} canvas: {reason}",
-                  file=sys.stderr)
+    _warn_of_unread_canvas_flags(args, config)
     if args.animation:
         from .animation import FORMATS, check_format
 

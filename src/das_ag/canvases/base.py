@@ -21,7 +21,9 @@ from torch import nn
 class Canvas(nn.Module):
     name: ClassVar[str]
     # A frozen dataclass of this canvas's own settings (GenerationConfig.canvas_settings holds an
-    # instance), or None when it reads top-level config fields (the pyramid's, from before).
+    # instance), or None when it reads top-level config fields (the pyramid's, from before). It may
+    # define `unused() -> {name: why}`: its settings that its other values leave unread (a palette
+    # without the palette colour mode), which the CLI warns of when given and the studio greys.
     Settings: ClassVar[type | None] = None
     # Suffixes of the files `exports` writes beside the PNG (".svg"): a plan's image is complete
     # only with them.
@@ -124,3 +126,9 @@ def from_pil(image: Image.Image) -> torch.Tensor:
     """8-bit RGB -> (1, 3, H, W) floats in [0, 1]."""
     array = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).float() / 255
+
+
+def unused_settings(settings) -> dict[str, str]:
+    """The settings of a canvas's `settings` that its other values leave unread, with why."""
+    unused = getattr(settings, "unused", None)
+    return unused() if unused is not None else {}

@@ -120,6 +120,15 @@ class StrokeSettings:
             p.append(f"stroke init must be one of {', '.join(STROKE_INITS)}, not {self.init!r}")
         return p
 
+    def unused(self) -> dict[str, str]:
+        """Settings that these settings' other values leave unread, with why (see Canvas.Settings)."""
+        unused = {}
+        if self.colour != "palette":
+            unused["palette"] = "only the palette colour mode draws with the palette"
+        if self.width_min == self.width_max:
+            unused["width_lr"] = "the width is fixed (the thinnest equals the widest)"
+        return unused
+
 
 class StrokeCanvas(Canvas):
     """Strokes of cubic Béziers over a plain background."""
