@@ -470,7 +470,7 @@ def test_a_finished_run_offers_its_animation(studio):
     assert any(b.label == "Download animation" for b in studio.get("download_button"))
 
 
-def test_each_image_of_a_grid_offers_its_png_svg_and_animation(studio):
+def test_each_image_of_a_grid_and_the_gallery_offers_its_png_svg_and_animation(studio):
     studio.selectbox(key="canvas").set_value("strokes").run()
     studio.number_input(key=form.canvas_key("strokes", "count")).set_value(6)
     studio.number_input(key="preview_every").set_value(1)
@@ -491,3 +491,7 @@ def test_each_image_of_a_grid_offers_its_png_svg_and_animation(studio):
         assert item["frames"][-1].tobytes() == r.image.tobytes() and len(item["frames"]) == 4
         svg_urls.add(mine["SVG"].url)
     assert len(svg_urls) == 2  # each image's button serves its own drawing
+    # The session's gallery (shown from two images on) offers the same three for each.
+    for number in (1, 2):
+        assert sorted(b.proto.label for b in downloads if f"gallery_download_{number}_" in b.proto.id) == \
+            ["GIF", "PNG", "SVG"]

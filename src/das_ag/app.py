@@ -737,15 +737,14 @@ def comparison(items) -> None:
         with cols[i % len(cols)]:
             st.image(r.image, caption=f"{r.config.method} · seed {r.config.seed}", output_format="PNG")
             st.markdown(score_lines(r))
-            cell_downloads(item)
+            cell_downloads(item, f"compare_download_{r.config.method}_{r.config.seed}")
 
 
-def cell_downloads(item) -> None:
-    """One grid image's files, as the single image offers them: its PNG, a drawing's SVG, and the
-    image forming as a GIF, so the variation a user picks needs no re-run to get them."""
+def cell_downloads(item, key: str) -> None:
+    """One image's files in a grid or the gallery, as a single result offers them: its PNG, a
+    drawing's SVG, and the image forming as a GIF, so the image a user picks needs no re-run."""
     r = item["result"]
     name = Path(next_free_path(r.config, ".").name)
-    key = f"compare_download_{r.config.method}_{r.config.seed}"
     files = [("PNG", item["png"], name.name, "image/png")]
     if ".svg" in item["files"]:
         files.append(("SVG", item["files"][".svg"], name.with_suffix(".svg").name, "image/svg+xml"))
@@ -768,8 +767,7 @@ def gallery_panel() -> None:
             r = item["result"]
             with cols[i % 4]:
                 st.image(r.image, caption=f"{r.config.method} · seed {r.config.seed}" + (f" · aes {r.scores.aesthetic:.2f}" if r.scores.aesthetic is not None else ""), output_format="PNG")
-                st.download_button("Download", data=item["png"], file_name=next_free_path(r.config, ".").name,
-                                   mime="image/png", key=f"gallery_download_{len(gallery) - i}")
+                cell_downloads(item, f"gallery_download_{len(gallery) - i}")
 
 
 # -- the page ---------------------------------------------------------------------------------
