@@ -16,8 +16,8 @@ from pathlib import Path
 from . import __version__
 from .config import PRESETS, GenerationConfig
 from .errors import DasAgError, first_line
-from .flags import (DEVICE_HELP, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Parser, finite_float, nonnegative_int, positive_int, say,
-                    seed_list, whole_number)
+from .flags import (DEVICE_HELP, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Parser, finite_float, nonnegative_int,
+                    positive_int, say, seed_list, whole_number)
 from .schedules import SCHEDULE_KINDS, Schedule
 from .settings import replace_settings
 from .studio.files import MAX_UPLOAD_MB
