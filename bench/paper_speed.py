@@ -72,15 +72,18 @@ def main() -> int:
     parser.add_argument("--shape", default="ViT-L/14")
     parser.add_argument("--steps", type=int, default=None, help="steps per image (default: the preset's 200)")
     parser.add_argument("--modes", default="eager,compile")
+    parser.add_argument("--clip", help="a CLIP checkpoint to load (default: a random one of --shape, made here)")
+    parser.add_argument("--head", help="an aesthetic head's weights (default: a random one)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="das-ag-bench-") as scratch:  # a random ViT-L/14 is 0.8 GB
         return measure(args, Path(scratch))
 
 
 def measure(args: argparse.Namespace, tmp: Path) -> int:
-    head = tmp / "head.pth"
-    torch.save(AestheticHead().state_dict(), head)
-    clip_path = save_random_clip(tmp / "clip.pt", args.shape, torchscript=False)
+    head = args.head or tmp / "head.pth"
+    if not args.head:
+        torch.save(AestheticHead().state_dict(), head)
+    clip_path = args.clip or save_random_clip(tmp / "clip.pt", args.shape, torchscript=False)
     models = load_models(str(clip_path), str(head), args.device)
     rows = []
     for mode in args.modes.split(","):
@@ -90,8 +93,9 @@ def measure(args: argparse.Namespace, tmp: Path) -> int:
         eight = [paper.replace(seed=s) for s in range(8)]
         compare = [paper.replace(guidance=g, seed=s) for g in METHODS for s in range(2)]
         # Warm-up: each batch shape once (a compiled step is compiled per kind of batch).
-        for configs in ([paper], eight, compare):
-            timed([c.replace(steps=3) for c in configs], models, args.device)
+        for what, configs in (("1 image", [paper]), ("8 images", eight), ("compare 3x2", compare)):
+            seconds, _ = timed([c.replace(steps=3) for c in configs], models, args.device)
+            print(f"{mode}: warm-up of {what}, 3 steps: {seconds:.1f} s", flush=True)
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()  # this mode's own peak
         alone, (result,) = timed([paper], models, args.device)

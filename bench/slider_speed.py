@@ -50,10 +50,11 @@ def step_seconds(base_path, models, settings, out, device, checkpointing: bool =
     return statistics.median(times[1:]), peak_memory_gib(device)
 
 
-def run_mode(tmp: Path, clip: str, device_name: str, name: str, settings: SliderSettings, checkpointing: bool):
+def run_mode(tmp: Path, clip: str, device_name: str, name: str, settings: SliderSettings, checkpointing: bool,
+             models=None):
     """One mode, in the process it is called in (a fresh one for the CPU's memory figure)."""
     device = torch.device(device_name)
-    models = random_models(tmp / "clip", clip, device)
+    models = models or random_models(tmp / "clip", clip, device)
     return step_seconds(tmp / "sd" / "base", models, settings, tmp / f"{name}.safetensors", device, checkpointing)
 
 
@@ -81,6 +82,8 @@ def main() -> None:
         ]
         print(f"device {device}, SD shape {args.shape}, CLIP {args.clip}, {args.resolution} px", flush=True)
         results = {}
+        # On a GPU the modes share one process, and so one CLIP (a random ViT-L/14 takes a while to make).
+        shared = random_models(tmp / "clip", args.clip, device) if device.type == "cuda" else None
         for name, settings, checkpointing in modes:
             job = (tmp, args.clip, args.device, name, settings, checkpointing)
             try:
@@ -88,7 +91,7 @@ def main() -> None:
                     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
                         results[name] = pool.submit(run_mode, *job).result()
                 else:
-                    results[name] = run_mode(*job)
+                    results[name] = run_mode(*job, models=shared)
             except SliderOutOfMemory:  # a mode that does not fit says so; the others still run
                 print(f"  {name:<20} out of memory", flush=True)
                 if device.type == "cuda":
