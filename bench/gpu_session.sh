@@ -82,6 +82,14 @@ elif [ "$PART" = 2 ]; then
 part 70 "strokes" python3 bench/strokes_speed.py --device "$DEVICE" --repeats 3 --steps 3
 part 150 "slider" python3 bench/slider_speed.py --device "$DEVICE" --shape "$SHAPE" --clip "$CLIP" \
     --resolution "$SLIDER_PX" --steps "$STEPS"
+elif [ "$PART" = recheck ]; then
+# After a fix to the compiled step: the studio's threads, then a cold compile of ViT-L/14.
+DAS_AG_TEST_HEAD="$head" part 60 "thread test" python3 -m pytest -q -p no:cacheprovider -x \
+    "tests/test_jobs.py::test_compiled_cuda_runs_work_from_the_studios_threads" \
+    "tests/test_engine.py::test_runs_in_other_threads_share_the_cuda_graph_trees"
+export TORCHINDUCTOR_CACHE_DIR=/tmp/das-ag-gpu-compile-cache
+rm -rf "$TORCHINDUCTOR_CACHE_DIR"
+part 110 "compiled, cold" python3 bench/compiled_default.py --clip "$clip" --head "$head" --device "$DEVICE" $PAPER_STEPS
 elif [ -z "${DRY:-}" ]; then
     part 150 "determinism" python3 bench/cuda_determinism.py --head "$head" --steps 30
     part 60 "ensemble" python3 bench/ensemble_speed.py --device "$DEVICE"

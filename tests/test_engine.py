@@ -229,6 +229,52 @@ def test_nothing_that_changes_per_step_recompiles_the_step(models, monkeypatch):
     assert all(len(calls) <= 1 for calls in integers), integers
 
 
+def test_a_weight_that_starts_at_zero_does_not_compile_the_step_twice(models, monkeypatch):
+    # The paper's aesthetic weight is 0 at step 0 and not after. A term that tested that in
+    # Python compiled the step a second time at step 1: ~40 s more of an H200's first run with
+    # ViT-L/14. Such a run must trace as many graphs as one whose weight is never 0.
+    import das_ag.engine as engine
+
+    def graphs_traced(aesthetic):
+        torch._dynamo.reset()
+        traced = []
+
+        def recording_backend(graph, example_inputs):
+            traced.append(graph)
+            return graph.forward
+
+        monkeypatch.setattr(engine, "compiled_step", lambda forward, device: torch.compile(forward, backend=recording_backend))
+        result = synthesize(small_config(steps=4, dtype="float32", compile=True, aesthetic=aesthetic), models).run()
+        assert result.status == "completed" and not result.warnings
+        return len(traced)
+
+    assert graphs_traced(Schedule("exp_decay", 0.0, 3.0, 0.06)) == graphs_traced(Schedule("linear", 0.5, 2.0)) > 0
+
+
+def test_runs_in_other_threads_share_the_cuda_graph_trees():
+    # The studio runs each job in a thread of its own. torch 2.11 keeps CUDA-graph tree managers
+    # in state that only the thread which imported it has, and asserted in any other: on an H200
+    # every compiled studio run fell back to eager. Each run's thread is given the process's
+    # managers (one per device, as a script has); nothing here needs a GPU.
+    import threading
+
+    from torch._inductor import cudagraph_trees
+
+    from das_ag.engine import share_cuda_graph_trees
+
+    found = []
+
+    def run_thread():
+        share_cuda_graph_trees()
+        found.append(cudagraph_trees.get_container(0))
+
+    for _ in range(2):
+        thread = threading.Thread(target=run_thread)
+        thread.start()
+        thread.join()
+    assert len(found) == 2 and found[0] is found[1]
+
+
 def test_other_weights_do_not_recompile_the_step(models, tmp_path, monkeypatch):
     # A studio user changes a weight and generates again: compiled for CUDA graphs, a step that
     # read the weight as a Python number would be compiled again (a minute on a GPU). Terms keep

@@ -13,8 +13,10 @@ registries (das_ag.canvases, das_ag.objectives) by what each image's config name
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -485,6 +487,8 @@ def compiled_step(forward, device: torch.device):
     idles between them; a recorded graph replays them at once. Kernels are cached in das-ag's
     cache folder, so a second process does not wait for the compiler again."""
     use_compile_cache()
+    if device.type == "cuda":
+        share_cuda_graph_trees()
     # The step is compiled once per kind of run (guidance on or off, negative prompts or none,
     # the number of images...), not per step or per seed; a studio meets many kinds in a session.
     # Past the limit dynamo would run the step eagerly without a word: it raises instead, and
@@ -492,6 +496,23 @@ def compiled_step(forward, device: torch.device):
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     torch._dynamo.config.fail_on_recompile_limit_hit = True
     return torch.compile(forward, mode="reduce-overhead" if device.type == "cuda" else None)
+
+
+# CUDA-graph trees keep one manager per device in thread-local state, which torch sets up in the
+# thread that imported it and copies into autograd's threads. torch 2.11 asserts (with no message)
+# in any other thread, so every compiled run of the studio, whose jobs each run in a thread of
+# their own, fell back to eager; later torch gives each thread a manager of its own, with its own
+# memory pool. Every run's thread shares these instead: one manager per device, as in a script.
+# Runs on a device take turns (studio.jobs.device_lock), so the manager is never used by two at once.
+_SHARED_TREE_STATE = ({}, collections.defaultdict(threading.Lock))
+
+
+def share_cuda_graph_trees() -> None:
+    """Give this thread the process's CUDA-graph tree managers, unless it has its own already."""
+    if not torch._C._is_key_in_tls("tree_manager_containers"):
+        containers, locks = _SHARED_TREE_STATE
+        torch._C._stash_obj_in_tls("tree_manager_containers", containers)
+        torch._C._stash_obj_in_tls("tree_manager_locks", locks)
 
 
 def check_batch(configs: Sequence[GenerationConfig]) -> None:
