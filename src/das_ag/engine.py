@@ -14,8 +14,10 @@ registries (das_ag.canvases, das_ag.objectives) by what each image's config name
 from __future__ import annotations
 
 import collections
+import ctypes
 import functools
 import math
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -504,15 +506,21 @@ def compiled_step(forward, device: torch.device):
 # their own, fell back to eager; later torch gives each thread a manager of its own, with its own
 # memory pool. Every run's thread shares these instead: one manager per device, as in a script.
 # Runs on a device take turns (studio.jobs.device_lock), so the manager is never used by two at once.
-_SHARED_TREE_STATE = ({}, collections.defaultdict(threading.Lock))
+_SHARED_TREE_STATE = {"tree_manager_containers": {}, "tree_manager_locks": collections.defaultdict(threading.Lock)}
 
 
 def share_cuda_graph_trees() -> None:
     """Give this thread the process's CUDA-graph tree managers, unless it has its own already."""
-    if not torch._C._is_key_in_tls("tree_manager_containers"):
-        containers, locks = _SHARED_TREE_STATE
-        torch._C._stash_obj_in_tls("tree_manager_containers", containers)
-        torch._C._stash_obj_in_tls("tree_manager_locks", locks)
+    for key, state in _SHARED_TREE_STATE.items():
+        if torch._C._is_key_in_tls(key):
+            continue
+        references = sys.getrefcount(state)
+        torch._C._stash_obj_in_tls(key, state)
+        if sys.getrefcount(state) == references:
+            # torch 2.11 stashes the object without taking a reference, yet drops one when the
+            # thread ends: the second job's thread then found the first one's state freed. The
+            # state lives as long as the process, so give the stash the reference it will drop.
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(state))
 
 
 def check_batch(configs: Sequence[GenerationConfig]) -> None:
