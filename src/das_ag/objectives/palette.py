@@ -13,7 +13,10 @@ from .base import Term, TermInputs
 def palette_distance(picture: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
     """Mean over pixels of the distance from each pixel's colour to the nearest palette colour."""
     pixels = picture.reshape(3, -1).t()  # (pixels, 3)
-    return torch.cdist(pixels, palette).amin(dim=1).mean()
+    # Differences, not cdist's default |x|^2 + |y|^2 - 2xy: that cancels to a rounding error for
+    # a pixel on the palette, and its square root (2e-4 on one CPU, 0 on another) then takes a
+    # steep gradient where the pixel should feel none. A palette has a handful of colours.
+    return torch.cdist(pixels, palette, compute_mode="donot_use_mm_for_euclid_dist").amin(dim=1).mean()
 
 
 @dataclass(frozen=True)
