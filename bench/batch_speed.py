@@ -28,7 +28,8 @@ from das_ag.random_clip import save_random_clip  # noqa: E402
 
 
 def step_seconds(models, images: int, steps: int, device: str) -> float:
-    configs = [GenerationConfig(prompts=(Prompt("a lighthouse on a cliff at dawn"),), steps=steps + 2, seed=i, device=device)
+    configs = [GenerationConfig(prompts=(Prompt("a lighthouse on a cliff at dawn"),), steps=steps + 2, seed=i, device=device,
+                                compile=False)  # the eager step's batching; a compiled batch is paper_speed.py's
                for i in range(images)]
     times, last = [], None
     for event in synthesize(configs, models):

@@ -134,7 +134,10 @@ def engine_steps(models, steps: int, beside=None, **settings) -> tuple[list[floa
     the time from resuming after one report to the next report is one step of device time, and
     on a GPU the host's work still overlaps the device's as in a real run.
     """
-    warm = 2 if settings.get("compile") else 1
+    # Eager unless a caller asks to compile: the benches built on this compare terms, canvases and
+    # precisions on one step, and a GPU's default would compile it (and time the compiler).
+    settings.setdefault("compile", False)
+    warm = 2 if settings["compile"] else 1
     config = GenerationConfig(prompts=PROMPTS, steps=warm + 1 + steps, device=str(models.device), **settings)
     seconds, besides, resumed = [], [], None
     for event in synthesize(config, models):

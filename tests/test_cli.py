@@ -190,3 +190,12 @@ def test_every_option_of_every_command_says_what_it_does():
                 yield f"{path} {'/'.join(action.option_strings) or action.dest}"
 
     assert list(undocumented(build_parser(), "das-ag")) == []
+
+
+def test_compile_is_left_to_the_device_unless_a_flag_says_otherwise():
+    from das_ag.cli import config_from_args
+
+    def compile_of(*flags):
+        return config_from_args(build_parser().parse_args(["generate", "--prompt", "a kite", *flags])).compile
+
+    assert (compile_of(), compile_of("--compile"), compile_of("--no-compile")) == (None, True, False)

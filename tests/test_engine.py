@@ -349,6 +349,35 @@ def test_a_compile_that_fails_runs_uncompiled_and_says_so(tiny_clip_path, head_p
     assert result.status == "completed" and result.steps_done == 4
     assert run.warnings == ("torch.compile failed (InvalidCxxCompiler: No working C++ compiler found); running uncompiled",)
     assert png_bytes(result.image) == png_bytes(eager.image)
+    assert not result.compiled and result.recipe()["run"]["compiled"] is False  # what ran: eager
+
+
+def test_compile_is_on_by_default_on_a_gpu_only(models, monkeypatch):
+    # The default leaves compiling to the device: on a GPU the compiled step is ~5x faster after
+    # a one-off compile (note/performance.md, an H200), on the CPU it gains little. Here, a CPU,
+    # the default must not compile at all, and the recipe must say what ran.
+    import das_ag.engine as engine
+    from das_ag.engine import resolve_compile
+
+    assert small_config().compile is None
+    assert [resolve_compile(None, torch.device(d)) for d in ("cuda", "cuda:1", "cpu")] == [True, True, False]
+    assert [resolve_compile(c, torch.device(d)) for c in (True, False) for d in ("cuda", "cpu")] == [True, True, False, False]
+
+    def no_compiling(forward, device):
+        raise AssertionError("the default compiled the step on the CPU")
+
+    monkeypatch.setattr(engine, "compiled_step", no_compiling)
+    run = synthesize(small_config(steps=2), models)
+    result = run.run()
+    assert not run.compiled and not result.warnings and result.recipe()["run"]["compiled"] is False
+    assert result.recipe()["config"]["compile"] is None  # re-run elsewhere, it is decided there again
+
+
+def test_an_asked_for_compile_runs_compiled_on_the_cpu_and_the_recipe_says_so(models):
+    run = synthesize(small_config(steps=2, compile=True), models)
+    result = run.run()
+    assert run.compiled and result.compiled and not result.warnings
+    assert result.recipe()["run"]["compiled"] is True and result.recipe()["config"]["compile"] is True
 
 
 def test_a_step_asks_the_host_for_nothing(models, tmp_path):

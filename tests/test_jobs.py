@@ -36,6 +36,16 @@ def test_a_job_runs_to_the_end_with_progress_and_previews(sources):
     assert snap.result.status == "completed" and snap.preview is not None
 
 
+def test_a_job_says_whether_its_run_compiles(sources):
+    # The studio tells a visitor that the first step waits for the compiler, rather than showing
+    # "starting" for a minute: only for runs that compile (on the CPU, only when asked to).
+    for compile, expected in ((None, False), (True, True)):
+        job = Job(small_config(steps=2, compile=compile), **sources).start()
+        assert job.join(300)
+        snap = job.snapshot()
+        assert snap.error is None and snap.compiled is expected and snap.result.compiled is expected
+
+
 def test_stop_keeps_the_image_so_far(sources):
     job = Job(small_config(steps=2000), **sources).start()
     assert wait_for(lambda: len(job.snapshot().metrics) >= 3)

@@ -21,7 +21,7 @@ class PlainTypes:  # no `from __future__ import annotations` here: the fields' t
 def test_kinds_come_from_real_types_and_from_strings():
     assert [kind_of(f) for f in dataclasses.fields(PlainTypes)] == ["float", "int", "bool", "optional_int"]
     kinds = {f.name: kind_of(f) for f in dataclasses.fields(GenerationConfig) if "setting" in f.metadata}
-    assert (kinds["noise"], kinds["jitter_margin"], kinds["steps"], kinds["compile"]) == ("schedule", "optional_int", "int", "bool")
+    assert (kinds["noise"], kinds["jitter_margin"], kinds["steps"], kinds["compile"]) == ("schedule", "optional_int", "int", "optional_bool")
 
 
 def test_flags_parse_into_values_and_each_group_appears_once():

@@ -35,6 +35,7 @@ from das_ag.studio.files import MAX_UPLOAD_MB, output_folder, output_root, save_
 from das_ag.studio.jobs import Job, series
 
 GUIDANCE_LABELS = {"reward": "reward (DAS-AG)", "penalty": "penalty (DAS-rAG)", "off": "off (DAS)"}
+COMPILE_CHOICES = {None: "auto: on a GPU, not on the CPU", True: "on", False: "off"}
 POLL_SECONDS = 1.5  # the live panel redraws this often; each redraw competes with the run for the CPU
 # A run's thread gives up the interpreter lock in every torch op and must take it back from the
 # page's threads: at Python's default 5 ms switch interval it waited so often that the studio made
@@ -297,7 +298,8 @@ def sidebar(on_cpu: bool) -> list[str]:
                      placeholder="empty: the server's CLIP (ViT-L/14)\nViT-B/32:1\nViT-L/14:0",
                      help="one per line, NAME[:WEIGHT]: OpenAI's names or open_clip:ARCH@TAG; weight 0 loads "
                           "ViT-L/14 for the aesthetic head alone (with 'Apply every N steps', the CPU's fast path)")
-        st.checkbox("Compile the step", key="compile", help=setting_of("compile").help)
+        st.selectbox("Compile the step", COMPILE_CHOICES, key="compile", format_func=COMPILE_CHOICES.get,
+                     help=setting_of("compile").help)
         st.checkbox("Deterministic CUDA kernels", key="deterministic", disabled=on_cpu,
                     help="CPU runs are always deterministic" if on_cpu else setting_of("deterministic").help)
     return [n for n in notes if n]
@@ -502,7 +504,9 @@ def live_panel() -> None:
     if snap.state == "running" or last is not None:
         step = last.step if last else 0
         rate = last.steps_per_second if last else 0.0
-        left = f"{last.seconds_left:.0f} s left" if last and snap.active else ("finished" if not snap.active else "starting")
+        starting = ("compiling the step: about a minute the first time, seconds once cached" if snap.compiled
+                    else "starting")
+        left = f"{last.seconds_left:.0f} s left" if last and snap.active else ("finished" if not snap.active else starting)
         which = f"{snap.images} images together · " if snap.images > 1 else ""
         st.progress(step / snap.config.steps, text=f"{which}step {step}/{snap.config.steps} · {rate:.2f} steps/s · {left}")
     for warning in snap.warnings:

@@ -408,8 +408,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     size = f"{config.width}x{config.height}" if config.width is not None else f"{config.resolution}"
     say(args, f"{config.method}: {config.steps} steps at {size} px, seed {config.seed}, "
               f"{determinism.mode(device, config.deterministic)}{together}")
-    if config.compile:
-        say(args, "compiling the step: the first one waits for the compiler (about a minute)")
+    if run.compiled:
+        say(args, "compiling the step: the first one waits for the compiler (about a minute the first time on "
+                  "this machine, seconds once cached); --no-compile runs uncompiled")
     interrupted = False
     with tqdm(total=config.steps, unit="step", disable=args.quiet, leave=False, file=sys.stderr) as bar:
         try:

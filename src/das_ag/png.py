@@ -48,6 +48,7 @@ def build_recipe(result: SynthesisResult) -> dict:
             "steps_done": result.steps_done,
             "device": result.device,
             "dtype": result.dtype,
+            "compiled": result.compiled,
             "torch": torch.__version__,
         },
     }

@@ -52,12 +52,13 @@ def described(cls: type) -> list[tuple[dataclasses.Field, Setting]]:
 
 
 def kind_of(f: dataclasses.Field) -> str:
-    """bool, int, float, str, schedule, optional_int or optional_float, from the field's annotation."""
+    """bool, int, float, str, schedule, optional_int, optional_float or optional_bool (None: decided
+    at run time, e.g. compile on a GPU only), from the field's annotation."""
     # A string under `from __future__ import annotations`, else the type itself.
     annotation = (f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))).replace(" ", "")
     if not isinstance(f.type, str) and type(f.type).__name__ == "UnionType":
         annotation = str(f.type).replace(" ", "")
-    for kind, names in (("schedule", ("Schedule",)), ("optional_int", ("int|None",)),
+    for kind, names in (("schedule", ("Schedule",)), ("optional_int", ("int|None",)), ("optional_bool", ("bool|None",)),
                         ("optional_float", ("float|None",)), ("bool", ("bool",)),
                         ("int", ("int",)), ("float", ("float",)), ("str", ("str",))):
         if annotation in names:
@@ -83,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "
         dest = (prefix + f.name).replace("-", "_")
         kind = kind_of(f)
         flags = (flag, *s.aliases)
-        if kind == "bool":
+        if kind in ("bool", "optional_bool"):  # --x / --no-x; neither leaves the default (None: decided at run time)
             group.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=s.help)
             continue
         metavar = s.metavar or {"schedule": "KIND:START:END[:RATE]|VALUE", "int": "N", "optional_int": "N",

@@ -19,7 +19,7 @@ from ..schedules import Schedule
 # Scalar settings whose widget key is the config field's name: every described one but the margin
 # (shown as "automatic" plus a number) and the schedules (four widgets each).
 SCALAR_FIELDS = tuple(
-    f.name for f, _ in described(GenerationConfig) if kind_of(f) in ("bool", "int", "float", "str")
+    f.name for f, _ in described(GenerationConfig) if kind_of(f) in ("bool", "optional_bool", "int", "float", "str")
 )
 SCHEDULE_PARTS = ("kind", "start", "end", "rate")
 # Only the exponential forms read `rate`; a constant schedule has no `end`.

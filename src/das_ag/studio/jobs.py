@@ -59,6 +59,7 @@ class JobSnapshot:
     error: str | None = None
     warnings: tuple[str, ...] = ()
     device: str = ""
+    compiled: bool = False  # the run in progress compiles its step (its first step waits for the compiler)
 
     @property
     def active(self) -> bool:
@@ -164,6 +165,7 @@ class Job:
         first = len(self._snapshot.results)
         with self._lock:
             self._snapshot.state, self._snapshot.warnings = "running", run.warnings
+            self._snapshot.compiled = run.compiled
             self._snapshot.previews[first:] = [run.preview(i) for i in range(len(configs))]
             self._snapshot.frames[first:] = [[p] for p in self._snapshot.previews[first:]]
         try:
