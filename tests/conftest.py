@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random CLIP in OpenAI's format and the real aesthetic head from ../shared.
+"""Shared fixtures: a tiny random CLIP in OpenAI's format and the real aesthetic head from ../shared
+(a seeded random head in the same format where ../shared is absent, as in a user's clone).
 
 Every test runs in its own working directory with its own cache and none of the user's weight
 variables, so a developer's .env or cache can never change what a test sees.
@@ -38,6 +39,16 @@ USER_VARIABLES = (
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
+    # Every test draws the same numbers in any order and on any machine: a test that forgets its
+    # own generator still sees one sequence (an unseeded picture once failed on one CPU only).
+    import random
+
+    import numpy
+    import torch
+
+    random.seed(0)
+    numpy.random.seed(0)
+    torch.manual_seed(0)
     for name in USER_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DAS_AG_CACHE_DIR", str(tmp_path / "cache"))
@@ -62,10 +73,37 @@ def tiny_open_clip(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def head_path() -> Path:
+def real_head_path() -> Path:
+    """LAION's head itself, for the tests of its own numbers and checksum: they skip without it."""
     if not SHARED_HEAD.is_file():
         pytest.skip("the real aesthetic head is not in ../shared/data/aesthetic (a user's clone)")
     return SHARED_HEAD
+
+
+@pytest.fixture(scope="session")
+def head_path(tmp_path_factory) -> Path:
+    """The real head where ../shared has it; in a user's clone, a seeded random head of the same
+    shape saved as LAION saved theirs (a state dict in a .pth), which das-ag loads through the
+    same loader: what a test needs of *a* head is its shape and its gradient, not its taste."""
+    if SHARED_HEAD.is_file():
+        return SHARED_HEAD
+    import torch
+
+    from das_ag.models import AestheticHead
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        head = AestheticHead()
+    path = tmp_path_factory.mktemp("head") / SHARED_HEAD.name
+    torch.save(head.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def head_sha256(head_path) -> str:
+    from das_ag.weights import sha256_file
+
+    return HEAD_SHA256 if head_path == SHARED_HEAD else sha256_file(head_path)
 
 
 @pytest.fixture(scope="session")

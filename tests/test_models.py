@@ -9,16 +9,15 @@ from das_ag.errors import ConfigError, DeviceError, WeightsError
 from das_ag.models import AestheticHead, load_aesthetic_head, load_clip, load_models, resolve_device
 from das_ag.random_clip import save_random_clip
 
-from .conftest import HEAD_SHA256
 
 
-def test_bundle_is_frozen_and_cached(models, tiny_clip_path, head_path):
+def test_bundle_is_frozen_and_cached(models, tiny_clip_path, head_path, head_sha256):
     assert all(not p.requires_grad for p in models.clip.parameters())
     assert all(not p.requires_grad for p in models.aesthetic_head.parameters())
     assert not models.clip.training and not models.aesthetic_head.training
     # Cached (the last four bundles): a second load of the same files is the same bundle.
     assert load_models(str(tiny_clip_path), str(head_path), "cpu") is load_models(str(tiny_clip_path), str(head_path), "cpu")
-    assert models.aesthetic_identity.sha256 == HEAD_SHA256
+    assert models.aesthetic_identity.sha256 == head_sha256
     assert models.clip_identity.name == "tiny-clip.pt"
 
 
@@ -34,9 +33,9 @@ def test_head_scores_are_stable_in_eval_mode(models):
     assert torch.equal(first, second)  # dropout off: the references' scores jittered here
 
 
-def test_head_is_the_published_affine_map(models):
+def test_head_is_the_published_affine_map(tiny_clip_path, real_head_path):
     # No activations: score(e) = bias + w.e, with |w| about 18 and bias about 5.24.
-    head = models.aesthetic_head.layers
+    head = load_models(str(tiny_clip_path), str(real_head_path), "cpu").aesthetic_head.layers
     w = torch.eye(768)
     b = torch.zeros(1, 768)
     for i in (0, 2, 4, 6, 7):

@@ -34,9 +34,10 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def test_download_places_a_verified_file(server, head_path, monkeypatch):
+def test_download_places_a_verified_file(server, real_head_path, monkeypatch):
+    # The download checks LAION's published checksum: this needs their file itself.
     root, url = server
-    (root / "head.pth").write_bytes(head_path.read_bytes())
+    (root / "head.pth").write_bytes(real_head_path.read_bytes())
     monkeypatch.setenv(weights.ENV_AESTHETIC_URL, f"{url}/head.pth")
     path = weights.resolve_aesthetic()
     assert path == weights.cache_dir() / weights.AESTHETIC_HEAD.filename
