@@ -93,7 +93,15 @@ def head_path(tmp_path_factory) -> Path:
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        head = AestheticHead()
+        head = AestheticHead().eval()
+    # LAION's head is affine (no activations): score = b + w.e with |w| ~ 18 and b ~ 5.24. A
+    # random one of default init has |w| ~ 0.02, so every step the tests expect of a head would
+    # move its score a thousand times less. Scale its last layer to the published map's size.
+    with torch.no_grad():
+        last = head.layers[7]
+        norm = torch.linalg.matrix_norm(torch.func.jacrev(head)(torch.zeros(768)).reshape(1, -1))
+        last.weight.mul_(17.996 / norm)
+        last.bias.add_(5.2366 - head(torch.zeros(768)))
     path = tmp_path_factory.mktemp("head") / SHARED_HEAD.name
     torch.save(head.state_dict(), path)
     return path
@@ -178,3 +186,21 @@ def tiny_sdxl_path(tmp_path_factory) -> Path:
     from das_ag.slider.random_sd import save_random_sd
 
     return save_random_sd(tmp_path_factory.mktemp("tiny-sdxl"), "tiny-xl", seed=0)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG of a few dozen bytes whose header claims `width` x `height` pixels: a decompression
+    bomb's header (decoding it would fail, or take gigabytes; das-ag must refuse it before)."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr:ihdr + 17])))
+    return bytes(data)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from das_ag.errors import DasAgError
 from das_ag.studio import form
 from das_ag.config import GenerationConfig
 from das_ag.engine import synthesize
@@ -15,7 +17,7 @@ from das_ag.png import encode_png, read_recipe
 from das_ag.prompts import Prompt
 from das_ag.schedules import Schedule
 
-from .conftest import REPO
+from .conftest import REPO, small_config
 
 APP = str(REPO / "src" / "das_ag" / "app.py")
 
@@ -172,6 +174,19 @@ def test_restoring_from_a_png_sets_every_control(studio, models, tmp_path):
     assert any("Restored every setting from koi.png" in s.value for s in studio.success)
     assert studio.text_input(key="pos_text_0").value == "a koi pond"
     assert studio.radio(key="guidance").value == "penalty"
+
+
+def test_a_picture_bomb_is_refused_in_one_line_without_a_traceback(studio):
+    from das_ag.studio.files import save_upload
+
+    from .conftest import png_claiming
+
+    bomb = png_claiming(13000, 13000)
+    studio.file_uploader(key="restore_png").set_value(("bomb.png", bomb, "image/png")).run()
+    assert not studio.exception
+    assert any("is too large" in e and "64 megapixels" in e for e in errors(studio)), errors(studio)
+    with pytest.raises(DasAgError, match="is too large"):
+        save_upload("bomb.png", bomb, kind="picture")
 
 
 def test_a_png_without_a_recipe_is_refused_politely(studio):
@@ -509,3 +524,75 @@ def test_each_image_of_a_grid_and_the_gallery_offers_its_png_svg_and_animation(s
     for number in (1, 2):
         assert sorted(b.proto.label for b in downloads if f"gallery_download_{number}_" in b.proto.id) == \
             ["GIF", "PNG", "SVG"]
+
+
+def test_a_typed_path_is_never_read_by_the_studio(studio, tmp_path):
+    """A visitor who types a server path into the style-list box sees one refusal, the same for
+    a file that exists and one that does not, and none of the file's lines."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-LINE\n")
+    studio.selectbox(key=form.term_key("ambiguity", "guidance")).set_value("reward").run()
+    shown = []
+    for path in (str(secret), str(tmp_path / "absent.txt"), "/dev/zero"):
+        studio.session_state[form.term_key("ambiguity", "styles")] = path
+        studio.run()
+        assert not studio.exception
+        found = [p for p in problems(studio) if path in p]
+        assert found and "is not a file uploaded to this studio" in found[0], problems(studio)
+        shown.append(found[0].replace(path, "PATH"))
+    assert len(set(shown)) == 1  # whether it exists is not told
+    page = " ".join(str(e.value) for e in (*studio.markdown, *studio.caption, *studio.error, *studio.info))
+    assert "TOP-SECRET-LINE" not in page
+
+
+def test_a_restored_recipe_naming_server_files_is_refused(studio, models, tmp_path):
+    """A crafted recipe carries paths the page never shows (start picture, image prompts,
+    centroids); the restore is refused in one line, before anything reads them."""
+    import json
+
+    from PIL import Image, PngImagePlugin
+
+    from das_ag.png import RECIPE_KEY
+
+    picture = tmp_path / "private.png"
+    Image.new("RGB", (8, 8), "red").save(picture)
+    recipe = synthesize(small_config(steps=1), models).run().recipe()
+    messages = []
+    for path in (str(picture), str(tmp_path / "absent.png")):
+        recipe["config"]["terms"] = {"init": {"image": path, "sha256": "", "strength": 10000.0}}
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt(RECIPE_KEY, json.dumps(recipe))
+        buffer = io.BytesIO()
+        Image.new("RGB", (4, 4)).save(buffer, format="PNG", pnginfo=info)
+        studio.file_uploader(key="restore_png").set_value(("crafted.png", buffer.getvalue(), "image/png")).run()
+        assert not studio.exception
+        refused = [e for e in errors(studio) if "is not a file uploaded to this studio" in e]
+        assert refused, errors(studio)
+        messages.append(refused[0].replace(path, "PATH"))
+        assert studio.session_state[form.term_key("init", "image")] == ""  # nothing was restored
+    assert messages[0] == messages[1]
+
+
+def test_a_second_generate_while_a_run_is_on_is_refused(studio, monkeypatch):
+    """The button is disabled while a run is on, but a click on a page drawn just before (a double
+    click, a second tab's stale page) still reaches the server: it must not replace the run, which
+    could then never be stopped."""
+    import dataclasses
+
+    quick_form(studio, "a lighthouse at dusk", steps=5000)
+    button(studio, "Generate").click().run()
+    first = studio.session_state["job"]
+    real = first.snapshot
+    try:
+        # A page drawn as if the run had not started yet, so its Generate button is enabled ...
+        monkeypatch.setattr(first, "snapshot", lambda: dataclasses.replace(real(), state="finished"))
+        studio.run()
+        generate = button(studio, "Generate")
+        assert not generate.disabled
+        monkeypatch.setattr(first, "snapshot", real)
+        generate.click().run()  # ... clicked while the run is on
+        assert studio.session_state["job"] is first and first.snapshot().active
+        assert any("still going" in e for e in errors(studio)), errors(studio)
+    finally:
+        first.stop()
+        assert first.join(60)

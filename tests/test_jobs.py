@@ -99,3 +99,13 @@ def test_compiled_cuda_runs_work_from_the_studios_threads(sources):
         assert not snap.result.warnings  # no fallback to eager
         results.append(snap.result)
     assert png_bytes(results[0].image) == png_bytes(results[1].image)
+
+
+def test_runs_on_one_gpu_take_turns_whatever_name_their_settings_use():
+    # "cuda" and "cuda:0" are one GPU on a one-GPU machine (and "auto" resolves to one of them):
+    # two locks would let two runs share it mid-step. Nothing here needs a GPU.
+    from das_ag.studio.jobs import device_lock, physical_device
+
+    assert device_lock("cuda") is device_lock("cuda:0") is not device_lock("cuda:1")
+    assert device_lock("cpu") is not device_lock("cuda:0")
+    assert physical_device("cpu") == "cpu"

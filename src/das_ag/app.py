@@ -26,7 +26,7 @@ from das_ag.canvases.base import unused_settings
 from das_ag.config import METHOD_ORDER, PRESETS, GenerationConfig, default_margin
 from das_ag.errors import DasAgError, WeightsError
 from das_ag.objectives import TERMS, term_class
-from das_ag.png import config_from_png, next_free_path, write_atomic
+from das_ag.png import next_free_path, read_recipe, write_atomic
 from das_ag.prompts import Prompt
 from das_ag.schedules import SCHEDULE_KINDS
 from das_ag.settings import Setting, described, kind_of
@@ -107,7 +107,11 @@ def on_restore() -> None:
         st.session_state["notice"] = ("error", f"{upload.name} is over {MAX_UPLOAD_MB} MB; a das-ag PNG is far smaller.")
         return
     try:
-        config = config_from_png(upload.getvalue())
+        recipe = read_recipe(upload.getvalue())
+        foreign = form.foreign_files(form.recipe_term_state(recipe))
+        if foreign:  # refused before its settings are made: making them reads their files
+            raise DasAgError(foreign[0])
+        config = GenerationConfig.from_dict(recipe["config"])
     except DasAgError as exc:
         st.session_state["notice"] = ("error", f"Could not restore from {upload.name}: {exc}")
         return
@@ -133,6 +137,12 @@ def remove_row(group: str, row: int) -> None:
 def start_job() -> None:
     # Read the settings now, not when the button was drawn: inputs committed since then (a value
     # typed just before the click) are in the session state only by the time callbacks run.
+    running = st.session_state.get("job")
+    if running is not None and running.snapshot().active:
+        # The button is disabled while a run is on, but a second request can still arrive (two
+        # clicks, a crafted message): it would replace the run, which could then not be stopped.
+        st.session_state["notice"] = ("error", "This page's run is still going: stop it or wait for it first.")
+        return
     config, problems = form.state_to_config(dict(st.session_state))
     if problems:
         st.session_state["notice"] = ("error", " ".join(problems))

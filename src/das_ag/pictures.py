@@ -3,9 +3,53 @@ words before a run, and recognised by their checksum in a recipe."""
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
+
+# The most pixels das-ag decodes from any picture: a 48-megapixel photo fits, a few-KB PNG that
+# claims 13000 x 13000 does not. The size is read from the header, before a pixel is decoded.
+MAX_PIXELS = 64 * 2**20
+# Pillow's own fence, for any path that opens a picture without `opened`: it refuses twice this
+# with DecompressionBombError (not an OSError), and warns above it.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+class PictureError(ValueError):
+    """A picture that cannot be read, or is too large to read; its message is one line."""
+
+
+@contextmanager
+def opened(source: str | Path | bytes, what: str = "the picture"):
+    """`source` (a path or the bytes of an upload) opened as a picture whose size has been checked
+    from its header; any failure is a PictureError that says what is wrong in one line."""
+    try:
+        with warnings.catch_warnings():  # Pillow warns above MAX_PIXELS; das-ag refuses it below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except FileNotFoundError:
+        raise PictureError(f"{what} does not exist") from None
+    except Image.DecompressionBombError:  # over twice MAX_PIXELS: Pillow refuses it on opening
+        raise PictureError(f"{what} is too large: das-ag reads pictures of at most "
+                           f"{MAX_PIXELS / 2**20:.0f} megapixels") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise PictureError(f"{what} is not a readable picture ({_reason(exc)})") from None
+    with image:
+        if image.width * image.height > MAX_PIXELS:
+            raise PictureError(f"{what} is too large ({image.width} x {image.height} pixels): das-ag reads "
+                               f"pictures of at most {MAX_PIXELS / 2**20:.0f} megapixels")
+        try:
+            yield image
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise PictureError(f"{what} is not a readable picture ({_reason(exc)})") from None
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def picture_problems(path: str, sha256: str, what: str) -> list[str]:
@@ -17,11 +61,13 @@ def picture_problems(path: str, sha256: str, what: str) -> list[str]:
     if not os.path.isfile(path):
         return [f"{what} {path} does not exist"]
     try:
-        with Image.open(path) as image:
+        with opened(path, f"{what} {path}") as image:
             image.verify()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+    except PictureError as exc:
         if path.lower().endswith(".svg"):  # a drawing: das-ag wrote its PNG beside it
             return [f"{what} {path} is an SVG; give a raster picture (PNG, JPEG, WebP), e.g. the PNG saved beside a drawing"]
+        if "too large" in str(exc):
+            return [str(exc)]
         return [f"{what} {path} is not a readable image"]
     if sha256 and file_sha256(path) != sha256:
         return [f"{what} {path} has changed since these settings were made (its checksum differs)"]
@@ -43,12 +89,10 @@ def load_picture(path: str, width: int, height: int, what: str = "init image"):
     from .errors import ConfigError
 
     try:
-        with Image.open(path) as image:
+        with opened(path, f"{what} {path}") as image:
             image = image.convert("RGB")
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ConfigError(f"{what} {path} is not a readable image ({exc})") from None
+    except PictureError as exc:
+        raise ConfigError(str(exc)) from None
     # The largest centred box of the target's aspect (exact for a square: the shorter side).
     scale = min(image.width / width, image.height / height)
     w, h = round(width * scale), round(height * scale)

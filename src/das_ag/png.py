@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin
 
 from . import __version__
 from .config import GenerationConfig
@@ -162,15 +162,17 @@ def read_recipe(source: str | Path | bytes) -> dict:
         from .svg import read_svg_recipe
 
         return read_svg_recipe(source)
+    from .pictures import PictureError, opened
+
     name = "the file" if isinstance(source, bytes) else str(source)
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source)) as image:
+        # Its size is checked from the header first: the recipe sits after the pixels, and a
+        # few-KB PNG can claim 13000 x 13000 of them.
+        with opened(source if isinstance(source, bytes) else Path(source), name) as image:
             image.load()
             text = getattr(image, "text", {}).get(RECIPE_KEY)
-    except FileNotFoundError:
-        raise DasAgError(f"{name} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DasAgError(f"{name} is not a readable PNG ({exc})") from None
+    except PictureError as exc:
+        raise DasAgError(str(exc).replace("readable picture", "readable PNG")) from None
     if text is None:
         raise DasAgError(f"{name} has no das-ag recipe (not made by das-ag, or its metadata was stripped)")
     return parse_recipe(text, name)

@@ -34,6 +34,7 @@ WIKIART_STYLES = (
     "post-impressionism", "impressionism", "rococo", "na-ve-art-primitivism",
 )
 BUILT_IN_STYLES = {"wikiart": WIKIART_STYLES}
+MAX_LABELS_BYTES = 2**20  # a style list's file
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 # How pictures become CLIP inputs, recorded in a centroid file: the same path the run's views take
 # (das-ag's bilinear resize and CLIP's mean and std), after a centre crop to a square.
@@ -47,6 +48,10 @@ def load_labels(source: str) -> list[str]:
         return list(BUILT_IN_STYLES[source])
     path = Path(source)
     try:
+        if not path.is_file():  # /dev/zero as a style list would be read for ever
+            raise FileNotFoundError(source) if not path.exists() else OSError("not a regular file")
+        if path.stat().st_size > MAX_LABELS_BYTES:
+            raise OSError(f"over {MAX_LABELS_BYTES // 2**20} MB; a style list is a few lines")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"style list {source} does not exist (use wikiart or a file of labels)") from None

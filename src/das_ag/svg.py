@@ -14,6 +14,9 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+import defusedxml.ElementTree as defused
+from defusedxml import DefusedXmlException
+
 from . import __version__
 from .errors import DasAgError
 
@@ -79,9 +82,13 @@ def read_svg_recipe(source: str | Path | bytes) -> dict:
         except IsADirectoryError:
             raise DasAgError(f"{name} is a folder, not an SVG") from None
     try:
-        root = ElementTree.fromstring(data)
+        # defusedxml: an SVG from a visitor may declare entities that expand a few KB into
+        # gigabytes; a drawing das-ag wrote has no DTD, so any is refused.
+        root = defused.fromstring(data, forbid_dtd=True)
     except ElementTree.ParseError as exc:
         raise DasAgError(f"{name} is not a readable SVG ({exc})") from None
+    except DefusedXmlException:
+        raise DasAgError(f"{name} declares a DTD or entities, which an SVG das-ag wrote never does") from None
     if root.tag != f"{{{SVG_NS}}}svg":
         raise DasAgError(f"{name} is not an SVG")
     node = next((m for m in root.iter(f"{{{SVG_NS}}}metadata") if m.get("id") == RECIPE_ID), None)
@@ -96,7 +103,7 @@ def read_drawing(source: str | Path | bytes) -> dict:
     """The strokes of an SVG das-ag wrote, as numbers (for tests and tools): the inverse of
     stroke_svg up to its rounding."""
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    root = ElementTree.fromstring(data)
+    root = defused.fromstring(data, forbid_dtd=True)
     rect = root.find(f"{{{SVG_NS}}}rect")
     strokes = []
     for path in root.iter(f"{{{SVG_NS}}}path"):

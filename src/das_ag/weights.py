@@ -10,6 +10,7 @@ import functools
 import hashlib
 import json
 import os
+from stat import S_ISREG
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -144,6 +145,8 @@ def file_sha256(path: str | Path) -> str | None:
     try:
         stat = os.stat(path)
     except OSError:
+        return None
+    if not S_ISREG(stat.st_mode):  # /dev/zero or a FIFO would never end
         return None
     return _remembered_sha256(str(path), stat.st_mtime_ns, stat.st_size)
 

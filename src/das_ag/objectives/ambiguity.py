@@ -51,6 +51,14 @@ class AmbiguitySettings:
     measure: bool = setting(False, group="creativity", flag="--measure-styles", studio=False,
                             help="report the style distribution even when the term is off")
 
+    @staticmethod
+    def files_in(values: dict) -> list[str]:
+        """The local files these settings' values (as given, not yet checked) would make das-ag read."""
+        from ..styles import BUILT_IN_STYLES
+
+        styles, centroids = str(values.get("styles", "")), str(values.get("centroids", ""))
+        return [f for f in (styles if styles not in BUILT_IN_STYLES else "", centroids) if f]
+
     def __post_init__(self):
         if self.centroids and not self.centroids_sha256:
             from ..weights import file_sha256

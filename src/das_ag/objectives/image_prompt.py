@@ -51,6 +51,12 @@ class ImagePromptSettings:
             object.__setattr__(self, "sha256", SEPARATOR.join(file_sha256(p) or "" for p, _ in self.entries()))
 
 
+    @staticmethod
+    def files_in(values: dict) -> list[str]:
+        """The local files these settings' values (as given, not yet checked) would make das-ag read."""
+        images = str(values.get("images", ""))
+        return [parse_image_prompt(e)[0] for e in images.split(SEPARATOR) if e.strip()]
+
     def entries(self) -> list[tuple[str, float]]:
         return [parse_image_prompt(e) for e in self.images.split(SEPARATOR) if e.strip()] if self.images else []
 
@@ -81,15 +87,18 @@ class ImagePromptTerm(Term):
 
     def __init__(self, config, models):
         super().__init__(config, models)
-        from PIL import Image
-
+        from ..errors import ConfigError
+        from ..pictures import PictureError, opened
         from ..styles import picture_input
 
         entries = self.settings.entries()
         pictures = []
         for path, _ in entries:
-            with Image.open(path) as image:
-                pictures.append(picture_input(image, models.input_resolution))
+            try:
+                with opened(path, f"image prompt {path}") as image:
+                    pictures.append(picture_input(image, models.input_resolution))
+            except PictureError as exc:
+                raise ConfigError(str(exc)) from None
         with torch.no_grad():
             self.features = models.encode_images(torch.cat(pictures).to(models.device)).float()
         self.signed = SignedWeights([w for _, w in entries], models.device)

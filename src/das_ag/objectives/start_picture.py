@@ -37,6 +37,11 @@ class StartPictureSettings:
                               help="how strongly the run stays near the start picture (0: free to move away; "
                                    "without a start picture it does nothing)")
 
+    @staticmethod
+    def files_in(values: dict) -> list[str]:
+        """The local files these settings' values (as given, not yet checked) would make das-ag read."""
+        return [str(values["image"])] if values.get("image") else []
+
     def __post_init__(self):
         if self.image and not self.sha256:
             from ..weights import file_sha256

@@ -42,6 +42,22 @@ def output_folder(subfolder: str, root: Path | None = None) -> Path:
 
 
 UPLOADS = "uploads"
+
+
+def outside_uploads(paths: list[str], root: Path | None = None) -> list[str]:
+    """The paths among `paths` that are not files this studio received as uploads. A visitor may
+    use only those (and built-in names): a typed or restored path elsewhere on the server is
+    refused before anything reads it, with the same words whether or not it exists."""
+    uploads = ((output_root() if root is None else Path(root)) / UPLOADS).resolve()
+    outside = []
+    for path in paths:
+        try:
+            inside = Path(path).resolve().parent == uploads  # the folder is flat: <sha256>.<suffix>
+        except (OSError, ValueError, RuntimeError):  # a NUL byte, a symlink loop
+            inside = False
+        if not inside:
+            outside.append(path)
+    return outside
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 UPLOAD_KINDS = {"picture": PICTURE_SUFFIXES, "style list": (".txt",), "centroid file": (".npz",)}
 
@@ -51,9 +67,7 @@ def save_upload(name: str, data: bytes, root: Path | None = None, *, kind: str =
     under the output root, named by its content: recipes refer to it by that path, and the same
     file is stored once. The settings that read it check its contents."""
     import hashlib
-    import io
 
-    from PIL import Image, UnidentifiedImageError
 
     from ..png import write_atomic
 
@@ -64,11 +78,13 @@ def save_upload(name: str, data: bytes, root: Path | None = None, *, kind: str =
     if len(data) > MAX_UPLOAD_MB * 2**20:
         raise DasAgError(f"the {kind} is over {MAX_UPLOAD_MB} MB")
     if kind == "picture":
+        from ..pictures import PictureError, opened
+
         try:
-            with Image.open(io.BytesIO(data)) as image:
+            with opened(data, "the file") as image:
                 image.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError):
-            raise DasAgError("the file is not a readable picture") from None
+        except PictureError as exc:
+            raise DasAgError(str(exc)) from None
     folder = (output_root() if root is None else Path(root)) / UPLOADS
     path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
     if not path.exists():

@@ -170,6 +170,33 @@ def term_settings_to_state(config: GenerationConfig) -> dict[str, Any]:
     return state
 
 
+def recipe_term_state(recipe: dict) -> dict[str, Any]:
+    """The term settings a recipe carries, as widget state, without making any settings object."""
+    terms = recipe.get("config", {}).get("terms", {}) if isinstance(recipe.get("config"), dict) else {}
+    if not isinstance(terms, dict):
+        return {}
+    return {term_key(str(term), str(name)): value for term, values in terms.items() if isinstance(values, dict)
+            for name, value in values.items()}
+
+
+def foreign_files(state: dict[str, Any]) -> list[str]:
+    """A problem for every file the form names that is not one of the studio's uploads (a typed
+    path, or one a restored recipe carried), found before any settings object reads a file."""
+    from ..objectives import TERMS
+    from .files import outside_uploads
+
+    problems = []
+    for term, cls in TERMS.items():
+        files_in = getattr(cls.Settings, "files_in", None)
+        if files_in is None:
+            continue
+        values = {f.name: state[term_key(term, f.name)] for f, _ in described(cls.Settings) if term_key(term, f.name) in state}
+        for path in outside_uploads(files_in(values)):
+            problems.append(f"{path} is not a file uploaded to this studio: the studio reads only its own uploads "
+                            f"(and built-in names such as wikiart); upload the file instead.")
+    return problems
+
+
 def term_settings_from_state(state: dict[str, Any]) -> dict[str, Any]:
     """Settings of every term the form has controls for, as GenerationConfig.terms takes them."""
     from ..objectives import TERMS
@@ -228,6 +255,9 @@ def state_to_config(state: dict[str, Any]) -> tuple[GenerationConfig | None, lis
         problems.append("Write at least one prompt to steer towards.")  # (a CLIP weight of 0 needs none)
     if any(p.weight == 0 for p in prompts):
         problems.append("Prompt weights must be greater than 0; remove a prompt instead of zeroing it.")
+    foreign = foreign_files(state)
+    if foreign:  # before the terms' settings are made: making them reads their files
+        return None, problems + foreign
     kwargs: dict[str, Any] = {name: state[name] for name in SCALAR_FIELDS if name in state}
     for name in SCHEDULE_FIELDS:
         if (sched := schedule_from_state(state, name)) is not None:

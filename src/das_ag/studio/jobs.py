@@ -28,8 +28,21 @@ _registry_lock = threading.Lock()
 
 
 def device_lock(device: str) -> threading.Lock:
+    """The lock of one physical device: "cuda", "cuda:0" and "auto" on a one-GPU machine are the
+    same GPU, and runs on it must take turns whichever name their settings used."""
     with _registry_lock:
-        return _device_locks.setdefault(device, threading.Lock())
+        return _device_locks.setdefault(physical_device(device), threading.Lock())
+
+
+def physical_device(device: str) -> str:
+    """cpu, or cuda:N with the index that CUDA uses for a name without one."""
+    import torch
+
+    parsed = torch.device(device)
+    if parsed.type != "cuda":
+        return parsed.type
+    index = parsed.index if parsed.index is not None else (torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    return f"cuda:{index}"
 
 
 @dataclass(frozen=True)
