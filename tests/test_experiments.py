@@ -175,6 +175,8 @@ def test_plans_parse_into_every_combination(tmp_path):
     ("[settings]\nseed = 3\n[[prompts]]\ntext='x'", "set by the plan"),
     ("[[prompts]]\ntext='x'\n[settings]\nsteps = 0", "steps"),
     ("this is = not toml [", "not valid TOML"),
+    ("[[prompts]]\nname='../../x'\ntext='x'", "becomes part of file names"),  # would write outside the plan's folder
+    ("[[prompts]]\nname='.hidden'\ntext='x'", "letters, digits"),
 ])
 def test_bad_plans_say_what_is_wrong(tmp_path, text, words):
     path = tmp_path / "bad.toml"
@@ -265,3 +267,20 @@ def test_a_plan_of_stroke_drawings_keeps_the_presets_look_and_its_svgs(tmp_path,
     capsys.readouterr()
     assert main(["batch", str(path), "--quiet"]) == 0
     assert "made 1, skipped 1" in capsys.readouterr().out and lost.is_file()
+
+
+def test_a_second_process_on_the_same_plan_is_refused(tmp_path):
+    # Running, a plan deletes leftover temporary files as a killed run's: a second process on the
+    # same folder would delete the first one's files mid-write and make its images again. The
+    # lock is the kernel's (flock), so it holds between processes and goes with a killed one.
+    import subprocess
+    import sys
+
+    from das_ag.experiments import plan_lock
+
+    with plan_lock(tmp_path):
+        other = subprocess.run([sys.executable, "-c", "import sys; from das_ag.experiments import plan_lock\n"
+                                f"with plan_lock(sys.argv[1]): pass", str(tmp_path)], capture_output=True, text=True)
+        assert other.returncode != 0 and "another das-ag process is running the plan" in other.stderr
+    with plan_lock(tmp_path):  # free again once the first is done
+        pass

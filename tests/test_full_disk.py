@@ -9,6 +9,7 @@ import contextlib
 import errno
 import subprocess
 import sys
+import os
 import tempfile
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def rescue_root(tmp_path, monkeypatch):
     root = tmp_path / "tmp"
     root.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(root))
-    return root / "das-ag-rescued"
+    return root / f"das-ag-rescued-{os.getuid()}"
 
 
 def test_a_full_disk_leaves_no_partial_file_and_says_so(full_disk):
@@ -86,7 +87,7 @@ def test_generate_keeps_its_image_and_animation_when_the_disk_is_full(full_disk,
     assert done.returncode == 1, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("das-ag: error:")]
     assert len(errors) == 2 and "Traceback" not in done.stderr, done.stderr
-    kept = rescue / "das-ag-rescued"
+    kept = rescue / f"das-ag-rescued-{os.getuid()}"
     assert f"could not write {full_disk / 'apple.png'}: No space left on device; the image is kept at {kept / 'apple.png'}" \
         in errors[0]
     assert "the animation is kept at" in errors[1]
@@ -191,3 +192,16 @@ def test_a_stopped_slider_keeps_its_steps_where_the_disk_is_full(full_disk, resc
     train(load_base(tiny_sd_path, torch.device("cpu")), models, settings, elsewhere,
           on_step=lambda report: resumed.append(report.step))
     assert resumed == [4] and read_lora(elsewhere)[1]["steps_done"] == 4
+
+
+
+def test_rescued_files_go_to_a_folder_of_the_users_alone(rescue_root):
+    # A shared, predictable /tmp/das-ag-rescued let other users read rescued images or plant a
+    # link first: the folder is the user's own, 0700, and one that is not is not used.
+    from das_ag.rescue import rescue_folder
+
+    folder = rescue_folder()
+    assert folder == rescue_root and folder.stat().st_mode & 0o777 == 0o700
+    folder.chmod(0o777)
+    with pytest.raises(WriteError, match="not a folder of this user's alone"):
+        rescue_folder()

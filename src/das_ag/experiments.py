@@ -8,7 +8,9 @@ recipes inside the PNGs, so they can never disagree with the images.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import re
 import statistics
@@ -65,6 +67,9 @@ class Plan:
             "evaluators": list(self.evaluators),
             "published": self.published,
         }
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")  # a name that is also a safe file name
 
 
 def slug(text: str, length: int = 32) -> str:
@@ -149,7 +154,12 @@ def load_plan(path: str | Path, out_dir: str | Path | None = None) -> Plan:
         negatives = entry.get("negative", [])
         negatives = [negatives] if isinstance(negatives, str) else negatives
         prompts = tuple(parse_prompt(t) for t in texts) + tuple(parse_prompt(n, negative=True) for n in negatives)
-        prompt_sets.append((entry.get("name") or f"{i + 1:02d}-{slug(texts[0] if texts else '')}", prompts))
+        name = entry.get("name")
+        if name is not None and not SAFE_NAME.fullmatch(str(name)):
+            # It goes into file names: "../../x" would write outside the plan's folder.
+            raise DasAgError(f"prompt set name {str(name)!r} must be letters, digits, '.', '_' or '-' "
+                             "(not starting with '.'); it becomes part of file names")
+        prompt_sets.append((str(name) if name else f"{i + 1:02d}-{slug(texts[0] if texts else '')}", prompts))
     variants = [(slug(v.get("name", f"variant-{i + 1}")), _settings({k: x for k, x in v.items() if k != "name"}, "variant"))
                 for i, v in enumerate(data.get("variants", []))]
     out = Path(out_dir) if out_dir else (path.parent / data.get("out", path.stem))
@@ -255,12 +265,37 @@ def run_plan(plan: Plan, models, *, on_item: Callable[[PlanItem, str], None] | N
     `images_per_step` None means auto (as many as fit in memory). DAS, DAS-AG and DAS-rAG of one
     seed differ only in the aesthetic sign, so a comparison's images share one encoder batch.
     """
-    from .engine import choose_images_per_step, plan_batches, synthesize
-    from .png import check_writable, write_atomic
+    from .png import check_writable
 
     identities = models.identities()
     check_writable(plan.image_dir / "probe.png")  # before any image is made
     plan.image_dir.mkdir(parents=True, exist_ok=True)
+    with plan_lock(plan.out_dir):
+        return _run_plan_locked(plan, models, identities, on_item, on_step, images_per_step)
+
+
+@contextlib.contextmanager
+def plan_lock(out_dir: Path):
+    """Hold the plan's folder for this process: a second process on the same plan would delete
+    this one's temporary files (as leftovers of a killed run) and make the same images twice.
+    The lock goes with the process, however it ends."""
+    path = Path(out_dir) / ".das-ag-plan.lock"
+    handle = open(path, "a")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DasAgError(f"another das-ag process is running the plan in {out_dir}; wait for it to end, "
+                             "or give this run another --out") from None
+        yield
+    finally:
+        handle.close()
+
+
+def _run_plan_locked(plan: Plan, models, identities, on_item, on_step, images_per_step) -> tuple[int, int]:
+    from .engine import choose_images_per_step, plan_batches, synthesize
+    from .png import write_atomic
+
     for leftover in plan.image_dir.glob(".*.partial"):
         leftover.unlink()  # a temporary file of a run that was killed mid-write; never a result
     write_atomic(plan.out_dir / MANIFEST, json.dumps(plan.manifest(), indent=2).encode(), overwrite=True)
@@ -308,11 +343,11 @@ def _rescue_batch(exc: WriteError, plan: Plan, unsaved: list) -> WriteError:
         for item, result in unsaved:
             result.save(rescue_path(plan.path(item)))
     except WriteError as again:
-        return WriteError(exc.path, f"{exc.reason}; nor could this batch's images be kept in {rescue_folder()} "
+        return WriteError(exc.path, f"{exc.reason}; nor could this batch's images be kept in {rescue_folder(make=False)} "
                                     f"({again.reason}); finished images stay in {plan.image_dir}: free some space "
                                     "and run the same command again to continue")
     return WriteError(exc.path, f"{exc.reason}; this batch's {len(unsaved)} unsaved image(s) are kept in "
-                                f"{rescue_folder()}; finished images stay in {plan.image_dir}: free some space and run "
+                                f"{rescue_folder(make=False)}; finished images stay in {plan.image_dir}: free some space and run "
                                 "the same command again to continue")
 
 

@@ -8,6 +8,8 @@ the one-line error says where.
 
 from __future__ import annotations
 
+import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -15,8 +17,21 @@ from typing import Callable
 from .errors import WriteError
 
 
-def rescue_folder() -> Path:
-    return Path(tempfile.gettempdir()) / "das-ag-rescued"
+def rescue_folder(*, make: bool = True) -> Path:
+    """The user's own folder under the temporary folder, readable by them alone. A shared,
+    predictable /tmp/das-ag-rescued would let another user read the rescued images or plant a
+    link there first; a folder that exists but is not the user's alone is not used."""
+    folder = Path(tempfile.gettempdir()) / f"das-ag-rescued-{os.getuid()}"
+    if not make:
+        return folder
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+    except OSError as exc:
+        raise WriteError(folder, exc) from None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise WriteError(folder, "it exists but is not a folder of this user's alone")
+    return folder
 
 
 def rescue_path(path: str | Path) -> Path:
@@ -37,10 +52,9 @@ def save_or_rescue(save: Callable[[Path], Path], path: str | Path, what: str = "
     try:
         return save(Path(path)), ""
     except WriteError as exc:
-        spare = rescue_path(path)
         try:
-            kept = save(spare)
+            kept = save(rescue_path(path))
         except WriteError as again:
-            raise WriteError(path, f"{exc.reason}; nor could {what} be kept in {spare.parent} ({again.reason}), "
-                                   "so it is lost") from None
+            raise WriteError(path, f"{exc.reason}; nor could {what} be kept in {rescue_folder(make=False)} "
+                                   f"({again.reason}), so it is lost") from None
         return kept, f"{exc}; {what} is kept at {kept} instead"
