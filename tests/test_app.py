@@ -117,20 +117,21 @@ def test_hand_laid_controls_take_their_limits_and_words_from_the_settings_descri
     assert studio.selectbox(key="noise_kind").label == "Noise sigma schedule"
     assert studio.radio(key="guidance").help == settings["guidance"].help
     assert studio.number_input(key="clip_weight").help == settings["clip_weight"].help
-    assert studio.selectbox(key="compile").help == settings["compile"].help
+    assert studio.selectbox(key="compile_choice").help == settings["compile"].help
 
 
 @pytest.mark.parametrize("choice", [None, True, False], ids=["auto", "on", "off"])
 def test_compile_offers_auto_on_and_off_and_restores_each(studio, choice):
     """Compile is three-way: the default leaves it to the device (on a GPU only), as the CLI does
     when neither --compile nor --no-compile is given; a restored recipe's choice is shown."""
-    widget = studio.selectbox(key="compile")
-    assert widget.value is None and widget.options == ["auto: on a GPU, not on the CPU", "on", "off"]
+    widget = studio.selectbox(key="compile_choice")
+    assert widget.value == "auto" and widget.options == ["auto: on a GPU, not on the CPU", "on", "off"]
     config = GenerationConfig(prompts=(Prompt("a kite"),), steps=3, device="cpu", compile=choice)
     for key, value in form.config_to_state(config).items():
         studio.session_state[key] = value
     studio.run()
-    assert not studio.exception and studio.selectbox(key="compile").value is choice
+    assert not studio.exception
+    assert studio.selectbox(key="compile_choice").value == {None: "auto", True: "on", False: "off"}[choice]
     assert form.state_to_config(dict(studio.session_state))[0].compile is choice
 
 

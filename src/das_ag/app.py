@@ -35,7 +35,7 @@ from das_ag.studio.files import MAX_UPLOAD_MB, output_folder, output_root, save_
 from das_ag.studio.jobs import Job, series
 
 GUIDANCE_LABELS = {"reward": "reward (DAS-AG)", "penalty": "penalty (DAS-rAG)", "off": "off (DAS)"}
-COMPILE_CHOICES = {None: "auto: on a GPU, not on the CPU", True: "on", False: "off"}
+COMPILE_LABELS = {"auto": "auto: on a GPU, not on the CPU", "on": "on", "off": "off"}
 POLL_SECONDS = 1.5  # the live panel redraws this often; each redraw competes with the run for the CPU
 # A run's thread gives up the interpreter lock in every torch op and must take it back from the
 # page's threads: at Python's default 5 ms switch interval it waited so often that the studio made
@@ -308,8 +308,8 @@ def sidebar(on_cpu: bool) -> list[str]:
                      placeholder="empty: the server's CLIP (ViT-L/14)\nViT-B/32:1\nViT-L/14:0",
                      help="one per line, NAME[:WEIGHT]: OpenAI's names or open_clip:ARCH@TAG; weight 0 loads "
                           "ViT-L/14 for the aesthetic head alone (with 'Apply every N steps', the CPU's fast path)")
-        st.selectbox("Compile the step", COMPILE_CHOICES, key="compile", format_func=COMPILE_CHOICES.get,
-                     help=setting_of("compile").help)
+        st.selectbox("Compile the step", list(form.COMPILE_CHOICES), key="compile_choice",
+                     format_func=COMPILE_LABELS.get, help=setting_of("compile").help)
         st.checkbox("Deterministic CUDA kernels", key="deterministic", disabled=on_cpu,
                     help="CPU runs are always deterministic" if on_cpu else setting_of("deterministic").help)
     return [n for n in notes if n]

@@ -76,9 +76,15 @@ def schedule_from_state(state: dict[str, Any], prefix: str) -> Schedule | None:
     return Schedule(parts["kind"], float(parts["start"]), float(parts["end"]), float(parts["rate"]))
 
 
+# The compile setting's three values as its select box shows them: Streamlit takes a None value
+# for "nothing chosen" and would show a placeholder instead of "auto".
+COMPILE_CHOICES = {"auto": None, "on": True, "off": False}
+
+
 def config_to_state(config: GenerationConfig) -> dict[str, Any]:
     """Widget values that show `config`."""
     state: dict[str, Any] = {name: getattr(config, name) for name in SCALAR_FIELDS}
+    state["compile_choice"] = next(k for k, v in COMPILE_CHOICES.items() if v is config.compile)
     for name in SCHEDULE_FIELDS:
         state.update(schedule_to_state(name, getattr(config, name)))
     state["jitter_margin_auto"] = config.jitter_margin is None
@@ -259,6 +265,8 @@ def state_to_config(state: dict[str, Any]) -> tuple[GenerationConfig | None, lis
     if foreign:  # before the terms' settings are made: making them reads their files
         return None, problems + foreign
     kwargs: dict[str, Any] = {name: state[name] for name in SCALAR_FIELDS if name in state}
+    if state.get("compile_choice") in COMPILE_CHOICES:
+        kwargs["compile"] = COMPILE_CHOICES[state["compile_choice"]]
     for name in SCHEDULE_FIELDS:
         if (sched := schedule_from_state(state, name)) is not None:
             kwargs[name] = sched
