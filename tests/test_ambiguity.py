@@ -247,3 +247,22 @@ def test_bad_style_sources_get_one_line(tiny_clip_path, head_path, monkeypatch, 
         assert main(["generate", "--prompt", "a kite", "--ambiguity", "reward", "--steps", "2", "--quiet", *args]) != 0
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and words in err, (args, err)
+
+
+def test_a_centroid_file_that_unpacks_without_bound_is_refused_before_loading(tmp_path):
+    # A few hundred KB of deflated zeros that np.load would unpack to 200 MB (or any size): the
+    # zip's directory says how large each member is, and that is checked first.
+    import zipfile
+
+    from das_ag.errors import ConfigError
+    from das_ag.styles import Centroids
+
+    bomb = tmp_path / "styles.npz"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("centroids.npy", bytes(200 * 2**20))
+        archive.writestr("meta.npy", b"")
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(ConfigError, match="unpacks to 200 MB; a centroid file holds at most 64 MB"):
+        Centroids.load(bomb)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        Centroids.load("/dev/zero")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -35,6 +36,25 @@ WIKIART_STYLES = (
 )
 BUILT_IN_STYLES = {"wikiart": WIKIART_STYLES}
 MAX_LABELS_BYTES = 2**20  # a style list's file
+MAX_CENTROIDS_BYTES = 64 * 2**20  # a centroid file unpacked: 1000 styles x 1024 floats is 4 MB
+
+
+def _check_unpacked_size(path: Path) -> None:
+    """Refuse a centroid file whose members would unpack to more than MAX_CENTROIDS_BYTES, from
+    the zip's own directory before anything is unpacked: a 20 MB file of deflated zeros expands
+    without bound on np.load. (zipfile reads no member past the size its header gives.)"""
+    if not path.is_file():
+        if not path.exists():
+            raise FileNotFoundError(path)
+        raise OSError("not a regular file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+    except zipfile.BadZipFile as exc:
+        raise OSError(f"not an .npz: {exc}") from None
+    if unpacked > MAX_CENTROIDS_BYTES:
+        raise OSError(f"it unpacks to {unpacked / 2**20:.0f} MB; a centroid file holds at most "
+                      f"{MAX_CENTROIDS_BYTES // 2**20} MB")
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 # How pictures become CLIP inputs, recorded in a centroid file: the same path the run's views take
 # (das-ag's bilinear resize and CLIP's mean and std), after a centre crop to a square.
@@ -97,6 +117,7 @@ class Centroids:
     @classmethod
     def load(cls, path: str | Path) -> Centroids:
         try:
+            _check_unpacked_size(Path(path))
             with np.load(Path(path), allow_pickle=False) as data:
                 centroids, meta = data["centroids"], json.loads(str(data["meta"]))
         except FileNotFoundError:
