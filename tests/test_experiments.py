@@ -280,7 +280,7 @@ def test_a_second_process_on_the_same_plan_is_refused(tmp_path):
 
     with plan_lock(tmp_path):
         other = subprocess.run([sys.executable, "-c", "import sys; from das_ag.experiments import plan_lock\n"
-                                f"with plan_lock(sys.argv[1]): pass", str(tmp_path)], capture_output=True, text=True)
+                                "with plan_lock(sys.argv[1]): pass", str(tmp_path)], capture_output=True, text=True)
         assert other.returncode != 0 and "another das-ag process is running the plan" in other.stderr
     with plan_lock(tmp_path):  # free again once the first is done
         pass

@@ -23,10 +23,15 @@ class PictureError(ValueError):
     """A picture that cannot be read, or is too large to read; its message is one line."""
 
 
+class PictureTooLarge(PictureError):
+    """A picture over MAX_PIXELS, found from its header."""
+
+
 @contextmanager
-def opened(source: str | Path | bytes, what: str = "the picture"):
+def opened(source: str | Path | bytes, what: str = "the picture", kind: str = "picture"):
     """`source` (a path or the bytes of an upload) opened as a picture whose size has been checked
-    from its header; any failure is a PictureError that says what is wrong in one line."""
+    from its header; any failure is a PictureError that says what is wrong in one line (a file
+    that is not one is "not a readable {kind}")."""
     try:
         with warnings.catch_warnings():  # Pillow warns above MAX_PIXELS; das-ag refuses it below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -34,18 +39,18 @@ def opened(source: str | Path | bytes, what: str = "the picture"):
     except FileNotFoundError:
         raise PictureError(f"{what} does not exist") from None
     except Image.DecompressionBombError:  # over twice MAX_PIXELS: Pillow refuses it on opening
-        raise PictureError(f"{what} is too large: das-ag reads pictures of at most "
+        raise PictureTooLarge(f"{what} is too large: das-ag reads pictures of at most "
                            f"{MAX_PIXELS / 2**20:.0f} megapixels") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise PictureError(f"{what} is not a readable picture ({_reason(exc)})") from None
+        raise PictureError(f"{what} is not a readable {kind} ({_reason(exc)})") from None
     with image:
         if image.width * image.height > MAX_PIXELS:
-            raise PictureError(f"{what} is too large ({image.width} x {image.height} pixels): das-ag reads "
+            raise PictureTooLarge(f"{what} is too large ({image.width} x {image.height} pixels): das-ag reads "
                                f"pictures of at most {MAX_PIXELS / 2**20:.0f} megapixels")
         try:
             yield image
         except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise PictureError(f"{what} is not a readable picture ({_reason(exc)})") from None
+            raise PictureError(f"{what} is not a readable {kind} ({_reason(exc)})") from None
 
 
 def _reason(exc: Exception) -> str:
@@ -63,11 +68,11 @@ def picture_problems(path: str, sha256: str, what: str) -> list[str]:
     try:
         with opened(path, f"{what} {path}") as image:
             image.verify()
-    except PictureError as exc:
+    except PictureTooLarge as exc:
+        return [str(exc)]
+    except PictureError:
         if path.lower().endswith(".svg"):  # a drawing: das-ag wrote its PNG beside it
             return [f"{what} {path} is an SVG; give a raster picture (PNG, JPEG, WebP), e.g. the PNG saved beside a drawing"]
-        if "too large" in str(exc):
-            return [str(exc)]
         return [f"{what} {path} is not a readable image"]
     if sha256 and file_sha256(path) != sha256:
         return [f"{what} {path} has changed since these settings were made (its checksum differs)"]

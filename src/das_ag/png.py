@@ -168,11 +168,11 @@ def read_recipe(source: str | Path | bytes) -> dict:
     try:
         # Its size is checked from the header first: the recipe sits after the pixels, and a
         # few-KB PNG can claim 13000 x 13000 of them.
-        with opened(source if isinstance(source, bytes) else Path(source), name) as image:
+        with opened(source if isinstance(source, bytes) else Path(source), name, kind="PNG") as image:
             image.load()
             text = getattr(image, "text", {}).get(RECIPE_KEY)
     except PictureError as exc:
-        raise DasAgError(str(exc).replace("readable picture", "readable PNG")) from None
+        raise DasAgError(str(exc)) from None
     if text is None:
         raise DasAgError(f"{name} has no das-ag recipe (not made by das-ag, or its metadata was stripped)")
     return parse_recipe(text, name)

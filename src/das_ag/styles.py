@@ -38,15 +38,18 @@ BUILT_IN_STYLES = {"wikiart": WIKIART_STYLES}
 MAX_LABELS_BYTES = 2**20  # a style list's file
 MAX_CENTROIDS_BYTES = 64 * 2**20  # a centroid file unpacked: 1000 styles x 1024 floats is 4 MB
 
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+# How pictures become CLIP inputs, recorded in a centroid file: the same path the run's views take
+# (das-ag's bilinear resize and CLIP's mean and std), after a centre crop to a square.
+PREPROCESSING = "centre crop to a square, bilinear antialiased resize to the CLIP input, CLIP mean/std"
+CENTROIDS_FORMAT = 1
+
 
 def _check_unpacked_size(path: Path) -> None:
     """Refuse a centroid file whose members would unpack to more than MAX_CENTROIDS_BYTES, from
     the zip's own directory before anything is unpacked: a 20 MB file of deflated zeros expands
     without bound on np.load. (zipfile reads no member past the size its header gives.)"""
-    if not path.is_file():
-        if not path.exists():
-            raise FileNotFoundError(path)
-        raise OSError("not a regular file")
+    _regular_file(path)
     try:
         with zipfile.ZipFile(path) as archive:
             unpacked = sum(member.file_size for member in archive.infolist())
@@ -55,11 +58,15 @@ def _check_unpacked_size(path: Path) -> None:
     if unpacked > MAX_CENTROIDS_BYTES:
         raise OSError(f"it unpacks to {unpacked / 2**20:.0f} MB; a centroid file holds at most "
                       f"{MAX_CENTROIDS_BYTES // 2**20} MB")
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-# How pictures become CLIP inputs, recorded in a centroid file: the same path the run's views take
-# (das-ag's bilinear resize and CLIP's mean and std), after a centre crop to a square.
-PREPROCESSING = "centre crop to a square, bilinear antialiased resize to the CLIP input, CLIP mean/std"
-CENTROIDS_FORMAT = 1
+
+
+def _regular_file(path: Path) -> None:
+    """FileNotFoundError or OSError unless `path` is a regular file: /dev/zero or a FIFO named
+    as a style list or centroid file would be read for ever."""
+    if not path.is_file():
+        if not path.exists():
+            raise FileNotFoundError(path)
+        raise OSError("not a regular file")
 
 
 def load_labels(source: str) -> list[str]:
@@ -68,8 +75,7 @@ def load_labels(source: str) -> list[str]:
         return list(BUILT_IN_STYLES[source])
     path = Path(source)
     try:
-        if not path.is_file():  # /dev/zero as a style list would be read for ever
-            raise FileNotFoundError(source) if not path.exists() else OSError("not a regular file")
+        _regular_file(path)
         if path.stat().st_size > MAX_LABELS_BYTES:
             raise OSError(f"over {MAX_LABELS_BYTES // 2**20} MB; a style list is a few lines")
         text = path.read_text(encoding="utf-8")

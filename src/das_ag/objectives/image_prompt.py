@@ -36,6 +36,11 @@ def parse_image_prompt(text: str) -> tuple[str, float]:
     return text, 1.0
 
 
+def parse_entries(images: str) -> list[tuple[str, float]]:
+    """"a.jpg:0.5|b.png" -> [(path, weight), ...]."""
+    return [parse_image_prompt(e) for e in images.split(SEPARATOR) if e.strip()] if images else []
+
+
 @dataclass(frozen=True)
 class ImagePromptSettings:
     images: str = setting("", group="prompts", flag="", studio=False,
@@ -50,15 +55,13 @@ class ImagePromptSettings:
 
             object.__setattr__(self, "sha256", SEPARATOR.join(file_sha256(p) or "" for p, _ in self.entries()))
 
-
     @staticmethod
     def files_in(values: dict) -> list[str]:
         """The local files these settings' values (as given, not yet checked) would make das-ag read."""
-        images = str(values.get("images", ""))
-        return [parse_image_prompt(e)[0] for e in images.split(SEPARATOR) if e.strip()]
+        return [path for path, _ in parse_entries(str(values.get("images", "")))]
 
     def entries(self) -> list[tuple[str, float]]:
-        return [parse_image_prompt(e) for e in self.images.split(SEPARATOR) if e.strip()] if self.images else []
+        return parse_entries(self.images)
 
     def problems(self) -> list[str]:
         from ..pictures import picture_problems

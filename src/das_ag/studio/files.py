@@ -42,6 +42,8 @@ def output_folder(subfolder: str, root: Path | None = None) -> Path:
 
 
 UPLOADS = "uploads"
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+UPLOAD_KINDS = {"picture": PICTURE_SUFFIXES, "style list": (".txt",), "centroid file": (".npz",)}
 
 
 def outside_uploads(paths: list[str], root: Path | None = None) -> list[str]:
@@ -58,8 +60,6 @@ def outside_uploads(paths: list[str], root: Path | None = None) -> list[str]:
         if not inside:
             outside.append(path)
     return outside
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-UPLOAD_KINDS = {"picture": PICTURE_SUFFIXES, "style list": (".txt",), "centroid file": (".npz",)}
 
 
 def save_upload(name: str, data: bytes, root: Path | None = None, *, kind: str = "picture") -> Path:
@@ -67,7 +67,6 @@ def save_upload(name: str, data: bytes, root: Path | None = None, *, kind: str =
     under the output root, named by its content: recipes refer to it by that path, and the same
     file is stored once. The settings that read it check its contents."""
     import hashlib
-
 
     from ..png import write_atomic
 

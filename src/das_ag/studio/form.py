@@ -176,6 +176,11 @@ def term_settings_to_state(config: GenerationConfig) -> dict[str, Any]:
     return state
 
 
+def _term_values(state: dict[str, Any], term: str, settings: type) -> dict[str, Any]:
+    """The values the form holds for a term's settings, by field name."""
+    return {f.name: state[term_key(term, f.name)] for f, _ in described(settings) if term_key(term, f.name) in state}
+
+
 def recipe_term_state(recipe: dict) -> dict[str, Any]:
     """The term settings a recipe carries, as widget state, without making any settings object."""
     terms = recipe.get("config", {}).get("terms", {}) if isinstance(recipe.get("config"), dict) else {}
@@ -196,8 +201,7 @@ def foreign_files(state: dict[str, Any]) -> list[str]:
         files_in = getattr(cls.Settings, "files_in", None)
         if files_in is None:
             continue
-        values = {f.name: state[term_key(term, f.name)] for f, _ in described(cls.Settings) if term_key(term, f.name) in state}
-        for path in outside_uploads(files_in(values)):
+        for path in outside_uploads(files_in(_term_values(state, term, cls.Settings))):
             problems.append(f"{path} is not a file uploaded to this studio: the studio reads only its own uploads "
                             f"(and built-in names such as wikiart); upload the file instead.")
     return problems
@@ -211,7 +215,7 @@ def term_settings_from_state(state: dict[str, Any]) -> dict[str, Any]:
     for term, cls in TERMS.items():
         if cls.Settings is None:
             continue
-        values = {f.name: state[term_key(term, f.name)] for f, _ in described(cls.Settings) if term_key(term, f.name) in state}
+        values = _term_values(state, term, cls.Settings)
         if values:
             out[term] = dataclasses.replace(cls.Settings(), **values)
     return out
