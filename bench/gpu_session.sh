@@ -12,6 +12,7 @@
 #   bash bench/gpu_session.sh --wheels            # here, once: pure-Python wheels into .whl/
 #   run(command="bash bench/gpu_session.sh", carry=[".whl"], timeout_s=540)              # the device tool
 #   run(command="PART=2 bash bench/gpu_session.sh", carry=[".whl"], timeout_s=260)
+#   run(command="PART=compiled bash bench/gpu_session.sh", carry=[".whl"], timeout_s=560)
 #
 # Everything runs on random weights of the real shapes (no download); the log comes back as
 # $OUT/gpu.log. Each part has its own time limit, so one that hangs cannot eat the others.
@@ -25,7 +26,7 @@ if [ "${1:-}" = "--wheels" ]; then
         --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
         clip-anytorch==2.6.0 ftfy==6.3.1 wcwidth==0.9.4 python-dotenv==1.2.4 setuptools==80.10.2 \
         open-clip-torch==3.3.0 diffusers==0.42.1 peft==0.21.2 importlib-metadata==8.7.0 \
-        pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 pygments==2.21.0
+        pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 pygments==2.21.0 defusedxml==0.7.1
     exit
 fi
 
@@ -90,6 +91,21 @@ DAS_AG_TEST_HEAD="$head" part 60 "thread test" python3 -m pytest -q -p no:cachep
 export TORCHINDUCTOR_CACHE_DIR=/tmp/das-ag-gpu-compile-cache
 rm -rf "$TORCHINDUCTOR_CACHE_DIR"
 part 110 "compiled, cold" python3 bench/compiled_default.py --clip "$clip" --head "$head" --device "$DEVICE" $PAPER_STEPS
+elif [ "$PART" = compiled ]; then
+# What the first session left: the final thread fix on CUDA first (quick), then the compiled
+# paper preset 8 to a step and 3 x 2 with the compile of each batch shape (the 1-image warm-up
+# starts from an empty cache: the cold compile after the fix), then a second process that
+# finds the cache (the cached compile after the fix). Eager was measured already.
+DAS_AG_TEST_HEAD="$head" part 90 "cuda tests" python3 -m pytest -q -p no:cacheprovider -rs \
+    "tests/test_jobs.py::test_compiled_cuda_runs_work_from_the_studios_threads" \
+    "tests/test_engine.py::test_runs_in_other_threads_share_the_cuda_graph_trees" \
+    "tests/test_engine.py::test_a_cuda_step_never_waits_for_the_gpu"
+export TORCHINDUCTOR_CACHE_DIR=/tmp/das-ag-gpu-compile-cache
+rm -rf "$TORCHINDUCTOR_CACHE_DIR"
+part 320 "paper speed, compiled" python3 bench/paper_speed.py --device "$DEVICE" --clip "$clip" --head "$head" \
+    --shape "$VIT" --modes compile $PAPER_STEPS
+part 60 "compiled, cached" python3 bench/compiled_default.py --clip "$clip" --head "$head" \
+    --device "$DEVICE" $PAPER_STEPS --png "$scratch/cached.png"
 elif [ -z "${DRY:-}" ]; then
     part 150 "determinism" python3 bench/cuda_determinism.py --head "$head" --steps 30
     part 60 "ensemble" python3 bench/ensemble_speed.py --device "$DEVICE"
