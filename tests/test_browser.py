@@ -98,11 +98,11 @@ def assert_no_traceback(log: str) -> None:
     assert not ours, "Traceback" + ours[0][:2000]
 
 
-def studio_with_weights(tmp_path: Path, clip_path: Path, head_path: Path) -> Studio:
+def studio_with_weights(tmp_path: Path, clip_path: Path, head_path: Path, **extra: str) -> Studio:
     """A studio with the test weights, saving into tmp_path/saved."""
     return Studio(tmp_path, server_env(
         CLIP_MODEL_PATH=str(clip_path), AESTHETIC_PREDICTOR_PATH=str(head_path),
-        DAS_AG_OUTPUT_DIR=str(tmp_path / "saved"), DAS_AG_CACHE_DIR=str(tmp_path / "cache"),
+        DAS_AG_OUTPUT_DIR=str(tmp_path / "saved"), DAS_AG_CACHE_DIR=str(tmp_path / "cache"), **extra,
     ))
 
 
@@ -248,6 +248,46 @@ def test_the_first_click_after_typing_starts_a_run(browser, tmp_path, tiny_clip_
     finally:
         studio.stop()
     assert_no_traceback(studio.log.read_text())
+
+
+@pytest.mark.browser
+def test_a_closed_tab_gives_up_the_device_and_keeps_its_image(browser, tmp_path, tiny_clip_path, head_path):
+    """Two visitors: the second waits, told how many runs are ahead; the first closes their tab
+    mid-run. The first run stops once its page has been gone for the grace (2 s here), its image
+    goes into the output root's unclaimed folder, and the second run starts and finishes."""
+    studio = studio_with_weights(tmp_path, tiny_clip_path, head_path, DAS_AG_STUDIO_ABANDON_AFTER="2")
+    try:
+        first = open_page(browser, studio)
+        fill(first, "Steps", "5000")
+        fill(first, "Augmented copies", "2")
+        fill(first, "Prompt 1", "a long walk")
+        first.get_by_role("button", name="Generate", disabled=True).wait_for(state="detached", timeout=30_000)
+        first.get_by_role("button", name="Generate", disabled=False).click()
+        first.get_by_text(re.compile(r"step \d+/5000")).first.wait_for(timeout=60_000)
+
+        second = open_page(browser, studio)
+        fill(second, "Steps", "4")
+        fill(second, "Augmented copies", "2")
+        fill(second, "Prompt 1", "a short walk")
+        second.get_by_role("button", name="Generate", disabled=True).wait_for(state="detached", timeout=30_000)
+        second.get_by_role("button", name="Generate", disabled=False).click()
+        second.get_by_text("1 run is ahead of yours").wait_for(timeout=30_000)
+        screenshot(second, "studio-queued.png")
+
+        first.close()
+        try:
+            second.get_by_text("Finished", exact=True).wait_for(timeout=120_000)
+        except Exception:
+            screenshot(second, "studio-queued-failed.png")
+            raise
+        (kept,) = (tmp_path / "saved" / "unclaimed").glob("*.png")
+        recipe = read_recipe(kept)
+        assert recipe["config"]["steps"] == 5000 and 0 < recipe["run"]["steps_done"] < 5000
+    finally:
+        studio.stop()
+    log = studio.log.read_text()
+    assert "page was closed; stopped it and kept 1 image" in log
+    assert_no_traceback(log)
 
 
 @pytest.mark.browser

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,8 +105,94 @@ def test_compiled_cuda_runs_work_from_the_studios_threads(sources):
 def test_runs_on_one_gpu_take_turns_whatever_name_their_settings_use():
     # "cuda" and "cuda:0" are one GPU on a one-GPU machine (and "auto" resolves to one of them):
     # two locks would let two runs share it mid-step. Nothing here needs a GPU.
-    from das_ag.studio.jobs import device_lock, physical_device
+    from das_ag.studio.jobs import device_line, physical_device
 
-    assert device_lock("cuda") is device_lock("cuda:0") is not device_lock("cuda:1")
-    assert device_lock("cpu") is not device_lock("cuda:0")
+    assert device_line("cuda") is device_line("cuda:0") is not device_line("cuda:1")
+    assert device_line("cpu") is not device_line("cuda:0")
     assert physical_device("cpu") == "cpu"
+
+
+def test_runs_on_one_device_take_turns_first_come_first_served(sources):
+    # A lock wakes its waiters in any order: a visitor who came first could wait behind later ones.
+    # Here the line is kept, and each waiting job knows how many runs are ahead of it.
+    from das_ag.studio.jobs import device_line
+
+    line, holder = device_line("cpu"), object()  # a run that has the device now
+    line.join(holder)
+    try:
+        jobs = []
+        for n in range(3):
+            jobs.append(Job(small_config(steps=2, seed=n), **sources).start())
+            assert wait_for(lambda: jobs[-1].snapshot().ahead == n + 1), jobs[-1].snapshot()
+        assert [j.snapshot().state for j in jobs] == ["queued"] * 3
+        assert [j.snapshot().ahead for j in jobs] == [1, 2, 3]
+    finally:
+        line.leave(holder)
+    order = []
+    assert wait_for(lambda: (order.extend(j for j in jobs if not j.snapshot().active and j not in order)
+                             or len(order) == 3), timeout=120)
+    assert order == jobs and all(j.snapshot().result.status == "completed" for j in jobs)
+
+
+def test_a_job_whose_page_has_gone_stops_and_keeps_its_images(sources, tmp_path):
+    # A closed tab must not hold the device for the rest of a long run, nor lose what was made.
+    page_open = [True]
+    job = Job(small_config(steps=5000), owner_alive=lambda: page_open[0], abandon_after=0.5,
+              abandoned_folder=tmp_path / "unclaimed", **sources).start()
+    assert wait_for(lambda: len(job.snapshot().metrics) >= 3)
+    page_open[0] = False
+    assert job.join(60)
+    snap = job.snapshot()
+    assert "page that started the run was closed" in snap.error
+    assert snap.result.status == "cancelled" and snap.result.steps_done < 5000
+    (kept,) = snap.abandoned
+    assert Path(kept).parent == tmp_path / "unclaimed"
+    assert Path(kept).read_bytes() == snap.result.files()[".png"]
+
+
+def test_a_page_that_reconnects_within_the_grace_keeps_its_run(sources, tmp_path):
+    answers = iter([False] * 3 + [True] * 10_000)  # gone for three checks, then back
+    job = Job(small_config(steps=12), owner_alive=lambda: next(answers), abandon_after=30,
+              abandoned_folder=tmp_path / "unclaimed", **sources).start()
+    assert job.join(60)
+    snap = job.snapshot()
+    assert snap.error is None and snap.result.status == "completed" and snap.abandoned == ()
+    assert not (tmp_path / "unclaimed").exists()
+
+
+def test_a_queued_job_whose_page_has_gone_leaves_the_line(sources, tmp_path):
+    from das_ag.studio.jobs import device_line
+
+    line, holder = device_line("cpu"), object()
+    line.join(holder)
+    try:
+        job = Job(small_config(steps=2), owner_alive=lambda: False, abandon_after=0.2,
+                  abandoned_folder=tmp_path / "unclaimed", **sources).start()
+        assert job.join(10)
+        assert "page was closed while waiting" in job.snapshot().error and line.ahead(job) is None
+    finally:
+        line.leave(holder)
+
+
+def test_previews_are_kept_small_and_few(sources, monkeypatch):
+    # Every preview of a long run of many images was kept at full size for the animation.
+    from das_ag.studio import jobs
+
+    monkeypatch.setattr(jobs, "MAX_FRAMES", 4)
+    job = Job(small_config(steps=12, resolution=448, augment_copies=1), preview_every=1, **sources).start()
+    assert job.join(120)
+    snap = job.snapshot()
+    (frames,) = snap.frames
+    assert 2 <= len(frames) <= 4 and all(max(f.size) == jobs.PREVIEW_SIDE for f in frames)
+    assert snap.result.image.size == (448, 448)  # the image itself is whole
+
+
+def test_keep_frame_thins_evenly_and_keeps_the_first():
+    from das_ag.studio.jobs import MAX_FRAMES, keep_frame
+
+    frames, stride = [], 1
+    for n in range(5 * MAX_FRAMES):
+        stride = keep_frame(frames, n, n, stride)
+        assert len(frames) <= MAX_FRAMES
+    assert frames[0] == 0 and stride == 8 and len(frames) > MAX_FRAMES // 2
+    assert {b - a for a, b in zip(frames, frames[1:])} == {stride}  # the whole run, evenly

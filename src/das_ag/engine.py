@@ -524,7 +524,7 @@ def compiled_step(forward, device: torch.device):
 # in any other thread, so every compiled run of the studio, whose jobs each run in a thread of
 # their own, fell back to eager; later torch gives each thread a manager of its own, with its own
 # memory pool. Every run's thread shares these instead: one manager per device, as in a script.
-# Runs on a device take turns (studio.jobs.device_lock), so the manager is never used by two at once.
+# Runs on a device take turns (studio.jobs.device_line), so the manager is never used by two at once.
 _SHARED_TREE_STATE = {"tree_manager_containers": {}, "tree_manager_locks": collections.defaultdict(threading.Lock)}
 
 

@@ -1,9 +1,11 @@
 """Generation jobs for the studio: one background thread per job, queued per device.
 
 The Streamlit script reruns on every click, so a run cannot live inside it. A Job owns its thread
-and exposes a snapshot the page polls. Runs on one device take turns (a lock per device): two
-sessions never share a GPU mid-step, and the waiting one can say why it waits. Nothing here
-imports streamlit.
+and exposes a snapshot the page polls. Runs on one device take turns, first come first served
+(one line per physical device): two sessions never share a GPU mid-step, and a waiting one can
+say how many runs are ahead of it. A job whose page has gone (its owner no longer alive) stops
+and leaves its images in a folder, so a closed tab neither holds the device nor loses work.
+Nothing here imports streamlit.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PIL import Image
 
@@ -23,15 +27,61 @@ from ..models import load_models, resolve_device
 
 log = logging.getLogger(__name__)
 
-_device_locks: dict[str, threading.Lock] = {}
+# Previews are for watching, not for keeping: each is shrunk to this side, and an image keeps at
+# most MAX_FRAMES of them for its "image forming" animation (every other one is dropped when full),
+# so a long run of many images cannot fill the server's memory with full-size copies.
+PREVIEW_SIDE = 384
+MAX_FRAMES = 64
+
+
+class DeviceLine:
+    """First come, first served turns on one physical device.
+
+    A plain lock wakes its waiters in no particular order: a visitor who came first could wait
+    behind any number who came later. Here each waiter joins the end of the line and runs when it
+    is at the front; its place is the number of runs ahead of it.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._line: list[object] = []
+
+    def join(self, who: object) -> None:
+        with self._changed:
+            self._line.append(who)
+
+    def ahead(self, who: object) -> int | None:
+        """How many runs are ahead of `who` (0: its turn), None when it is not in line."""
+        with self._changed:
+            return self._line.index(who) if who in self._line else None
+
+    def wait_turn(self, who: object, give_up: Callable[[], bool], poll: float = 0.2) -> bool:
+        """Block until `who` is at the front (True), or leave the line when `give_up()` (False)."""
+        with self._changed:
+            while self._line[0] is not who:
+                if give_up():
+                    self._line.remove(who)
+                    self._changed.notify_all()
+                    return False
+                self._changed.wait(poll)
+            return True
+
+    def leave(self, who: object) -> None:
+        with self._changed:
+            if who in self._line:
+                self._line.remove(who)
+            self._changed.notify_all()
+
+
+_device_lines: dict[str, DeviceLine] = {}
 _registry_lock = threading.Lock()
 
 
-def device_lock(device: str) -> threading.Lock:
-    """The lock of one physical device: "cuda", "cuda:0" and "auto" on a one-GPU machine are the
+def device_line(device: str) -> DeviceLine:
+    """The line of one physical device: "cuda", "cuda:0" and "auto" on a one-GPU machine are the
     same GPU, and runs on it must take turns whichever name their settings used."""
     with _registry_lock:
-        return _device_locks.setdefault(physical_device(device), threading.Lock())
+        return _device_lines.setdefault(physical_device(device), DeviceLine())
 
 
 def physical_device(device: str) -> str:
@@ -73,6 +123,8 @@ class JobSnapshot:
     warnings: tuple[str, ...] = ()
     device: str = ""
     compiled: bool = False  # the run in progress compiles its step (its first step waits for the compiler)
+    ahead: int = 0  # while queued: how many runs are before this one in its device's line
+    abandoned: tuple[str, ...] = ()  # where the images went when the page that started it had gone
 
     @property
     def active(self) -> bool:
@@ -105,11 +157,25 @@ class Job:
         clip_source: str | None = None,
         aesthetic_source: str | None = None,
         preview_every: int = 5,
+        downloads: bool | frozenset[str] = True,
+        owner_alive: Callable[[], bool] | None = None,
+        abandon_after: float = 60.0,
+        abandoned_folder: Path | None = None,
     ):
+        """`downloads`: which CLIP names the job may download (see models.load_models).
+        `owner_alive`: whether the page that started the job is still open; once it has said no
+        for `abandon_after` seconds (a reconnecting browser says no for a moment), the job stops
+        and writes the images it made into `abandoned_folder`."""
         self.configs = [config] if isinstance(config, GenerationConfig) else list(config)
         self.config = self.configs[0]
         self._sources = (clip_source, aesthetic_source)
+        self._downloads = downloads
         self._preview_every = preview_every
+        self._owner_alive = owner_alive
+        self._abandon_after = abandon_after
+        self._abandoned_folder = abandoned_folder
+        self._gone_since: float | None = None
+        self._abandoned = False
         self._lock = threading.Lock()  # guards the snapshot fields below
         self._snapshot = JobSnapshot(state="queued", config=self.config, configs=tuple(self.configs))
         self._stop = threading.Event()
@@ -131,8 +197,26 @@ class Job:
         with self._lock:
             s = self._snapshot
             # Copy the lists the worker keeps appending to; everything else is replaced, not mutated.
-            return dataclasses.replace(s, metrics=list(s.metrics), results=list(s.results), previews=list(s.previews),
+            snap = dataclasses.replace(s, metrics=list(s.metrics), results=list(s.results), previews=list(s.previews),
                                        frames=[list(f) for f in s.frames])
+        if snap.state == "queued" and snap.device:
+            snap.ahead = device_line(snap.device).ahead(self) or 0
+        return snap
+
+    def _should_stop(self) -> bool:
+        """Stop asked for, or the page that started the job gone for longer than the grace."""
+        if self._stop.is_set():
+            return True
+        if self._owner_alive is None or self._owner_alive():
+            self._gone_since = None
+            return False
+        now = time.monotonic()
+        self._gone_since = self._gone_since or now
+        if now - self._gone_since >= self._abandon_after:
+            self._abandoned = True
+            self._stop.set()
+            return True
+        return False
 
     # -- the worker thread -------------------------------------------------------------------
     def _update(self, **changes) -> None:
@@ -146,12 +230,13 @@ class Job:
         except DasAgError as exc:
             self._update(state="finished", error=str(exc))
             return
+        line = device_line(device)
+        line.join(self)
         self._update(device=device)
-        lock = device_lock(device)
-        while not lock.acquire(timeout=0.2):
-            if self._stop.is_set():
-                self._update(state="finished", error="cancelled while waiting for the device")
-                return
+        if not line.wait_turn(self, self._should_stop):
+            why = "its page was closed" if self._abandoned else "cancelled"
+            self._update(state="finished", error=f"{why} while waiting for the device")
+            return
         try:
             self._generate()
         except DasAgError as exc:
@@ -160,16 +245,35 @@ class Job:
             log.exception("generation failed")
             self._update(error=f"unexpected error: {first_line(exc)}")
         finally:
-            lock.release()
+            line.leave(self)
+            if self._abandoned:
+                self._keep_abandoned()
             self._update(state="finished")
+
+    def _keep_abandoned(self) -> None:
+        """Write the images of a job whose page has gone into the abandoned folder (nobody is
+        left to press Save), and say where in the server log."""
+        from ..png import next_free_path, write_atomic
+
+        kept = []
+        for result in self.snapshot().results if self._abandoned_folder else ():
+            try:
+                path = next_free_path(result.config, self._abandoned_folder)
+                for suffix, data in result.files().items():
+                    write_atomic(path.with_suffix(suffix), data)
+                kept.append(str(path))
+            except (DasAgError, OSError) as exc:
+                log.error("could not keep an abandoned run's image: %s", first_line(exc))
+        log.warning("a run's page was closed; stopped it and kept %d image(s): %s", len(kept), ", ".join(kept) or "-")
+        self._update(abandoned=tuple(kept), error="stopped: the page that started the run was closed")
 
     def _generate(self) -> None:
         self._update(state="loading")
         clip, head = self._sources
         models = load_models(self.config.clip_models or clip, head, device=self.config.device,
-                             need_head=any(c.guidance != "off" for c in self.configs))
+                             download=self._downloads, need_head=any(c.guidance != "off" for c in self.configs))
         for indices in plan_batches(self.configs, choose_images_per_step(models, self.configs)):
-            if self._stop.is_set() or not self._run_batch([self.configs[i] for i in indices], models):
+            if self._should_stop() or not self._run_batch([self.configs[i] for i in indices], models):
                 break
 
     def _run_batch(self, configs: list[GenerationConfig], models) -> bool:
@@ -179,8 +283,9 @@ class Job:
         with self._lock:
             self._snapshot.state, self._snapshot.warnings = "running", run.warnings
             self._snapshot.compiled = run.compiled
-            self._snapshot.previews[first:] = [run.preview(i) for i in range(len(configs))]
+            self._snapshot.previews[first:] = [small(run.preview(i)) for i in range(len(configs))]
             self._snapshot.frames[first:] = [[p] for p in self._snapshot.previews[first:]]
+        offered, strides = [0] * len(configs), [1] * len(configs)  # each image's previews so far, and its stride
         try:
             for event in run:
                 metrics = Metrics(event.step, first, tuple((i.loss, i.metrics) for i in event.images))
@@ -189,9 +294,11 @@ class Job:
                     self._snapshot.last_event = event
                     for i, image in enumerate(event.images):
                         if image.preview is not None:
-                            self._snapshot.previews[first + i] = image.preview
-                            self._snapshot.frames[first + i].append(image.preview)
-                if self._stop.is_set():
+                            preview = small(image.preview)
+                            self._snapshot.previews[first + i] = preview
+                            offered[i] += 1
+                            strides[i] = keep_frame(self._snapshot.frames[first + i], preview, offered[i], strides[i])
+                if self._should_stop():
                     run.stop()
         finally:
             # Whatever ended the loop, the images made so far become results.
@@ -203,3 +310,28 @@ class Job:
             if failed:
                 self._update(error=failed[0])
         return all(r.status == "completed" for r in results)
+
+
+def small(picture: Image.Image) -> Image.Image:
+    """A preview no larger than PREVIEW_SIDE on its longer side (the same picture when it is)."""
+    if max(picture.size) <= PREVIEW_SIDE:
+        return picture
+    shrunk = picture.copy()
+    shrunk.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), Image.Resampling.LANCZOS)
+    return shrunk
+
+
+def keep_frame(frames: list[Image.Image], frame: Image.Image, index: int, stride: int) -> int:
+    """Offer an image's `index`-th preview (0: before the first step) and return the stride to go
+    on with. Kept are the previews whose index is a multiple of the stride; when MAX_FRAMES are
+    kept, every other one goes and the stride doubles, so the animation always spans the whole
+    run at an even pace."""
+    if index % stride:
+        return stride
+    if len(frames) >= MAX_FRAMES:
+        frames[:] = frames[::2]
+        stride *= 2
+        if index % stride:
+            return stride
+    frames.append(frame)
+    return stride
