@@ -266,7 +266,7 @@ def test_a_second_session_waits_its_turn(studio, tiny_clip_path, head_path):
     other.run()
     quick_form(other, "the second session", steps=3)
     button(other, "Generate").click().run()
-    assert any("Waiting for another run on cpu" in i.value for i in other.info)
+    assert any("Waiting for cpu: 1 run is ahead of yours" in i.value for i in other.info), [i.value for i in other.info]
     button(studio, "Stop").click().run()
     finish_job(studio)
     finish_job(other)
@@ -285,6 +285,10 @@ def test_without_weights_the_page_says_what_to_set(monkeypatch, tmp_path):
     button(at, "Download the weights now").click().run()
     assert not at.exception
     assert any("could not download" in e for e in errors(at))
+    # An operator who allows no downloads: the button refuses rather than fetching ViT-L/14.
+    monkeypatch.setenv("DAS_AG_STUDIO_DOWNLOADS", "")
+    button(at, "Download the weights now").click().run()
+    assert any("does not download ViT-L/14 for visitors" in e for e in errors(at)), errors(at)
 
 
 def test_the_same_settings_give_the_same_png_again(studio):
@@ -541,6 +545,8 @@ def test_a_typed_path_is_never_read_by_the_studio(studio, tmp_path):
         found = [p for p in problems(studio) if path in p]
         assert found and "is not a file uploaded to this studio" in found[0], problems(studio)
         shown.append(found[0].replace(path, "PATH"))
+        in_use = [c.value for c in studio.caption if c.value.startswith("In use:")]
+        assert in_use == ["In use: not an upload: refused"], in_use  # not the server file's name
     assert len(set(shown)) == 1  # whether it exists is not told
     page = " ".join(str(e.value) for e in (*studio.markdown, *studio.caption, *studio.error, *studio.info))
     assert "TOP-SECRET-LINE" not in page
@@ -597,3 +603,34 @@ def test_a_second_generate_while_a_run_is_on_is_refused(studio, monkeypatch):
     finally:
         first.stop()
         assert first.join(60)
+
+def test_a_run_larger_than_the_operator_allows_is_refused(studio, monkeypatch):
+    # One visitor's Generate spends the server's device for as long as it runs: the operator caps
+    # steps x images x pixels, and a run above the cap is refused in one line before it starts.
+    monkeypatch.setenv("DAS_AG_STUDIO_MAX_WORK", str(4 * 224 * 224 * 3 - 1))
+    quick_form(studio, "a lighthouse", steps=4)
+    studio.toggle(key="compare_mode").set_value(True).run()
+    button(studio, "Generate").click().run()
+    assert studio.session_state["job"] is None
+    (message,) = errors(studio)
+    assert "too large for this server" in message and "3 images x 4 steps x 224x224 px" in message
+    studio.toggle(key="compare_mode").set_value(False).run()
+    button(studio, "Generate").click().run()  # a third of it fits
+    assert studio.session_state["job"] is not None
+    finish_job(studio)
+    assert studio.session_state["gallery"][-1]["result"].status == "completed"
+
+
+def test_a_visitor_cannot_make_the_server_download_a_clip(studio, monkeypatch, tmp_path):
+    # ViT-B/32 is a name the studio takes, but this server has no copy and allows downloads of
+    # ViT-L/14 alone (the default): the run ends in one line, before any network is touched.
+    import urllib.request
+
+    monkeypatch.setenv("DAS_AG_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("the server downloaded"))
+    quick_form(studio, "a harbour")
+    studio.text_area(key="clip_models_text").set_value("ViT-B/32").run()
+    button(studio, "Generate").click().run()
+    finish_job(studio)
+    message = errors(studio)[-1]
+    assert "ViT-B/32 is not in the cache" in message and "downloads only ViT-L/14 for the studio" in message

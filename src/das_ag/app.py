@@ -24,19 +24,21 @@ from das_ag.animation import encode_animation
 from das_ag.canvases import CANVASES
 from das_ag.canvases.base import unused_settings
 from das_ag.config import METHOD_ORDER, PRESETS, GenerationConfig, default_margin
-from das_ag.errors import DasAgError, WeightsError
+from das_ag.errors import ConfigError, DasAgError, WeightsError
 from das_ag.objectives import TERMS, term_class
 from das_ag.png import next_free_path, read_recipe, write_atomic
 from das_ag.prompts import Prompt
 from das_ag.schedules import SCHEDULE_KINDS
 from das_ag.settings import Setting, described, kind_of
-from das_ag.studio import form
-from das_ag.studio.files import MAX_UPLOAD_MB, output_folder, output_root, save_upload
-from das_ag.studio.jobs import Job, series
+from das_ag.styles import BUILT_IN_STYLES
+from das_ag.studio import form, limits
+from das_ag.studio.files import MAX_UPLOAD_MB, output_folder, outside_uploads, output_root, save_upload
+from das_ag.studio.jobs import Job, series, small
 
 GUIDANCE_LABELS = {"reward": "reward (DAS-AG)", "penalty": "penalty (DAS-rAG)", "off": "off (DAS)"}
 COMPILE_LABELS = {"auto": "auto: on a GPU, not on the CPU", "on": "on", "off": "off"}
 POLL_SECONDS = 1.5  # the live panel redraws this often; each redraw competes with the run for the CPU
+UNCLAIMED = "unclaimed"  # under the output root: the images of runs whose page was closed before they ended
 # A run's thread gives up the interpreter lock in every torch op and must take it back from the
 # page's threads: at Python's default 5 ms switch interval it waited so often that the studio made
 # 0.85x the CLI's steps/s; at 1 ms it matches the CLI (bench/studio_speed.py).
@@ -152,8 +154,31 @@ def start_job() -> None:
     seeds = [config.seed + k for k in range(int(st.session_state["variations"]))]
     methods = METHOD_ORDER if st.session_state["compare_mode"] else (config.guidance,)
     configs = [config.replace(seed=seed, guidance=g) for seed in seeds for g in methods]
-    st.session_state["job"] = Job(configs, preview_every=int(st.session_state["preview_every"])).start()
+    try:
+        too_large, grace = limits.work_problem(configs), limits.abandon_after()
+    except ConfigError as exc:  # the operator's setting, not the visitor's: the log says which
+        st.session_state["notice"] = ("error", f"This server's limits are misconfigured: {exc}")
+        return
+    if too_large:
+        st.session_state["notice"] = ("error", too_large)
+        return
+    st.session_state["job"] = Job(configs, preview_every=int(st.session_state["preview_every"]),
+                                  downloads=limits.downloads(), owner_alive=page_alive(), abandon_after=grace,
+                                  abandoned_folder=output_root() / UNCLAIMED).start()
     st.session_state["notice"] = None
+
+
+def page_alive():
+    """Whether this page's browser is still connected, asked from the job's thread; None outside
+    a Streamlit server (AppTest), where no page can go away."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not Runtime.exists():
+        return None
+    runtime, session = Runtime.instance(), ctx.session_id
+    return lambda: runtime.is_active_session(session)
 
 
 def stop_job() -> None:
@@ -163,6 +188,11 @@ def stop_job() -> None:
 
 
 def download_weights() -> None:
+    source = weights.clip_source()
+    if source not in limits.downloads() and not Path(source).expanduser().is_file():
+        st.session_state["notice"] = ("error", f"This server does not download {source} for visitors; "
+                                               "its operator can run `das-ag download`.")
+        return
     try:
         weights.resolve_clip()
         weights.resolve_aesthetic()
@@ -414,7 +444,11 @@ def term_controls() -> None:
                                      args=(name, field, kind), help=f"now: {Path(now).name}" if now else None)
                     if now:
                         c1, c2 = st.columns([3, 1])
-                        c1.caption(f"In use: {st.session_state.get(f'upload_name:{name}:{field}', Path(now).name)}")
+                        # A path that is not an upload (typed, or from a recipe) is refused under
+                        # Generate; naming it here would echo a server file's name back as if in use.
+                        shown = ("not an upload: refused" if str(now) not in BUILT_IN_STYLES and outside_uploads([str(now)])
+                                 else st.session_state.get(f"upload_name:{name}:{field}", Path(now).name))
+                        c1.caption(f"In use: {shown}")
                         c2.button("Remove", key=f"remove:{name}:{field}", on_click=remove_term_file, args=(name, field))
 
 
@@ -507,7 +541,8 @@ def live_panel() -> None:
         return
     snap = job.snapshot()
     if snap.state == "queued":
-        st.info(f"Waiting for another run on {snap.device or 'this device'} to finish; yours starts next.")
+        runs = "1 run is" if snap.ahead == 1 else f"{snap.ahead} runs are"
+        st.info(f"Waiting for {snap.device or 'the device'}: {runs} ahead of yours (first come, first served).")
     elif snap.state == "loading":
         st.info("Loading the models (the first run of this server only; later runs reuse them) ...")
     last = snap.last_event
@@ -659,7 +694,7 @@ def record_finished_job() -> None:
         item["png"] = item["files"][".png"]
     for item, frames in zip(items, snap.frames):
         # The image forming, ending on the saved image: kept as frames, encoded when asked for.
-        last = item["result"].image
+        last = small(item["result"].image)  # previews are kept small; the animation's frames match them
         item["frames"] = frames + ([last] if not frames or frames[-1].tobytes() != last.tobytes() else [])
     if snap.error and not any(item["error"] for item in items):
         items[-1]["error"] = snap.error
