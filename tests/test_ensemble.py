@@ -165,3 +165,39 @@ def test_a_wide_image_from_a_start_picture_on_an_ensemble_with_a_separate_head(t
     assert result.initial_scores.aesthetic != result.scores.aesthetic  # the head scored the finished picture
     pixels = torch.tensor(list(result.image.getpixel((64, 32))), dtype=torch.float32)
     assert (pixels - torch.tensor([40.0, 90.0, 200.0])).abs().max() < 40  # held near the start picture
+
+
+def test_an_open_clip_tag_counts_as_cached_where_open_clips_download_would_find_it(tmp_path):
+    # The studio's allow-list lets a visitor use a model the server already has without letting
+    # them make it download one: "already has" must be where open_clip itself would look.
+    from das_ag.clip_models import in_cache
+
+    source = "open_clip:ViT-B-32@laion2b_s34b_b79k"  # open_clip gets it from the hub
+    assert not in_cache(source, tmp_path)
+    repo = tmp_path / "open_clip" / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    (repo / "snapshots" / "0123abcd").mkdir(parents=True)
+    (repo / "snapshots" / "0123abcd" / "open_clip_model.safetensors").write_bytes(b"weights")
+    assert in_cache(source, tmp_path)
+    assert not in_cache("open_clip:ViT-B-16@laion2b_s34b_b88k", tmp_path)  # another model's tag
+    assert not in_cache("ViT-B/32", tmp_path)  # OpenAI's: the file in das-ag's cache
+    (tmp_path / "ViT-B-32.pt").write_bytes(b"x")
+    assert in_cache("ViT-B/32", tmp_path)
+
+
+def test_a_model_off_the_allow_list_is_never_downloaded(tiny_clip_path, head_path, tmp_path, monkeypatch):
+    import urllib.request
+
+    from das_ag.errors import WeightsError
+
+    monkeypatch.setenv("DAS_AG_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("downloaded"))
+    for source in ("ViT-B/32", "open_clip:ViT-B-32@laion2b_s34b_b79k"):
+        with pytest.raises(WeightsError, match="downloads only ViT-L/14 for the studio"):
+            load_models([source], str(head_path), "cpu", download=frozenset({"ViT-L/14"}))
+        with pytest.raises(WeightsError, match="downloads are off"):
+            load_models([source], str(head_path), "cpu", download=False, need_head=False)
+    # Files and names off the list that need no download load as before.
+    models = load_models([str(tiny_clip_path)], str(head_path), "cpu", download=frozenset())
+    assert models.aesthetic_head is not None

@@ -15,6 +15,7 @@ ViT-L/14 only when the aesthetic term is applied (see --aesthetic-every).
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,37 @@ def load_open_clip(source: str, cache: Path) -> tuple[nn.Module, Path, str]:
         raise WeightsError(f"{path} does not load as open_clip's {arch} ({first_line(exc, 200)})") from None
     name = f"{OPEN_CLIP}{arch}@{pretrained if not Path(pretrained).expanduser().is_file() else path.name}"
     return model, path, name
+
+
+def in_cache(source: str, cache: Path) -> bool:
+    """Whether loading `source` (a CLIP name, a path, open_clip:ARCH@PRETRAINED) needs no download:
+    a file, or a name whose weights the cache holds. An unknown name counts as cached, so that
+    loading it says what is wrong with it."""
+    from .weights import clip_weight_file
+
+    if not source.startswith(OPEN_CLIP):
+        wf = clip_weight_file(source)
+        return Path(source).expanduser().is_file() or wf is None or (cache / wf.filename).is_file()
+    arch, _, pretrained = source.removeprefix(OPEN_CLIP).partition("@")
+    if Path(pretrained).expanduser().is_file():
+        return True
+    try:
+        import open_clip
+        from open_clip.pretrained import HF_WEIGHTS_NAME, _get_safe_alternatives, has_hf_hub
+    except ImportError:
+        return True
+    cfg = open_clip.get_pretrained_cfg(arch, pretrained) if not arch.endswith(".json") else {}
+    if not cfg or "file" in cfg:
+        return True
+    # Where open_clip.download_pretrained would put it: the hub's cache layout, else the URL's name.
+    if cfg.get("hf_hub") and has_hf_hub():
+        from huggingface_hub import try_to_load_from_cache
+
+        model_id, filename = os.path.split(cfg["hf_hub"])
+        names = [*_get_safe_alternatives(filename or HF_WEIGHTS_NAME), filename or HF_WEIGHTS_NAME]
+        return any(isinstance(try_to_load_from_cache(model_id, name, cache_dir=str(cache / "open_clip")), str)
+                   for name in names)
+    return bool(cfg.get("url")) and (cache / "open_clip" / os.path.basename(cfg["url"])).is_file()
 
 
 def preprocessing(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:

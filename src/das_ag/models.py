@@ -12,7 +12,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Collection, Sequence
 
 import torch
 from torch import nn
@@ -307,7 +307,7 @@ def load_models(
     aesthetic_source: str | None = None,
     device: str = "auto",
     *,
-    download: bool = True,
+    download: bool | Collection[str] = True,
     need_head: bool = True,
 ) -> ModelBundle:
     """The CLIP(s) and the aesthetic head on `device`, frozen; the same bundle for the same files.
@@ -315,11 +315,13 @@ def load_models(
     `clip_source` is a CLIP (clip_models: a name downloaded into the cache and verified, a
     checkpoint path, or open_clip:ARCH@PRETRAINED), each optionally :WEIGHT, or a list of them
     for an ensemble; unset, CLIP_MODEL_PATH and then ViT-L/14 are used. `aesthetic_source` is a
-    path; unset, AESTHETIC_PREDICTOR_PATH and then the verified cached download are used. The
+    path; unset, AESTHETIC_PREDICTOR_PATH and then the verified cached download are used.
+    `download`: whether a model absent from the cache may be downloaded, or the CLIP names that
+    may (the studio's allow-list: a visitor must not make the server fetch gigabytes). The
     head reads a 768-d ViT-L/14: without one the bundle has no head, which only a run with
     guidance off accepts (`need_head=False`, when a missing head file is no error either).
     """
-    from .clip_models import parse_encoder
+    from .clip_models import in_cache, parse_encoder
 
     weights.load_environment()
     dev = resolve_device(device)
@@ -329,13 +331,19 @@ def load_models(
     members = []
     for text in sources:
         spec = parse_encoder(weights.clip_source(text))
+        allowed = download if isinstance(download, bool) else spec.source in download
+        if not allowed and not in_cache(spec.source, weights.cache_dir()):
+            offered = "downloads are off" if download is False else (
+                f"this server downloads only {', '.join(sorted(download)) or 'none'} for the studio; choose another CLIP")
+            raise WeightsError(f"CLIP model {spec.source} is not in the cache {weights.cache_dir()}, and {offered}")
         if spec.is_open_clip:
             members.append((spec.source, None, spec.weight))
         else:
-            members.append((spec.source, weights.resolve_clip(spec.source, download=download).resolve(), spec.weight))
+            members.append((spec.source, weights.resolve_clip(spec.source, download=allowed).resolve(), spec.weight))
     head_path = None
     try:
-        head_path = weights.resolve_aesthetic(aesthetic_source, download=download and need_head).resolve()
+        # The head is the default CLIP's partner: a server that downloads anything downloads it.
+        head_path = weights.resolve_aesthetic(aesthetic_source, download=bool(download) and need_head).resolve()
     except WeightsError:
         if need_head:
             raise

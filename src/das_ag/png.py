@@ -19,6 +19,7 @@ from PIL import Image, PngImagePlugin
 
 from . import __version__
 from .config import GenerationConfig
+from .durable import sync_folder
 from .errors import DasAgError, WriteError
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ def _write_atomic(path: Path, data: bytes, overwrite: bool) -> Path:
                 raise OutputExistsError(f"{path} already exists; choose another name or allow overwriting") from None
             except OSError:
                 os.replace(tmp, path)  # filesystems without hard links
+        sync_folder(path.parent)
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path

@@ -6,16 +6,21 @@ value (for downloads and the cache) or after it is named explicitly by the user 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
 import os
-from stat import S_ISREG
+import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
+from .durable import sync_folder
 from .errors import WeightsError
 
 DEFAULT_CLIP_MODEL = "ViT-L/14"
@@ -126,8 +131,27 @@ def ensure_cached(wf: WeightFile, mirror: str | None = None, *, download: bool =
             raise WeightsError(f"cached {target} fails its sha256 check; delete it or run `das-ag download`")
     elif not download:
         raise WeightsError(f"{wf.filename} is not in the cache {cache_dir()}; {OFFLINE_HINT}")
-    fetch(mirror or wf.url, target, wf.sha256)
+    # Two studio sessions (or a session and `das-ag download`) asking at once: one downloads, the
+    # other waits for it and then finds the verified file.
+    with download_lock(target):
+        if target.is_file() and verified_sha256(target) == wf.sha256:
+            return target
+        fetch(mirror or wf.url, target, wf.sha256)
     return target
+
+
+@contextlib.contextmanager
+def download_lock(target: Path) -> Iterator[None]:
+    """Hold the kernel's lock on `target`'s lock file: across processes, and across threads too
+    (each open() is its own lock holder). It goes with the process, so a crash leaves none."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        handle = open(target.with_name(f".{target.name}.lock"), "a+b")
+    except OSError as exc:
+        raise WeightsError(f"cannot write into the cache {target.parent} ({exc.strerror or exc})") from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 # -- checksums --------------------------------------------------------------------------------
@@ -192,32 +216,48 @@ def fetch(url: str, target: Path, sha256: str, *, timeout: float = 30.0) -> Path
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     h = hashlib.sha256()
+    partial = None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
+        # A temporary name of this download's own: two downloads never write into one file.
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        partial = Path(name)
+        with urllib.request.urlopen(url, timeout=timeout) as response, os.fdopen(fd, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, leave=False) as bar:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     out.write(chunk)
                     h.update(chunk)
                     bar.update(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
         if h.hexdigest() != sha256:
             raise WeightsError(
                 f"download of {target.name} from {url} has sha256 {h.hexdigest()[:12]}..., "
                 f"expected {sha256[:12]}...; the file was discarded"
             )
+        os.chmod(partial, 0o644)  # mkstemp's 0600 would hide a shared cache from its other users
         os.replace(partial, target)
+        sync_folder(target.parent)
+        # What is under the name now is what gets used: check it, not the bytes that were sent.
+        if verified_sha256(target) != sha256:
+            target.unlink(missing_ok=True)
+            raise WeightsError(f"{target} changed while it was being installed; it was discarded, try again")
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise WeightsError(f"could not download {target.name} from {url} ({reason}); {OFFLINE_HINT}") from None
     finally:
-        partial.unlink(missing_ok=True)
+        if partial is not None:
+            partial.unlink(missing_ok=True)
     return target
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # one per writer
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
