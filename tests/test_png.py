@@ -95,3 +95,11 @@ def test_an_svg_with_entities_is_refused_before_they_expand():
               b'<svg xmlns="http://www.w3.org/2000/svg"><metadata id="das-ag-recipe">&b;</metadata></svg>')
     with pytest.raises(DasAgError, match="declares a DTD or entities"):
         read_recipe(laughs)
+
+
+def test_a_device_named_as_an_svg_is_refused_not_read_for_ever():
+    # /dev/zero's size reads as 0, under any cap, and reading it never ends.
+    from das_ag.svg import read_svg_recipe
+
+    with pytest.raises(DasAgError, match="not a regular file"):
+        read_svg_recipe("/dev/zero")

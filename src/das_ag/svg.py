@@ -74,6 +74,8 @@ def read_svg_recipe(source: str | Path | bytes) -> dict:
         data = source
     else:
         try:
+            if Path(source).exists() and not Path(source).is_dir() and not Path(source).is_file():
+                raise DasAgError(f"{name} is not a regular file")  # /dev/zero's size is 0 and it never ends
             if Path(source).stat().st_size > MAX_SVG_BYTES:
                 raise DasAgError(f"{name} is too large for an SVG das-ag wrote")
             data = Path(source).read_bytes()
