@@ -48,7 +48,7 @@ def main() -> int:
     for deterministic, interpolation, compile_ in [(True, "bilinear", False), (True, "bicubic", False),
                                                    (False, "bilinear", False), (True, "bilinear", True)]:
         config = GenerationConfig(prompts=PROMPTS, steps=args.steps, device="cuda", compile=compile_,
-                                  deterministic=deterministic, interpolation=interpolation, seed=7)
+                                  deterministic=deterministic, canvas_settings={"interpolation": interpolation}, seed=7)
         try:
             a, b = (synthesize(config, models).run() for _ in range(2))
             same = png_bytes(a) == png_bytes(b)

@@ -162,7 +162,7 @@ def test_restoring_from_a_png_sets_every_control(studio, models, tmp_path):
     config = GenerationConfig(
         prompts=(Prompt("a koi pond", 1.5), Prompt("murky water", -0.7)), guidance="penalty",
         aesthetic=Schedule("linear", 0.5, 2.5), steps=3, augment_copies=2, seed=77, resolution=192,
-        interpolation="bicubic", device="cpu", noise=Schedule.constant(0.1),
+        canvas_settings={"interpolation": "bicubic"}, device="cpu", noise=Schedule.constant(0.1),
     )
     result = synthesize(config, models).run()
     png = encode_png(result.image, result.recipe())

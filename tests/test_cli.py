@@ -55,7 +55,9 @@ def test_every_setting_has_a_flag_schedules_included(weights_env, tmp_path):
     assert config["noise"] == {"kind": "exp_decay", "start": 0.3, "end": 0.1, "rate": 0.05}
     assert config["colour"] == {"kind": "constant", "start": 0.2, "end": 0.2, "rate": 0.03}
     assert (config["jitter"]["kind"], config["jitter"]["end"], config["jitter_margin"]) == ("linear", 0.5, 8)
-    assert (config["levels"], config["init"], config["augment_copies"]) == ("all", "zeros", 3)
+    pyramid = config["canvas_settings"]  # the pyramid's own settings; --init is --fill's old name
+    assert (pyramid["levels"], pyramid["fill"], config["augment_copies"]) == ("all", "zeros", 3)
+    assert "levels" not in config and "init" not in config
 
 
 def test_from_png_reproduces_the_same_pixels_and_bytes(weights_env, tmp_path, capsys):

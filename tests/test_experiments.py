@@ -168,6 +168,19 @@ def test_plans_parse_into_every_combination(tmp_path):
     assert kites.config.augment_copies == 2 and kites.config.steps == 3
 
 
+def test_a_plan_written_before_the_pyramid_owned_its_settings_keeps_working(tmp_path):
+    # levels, init, combine and interpolation were top-level settings; plans name them there.
+    path = tmp_path / "plan.toml"
+    path.write_text(PLAN.format(steps=3).replace('device = "cpu"', 'device = "cpu"\nlevels = "all"\ninterpolation = "bicubic"')
+                    + '\n[[variants]]\nname = "flat"\ninit = "zeros"\n\n[[variants]]\nname = "summed"\ncombine = "sum"\n')
+    plan = load_plan(path)
+    looks = {(i.variant, i.config.canvas_options) for i in plan.items}
+    from das_ag.canvases.pyramid import PyramidSettings
+
+    assert looks == {("flat", PyramidSettings(levels="all", fill="zeros", interpolation="bicubic")),
+                     ("summed", PyramidSettings(levels="all", combine="sum", interpolation="bicubic"))}
+
+
 @pytest.mark.parametrize("text, words", [
     ("seeds = [-1]\n[[prompts]]\ntext='x'", "seeds"),
     ("colour_me = 1\n[[prompts]]\ntext='x'", "unknown key"),

@@ -29,7 +29,7 @@ def test_normal_init_scales_each_level_by_its_size():
 
 
 def test_zero_init_is_mid_grey():
-    img = PyramidCanvas(64, 48, init="zeros")
+    img = PyramidCanvas(64, 48, fill="zeros")
     assert torch.equal(img(), torch.full((1, 3, 64, 64), 0.5))
 
 
@@ -42,7 +42,7 @@ def test_sum_is_mean_times_level_count():
 
 def test_output_uses_the_full_8_bit_range():
     # The reference squashed into about mean +- 1 std (8-bit ~35..190); das-ag must reach 0 and 255.
-    img = PyramidCanvas(64, 48, init="zeros")
+    img = PyramidCanvas(64, 48, fill="zeros")
     with torch.no_grad():
         img.levels[-1][:, :, :, :32] = -100.0
         img.levels[-1][:, :, :, 32:] = 100.0
@@ -51,7 +51,7 @@ def test_output_uses_the_full_8_bit_range():
 
 
 def test_levels_are_upsampled_like_interpolate():
-    img = PyramidCanvas(32, 24, init="zeros", combine="sum", interpolation="bicubic")
+    img = PyramidCanvas(32, 24, fill="zeros", combine="sum", interpolation="bicubic")
     with torch.no_grad():
         img.levels[2].copy_(torch.randn(1, 3, 4, 4))
     expected = F.interpolate(img.levels[2].detach(), size=(32, 32), mode="bicubic", align_corners=False)

@@ -222,7 +222,7 @@ def test_settings_keep_their_ranges():
     assert "thinnest" in StrokeSettings(width=2.0, width_min=3.0, width_max=5.0).problems()[0]
     with pytest.raises(ConfigError, match="thinnest"):
         strokes_config(canvas_settings={"width": 2.0, "width_min": 3.0, "width_max": 5.0})
-    with pytest.raises(ConfigError, match="pyramid canvas has no settings"):
+    with pytest.raises(ConfigError, match="settings of the pyramid canvas must be a PyramidSettings"):
         GenerationConfig(prompts=(Prompt("x"),), canvas="pyramid", canvas_settings=StrokeSettings())
 
 

@@ -306,9 +306,7 @@ def sidebar(on_cpu: bool) -> list[str]:
         st.subheader("Canvas")
         st.selectbox("Canvas", list(CANVASES), key="canvas", format_func=lambda c: CANVAS_LABELS.get(c, c),
                      help="what the run optimises: pixels, or Bézier strokes (saved as an SVG beside the PNG)")
-        if CANVASES[ss["canvas"]].Settings is None:
-            setting_controls("canvas")
-        else:
+        if CANVASES[ss["canvas"]].Settings is not None:  # each canvas shows its own settings, and only those
             canvas_controls(ss["canvas"])
         st.checkbox("Automatic jitter margin (short side / 14)", key="jitter_margin_auto")
         if ss["jitter_margin_auto"]:  # show the margin the run will use, not the last one typed

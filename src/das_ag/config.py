@@ -21,10 +21,6 @@ from .settings import setting
 GUIDANCE = {"reward": 1, "penalty": -1, "off": 0}
 METHOD_NAMES = {"reward": "DAS-AG", "penalty": "DAS-rAG", "off": "DAS"}
 METHOD_ORDER = ("off", "reward", "penalty")  # DAS, DAS-AG, DAS-rAG: the published table's order
-LEVELS = ("pow2", "all")
-INITS = ("normal", "zeros")
-COMBINES = ("mean", "sum")
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 2048
 MAX_STEPS, MAX_COPIES = 100_000, 256
@@ -60,13 +56,6 @@ class GenerationConfig:
     # Jitter margin in pixels; None means the short side // 14 (16 at 224, 32 at 448, as published).
     jitter_margin: int | None = setting(None, group="augmentation", minimum=0, maximum=MAX_RESOLUTION // 2, studio=False,
                                         help="jitter margin in px (default: the short side / 14)")
-    levels: str = setting("pow2", group="canvas", choices=LEVELS,
-                          help="pyramid levels: pow2 = 1, 2, 4, ... (DAS-AG); all = every size (original DAS, slower)")
-    init: str = setting("normal", group="canvas", choices=INITS, help="pyramid start: random normal or zeros")
-    combine: str = setting("mean", group="canvas", choices=COMBINES, label="Combine levels",
-                           help="how the pyramid's levels add up")
-    interpolation: str = setting("bilinear", group="canvas", choices=INTERPOLATIONS,
-                                 help="how coarse levels are upsampled (all deterministic: matrix products)")
     # Noise sigma and colour-shift range are in CLIP-normalised units, as in the references.
     noise: Schedule = setting(Schedule("exp_warmup", 0.2, 0.5, 0.03), group="augmentation", studio=False,
                               label="Noise sigma", minimum=0.0, maximum=5.0, help="Gaussian noise sigma over the run (CLIP-normalised units)")
@@ -99,7 +88,7 @@ class GenerationConfig:
                                    help="torch.compile the step (default: on a GPU, not on the CPU): the first "
                                         "run waits for the compiler (about a minute, seconds once cached), then "
                                         "steps are several times faster on a GPU")
-    # What is optimised: a registered canvas (das_ag.canvases); its settings are fields above.
+    # What is optimised: a registered canvas (das_ag.canvases); its settings are its own.
     canvas: str = setting("pyramid", group="canvas", studio=False,
                           help="what is optimised: pyramid (pixels) or strokes (a drawing saved as SVG too)")
     # The canvas's own settings (a canvas's `Settings` dataclass), None for its defaults.
@@ -253,10 +242,6 @@ class GenerationConfig:
             elif not _finite(prompt.weight) or prompt.weight == 0:
                 p.append(f"prompt {prompt.text!r} needs a non-zero finite weight")
         _choice(p, "guidance", self.guidance, GUIDANCE)
-        _choice(p, "levels", self.levels, LEVELS)
-        _choice(p, "init", self.init, INITS)
-        _choice(p, "combine", self.combine, COMBINES)
-        _choice(p, "interpolation", self.interpolation, INTERPOLATIONS)
         _choice(p, "dtype", self.dtype, DTYPES)
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
@@ -369,13 +354,11 @@ class GenerationConfig:
     def from_dict(cls, data: dict[str, Any]) -> GenerationConfig:
         if not isinstance(data, dict):
             raise ConfigError("a config must be a JSON object of settings")
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} | set(MOVED_TO_PYRAMID)
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; was this made by a newer das-ag?")
-        kwargs = dict(data)
-        if isinstance(kwargs.get("canvas_settings"), dict):
-            kwargs["canvas_settings"], kwargs["terms"] = lift_start_picture(kwargs["canvas_settings"], kwargs.get("terms", {}))
+        kwargs = upgraded(data)
         try:
             if "prompts" in kwargs:
                 kwargs["prompts"] = tuple(Prompt(str(p["text"]), p.get("weight", 1.0)) for p in kwargs["prompts"])
@@ -410,7 +393,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         colour=Schedule("exp_decay", 0.05, 0.30, 0.03),
         tv_weight=1e-8,
         l1_weight=0.0,
-        interpolation="bilinear",
         seed=42,
         deterministic=True,
     ),
@@ -466,6 +448,28 @@ def canvas_settings_from_dict(canvas: Any, data: Any) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"the {canvas} canvas's settings must be a table of setting -> value")
     return settings_from_table(cls.Settings, data, f"the {canvas} canvas's settings")
+
+
+# Settings that were top-level fields before the pyramid owned them: old name -> its setting now.
+MOVED_TO_PYRAMID = {"levels": "levels", "init": "fill", "combine": "combine", "interpolation": "interpolation"}
+
+
+def upgraded(data: dict[str, Any]) -> dict[str, Any]:
+    """A recipe's or plan's settings in today's shape, whatever release wrote them: the one place
+    where older shapes are converted. The pyramid's settings move from the top level into its
+    canvas_settings (for another canvas they were unread and are dropped); a start picture kept in
+    the strokes' settings moves to the init term."""
+    data = dict(data)
+    moved = {new: data.pop(old) for old, new in MOVED_TO_PYRAMID.items() if old in data}
+    if moved and data.get("canvas", "pyramid") == "pyramid":
+        own = data.get("canvas_settings")
+        own = dataclasses.asdict(own) if dataclasses.is_dataclass(own) else dict(own or {})
+        data["canvas_settings"] = {**moved, **own}  # settings already in their new place win
+    if isinstance(data.get("canvas_settings"), dict):
+        data["canvas_settings"], terms = lift_start_picture(data["canvas_settings"], data.get("terms", {}))
+        if terms or "terms" in data:
+            data["terms"] = terms
+    return data
 
 
 def lift_start_picture(canvas_settings: dict, terms: Any) -> tuple[dict, Any]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import GUIDANCE, METHOD_NAMES, METHOD_ORDER, PRESETS, GenerationConfig
+from .config import GUIDANCE, METHOD_NAMES, METHOD_ORDER, PRESETS, GenerationConfig, upgraded
 from .errors import ConfigError, DasAgError, WriteError
 from .evaluators import TRAINING_COLUMNS
 from .png import read_recipe
@@ -99,8 +99,10 @@ def build_plan(
     # A term some method marks is measured in the others too, so their tables have its columns.
     marked = list(dict.fromkeys(term for m in parsed for term, _ in m.marks))
     items = []
+    base = upgraded(base)  # a plan written for an older release keeps working
+    variants = [(name, _upgraded_overrides(base, overrides)) for name, overrides in variants or [("", {})]]
     for name, prompts in prompt_sets:
-        for variant, overrides in variants or [("", {})]:
+        for variant, overrides in variants:
             for method in parsed:
                 for seed in seeds:
                     config = GenerationConfig(**{**base, **overrides, **_merged_canvas_settings(base, overrides),
@@ -109,6 +111,15 @@ def build_plan(
                         config = _with_mark(config, term, dict(method.marks).get(term, ""))
                     items.append(PlanItem(name, variant, seed, config))
     return Plan(tuple(items), Path(out_dir), tuple(evaluators), published)
+
+
+def _upgraded_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A variant's settings in today's shape, read against the canvas the variant runs."""
+    canvas = overrides.get("canvas", base.get("canvas", "pyramid"))
+    out = upgraded({**overrides, "canvas": canvas})
+    if "canvas" not in overrides:
+        del out["canvas"]
+    return out
 
 
 def _merged_canvas_settings(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

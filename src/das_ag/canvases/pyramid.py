@@ -7,13 +7,42 @@ gradient ascent on CLIP produce images instead of adversarial noise (Direct Asce
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..resample import resample_matrix
+from ..settings import setting
 from .base import Canvas, geometry
+
+LEVELS = ("pow2", "all")
+FILLS = ("normal", "zeros")
+COMBINES = ("mean", "sum")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+@dataclass(frozen=True)
+class PyramidSettings:
+    """The pyramid's own settings (before version 0.9 they were top-level config fields: recipes
+    and plans that have them there are converted by config.upgraded)."""
+
+    levels: str = setting("pow2", group="pyramid", choices=LEVELS, flag="--levels",
+                          help="pyramid levels: pow2 = 1, 2, 4, ... (DAS-AG); all = every size (original DAS, slower)")
+    # Was `init`, a name the start picture's term also has: `--init` stays as the flag's alias.
+    fill: str = setting("normal", group="pyramid", choices=FILLS, flag="--fill", aliases=("--init",),
+                        label="Levels start as", help="what the levels start as: random normal values or zeros "
+                                                      "(a start picture replaces both)")
+    combine: str = setting("mean", group="pyramid", choices=COMBINES, flag="--combine", label="Combine levels",
+                           help="how the pyramid's levels add up")
+    interpolation: str = setting("bilinear", group="pyramid", choices=INTERPOLATIONS, flag="--interpolation",
+                                 help="how coarse levels are upsampled (all deterministic: matrix products)")
+
+    def problems(self) -> list[str]:
+        return [f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}"
+                for name, allowed in (("levels", LEVELS), ("fill", FILLS), ("combine", COMBINES),
+                                      ("interpolation", INTERPOLATIONS)) if getattr(self, name) not in allowed]
 
 
 def level_sizes(canvas_size: int, levels: str = "pow2") -> list[int]:
@@ -41,15 +70,16 @@ class PyramidCanvas(Canvas):
     summed or averaged, and squashed into [0, 1] by tanh."""
 
     name = "pyramid"
+    Settings = PyramidSettings
 
     @classmethod
     def from_config(cls, config, generator: torch.Generator) -> PyramidCanvas:
         from ..pictures import start_picture
 
         size, resolution = geometry(config)
-        return cls(size, resolution, levels=config.levels, init=config.init,
-                   combine=config.combine, interpolation=config.interpolation, generator=generator,
-                   picture=start_picture(config))
+        own = config.canvas_options
+        return cls(size, resolution, levels=own.levels, fill=own.fill, combine=own.combine,
+                   interpolation=own.interpolation, generator=generator, picture=start_picture(config))
 
     def __init__(
         self,
@@ -57,14 +87,14 @@ class PyramidCanvas(Canvas):
         resolution: int | tuple[int, int],
         *,
         levels: str = "pow2",
-        init: str = "normal",
+        fill: str = "normal",
         combine: str = "mean",
         interpolation: str = "bilinear",
         generator: torch.Generator | None = None,
         picture: torch.Tensor | None = None,
     ):
         """Sizes are a square's side or (height, width). `picture` (1, 3, h, w) in [0, 1]: start as
-        this picture instead of from `init`."""
+        this picture instead of from `fill`."""
         super().__init__()
         self.size, self.resolution, self.combine = canvas_size, resolution, combine
         if any(v > c for v, c in zip(self.visible, self.shape)):
@@ -72,7 +102,7 @@ class PyramidCanvas(Canvas):
         self.shapes = level_shapes(self.shape, levels)
         tensors = []
         for h, w in self.shapes:
-            if init == "zeros":
+            if fill == "zeros":
                 tensors.append(torch.zeros(1, 3, h, w))
             else:
                 # N(0, 1)/side: each level starts with about the same total energy, so coarse
