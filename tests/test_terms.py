@@ -28,7 +28,10 @@ class BrightnessSettings:
 
 class BrightnessTerm(Term):
     name = "brightness"
+    title = "Brightness (towards white)"
+    chart_title = "mean brightness of the views"
     labels = {"mean": "bright"}
+    score_labels = {"brightness_probe": "brightness probe"}
     Settings = BrightnessSettings
 
     @classmethod
@@ -87,7 +90,8 @@ def test_the_cli_offers_its_settings_and_the_recipe_re_runs(brightness, tiny_cli
     assert main(["generate", "--from-png", str(out), "--quiet", "--out", str(again)]) == 0
     assert again.read_bytes() == out.read_bytes()
     paths = write_report(tmp_path)
-    assert "brightness_probe" in paths["summary_md"].read_text()
+    summary = paths["summary_md"].read_text()
+    assert "| brightness probe |" in summary and "- brightness probe: brightness_probe" in summary
     assert main(["generate", "--prompt", "snow", "--brightness-weight", "-1", "--quiet"]) != 0
     assert "--brightness-weight: weight must be from 0 to 100, got -1" in capsys.readouterr().err
 
@@ -122,3 +126,26 @@ def test_plans_carry_a_terms_settings(brightness, tmp_path):
                     '[[prompts]]\ntext = "snow"\n')
     (item,) = load_plan(plan).items
     assert item.config.term_settings("brightness") == brightness(weight=2.0)
+
+
+def test_the_studio_shows_its_title_settings_and_curves(brightness, tiny_clip_path, head_path, monkeypatch, tmp_path):
+    # Nothing in the studio names the term: its expander, control and curves come from the class.
+    from streamlit.testing.v1 import AppTest
+
+    from .conftest import REPO
+
+    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
+    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
+    monkeypatch.setenv("DAS_AG_OUTPUT_DIR", str(tmp_path / "saved"))
+    at = AppTest.from_file(str(REPO / "src" / "das_ag" / "app.py"), default_timeout=120).run()
+    assert "Brightness (towards white)" in [e.label for e in at.expander]
+    at.text_input(key="pos_text_0").set_value("snow")
+    at.number_input(key="steps").set_value(3)
+    at.number_input(key="augment_copies").set_value(2)
+    at.number_input(key=form.term_key("brightness", "weight")).set_value(2.0)
+    at.run()
+    next(b for b in at.button if b.label == "Generate").click().run()
+    assert at.session_state["job"].join(120)
+    at.run()
+    assert at.session_state["gallery"][-1]["config"].term_settings("brightness").weight == 2.0
+    assert "mean brightness of the views" in [c.value for c in at.caption]

@@ -304,7 +304,7 @@ def sidebar(on_cpu: bool) -> list[str]:
         st.number_input("Preview every (steps)", key="preview_every", min_value=1, max_value=1000)
 
         st.subheader("Canvas")
-        st.selectbox("Canvas", list(CANVASES), key="canvas", format_func=lambda c: CANVAS_LABELS.get(c, c),
+        st.selectbox("Canvas", list(CANVASES), key="canvas", format_func=lambda c: CANVASES[c].title or c,
                      help="what the run optimises: pixels, or Bézier strokes (saved as an SVG beside the PNG)")
         if CANVASES[ss["canvas"]].Settings is not None:  # each canvas shows its own settings, and only those
             canvas_controls(ss["canvas"])
@@ -394,7 +394,6 @@ def setting_controls(group: str, disabled: dict[str, str] | None = None) -> None
             setting_control(f.name, f, dataclasses.replace(s, help=reason) if reason else s, disabled=reason is not None)
 
 
-CANVAS_LABELS = {"pyramid": "pyramid (pixels)", "strokes": "strokes (an SVG drawing)"}
 
 
 def canvas_controls(name: str) -> None:
@@ -428,7 +427,7 @@ def term_controls() -> None:
     for name, cls in TERMS.items():
         shown = cls.Settings is not None and (any(s.studio for _, s in described(cls.Settings)) or name in TERM_UPLOADS)
         if shown:
-            with st.expander(TERM_EXPANDERS.get(name, f"{name} term")):
+            with st.expander(cls.heading()):
                 defaults = cls.Settings()  # for a term registered after this session began
                 for f, s in described(cls.Settings):
                     if not s.studio:  # set another way (an upload below) or not at all
@@ -613,7 +612,7 @@ def metric_charts(history, title: str | None = None) -> None:
         keys = list(dict.fromkeys(k for h in shown for k in h[2].get(term, {})))
         curves = [k for k in keys if not (prefix and k.startswith(prefix))]
         frame = pd.DataFrame({labels.get(k, k): [h[2].get(term, {}).get(k) for h in shown] for k in curves}, index=steps)
-        st.caption(TERM_CHART_TITLES.get(term, f"{term} term"))
+        st.caption((cls.chart_title or cls.heading()) if cls else f"{term} term")
         if prefix and len(curves) < len(keys):
             bars, lines = st.columns([1, 1])
             with bars:  # the latest step's distribution, largest first
@@ -658,17 +657,8 @@ def line_chart(frame: pd.DataFrame, height: int = 130) -> None:
     }, width="stretch")
 
 
-TERM_EXPANDERS = {"init": "Start picture (init image)", "aesthetic": "Aesthetic term: score cap, every N steps", "symmetry": "Symmetry (left-right)",
-                  "colourfulness": "Colourfulness (more or less)", "palette": "Colour palette",
-                  "ambiguity": "Creativity: style ambiguity (DAS-CAN)"}
 def size_words(image: Image.Image) -> str:
     return f"{image.width} px" if image.width == image.height else f"{image.width} x {image.height} px"
-
-
-TERM_CHART_TITLES = {"text": "CLIP similarity (positive / negative prompts)",
-                     "init": "mean difference from the start picture",
-                     "aesthetic": "aesthetic score (training head) and its weight",
-                     "ambiguity": "style distribution (now) and its entropy"}
 
 
 def record_finished_job() -> None:

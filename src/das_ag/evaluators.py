@@ -30,6 +30,13 @@ class Column:
     name: str  # the table column
     evaluator: str  # who produced it
     held_out: bool  # False: the images were optimised against this very score
+    label: str = ""  # its heading in tables (default: what the term that gives it calls it, else the name)
+
+    @property
+    def heading(self) -> str:
+        from .objectives import score_label
+
+        return self.label or score_label(self.name)
 
 
 class Evaluator(Protocol):
@@ -56,7 +63,7 @@ class AestheticV25Evaluator:
     """
 
     name = "aesthetic-v2.5"
-    columns = (Column("aesthetic_v2_5", "Aesthetic Predictor v2.5, SigLIP (held out)", True),)
+    columns = (Column("aesthetic_v2_5", "Aesthetic Predictor v2.5, SigLIP (held out)", True, "aesthetic v2.5"),)
 
     def __init__(self, device: str = "cpu"):
         try:

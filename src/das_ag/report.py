@@ -20,8 +20,6 @@ from .evaluators import Column
 from .experiments import collect_rows, method_order, read_manifest, score_columns, summarize
 from .png import write_atomic
 
-SHORT = {"clip_positive": "CLIP +", "clip_negative": "CLIP -", "aesthetic": "aesthetic (train)", "aesthetic_v2_5": "aesthetic v2.5",
-         "style_entropy": "style entropy", "style_kl": "style KL"}
 
 
 def write_report(out_dir: str | Path, evaluators: list | None = None) -> dict[str, Path]:
@@ -50,7 +48,7 @@ def write_report(out_dir: str | Path, evaluators: list | None = None) -> dict[st
     write_atomic(paths["summary_json"], _json({"columns": info, "summary": summary}), overwrite=True)
     write_atomic(paths["summary_md"], markdown_summary(summary, columns, published).encode(), overwrite=True)
     write_atomic(paths["chart"], _chart(summary, columns), overwrite=True)
-    write_atomic(paths["contact_sheet"], _contact_sheet(out_dir, rows, names), overwrite=True)
+    write_atomic(paths["contact_sheet"], _contact_sheet(out_dir, rows, columns), overwrite=True)
     return paths
 
 
@@ -75,13 +73,13 @@ def _cell(stat: dict) -> str:
 
 def markdown_summary(summary: list[dict], columns: list[Column], published: dict | None = None) -> str:
     has_variants = any(s["variant"] for s in summary)
-    head = (["variant"] if has_variants else []) + ["method", "n"] + [SHORT.get(c.name, c.name) for c in columns]
+    head = (["variant"] if has_variants else []) + ["method", "n"] + [c.heading for c in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
         cells = ([s["variant"]] if has_variants else []) + [s["method"], str(s["n"])] + [_cell(s[c.name]) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Mean ± sample standard deviation over images. Columns:"]
-    lines += [f"- {SHORT.get(c.name, c.name)}: {c.evaluator}" for c in columns]
+    lines += [f"- {c.heading}: {c.evaluator}" for c in columns]
     if published:
         lines += ["", "Published (Aesthetic Predictor v2.5, held out, 6 samples each):", "",
                   "| method | aesthetic v2.5 |", "|---|---|"]
@@ -103,7 +101,7 @@ def _chart(summary: list[dict], columns: list[Column]) -> bytes:
         means = [s[column.name]["mean"] or 0.0 for s in summary]
         stds = [s[column.name]["std"] or 0.0 for s in summary]
         ax.bar(labels, means, yerr=stds, capsize=4, color=[colours.get(s["method"], "#1971c2") for s in summary])
-        ax.set_title(SHORT.get(column.name, column.name) + (" (held out)" if column.held_out else ""), fontsize=9)
+        ax.set_title(column.heading + (" (held out)" if column.held_out else ""), fontsize=9)
         ax.tick_params(labelsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -112,12 +110,13 @@ def _chart(summary: list[dict], columns: list[Column]) -> bytes:
     return buffer.getvalue()
 
 
-def _contact_sheet(out_dir: Path, rows: list[dict], names: list[str], thumb: int = 192) -> bytes:
+def _contact_sheet(out_dir: Path, rows: list[dict], columns: list[Column], thumb: int = 192) -> bytes:
     methods = sorted({r["method"] for r in rows}, key=method_order)
     keys = sorted({(r["prompt_set"], r["variant"], r["seed"]) for r in rows})
     by_key = {(r["prompt_set"], r["variant"], r["seed"], r["method"]): r for r in rows}
     font = ImageFont.load_default(size=12)
-    caption_h, header_h, pad = 16 * (1 + len([n for n in names if n != "clip_negative"])), 24, 8
+    shown = [c for c in columns if c.name != "clip_negative"]
+    caption_h, header_h, pad = 16 * (1 + len(shown)), 24, 8
     cell_w, cell_h = thumb + pad, thumb + caption_h + pad
     sheet = Image.new("RGB", (max(1, len(methods)) * cell_w + pad, header_h + max(1, len(keys)) * cell_h + pad), "white")
     draw = ImageDraw.Draw(sheet)
@@ -132,7 +131,7 @@ def _contact_sheet(out_dir: Path, rows: list[dict], names: list[str], thumb: int
             with Image.open(out_dir / row["file"]) as image:
                 sheet.paste(image.convert("RGB").resize((thumb, thumb), Image.Resampling.LANCZOS), (x, y))
             lines = [f"{prompt_set[:20]}{'/' + variant if variant else ''} seed {seed}"]
-            lines += [f"{SHORT.get(n, n)} {row[n]:.3f}" for n in names if row.get(n) is not None and n != "clip_negative"]
+            lines += [f"{c.heading} {row[c.name]:.3f}" for c in shown if row.get(c.name) is not None]
             for k, line in enumerate(lines):
                 draw.text((x, y + thumb + 2 + 16 * k), line, fill="black", font=font)
     buffer = io.BytesIO()

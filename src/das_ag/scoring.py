@@ -60,14 +60,15 @@ class Scores:
         return dict(self.values)
 
     def summary(self) -> str:
+        from .objectives import score_label  # the terms import this module
+
         parts = []
         for key, value in self.numbers().items():
             if value is not None:
-                parts.append(f"{SCORE_LABELS.get(key, key)} {value:.4f}")
+                parts.append(f"{score_label(key)} {value:.4f}")
         return "  ".join(parts)
 
 
-SCORE_LABELS = {"clip_positive": "clip+", "clip_negative": "clip-", "aesthetic": "aesthetic"}
 
 
 def encode_text_prompts(models: ModelBundle, prompts: tuple[Prompt, ...]) -> tuple[torch.Tensor, list[str]]:

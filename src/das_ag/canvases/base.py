@@ -20,6 +20,8 @@ from torch import nn
 
 class Canvas(nn.Module):
     name: ClassVar[str]
+    # How a user is shown the choice of this canvas (the studio's list).
+    title: ClassVar[str] = ""
     # A frozen dataclass of this canvas's own settings (GenerationConfig.canvas_settings holds an
     # instance), or None when it reads top-level config fields (the pyramid's, from before). It may
     # define `unused() -> {name: why}`: its settings that its other values leave unread (a palette

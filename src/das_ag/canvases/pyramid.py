@@ -70,6 +70,7 @@ class PyramidCanvas(Canvas):
     summed or averaged, and squashed into [0, 1] by tanh."""
 
     name = "pyramid"
+    title = "pyramid (pixels)"
     Settings = PyramidSettings
 
     @classmethod

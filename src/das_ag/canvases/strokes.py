@@ -134,6 +134,7 @@ class StrokeCanvas(Canvas):
     """Strokes of cubic Béziers over a plain background."""
 
     name = "strokes"
+    title = "strokes (an SVG drawing)"
     Settings = StrokeSettings
     files = (".svg",)
     ignores = {"lr": "strokes learn at their own rates (point, width and colour rates: --point-lr, --width-lr, --colour-lr)"}

@@ -20,6 +20,11 @@ def register_term(cls: type[Term]) -> type[Term]:
     return cls
 
 
+def score_label(key: str) -> str:
+    """How tables and summaries name a final score: as the term that gives it says, else its key."""
+    return next((cls.score_labels[key] for cls in TERMS.values() if key in cls.score_labels), key)
+
+
 def active_terms(config) -> list[type[Term]]:
     return [cls for cls in TERMS.values() if cls.active(config)]
 

@@ -55,6 +55,9 @@ def aesthetic_loss(score: torch.Tensor, sign: int, weight: float | torch.Tensor)
 
 class AestheticTerm(Term):
     name = "aesthetic"
+    title = "Aesthetic term: score cap, every N steps"
+    chart_title = "aesthetic score (training head) and its weight"
+    score_labels = {"aesthetic": "aesthetic (train)"}
     labels = {"score": "aes", "weight": "aes_w"}
     Settings = AestheticSettings
 

@@ -108,6 +108,9 @@ def style_entropy(log_p: torch.Tensor) -> torch.Tensor:
 
 class AmbiguityTerm(Term):
     name = "ambiguity"
+    title = "Creativity: style ambiguity (DAS-CAN)"
+    chart_title = "style distribution (now) and its entropy"
+    score_labels = {"style_entropy": "style entropy", "style_kl": "style KL"}
     labels = {"entropy": "style H", "kl": "style KL"}
     Settings = AmbiguitySettings
     distribution = "p:"  # the metrics "p:<style>" are one distribution over the styles

@@ -40,8 +40,14 @@ class Term:
     """One term of the loss. Subclasses set `name` and implement `loss`; the rest is optional."""
 
     name: ClassVar[str]
-    # Readable names of the metrics, for curves and tables (a metric without one shows its key).
+    # Its heading where a user meets it: the studio's expander, its curves ("<name> term" if unset).
+    title: ClassVar[str] = ""
+    # The caption over its curves in the studio, when the title alone would not say what they show.
+    chart_title: ClassVar[str] = ""
+    # Readable names of the metrics, for curves and progress lines (a metric without one shows its key).
     labels: ClassVar[dict[str, str]] = {}
+    # Readable names of the numbers `final_scores` gives, for tables, reports and summaries.
+    score_labels: ClassVar[dict[str, str]] = {}
     # A frozen dataclass of this term's own settings, or None when it reads top-level config fields.
     Settings: ClassVar[type | None] = None
     # Metrics whose keys start with this prefix form one distribution (shown as bars, not curves).
@@ -50,6 +56,10 @@ class Term:
     # term's settings it stands for; the mark "" is the term's state in the images a marked method
     # is compared with (off, but measured).
     method_marks: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def heading(cls) -> str:
+        return cls.title or f"{cls.name} term"
 
     @classmethod
     def steers(cls, config: GenerationConfig) -> bool:

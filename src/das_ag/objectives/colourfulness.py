@@ -37,6 +37,7 @@ class ColourfulnessSettings:
 
 class ColourfulnessTerm(Term):
     name = "colourfulness"
+    title = "Colourfulness (more or less)"
     labels = {"colourfulness": "colour"}
     Settings = ColourfulnessSettings
 

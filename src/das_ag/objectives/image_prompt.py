@@ -77,6 +77,7 @@ class ImagePromptSettings:
 
 class ImagePromptTerm(Term):
     name = "image_prompt"
+    title = "Image prompts"
     labels = {"similarity": "img+"}
     Settings = ImagePromptSettings
 

@@ -39,6 +39,7 @@ class PaletteSettings:
 
 class PaletteTerm(Term):
     name = "palette"
+    title = "Colour palette"
     labels = {"distance": "to palette"}
     Settings = PaletteSettings
 

@@ -64,6 +64,8 @@ class StartPictureTerm(Term):
     """Holds the visible image near the start picture; measures how far it moved either way."""
 
     name = "init"
+    title = "Start picture (init image)"
+    chart_title = "mean difference from the start picture"
     labels = {"distance": "from start"}
     Settings = StartPictureSettings
 

@@ -27,6 +27,7 @@ class SymmetrySettings:
 
 class SymmetryTerm(Term):
     name = "symmetry"
+    title = "Symmetry (left-right)"
     labels = {"asymmetry": "asym"}
     Settings = SymmetrySettings
 

@@ -57,6 +57,9 @@ def _indices(indices: list[int], device) -> torch.Tensor | None:
 
 class TextTerm(Term):
     name = "text"
+    title = "Text prompts"
+    chart_title = "CLIP similarity (positive / negative prompts)"
+    score_labels = {"clip_positive": "CLIP +", "clip_negative": "CLIP -"}
     labels = {"clip_positive": "clip+", "clip_negative": "clip-"}
 
     @classmethod
