@@ -237,11 +237,7 @@ def parse_image_prompt(text: str) -> tuple[str, float]:
 def _preset_config(args: argparse.Namespace, prompts: tuple) -> GenerationConfig:
     """The --preset's settings (or the defaults) with `prompts`; left unchecked until the flags
     are applied (a preset's prompt-less config may become valid with --clip-weight 0)."""
-    settings = {**PRESETS.get(args.preset or "", {}), "prompts": prompts}
-    draft = object.__new__(GenerationConfig)
-    for f in dataclasses.fields(GenerationConfig):
-        object.__setattr__(draft, f.name, settings.get(f.name, f.default))
-    return draft
+    return GenerationConfig(**{**PRESETS.get(args.preset or "", {}), "prompts": prompts}, check=False)
 
 
 def _need_attracting_prompt(prompts: tuple, message: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Any
 
 from .errors import ConfigError
@@ -98,8 +98,12 @@ class GenerationConfig:
     # An ensemble of CLIPs, "SPEC[:WEIGHT]" each (clip_models.py); empty: the one CLIP of
     # --clip-model / CLIP_MODEL_PATH (ViT-L/14), which a recipe records among its models.
     clip_models: tuple[str, ...] = ()
+    # False builds a draft: normalised but not validated, for a form that lists every problem at
+    # once (`draft.problems()`) or a command line that applies its flags before checking. Not a
+    # setting: recipes, equality and copies never see it, and `replace` validates again.
+    check: InitVar[bool] = True
 
-    def __post_init__(self):
+    def __post_init__(self, check: bool = True):
         # Accept lists and dicts (from JSON or callers) but store tuples so the config stays hashable.
         object.__setattr__(self, "prompts", tuple(self.prompts))
         object.__setattr__(self, "clip_models", tuple(self.clip_models))
@@ -120,9 +124,10 @@ class GenerationConfig:
             # The resolution of another shape is its long side.
             object.__setattr__(self, "resolution", max(self.width, self.height))
         self._drop_defaults()
-        problems = self.problems()
-        if problems:
-            raise ConfigError(problems[0])
+        if check:
+            problems = self.problems()
+            if problems:
+                raise ConfigError(problems[0])
 
     def _drop_defaults(self) -> None:
         """Settings equal to a part's defaults are left out, so two configs that mean the same run
@@ -214,21 +219,18 @@ class GenerationConfig:
     def negative_prompts(self) -> tuple[Prompt, ...]:
         return tuple(p for p in self.prompts if p.is_negative)
 
-    def _other_steering_terms(self) -> bool:
-        """Whether a term besides the text and aesthetic ones steers this run (an image prompt,
-        style ambiguity), so that it needs no text prompt."""
-        from .objectives import TERMS
-
-        try:
-            return any(cls.steers(self) for cls in TERMS.values())
-        except (ConfigError, AttributeError, TypeError):  # settings not valid yet: the problems list says so
-            return False
-
     # -- validation -------------------------------------------------------------------------
     def problems(self) -> list[str]:
         """Every reason this config cannot run, in plain words (empty when it can)."""
         p: list[str] = []
-        steered = self._other_steering_terms()
+        parts = self._part_problems()
+        # Whether a term besides the text and aesthetic ones steers the run (an image prompt, style
+        # ambiguity), so that it needs no text prompt: asked once every term's settings are of its type.
+        from .objectives import TERMS
+
+        typed = all(name in TERMS and TERMS[name].Settings is not None and isinstance(settings, TERMS[name].Settings)
+                    for name, settings in self.terms)
+        steered = typed and any(cls.steers(self) for cls in TERMS.values())
         if self.prompts and not self.positive_prompts:
             p.append("give at least one prompt to steer towards (a positive prompt)")
         elif not self.prompts and not steered and (not _finite(self.clip_weight) or self.clip_weight > 0):
@@ -287,7 +289,7 @@ class GenerationConfig:
             from .clip_models import encoder_problems
 
             p.extend(encoder_problems(tuple(self.clip_models)))
-        p.extend(self._part_problems())
+        p.extend(parts)
         return p
 
     def _part_problems(self) -> list[str]:
@@ -322,14 +324,7 @@ class GenerationConfig:
     @classmethod
     def problems_of(cls, **settings: Any) -> list[str]:
         """Every problem `settings` have, without raising: for forms that show them all at once."""
-        draft = object.__new__(cls)
-        for f in dataclasses.fields(cls):
-            object.__setattr__(draft, f.name, settings.get(f.name, f.default))
-        object.__setattr__(draft, "prompts", tuple(draft.prompts))
-        object.__setattr__(draft, "clip_models", tuple(draft.clip_models))
-        terms = draft.terms.items() if isinstance(draft.terms, dict) else draft.terms
-        object.__setattr__(draft, "terms", tuple(terms))
-        return draft.problems()
+        return cls(**settings, check=False).problems()
 
     # -- copies and JSON --------------------------------------------------------------------
     def replace(self, **changes: Any) -> GenerationConfig:
