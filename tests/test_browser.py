@@ -250,6 +250,15 @@ def test_the_first_click_after_typing_starts_a_run(browser, tmp_path, tiny_clip_
     assert_no_traceback(studio.log.read_text())
 
 
+def start_run(page, prompt: str, steps: int) -> None:
+    """Type a quick run's settings and click the live Generate button once."""
+    fill(page, "Steps", str(steps))
+    fill(page, "Augmented copies", "2")
+    fill(page, "Prompt 1", prompt)
+    page.get_by_role("button", name="Generate", disabled=True).wait_for(state="detached", timeout=30_000)
+    page.get_by_role("button", name="Generate", disabled=False).click()
+
+
 @pytest.mark.browser
 def test_a_closed_tab_gives_up_the_device_and_keeps_its_image(browser, tmp_path, tiny_clip_path, head_path):
     """Two visitors: the second waits, told how many runs are ahead; the first closes their tab
@@ -258,19 +267,11 @@ def test_a_closed_tab_gives_up_the_device_and_keeps_its_image(browser, tmp_path,
     studio = studio_with_weights(tmp_path, tiny_clip_path, head_path, DAS_AG_STUDIO_ABANDON_AFTER="2")
     try:
         first = open_page(browser, studio)
-        fill(first, "Steps", "5000")
-        fill(first, "Augmented copies", "2")
-        fill(first, "Prompt 1", "a long walk")
-        first.get_by_role("button", name="Generate", disabled=True).wait_for(state="detached", timeout=30_000)
-        first.get_by_role("button", name="Generate", disabled=False).click()
+        start_run(first, "a long walk", steps=5000)
         first.get_by_text(re.compile(r"step \d+/5000")).first.wait_for(timeout=60_000)
 
         second = open_page(browser, studio)
-        fill(second, "Steps", "4")
-        fill(second, "Augmented copies", "2")
-        fill(second, "Prompt 1", "a short walk")
-        second.get_by_role("button", name="Generate", disabled=True).wait_for(state="detached", timeout=30_000)
-        second.get_by_role("button", name="Generate", disabled=False).click()
+        start_run(second, "a short walk", steps=4)
         second.get_by_text("1 run is ahead of yours").wait_for(timeout=30_000)
         screenshot(second, "studio-queued.png")
 

@@ -253,15 +253,12 @@ class Job:
     def _keep_abandoned(self) -> None:
         """Write the images of a job whose page has gone into the abandoned folder (nobody is
         left to press Save), and say where in the server log."""
-        from ..png import next_free_path, write_atomic
+        from ..png import next_free_path
 
         kept = []
         for result in self.snapshot().results if self._abandoned_folder else ():
-            try:
-                path = next_free_path(result.config, self._abandoned_folder)
-                for suffix, data in result.files().items():
-                    write_atomic(path.with_suffix(suffix), data)
-                kept.append(str(path))
+            try:  # the PNG and the canvas's other files (an SVG), as a saved result has them
+                kept.append(str(result.save(next_free_path(result.config, self._abandoned_folder))))
             except (DasAgError, OSError) as exc:
                 log.error("could not keep an abandoned run's image: %s", first_line(exc))
         log.warning("a run's page was closed; stopped it and kept %d image(s): %s", len(kept), ", ".join(kept) or "-")
