@@ -72,9 +72,7 @@ def main() -> None:
                 size = sum(p.numel() * p.element_size() for p in encoder.model.parameters())
                 memory[encoder.identity.name.split("@")[0]] = (size / 2**20, encoder.width, encoder.kind)
             steps = 10 * args.periods
-            seconds, _ = engine_steps(models, steps + 1, augment_copies=8, resolution=224, guidance=guidance,
-                                      clip_models=tuple(sources) if len(sources) > 1 else (),
-                                      aesthetic=Schedule.constant(3.0), terms={"aesthetic": {"every": every}})
+            seconds, _ = engine_steps(models, steps + 1, augment_copies=8, resolution=224, clip_models=tuple(sources) if len(sources) > 1 else (), terms={"aesthetic": {"every": every, "guidance": guidance, "weight": Schedule.constant(3.0)}})
             mean = statistics.fmean(seconds[:steps])
             rows.append((name, mean))
             print(f"  {name}: {mean * 1000:.0f} ms/step", flush=True)

@@ -91,7 +91,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> int:
         if args.steps:
             paper = paper.replace(steps=args.steps)
         eight = [paper.replace(seed=s) for s in range(8)]
-        compare = [paper.replace(guidance=g, seed=s) for g in METHODS for s in range(2)]
+        compare = [paper.replace(seed=s).with_guidance(g) for g in METHODS for s in range(2)]
         # Warm-up: each batch shape once (a compiled step is compiled per kind of batch).
         for what, configs in (("1 image", [paper]), ("8 images", eight), ("compare 3x2", compare)):
             seconds, _ = timed([c.replace(steps=3) for c in configs], models, args.device)

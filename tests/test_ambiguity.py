@@ -86,8 +86,7 @@ def test_reward_spreads_the_styles_penalty_concentrates_them_whatever_the_aesthe
     runs = {}
     for aesthetic in ("reward", "penalty"):
         for styles in ("reward", "penalty"):
-            config = small(guidance=aesthetic, aesthetic=Schedule.constant(3.0),
-                           terms=ambiguity(guidance=styles, weight=1.0, styles=str(labels)))
+            config = small(terms={**ambiguity(guidance=styles, weight=1.0, styles=str(labels)), "aesthetic": {"guidance": aesthetic, "weight": Schedule.constant(3.0)}})
             runs[aesthetic, styles] = synthesize(config, models).run()
     start = runs["reward", "reward"].initial_scores.values["style_entropy"]
     for aesthetic in ("reward", "penalty"):
@@ -156,9 +155,7 @@ def test_colour_styles_spread_or_gather_the_colours_a_judge_sees(toy_models, tmp
     for seed in (1, 2):
         seen = {}
         for sign in ("reward", "penalty"):
-            config = GenerationConfig(prompts=(), clip_weight=0.0, guidance="off", resolution=64, steps=60,
-                                      augment_copies=8, device="cpu", seed=seed,
-                                      terms=ambiguity(guidance=sign, weight=1.0, styles=str(styles), temperature=0.05))
+            config = GenerationConfig(prompts=(), resolution=64, steps=60, augment_copies=8, device="cpu", seed=seed, terms={**ambiguity(guidance=sign, weight=1.0, styles=str(styles), temperature=0.05), "text": {"weight": 0.0}, "aesthetic": {"guidance": "off"}})
             image = synthesize(config, maker).run().image
             p = torch.softmax(10 * (embed_image(judge, image) @ text.t())[0], 0)  # a softened judge
             seen[sign] = (float(-(p * p.log()).sum()), hue_entropy(image))

@@ -13,11 +13,14 @@ from das_ag.errors import DasAgError
 from das_ag.studio import form
 from das_ag.config import GenerationConfig
 from das_ag.engine import synthesize
+from das_ag.objectives import TERMS
 from das_ag.png import encode_png, read_recipe
 from das_ag.prompts import Prompt
 from das_ag.schedules import Schedule
 
 from .conftest import REPO, small_config
+
+GUIDANCE, CLIP_WEIGHT = form.term_key("aesthetic", "guidance"), form.term_key("text", "weight")
 
 APP = str(REPO / "src" / "das_ag" / "app.py")
 
@@ -94,8 +97,8 @@ def test_presets_set_the_published_values_and_keep_prompts(studio):
 
 
 def test_controls_that_do_not_apply_are_disabled_with_a_reason(studio):
-    studio.radio(key="guidance").set_value("off").run()
-    weight = studio.number_input(key="aesthetic_end")
+    studio.radio(key=GUIDANCE).set_value("off").run()
+    weight = studio.number_input(key=form.schedule_key(form.term_key("aesthetic", "weight"), "end"))
     assert weight.disabled and "off" in weight.help
     studio.selectbox(key="noise_kind").set_value("linear").run()
     assert studio.number_input(key="noise_rate").disabled
@@ -110,13 +113,16 @@ def test_hand_laid_controls_take_their_limits_and_words_from_the_settings_descri
     from das_ag.settings import described
 
     settings = {f.name: s for f, s in described(GenerationConfig)}
-    for name in ("noise", "colour", "jitter", "aesthetic"):
+    aesthetic = {f.name: s for f, s in described(TERMS["aesthetic"].Settings)}
+    text = {f.name: s for f, s in described(TERMS["text"].Settings)}
+    for prefix, described_as in (("noise", settings["noise"]), ("colour", settings["colour"]), ("jitter", settings["jitter"]),
+                                 (form.term_key("aesthetic", "weight"), aesthetic["weight"])):
         for part in ("start", "end"):
-            widget = studio.number_input(key=f"{name}_{part}")
-            assert (widget.min, widget.max) == (settings[name].minimum, settings[name].maximum), (name, part)
+            widget = studio.number_input(key=f"{prefix}_{part}")
+            assert (widget.min, widget.max) == (described_as.minimum, described_as.maximum), (prefix, part)
     assert studio.selectbox(key="noise_kind").label == "Noise sigma schedule"
-    assert studio.radio(key="guidance").help == settings["guidance"].help
-    assert studio.number_input(key="clip_weight").help == settings["clip_weight"].help
+    assert studio.radio(key=GUIDANCE).help == aesthetic["guidance"].help
+    assert studio.number_input(key=CLIP_WEIGHT).help == text["weight"].help
     assert studio.selectbox(key="compile_choice").help == settings["compile"].help
 
 
@@ -159,11 +165,7 @@ def test_a_canvas_schedule_gets_the_widgets_every_schedule_gets(studio):
 
 
 def test_restoring_from_a_png_sets_every_control(studio, models, tmp_path):
-    config = GenerationConfig(
-        prompts=(Prompt("a koi pond", 1.5), Prompt("murky water", -0.7)), guidance="penalty",
-        aesthetic=Schedule("linear", 0.5, 2.5), steps=3, augment_copies=2, seed=77, resolution=192,
-        canvas_settings={"interpolation": "bicubic"}, device="cpu", noise=Schedule.constant(0.1),
-    )
+    config = GenerationConfig(prompts=(Prompt("a koi pond", 1.5), Prompt("murky water", -0.7)), steps=3, augment_copies=2, seed=77, resolution=192, canvas_settings={"interpolation": "bicubic"}, device="cpu", noise=Schedule.constant(0.1), terms={"aesthetic": {"guidance": "penalty", "weight": Schedule("linear", 0.5, 2.5)}})
     result = synthesize(config, models).run()
     png = encode_png(result.image, result.recipe())
     studio.file_uploader(key="restore_png").set_value(("koi.png", png, "image/png")).run()
@@ -174,7 +176,7 @@ def test_restoring_from_a_png_sets_every_control(studio, models, tmp_path):
     assert form.state_to_config(shown) == (config, [])
     assert any("Restored every setting from koi.png" in s.value for s in studio.success)
     assert studio.text_input(key="pos_text_0").value == "a koi pond"
-    assert studio.radio(key="guidance").value == "penalty"
+    assert studio.radio(key=GUIDANCE).value == "penalty"
 
 
 def test_a_picture_bomb_is_refused_in_one_line_without_a_traceback(studio):
@@ -420,7 +422,7 @@ def test_a_start_picture_is_kept_under_the_output_root(studio, tmp_path):
 
 
 def test_pure_aesthetic_needs_no_prompt_once_clip_weight_is_zero(studio):
-    studio.number_input(key="clip_weight").set_value(0.0)
+    studio.number_input(key=CLIP_WEIGHT).set_value(0.0)
     studio.number_input(key="steps").set_value(3)
     studio.number_input(key="augment_copies").set_value(2)
     studio.run()

@@ -19,9 +19,9 @@ from .test_engine import png_bytes
 
 def test_a_batch_of_three_gives_each_image_what_its_recipe_promises(models, tmp_path, monkeypatch, tiny_clip_path, head_path):
     configs = [
-        small_config(seed=1, guidance="reward", steps=6),
-        small_config(seed=2, guidance="penalty", steps=6, prompts=(Prompt("a blue boat"), Prompt("fog", -0.5))),
-        small_config(seed=3, guidance="off", steps=6, lr=0.05, aesthetic=Schedule.constant(1.0)),
+        small_config(seed=1, steps=6, terms={"aesthetic": {"guidance": "reward"}}),
+        small_config(seed=2, steps=6, prompts=(Prompt("a blue boat"), Prompt("fog", -0.5)), terms={"aesthetic": {"guidance": "penalty"}}),
+        small_config(seed=3, steps=6, lr=0.05, terms={"aesthetic": {"guidance": "off", "weight": Schedule.constant(1.0)}}),
     ]
     run = synthesize(configs, models)
     events = list(run)
@@ -46,8 +46,8 @@ def test_a_batch_of_three_gives_each_image_what_its_recipe_promises(models, tmp_
 
 
 def test_signs_in_one_batch_move_the_score_their_own_ways(models):
-    base = dict(steps=30, clip_weight=0.0, aesthetic=Schedule.constant(3.0), seed=3)
-    reward, penalty = synthesize([small_config(guidance="reward", **base), small_config(guidance="penalty", **base)], models).run_all()
+    base = small_config(steps=30, seed=3, terms={"text": {"weight": 0.0}, "aesthetic": {"weight": Schedule.constant(3.0)}})
+    reward, penalty = synthesize([base.with_guidance("reward"), base.with_guidance("penalty")], models).run_all()
     start = reward.initial_scores.aesthetic
     assert penalty.initial_scores.aesthetic == start  # same seed, same start
     assert reward.scores.aesthetic > start + 0.1
@@ -98,7 +98,7 @@ def test_the_memory_an_image_needs_is_measured_and_predicts_a_batchs(models, mon
 
     # DAS alone loads no aesthetic head (the studio, the CLI): the measurement runs without it.
     headless = dataclasses.replace(models, aesthetic_head=None, aesthetic_identity=None)
-    assert 0 < engine.step_activation_bytes(headless, config.replace(guidance="off")) <= each
+    assert 0 < engine.step_activation_bytes(headless, config.with_guidance("off")) <= each
 
 
 def test_one_bad_image_stops_alone(models, broken_head_path, tiny_clip_path):
@@ -107,8 +107,8 @@ def test_one_bad_image_stops_alone(models, broken_head_path, tiny_clip_path):
     broken = load_models(str(tiny_clip_path), str(broken_head_path), "cpu")
     # The broken head's score is infinite: in the loss of the reward image from step 2 on (its
     # weight starts at 0), never in the loss of the off image, which must finish regardless.
-    results = synthesize([small_config(guidance="reward", steps=4, seed=1),
-                          small_config(guidance="off", steps=4, seed=2)], broken).run_all()
+    results = synthesize([small_config(steps=4, seed=1, terms={"aesthetic": {"guidance": "reward"}}),
+                          small_config(steps=4, seed=2, terms={"aesthetic": {"guidance": "off"}})], broken).run_all()
     assert results[0].status == "non_finite" and results[0].steps_done == 1 and "non-finite" in results[0].message
     assert results[1].status == "completed" and results[1].steps_done == 4
 
@@ -123,7 +123,7 @@ def test_compare_runs_the_three_methods_of_a_seed_together(tiny_clip_path, head_
     assert len(recipes) == 6
     for recipe in recipes:
         batch = recipe["batch"]["configs"]
-        assert {c["guidance"] for c in batch} == {"off", "reward", "penalty"} and len({c["seed"] for c in batch}) == 1
+        assert {c["terms"]["aesthetic"]["guidance"] for c in batch} == {"off", "reward", "penalty"} and len({c["seed"] for c in batch}) == 1
 
 
 def test_the_python_api_makes_any_number_of_images_several_to_a_step(models):

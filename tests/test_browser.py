@@ -206,7 +206,8 @@ def test_generate_and_save_in_the_browser(browser, tmp_path, tiny_clip_path, hea
             {"text": "a lighthouse on a cliff at dawn", "weight": 1.0},
             {"text": "blurry, dull", "weight": -1.0},
         ]
-        assert (config["guidance"], config["aesthetic"]["end"], config["steps"], config["augment_copies"], config["seed"]) == (
+        aesthetic = config["terms"]["aesthetic"]
+        assert (aesthetic["guidance"], aesthetic["weight"]["end"], config["steps"], config["augment_copies"], config["seed"]) == (
             "penalty", 2.5, 8, 2, 21,
         )
         assert recipe["run"]["steps_done"] == 8 and recipe["method"] == "DAS-rAG"

@@ -45,7 +45,7 @@ def flat():
 
 
 def test_a_registered_canvas_is_optimised_and_saves_its_own_files(flat, models, tmp_path):
-    config = small_config(canvas="flat", steps=20, guidance="reward", seed=4)
+    config = small_config(canvas="flat", steps=20, seed=4, terms={"aesthetic": {"guidance": "reward"}})
     run = synthesize(config, models)
     events = list(run)
     assert events[0].lr == pytest.approx(2 * config.lr)  # the canvas's own learning-rate group

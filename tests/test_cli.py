@@ -36,8 +36,9 @@ def test_generate_saves_a_png_whose_recipe_says_what_was_asked(weights_env, tmp_
     recipe = read_recipe(out)
     config = recipe["config"]
     assert config["prompts"] == [{"text": "a lighthouse", "weight": 1.5}, {"text": "fog", "weight": -0.5}]
-    assert (config["guidance"], config["clip_weight"], config["seed"], config["steps"]) == ("penalty", 4.0, 9, 6)
-    assert config["aesthetic"]["end"] == 2.0
+    terms = config["terms"]
+    assert (terms["aesthetic"]["guidance"], terms["text"]["weight"], config["seed"], config["steps"]) == ("penalty", 4.0, 9, 6)
+    assert terms["aesthetic"]["weight"]["end"] == 2.0
     assert recipe["method"] == "DAS-rAG" and recipe["run"]["steps_done"] == 6
     assert recipe["models"]["aesthetic"]["sha256"] == head_sha256
     assert set(recipe["scores"]) >= {"clip_positive", "clip_negative", "aesthetic"}
@@ -201,3 +202,23 @@ def test_compile_is_left_to_the_device_unless_a_flag_says_otherwise():
         return config_from_args(build_parser().parse_args(["generate", "--prompt", "a kite", *flags])).compile
 
     assert (compile_of(), compile_of("--compile"), compile_of("--no-compile")) == (None, True, False)
+
+
+def test_the_terms_flags_set_their_own_settings():
+    """--clip-weight, --guidance, --aesthetic (and its short forms), --tv and --l1 are the flags
+    they always were; the settings they set are their terms'."""
+    from das_ag.cli import config_from_args
+    from das_ag.schedules import Schedule
+
+    def config_of(*flags):
+        return config_from_args(build_parser().parse_args(["generate", "--prompt", "a kite", *flags]))
+
+    c = config_of("--clip-weight", "2", "--guidance", "penalty", "--aesthetic", "linear:0.5:2", "--tv", "0.01",
+                  "--l1", "0.02", "--aesthetic-every", "3")
+    assert (c.term_settings("text").weight, c.guidance, c.term_settings("tv").weight, c.term_settings("l1").weight) == (
+        2.0, "penalty", 0.01, 0.02)
+    assert c.term_settings("aesthetic") == c.term_settings("aesthetic").__class__(
+        guidance="penalty", weight=Schedule("linear", 0.5, 2.0), every=3)
+    shaped = config_of("--aesthetic-weight", "4", "--aesthetic-start", "1", "--aesthetic-schedule", "cosine")
+    assert shaped.term_settings("aesthetic").weight == Schedule("cosine", 1.0, 4.0, 0.06)
+    assert config_of("--preset", "quick", "--guidance", "off").term_settings("aesthetic").weight.rate == 0.1

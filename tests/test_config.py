@@ -21,14 +21,14 @@ def test_defaults_are_the_reference_app_defaults():
 def test_paper_preset_matches_the_published_settings():
     c = GenerationConfig.from_preset("paper", prompts=PROMPTS)
     assert (c.resolution, c.margin, c.canvas_size, c.steps, c.lr) == (448, 32, 512, 200, 0.05)
-    assert c.aesthetic == Schedule("exp_decay", 0.0, 3.0, 0.06)
+    assert c.term_settings("aesthetic").weight == Schedule("exp_decay", 0.0, 3.0, 0.06)
     assert c.noise == Schedule("exp_decay", 0.2, 0.5, 0.03)
     assert c.colour == Schedule("exp_decay", 0.05, 0.30, 0.03)
-    assert (c.tv_weight, c.l1_weight, c.seed, c.deterministic) == (1e-8, 0.0, 42, True)
+    assert (c.term_settings("tv").weight, c.term_settings("l1").weight, c.seed, c.deterministic) == (1e-8, 0.0, 42, True)
 
 
 def test_guidance_names_the_method():
-    assert [GenerationConfig(prompts=PROMPTS, guidance=g).method for g in ("reward", "penalty", "off")] == [
+    assert [GenerationConfig(prompts=PROMPTS, terms={"aesthetic": {"guidance": g}}).method for g in ("reward", "penalty", "off")] == [
         "DAS-AG",
         "DAS-rAG",
         "DAS",
@@ -49,16 +49,16 @@ def test_json_round_trip_is_exact(preset):
         (dict(steps=2.5), "steps"),
         (dict(resolution=10), "resolution"),
         (dict(augment_copies=0), "augmentation copies"),
-        (dict(clip_weight=float("nan")), "clip weight"),
+        (dict(terms={"text": {"weight": float("nan")}}), "clip weight"),
         (dict(lr=float("inf")), "learning rate"),
         (dict(lr=0), "learning rate"),
-        (dict(guidance="more"), "guidance"),
+        (dict(terms={"aesthetic": {"guidance": "more"}}), "guidance"),
         (dict(canvas_settings={"levels": "some"}), "levels"),
         (dict(canvas_settings={"interpolation": "lanczos"}), "interpolation"),
         (dict(device="tpu"), "device"),
         (dict(dtype="int8"), "dtype"),
         (dict(seed=-1), "seed"),
-        (dict(aesthetic=Schedule.constant(-1.0)), "penalty"),
+        (dict(terms={"aesthetic": {"weight": Schedule.constant(-1.0)}}), "penalty"),
         (dict(jitter=Schedule.constant(2.0)), "jitter"),
         (dict(prompts=(Prompt("blurry", -1.0),)), "positive prompt"),
         (dict(prompts=()), "positive prompt"),
@@ -85,3 +85,25 @@ def test_prompt_groups():
     c = GenerationConfig(prompts=PROMPTS)
     assert [p.text for p in c.positive_prompts] == ["a lighthouse at dusk"]
     assert [p.text for p in c.negative_prompts] == ["blurry"]
+
+
+def test_old_top_level_term_settings_still_load_and_are_deprecated_as_keywords():
+    """Recipes from before the terms owned their settings load without a word; the same names as
+    keywords work for one release with a DeprecationWarning, and mean what they meant."""
+    old = {"prompts": [{"text": "a kite"}], "guidance": "penalty", "clip_weight": 2.0, "tv_weight": 0.5,
+           "l1_weight": 0.25, "aesthetic": {"kind": "linear", "start": 0.5, "end": 2.0, "rate": 0.03}}
+    loaded = GenerationConfig.from_dict(old)
+    assert loaded.guidance == "penalty" and loaded.method == "DAS-rAG"
+    assert loaded.term_settings("aesthetic").weight == Schedule("linear", 0.5, 2.0)
+    assert [loaded.term_settings(t).weight for t in ("text", "tv", "l1")] == [2.0, 0.5, 0.25]
+    with pytest.warns(DeprecationWarning, match="guidance"):
+        made = GenerationConfig(prompts=PROMPTS, guidance="penalty", clip_weight=2.0, tv_weight=0.5, l1_weight=0.25,
+                                aesthetic=Schedule("linear", 0.5, 2.0))
+    assert made == loaded.replace(prompts=PROMPTS)
+    with pytest.warns(DeprecationWarning):
+        assert made.replace(guidance="off") == made.with_guidance("off")
+    assert made.with_term("tv", weight=0.0).term_settings("tv").weight == 0.0
+    # Written back in today's shape, every term that takes part in full.
+    terms = made.to_dict()["terms"]
+    assert "guidance" not in made.to_dict() and terms["aesthetic"]["guidance"] == "penalty"
+    assert terms["text"] == {"weight": 2.0} and terms["tv"] == {"weight": 0.5}

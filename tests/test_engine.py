@@ -28,9 +28,9 @@ def png_bytes(image) -> bytes:
 
 def test_the_sign_of_the_aesthetic_term_steers_the_score(models):
     # Text guidance off: only the aesthetic term acts, from the same seed and starting image.
-    base = dict(steps=40, clip_weight=0.0, aesthetic=Schedule.constant(3.0), seed=3)
-    reward = synthesize(small_config(guidance="reward", **base), models).run()
-    penalty = synthesize(small_config(guidance="penalty", **base), models).run()
+    base = small_config(steps=40, seed=3, terms={"text": {"weight": 0.0}, "aesthetic": {"weight": Schedule.constant(3.0)}})
+    reward = synthesize(base.with_guidance("reward"), models).run()
+    penalty = synthesize(base.with_guidance("penalty"), models).run()
     start = reward.initial_scores.aesthetic
     assert penalty.initial_scores.aesthetic == start
     assert reward.scores.aesthetic > start + 0.1
@@ -39,17 +39,17 @@ def test_the_sign_of_the_aesthetic_term_steers_the_score(models):
 
 
 def test_off_leaves_the_aesthetic_term_out_of_the_loss(models):
-    run = synthesize(small_config(guidance="off", steps=3), models)
+    run = synthesize(small_config(steps=3, terms={"aesthetic": {"guidance": "off"}}), models)
     assert all(event.terms["aesthetic"] == 0 for event in run)
 
 
 def test_text_guidance_raises_clip_similarity(models):
     # The tiny random CLIP has a narrow similarity range: 40 guided steps gain about 0.01-0.015,
     # while the same run without text guidance does not move at all.
-    guided_run = synthesize(small_config(guidance="off", steps=40, clip_weight=5.0, seed=1), models)
+    guided_run = synthesize(small_config(steps=40, seed=1, terms={"aesthetic": {"guidance": "off"}, "text": {"weight": 5.0}}), models)
     events = list(guided_run)
     guided = guided_run.result()
-    unguided = synthesize(small_config(guidance="off", steps=40, clip_weight=0.0, seed=1), models).run()
+    unguided = synthesize(small_config(steps=40, seed=1, terms={"aesthetic": {"guidance": "off"}, "text": {"weight": 0.0}}), models).run()
     start = guided.initial_scores.clip_positive
     assert guided.scores.clip_positive > start + 0.005
     assert unguided.scores.clip_positive == pytest.approx(start, abs=1e-4)
@@ -57,9 +57,7 @@ def test_text_guidance_raises_clip_similarity(models):
 
 
 def test_negative_prompts_are_pushed_away(models):
-    config = small_config(
-        prompts=(Prompt("a red apple"), Prompt("a blue car", -1.0)), guidance="off", steps=40, seed=2
-    )
+    config = small_config(prompts=(Prompt("a red apple"), Prompt("a blue car", -1.0)), steps=40, seed=2, terms={"aesthetic": {"guidance": "off"}})
     result = synthesize(config, models).run()
     gap_before = result.initial_scores.clip_positive - result.initial_scores.clip_negative
     gap_after = result.scores.clip_positive - result.scores.clip_negative
@@ -76,7 +74,7 @@ def test_same_seed_same_png_other_seed_other_png(models):
 
 
 def test_events_carry_every_term_and_schedule(models):
-    config = small_config(steps=5, prompts=(Prompt("a cat"), Prompt("a dog", -0.5)), tv_weight=0.01, l1_weight=0.01)
+    config = small_config(steps=5, prompts=(Prompt("a cat"), Prompt("a dog", -0.5)), terms={"tv": {"weight": 0.01}, "l1": {"weight": 0.01}})
     events = list(synthesize(config, models))
     assert [e.step for e in events] == [1, 2, 3, 4, 5]
     for e in events:
@@ -111,7 +109,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_image(tiny_clip
     broken_models = load_models(str(tiny_clip_path), str(broken_head_path), "cpu")
     # A constant weight puts the infinite score in the loss from the first step (an exp_decay
     # weight starts at 0, and a term with weight 0 stays out of the loss).
-    run = synthesize(small_config(steps=10, aesthetic=Schedule.constant(3.0)), broken_models)
+    run = synthesize(small_config(steps=10, terms={"aesthetic": {"weight": Schedule.constant(3.0)}}), broken_models)
     start = run.preview()
     assert list(run) == []
     result = run.result()
@@ -220,8 +218,7 @@ def test_nothing_that_changes_per_step_recompiles_the_step(models, monkeypatch):
         return call
 
     monkeypatch.setattr(engine, "compiled_step", lambda forward, device: torch.compile(forward, backend=recording_backend))
-    configs = [small_config(steps=8, dtype="float32", compile=True, aesthetic=Schedule("linear", 0.5, 2.0),
-                            colour=Schedule("linear", 0.2, 0.05), noise=Schedule("linear", 0.3, 0.1), canvas=canvas)
+    configs = [small_config(steps=8, dtype="float32", compile=True, colour=Schedule("linear", 0.2, 0.05), noise=Schedule("linear", 0.3, 0.1), canvas=canvas, terms={"aesthetic": {"weight": Schedule("linear", 0.5, 2.0)}})
                for canvas in ("pyramid", "strokes")]
     with torch._inductor.config.patch({"triton.cudagraphs": True}):
         run = synthesize(configs, models)
@@ -246,7 +243,7 @@ def test_a_weight_that_starts_at_zero_does_not_compile_the_step_twice(models, mo
             return graph.forward
 
         monkeypatch.setattr(engine, "compiled_step", lambda forward, device: torch.compile(forward, backend=recording_backend))
-        result = synthesize(small_config(steps=4, dtype="float32", compile=True, aesthetic=aesthetic), models).run()
+        result = synthesize(small_config(steps=4, dtype="float32", compile=True, terms={"aesthetic": {"weight": aesthetic}}), models).run()
         assert result.status == "completed" and not result.warnings
         return len(traced)
 
@@ -289,13 +286,7 @@ def test_other_weights_do_not_recompile_the_step(models, tmp_path, monkeypatch):
     Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "red.png")
 
     def config(k: float):
-        return small_config(steps=3, dtype="float32", compile=True, clip_weight=2 * k, tv_weight=0.1 * k,
-                            l1_weight=0.1 * k, prompts=(Prompt("a red circle"), Prompt("blurry", -0.3)), terms={
-                                "ambiguity": {"guidance": "reward", "weight": 0.2 * k},
-                                "image_prompt": {"images": f"{tmp_path / 'red.png'}:1"},
-                                "init": {"image": str(tmp_path / "red.png"), "strength": 0.1 * k},
-                                "symmetry": {"weight": 0.1 * k}, "palette": {"weight": 0.1 * k},
-                                "colourfulness": {"weight": 0.1 * k}, "aesthetic": {"cap": 5 + k}})
+        return small_config(steps=3, dtype="float32", compile=True, prompts=(Prompt("a red circle"), Prompt("blurry", -0.3)), terms={"ambiguity": {"guidance": "reward", "weight": 0.2 * k}, "image_prompt": {"images": f"{tmp_path / 'red.png'}:1"}, "init": {"image": str(tmp_path / "red.png"), "strength": 0.1 * k}, "symmetry": {"weight": 0.1 * k}, "palette": {"weight": 0.1 * k}, "colourfulness": {"weight": 0.1 * k}, "aesthetic": {"cap": 5 + k}, "text": {"weight": 2 * k}, "tv": {"weight": 0.1 * k}, "l1": {"weight": 0.1 * k}})
 
     with torch._inductor.config.patch({"triton.cudagraphs": True}):
         first = synthesize(config(1), models)
@@ -314,13 +305,11 @@ def test_the_step_breaks_only_at_the_cpus_own_kernels(models, tmp_path):
     # rasteriser (tile binning, shapes that change every step) runs between graphs by design. A
     # term that syncs with the host or makes a value-dependent shape (a boolean mask) breaks the
     # graph and fails this.
-    configs = [small_config(prompts=(Prompt("a red circle"), Prompt("blurry", -0.3)), guidance=g, seed=i, canvas=canvas)
+    configs = [small_config(prompts=(Prompt("a red circle"), Prompt("blurry", -0.3)), seed=i, canvas=canvas, terms={"aesthetic": {"guidance": g}})
                for i, (g, canvas) in enumerate((("reward", "pyramid"), ("penalty", "pyramid"), ("off", "strokes")))]
     Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "red.png")
     picture = str(tmp_path / "red.png")
-    every_term = configs[0].replace(seed=3, tv_weight=0.1, l1_weight=0.1, terms={
-        "ambiguity": {"guidance": "reward"}, "image_prompt": {"images": f"{picture}:1"}, "init": {"image": picture},
-        "symmetry": {"weight": 0.5}, "palette": {"weight": 0.5}, "colourfulness": {"weight": 0.5}})
+    every_term = configs[0].replace(seed=3, terms={"ambiguity": {"guidance": "reward"}, "image_prompt": {"images": f"{picture}:1"}, "init": {"image": picture}, "symmetry": {"weight": 0.5}, "palette": {"weight": 0.5}, "colourfulness": {"weight": 0.5}, "tv": {"weight": 0.1}, "l1": {"weight": 0.1}})
     run = synthesize([*configs, every_term], models)
     assert len(run.images[-1].terms) == 10
     run.models.make_image_encoders(run.dtype, packed=True)

@@ -49,8 +49,7 @@ def test_a_two_encoder_run_moves_both_similarities(tiny_clip_path, tiny_open_cli
     # 1:1 ensemble its similarity rose by 0.003, by 0.017 alone; here by 0.013, the other's by 0.03.)
     ensemble = (f"{tiny_clip_path}:3", tiny_open_clip)
     models = load_models(list(ensemble), str(head_path), "cpu")
-    config = GenerationConfig(prompts=(Prompt("a red kite"),), guidance="off", resolution=64, steps=20,
-                              augment_copies=4, device="cpu", clip_models=ensemble)
+    config = GenerationConfig(prompts=(Prompt("a red kite"),), resolution=64, steps=20, augment_copies=4, device="cpu", clip_models=ensemble, terms={"aesthetic": {"guidance": "off"}})
     result = synthesize(config, models).run()
     names = [e.identity.name for e in models.encoders]
     for name in names:
@@ -64,9 +63,7 @@ def test_an_encoder_of_weight_0_serves_the_head_only_on_its_steps(tiny_clip_path
     assert models.head_is_separate and models.width == 512
     scores = {}
     for guidance in ("reward", "penalty"):
-        config = GenerationConfig(prompts=(Prompt("a red kite"),), guidance=guidance, resolution=64, steps=20,
-                                  augment_copies=4, device="cpu", aesthetic=Schedule.constant(3.0),
-                                  terms={"aesthetic": {"every": 5}}, clip_models=(tiny_open_clip, f"{tiny_clip_path}:0"))
+        config = GenerationConfig(prompts=(Prompt("a red kite"),), resolution=64, steps=20, augment_copies=4, device="cpu", clip_models=(tiny_open_clip, f"{tiny_clip_path}:0"), terms={"aesthetic": {"every": 5, "guidance": guidance, "weight": Schedule.constant(3.0)}})
         run = synthesize(config, models)
         measured = [event.step for event in run if "score" in event.metrics.get("aesthetic", {})]
         assert measured == [1, 6, 11, 16]  # steps 0, 5, 10, 15 (0-based): only when the term is applied

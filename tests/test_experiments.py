@@ -19,6 +19,7 @@ from das_ag.evaluators import EvaluatorUnavailable, optional_evaluator
 from das_ag.experiments import load_plan
 from das_ag.png import read_recipe
 from das_ag.prompts import Prompt
+from das_ag.schedules import Schedule
 from das_ag.scoring import score_image
 from das_ag import reference
 
@@ -42,7 +43,8 @@ def test_compare_makes_every_method_with_identical_settings(compared):
     configs = {}
     for name in names:
         config = read_recipe(out / "images" / name)["config"]
-        configs.setdefault(config["seed"], []).append({k: v for k, v in config.items() if k != "guidance"})
+        del config["terms"]["aesthetic"]["guidance"]
+        configs.setdefault(config["seed"], []).append(config)
     for seed, same in configs.items():
         assert all(c == same[0] for c in same)  # only the guidance differs
     assert "| DAS-AG | 2 |" in printed
@@ -297,3 +299,26 @@ def test_a_second_process_on_the_same_plan_is_refused(tmp_path):
         assert other.returncode != 0 and "another das-ag process is running the plan" in other.stderr
     with plan_lock(tmp_path):  # free again once the first is done
         pass
+
+
+def test_a_plan_written_before_the_terms_owned_their_settings_keeps_working(tmp_path):
+    # clip_weight, aesthetic, tv_weight and l1_weight were top-level settings; a variant that sets
+    # one term's weight keeps the base's settings of the others, and the method sets the sign.
+    path = tmp_path / "plan.toml"
+    old = 'device = "cpu"\nclip_weight = 3.0\naesthetic = { kind = "constant", start = 1.5, end = 1.5 }\ntv_weight = 0.01'
+    path.write_text(PLAN.format(steps=3).replace('device = "cpu"', old)
+                    + '\n[[variants]]\nname = "darker"\nl1_weight = 0.2\n\n[[variants]]\nname = "new"\nterms.tv.weight = 0.5\n')
+    plan = load_plan(path)
+    for item in plan.items:
+        c = item.config
+        assert c.term_settings("text").weight == 3.0 and c.term_settings("aesthetic").weight == Schedule.constant(1.5)
+        assert c.guidance == {"DAS": "off", "DAS-AG": "reward"}[item.method]
+        weights = (c.term_settings("tv").weight, c.term_settings("l1").weight)
+        assert weights == {"darker": (0.01, 0.2), "new": (0.5, 0.0)}[item.variant]
+
+
+def test_a_plan_cannot_set_the_aesthetic_sign_its_methods_set(tmp_path):
+    path = tmp_path / "plan.toml"
+    path.write_text("[settings]\nterms.aesthetic.guidance = 'off'\n[[prompts]]\ntext='x'")
+    with pytest.raises(DasAgError, match="set by the plan's methods"):
+        load_plan(path)

@@ -38,8 +38,7 @@ def test_an_image_prompt_raises_the_similarity_to_its_picture(models, tmp_path):
 def test_a_picture_of_a_yellow_circle_pulls_towards_yellow(toy_models, tmp_path):
     maker, judge = toy_models
     picture = yellow_circle(tmp_path / "circle.png")
-    config = GenerationConfig(prompts=(), guidance="off", resolution=64, steps=100, augment_copies=8, device="cpu",
-                              terms={"image_prompt": {"images": f"{picture}:1"}})
+    config = GenerationConfig(prompts=(), resolution=64, steps=100, augment_copies=8, device="cpu", terms={"image_prompt": {"images": f"{picture}:1"}, "aesthetic": {"guidance": "off"}})
     image = synthesize(config, maker).run().image
     colours = ["red", "green", "blue", "yellow", "purple", "white"]
     captions = [f"a {c} {s}" for c in colours for s in ("circle", "square", "triangle", "cross", "ring")]

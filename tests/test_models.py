@@ -82,13 +82,12 @@ def test_a_clip_of_another_width_guides_plain_das_without_a_head(tmp_path, head_
         load_models(str(path), str(head_path), "cpu")
     models = load_models(str(path), str(tmp_path / "no-head-here.pth"), "cpu", need_head=False)
     assert models.aesthetic_head is None and models.width == 512 and "aesthetic" not in models.identities()
-    config = GenerationConfig(prompts=(Prompt("a kite"),), guidance="off", resolution=64, steps=3, augment_copies=2,
-                              device="cpu")
+    config = GenerationConfig(prompts=(Prompt("a kite"),), resolution=64, steps=3, augment_copies=2, device="cpu", terms={"aesthetic": {"guidance": "off"}})
     result = synthesize(config, models).run()
     assert result.status == "completed" and "aesthetic" not in result.scores.values
     assert result.scores.values["clip_positive"] is not None
     with pytest.raises(ConfigError, match="needs the aesthetic head"):
-        synthesize(config.replace(guidance="reward"), models)
+        synthesize(config.with_guidance("reward"), models)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

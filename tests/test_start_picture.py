@@ -57,8 +57,7 @@ def test_the_picture_survives_at_high_strength_and_moves_at_low(toy_models, tmp_
     path = yellow_circle(tmp_path / "circle.png")
     moved = {}
     for strength in (0.0, 100.0):
-        config = GenerationConfig(prompts=(Prompt("a red square"),), guidance="off", resolution=64, steps=40,
-                                  augment_copies=8, device="cpu", terms={"init": {"image": str(path), "strength": strength}})
+        config = GenerationConfig(prompts=(Prompt("a red square"),), resolution=64, steps=40, augment_copies=8, device="cpu", terms={"init": {"image": str(path), "strength": strength}, "aesthetic": {"guidance": "off"}})
         run = synthesize(config, maker)
         events = list(run)
         moved[strength] = distance(run.result().image, path)
@@ -71,8 +70,7 @@ def test_a_photo_made_more_or_less_beautiful(models, tmp_path):
     path = yellow_circle(tmp_path / "circle.png")
     scores = {}
     for guidance in ("reward", "penalty"):
-        config = GenerationConfig(prompts=(), clip_weight=0.0, guidance=guidance, resolution=64, steps=15,
-                                  augment_copies=4, device="cpu", terms={"init": {"image": str(path)}})
+        config = GenerationConfig(prompts=(), resolution=64, steps=15, augment_copies=4, device="cpu", terms={"init": {"image": str(path)}, "text": {"weight": 0.0}, "aesthetic": {"guidance": guidance}})
         result = synthesize(config, models).run()
         scores["start"] = result.initial_scores.values["aesthetic"]
         scores[guidance] = result.scores.values["aesthetic"]

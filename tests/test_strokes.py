@@ -13,7 +13,7 @@ from PIL import Image
 from das_ag.canvases import build_canvas
 from das_ag.canvases.strokes import StrokeCanvas, StrokeSettings, parse_palette
 from das_ag.cli import main
-from das_ag.config import PRESETS, GenerationConfig
+from das_ag.config import PRESETS, GenerationConfig, merged_terms
 from das_ag.engine import synthesize
 from das_ag.errors import ConfigError
 from das_ag.png import read_recipe
@@ -28,8 +28,9 @@ DARK = "#202020"  # the toy CLIPs saw shapes on dark grounds only
 
 def strokes_config(**changes) -> GenerationConfig:
     settings = {"count": 24, "width": 3.0, **changes.pop("canvas_settings", {})}
+    terms = merged_terms({"tv": {"weight": 0.0}}, changes.pop("terms", {}))
     base = dict(prompts=(Prompt("a lighthouse"),), canvas="strokes", canvas_settings=settings, resolution=64,
-                steps=10, augment_copies=2, device="cpu", tv_weight=0.0)
+                steps=10, augment_copies=2, device="cpu", terms=terms)
     return GenerationConfig(**{**base, **changes})
 
 
@@ -202,7 +203,7 @@ def test_a_recipe_from_before_the_shared_start_picture_still_loads(tmp_path):
     Image.new("RGB", (32, 32), (255, 0, 0)).save(path)
     old = strokes_config().to_dict()
     old["canvas_settings"].update(init="image", init_image=str(path), init_image_sha256="")
-    old.pop("terms")
+    old["tv_weight"] = old.pop("terms")["tv"]["weight"]  # that release kept no term settings
     config = GenerationConfig.from_dict(old)
     assert config.start_picture == str(path) and config.canvas_options.init == "image"
     assert config == strokes_config(canvas_settings={"init": "image"}, terms={"init": {"image": str(path)}})
@@ -228,9 +229,9 @@ def test_settings_keep_their_ranges():
 
 # -- what the guidance does -----------------------------------------------------------------------
 def test_the_aesthetic_cap_stops_the_push_beyond_it(models):
-    config = strokes_config(clip_weight=0.0, prompts=(), aesthetic=Schedule.constant(3.0))
+    config = strokes_config(prompts=(), terms={"text": {"weight": 0.0}, "aesthetic": {"weight": Schedule.constant(3.0)}})
     start = synthesize(config, models).run().initial_scores.aesthetic
-    capped = config.replace(terms={"aesthetic": config.term_settings("aesthetic").__class__(cap=start - 1)})
+    capped = config.with_term("aesthetic", cap=start - 1)
     run = synthesize(capped, models)
     before = run.preview()
     result = run.run()
@@ -240,7 +241,7 @@ def test_the_aesthetic_cap_stops_the_push_beyond_it(models):
 
 
 def test_the_aesthetic_term_can_apply_every_nth_step(models):
-    config = strokes_config(terms={"aesthetic": {"every": 3}}, aesthetic=Schedule.constant(2.0))
+    config = strokes_config(terms={"aesthetic": {"every": 3, "weight": Schedule.constant(2.0)}})
     weights = [(e.step, e.metrics["aesthetic"]["weight"], e.terms["aesthetic"]) for e in synthesize(config, models)]
     for step, weight, contribution in weights:
         applied = (step - 1) % 3 == 0
@@ -248,8 +249,9 @@ def test_the_aesthetic_term_can_apply_every_nth_step(models):
 
 
 def toy_config(**changes) -> GenerationConfig:
+    terms = merged_terms({"aesthetic": {"guidance": "off"}}, changes.pop("terms", {}))
     base = dict(canvas="strokes", canvas_settings=dict(count=24, width=4.0, width_max=10.0, background=DARK),
-                resolution=64, steps=100, augment_copies=8, guidance="off", device="cpu", seed=0)
+                resolution=64, steps=100, augment_copies=8, device="cpu", seed=0, terms=terms)
     return GenerationConfig(**{**base, **changes})
 
 
@@ -270,11 +272,13 @@ def test_reward_and_penalty_move_a_drawings_aesthetic_score_their_ways(toy_model
     # Beside the text, a drawing's score moves its sign's way on average, not at every seed: one
     # seed of three put "off" above "reward" or below "penalty" on one CPU, in bf16 and float32
     # alike (note/strokes.md). The mean over three seeds kept its order with a 0.1-0.4 margin.
-    text = dict(prompts=(Prompt("a red cross"),), clip_weight=5.0)
+    text = dict(prompts=(Prompt("a red cross"),))
+    clip = {"text": {"weight": 5.0}}
     mean, starts = {}, set()
     for g in ("reward", "off", "penalty"):
-        runs = [synthesize(toy_config(guidance=g, steps=40, augment_copies=4, seed=seed, aesthetic=Schedule.constant(10.0),
-                                      **text), maker).run() for seed in (3, 4, 5)]
+        aesthetic = {"guidance": g, "weight": Schedule.constant(10.0)}
+        runs = [synthesize(toy_config(steps=40, augment_copies=4, seed=seed, **text, terms={**clip, "aesthetic": aesthetic}),
+                           maker).run() for seed in (3, 4, 5)]
         starts.add(tuple(r.initial_scores.aesthetic for r in runs))
         mean[g] = sum(r.scores.aesthetic for r in runs) / 3
     assert len(starts) == 1  # each method from the same three starts
@@ -284,10 +288,13 @@ def test_reward_and_penalty_move_a_drawings_aesthetic_score_their_ways(toy_model
     common = dict(steps=40, augment_copies=4, seed=3)
 
     # Pure aesthetic mode (no text): the score moves further, and each sign moves it its own way.
-    pure = dict(prompts=(), clip_weight=0.0, **{**common, "aesthetic": Schedule.constant(0.5)})
-    up = synthesize(toy_config(guidance="reward", **pure), maker).run()
-    down = synthesize(toy_config(guidance="penalty", **pure), maker).run()
-    auxiliary = synthesize(toy_config(guidance="reward", **text, **{**common, "aesthetic": Schedule.constant(0.5)}),
+    half = Schedule.constant(0.5)
+    pure = {"text": {"weight": 0.0}}
+    up = synthesize(toy_config(prompts=(), **common, terms={**pure, "aesthetic": {"guidance": "reward", "weight": half}}),
+                    maker).run()
+    down = synthesize(toy_config(prompts=(), **common, terms={**pure, "aesthetic": {"guidance": "penalty", "weight": half}}),
+                      maker).run()
+    auxiliary = synthesize(toy_config(**text, **common, terms={**clip, "aesthetic": {"guidance": "reward", "weight": half}}),
                            maker).run()
     assert up.scores.aesthetic > start > down.scores.aesthetic
     assert up.scores.aesthetic - start > auxiliary.scores.aesthetic - start

@@ -60,8 +60,8 @@ def mean_pixel(image) -> float:
 
 
 def test_a_registered_term_steers_and_reports_its_metrics(brightness, models):
-    plain = small_config(steps=15, guidance="off", clip_weight=0.0, seed=5)
-    bright = plain.replace(terms={"brightness": brightness(weight=20.0)})
+    plain = small_config(steps=15, seed=5, terms={"aesthetic": {"guidance": "off"}, "text": {"weight": 0.0}})
+    bright = plain.with_term("brightness", weight=20.0)
     run = synthesize(bright, models)
     events = list(run)
     assert all("brightness" in e.terms and set(e.metrics["brightness"]) == {"mean"} for e in events)
@@ -69,7 +69,8 @@ def test_a_registered_term_steers_and_reports_its_metrics(brightness, models):
     result = run.result()
     assert mean_pixel(result.image) > mean_pixel(synthesize(plain, models).run().image) + 10
     recipe = result.recipe()
-    assert recipe["config"]["terms"] == {"brightness": {"weight": 20.0}}
+    terms = recipe["config"]["terms"]
+    assert terms["brightness"] == {"weight": 20.0} and terms["aesthetic"]["guidance"] == "off"
     assert "brightness_probe" in recipe["scores"]
 
 
@@ -115,7 +116,7 @@ def test_a_recipe_naming_an_unknown_term_is_refused_in_one_sentence(models, tmp_
         TERMS.pop("brightness")
     with pytest.raises(ConfigError, match="unknown term 'brightness'"):
         config_from_png(path)
-    assert read_recipe(path)["config"]["terms"] == {"brightness": {"weight": 1.0}}
+    assert read_recipe(path)["config"]["terms"]["brightness"] == {"weight": 1.0}
 
 
 def test_plans_carry_a_terms_settings(brightness, tmp_path):

@@ -153,7 +153,7 @@ def start_job() -> None:
     # seed included, identical. All of them share each step's encoder batch.
     seeds = [config.seed + k for k in range(int(st.session_state["variations"]))]
     methods = METHOD_ORDER if st.session_state["compare_mode"] else (config.guidance,)
-    configs = [config.replace(seed=seed, guidance=g) for seed in seeds for g in methods]
+    configs = [config.replace(seed=seed).with_guidance(g) for seed in seeds for g in methods]
     try:
         too_large, grace = limits.work_problem(configs), limits.abandon_after()
     except ConfigError as exc:  # the operator's setting, not the visitor's: the log says which
@@ -258,10 +258,11 @@ def prompt_rows(group: str, label: str) -> None:
 
 
 def schedule_controls(name: str, *, disabled_reason: str | None = None, prefix: str | None = None,
-                      described_as: Setting | None = None, narrow: bool = False) -> None:
+                      described_as: Setting | None = None, narrow: bool = False, end_above: bool = False) -> None:
     """A described schedule (settings.py) as four widgets: its kind, start, end and rate, in a
     row (or, `narrow`, as in the sidebar, two rows of two). `name` is a GenerationConfig field, or
-    with `prefix` (the widgets' state keys) and `described_as`, a schedule of a canvas's settings."""
+    with `prefix` (the widgets' state keys) and `described_as`, a schedule of a canvas's or term's
+    settings; `end_above`: its end has a widget of its own above (one widget per setting)."""
     ss = st.session_state
     prefix = prefix or name
     s = described_as or setting_of(name)
@@ -272,8 +273,8 @@ def schedule_controls(name: str, *, disabled_reason: str | None = None, prefix: 
                       disabled=disabled_reason is not None, help=disabled_reason or s.help)
     cols[1].number_input("start", key=form.schedule_key(prefix, "start"), min_value=lowest, max_value=limit, step=0.05,
                          disabled=disabled_reason is not None, help=disabled_reason or f"{label} at the first step")
-    if name == "aesthetic" and prefix == name:
-        cols[2].caption("end: the Aesthetic weight above")  # one widget per setting
+    if end_above:
+        cols[2].caption(f"end: the {label} above")
     else:
         no_end = disabled_reason or ("a constant schedule has no end value" if kind == "constant" else None)
         cols[2].number_input("end", key=form.schedule_key(prefix, "end"), min_value=lowest, max_value=limit, step=0.05,
@@ -319,7 +320,6 @@ def sidebar(on_cpu: bool) -> list[str]:
                         help="turn off the automatic margin to set it" if ss["jitter_margin_auto"] else setting_of("jitter_margin").help)
 
         st.subheader("Loss terms")
-        setting_controls("regularisers")
         term_controls()
 
         st.subheader("Device")
@@ -359,10 +359,10 @@ def aspect_control() -> None:
         pass
 
 
-def setting_of(name: str) -> Setting:
-    """The description of one of GenerationConfig's settings (help, range), for a control laid out
-    by hand, so that its limits and words are the CLI's and the plans' too."""
-    return next(s for f, s in described(GenerationConfig) if f.name == name)
+def setting_of(name: str, term: str | None = None) -> Setting:
+    """The description of one of GenerationConfig's settings, or of `term`'s (help, range), for a
+    control laid out by hand, so that its limits and words are the CLI's and the plans' too."""
+    return next(s for f, s in described(TERMS[term].Settings if term else GenerationConfig) if f.name == name)
 
 
 def setting_control(key: str, f, s: Setting, disabled: bool = False) -> None:
@@ -845,16 +845,19 @@ def main() -> None:
 
     st.subheader("Guidance")
     g1, g2, g3 = st.columns([2, 1, 1])
-    g1.radio("Aesthetic guidance", list(GUIDANCE_LABELS), key="guidance", format_func=GUIDANCE_LABELS.get, horizontal=True,
-             help=setting_of("guidance").help)
-    aesthetic_off = "aesthetic guidance is off (DAS)" if ss["guidance"] == "off" else None
-    g2.number_input("Aesthetic weight", key=form.schedule_key("aesthetic", "end"), min_value=0.0,
-                    max_value=setting_of("aesthetic").maximum, step=0.5,
+    guidance, weight = form.term_key("aesthetic", "guidance"), form.term_key("aesthetic", "weight")
+    g1.radio("Aesthetic guidance", list(GUIDANCE_LABELS), key=guidance, format_func=GUIDANCE_LABELS.get, horizontal=True,
+             help=setting_of("guidance", "aesthetic").help)
+    aesthetic_off = "aesthetic guidance is off (DAS)" if ss[guidance] == "off" else None
+    g2.number_input("Aesthetic weight", key=form.schedule_key(weight, "end"), min_value=0.0,
+                    max_value=setting_of("weight", "aesthetic").maximum, step=0.5,
                     disabled=aesthetic_off is not None, help=aesthetic_off or "the weight the aesthetic schedule reaches")
-    g3.number_input("CLIP weight", key="clip_weight", min_value=0.0, max_value=setting_of("clip_weight").maximum, step=0.5,
-                    help=setting_of("clip_weight").help)
+    clip_weight = setting_of("weight", "text")
+    g3.number_input("CLIP weight", key=form.term_key("text", "weight"), min_value=0.0, max_value=clip_weight.maximum,
+                    step=0.5, help=clip_weight.help)
     with st.expander("Schedules"):
-        schedule_controls("aesthetic", disabled_reason=aesthetic_off)
+        schedule_controls("aesthetic", prefix=weight, described_as=setting_of("weight", "aesthetic"),
+                          disabled_reason=aesthetic_off, end_above=True)
         schedule_controls("noise")
         schedule_controls("colour")
         schedule_controls("jitter")

@@ -56,12 +56,13 @@ def _add_settings_arguments(parser, *, skip: tuple[str, ...] = ()) -> None:
             add_arguments(parser, canvas.Settings, prefix=f"{name}_")
     for name, term in TERMS.items():  # terms with settings of their own: --<term>-<setting>
         if term.Settings is not None:
-            add_arguments(parser, term.Settings, prefix=f"{name}_")
+            add_arguments(parser, term.Settings, prefix=f"{name}_", skip=skip)
     shape = next(g for g in parser._action_groups if g.title == "optimisation")
     shape.add_argument("--size", type=_size, metavar="WxH",
                        help="an image of any aspect ratio, e.g. 640x384 (instead of --resolution's square)")
     what = next(g for g in parser._action_groups if g.title == "guidance")
-    what.add_argument("--aesthetic-weight", type=finite_float, metavar="W", help="the aesthetic weight the schedule reaches")
+    what.add_argument("--aesthetic-weight", dest="aesthetic_weight_end", type=finite_float, metavar="W",
+                      help="the aesthetic weight the schedule reaches")
     what.add_argument("--aesthetic-start", type=finite_float, metavar="W", help="the aesthetic weight at step 0")
     what.add_argument("--aesthetic-schedule", choices=SCHEDULE_KINDS, help="the aesthetic schedule's form")
     what.add_argument("--preset", choices=list(PRESETS),
@@ -156,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--methods", type=_method_list, default=None, metavar="DAS,DAS-AG,...",
                       help="default DAS,DAS-AG,DAS-rAG; a mark adds a signed term: DAS-CAN (style ambiguity "
                            "rewarded), DAS-AG-CAN, DAS-rCAN ...")
-    _add_settings_arguments(compare, skip=("guidance", "seed"))
+    _add_settings_arguments(compare, skip=("aesthetic_guidance", "seed"))
     models = _add_model_arguments(compare, batches=True)
     models.add_argument("--out", required=True, metavar="DIR", help="folder for the images, tables, chart and sheet")
     models.add_argument("--evaluate", action="append", default=[], metavar="NAME",
@@ -220,7 +221,7 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
         if prompts:
             config = config.replace(prompts=prompts)
     else:
-        if (args.clip_weight is None or args.clip_weight > 0) and not any(
+        if (args.text_weight is None or args.text_weight > 0) and not any(
                 parse_image_prompt(p)[1] > 0 for p in args.image_prompt):  # --clip-weight 0: aesthetic alone
             _need_attracting_prompt(prompts, "give at least one --prompt to steer towards (or --clip-weight 0 "
                                              "to steer by the aesthetic score alone)")
@@ -283,18 +284,26 @@ def apply_settings(config: GenerationConfig, args: argparse.Namespace) -> Genera
         changes["terms"] = terms
     if getattr(args, "init_strength", None) and not (terms.get("init") and terms["init"].image):
         raise DasAgError("--init-strength holds the run near a start picture; give one with --init-image")
-    aesthetic = changes.get("aesthetic", config.aesthetic)
-    if args.aesthetic_schedule is not None:
-        aesthetic = Schedule(args.aesthetic_schedule, aesthetic.start, aesthetic.end, aesthetic.rate)
-    if args.aesthetic_weight is not None:
-        if args.aesthetic_weight < 0:
-            raise DasAgError("--aesthetic-weight must be >= 0; use --guidance penalty to push the score down")
-        start = args.aesthetic_weight if aesthetic.kind == "constant" else aesthetic.start
-        aesthetic = Schedule(aesthetic.kind, start, args.aesthetic_weight, aesthetic.rate)
-    if args.aesthetic_start is not None:
-        aesthetic = Schedule(aesthetic.kind, args.aesthetic_start, aesthetic.end, aesthetic.rate)
-    changes["aesthetic"] = aesthetic
+    aesthetic = _aesthetic_short_forms(args, terms.get("aesthetic") or config.term_settings("aesthetic"))
+    if aesthetic != config.term_settings("aesthetic"):
+        changes["terms"] = {**terms, "aesthetic": aesthetic}
     return GenerationConfig(**{**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)}, **changes})
+
+
+def _aesthetic_short_forms(args: argparse.Namespace, settings):
+    """The aesthetic term's settings with --aesthetic-weight, --aesthetic-start and
+    --aesthetic-schedule applied to its weight's schedule."""
+    weight = settings.weight
+    if args.aesthetic_schedule is not None:
+        weight = Schedule(args.aesthetic_schedule, weight.start, weight.end, weight.rate)
+    if args.aesthetic_weight_end is not None:
+        if args.aesthetic_weight_end < 0:
+            raise DasAgError("--aesthetic-weight must be >= 0; use --guidance penalty to push the score down")
+        start = args.aesthetic_weight_end if weight.kind == "constant" else weight.start
+        weight = Schedule(weight.kind, start, args.aesthetic_weight_end, weight.rate)
+    if args.aesthetic_start is not None:
+        weight = Schedule(weight.kind, args.aesthetic_start, weight.end, weight.rate)
+    return replace_settings(settings, {"weight": weight}) if weight != settings.weight else settings
 
 
 def _canvas_settings_from_args(args: argparse.Namespace, config: GenerationConfig, canvas: str):
@@ -458,7 +467,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         _need_attracting_prompt(prompts, "give at least one --prompt to steer towards, or --prompts reference")
         prompt_sets = [(slug(prompts[0].text), prompts)]
     settings = apply_settings(_preset_config(args, prompt_sets[0][1]), args)
-    base = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name not in ("prompts", "guidance", "seed")}
+    base = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name not in ("prompts", "seed")}
     published = reference.PUBLISHED if args.prompt_source == "reference" else None
     plan = build_plan(prompt_sets, args.seeds, base, Path(args.out), evaluators=tuple(args.evaluate), published=published,
                       **({"methods": tuple(args.methods)} if args.methods else {}))

@@ -8,7 +8,9 @@ again: it is what a PNG recipe stores.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import warnings
 from dataclasses import InitVar, dataclass
 from typing import Any
 
@@ -17,29 +19,20 @@ from .prompts import Prompt
 from .schedules import Schedule
 from .settings import setting
 
-# guidance -> sign of the aesthetic term, and the method's name in the paper
-GUIDANCE = {"reward": 1, "penalty": -1, "off": 0}
-METHOD_NAMES = {"reward": "DAS-AG", "penalty": "DAS-rAG", "off": "DAS"}
-METHOD_ORDER = ("off", "reward", "penalty")  # DAS, DAS-AG, DAS-rAG: the published table's order
+# Re-exported: the method names lived here before methods.py.
+from .methods import GUIDANCE, METHOD_NAMES, METHOD_ORDER  # noqa: E402,F401
+
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 2048
 MAX_STEPS, MAX_COPIES = 100_000, 256
 MAX_ASPECT = 4.0  # the long side at most four times the short one: CLIP sees squares of the short side
 
-SCHEDULE_FIELDS = ("aesthetic", "noise", "colour", "jitter")
+SCHEDULE_FIELDS = ("noise", "colour", "jitter")
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
     prompts: tuple[Prompt, ...] = ()
-    # The signed aesthetic term: reward (DAS-AG), penalty (DAS-rAG) or off (DAS).
-    guidance: str = setting("reward", group="guidance", choices=tuple(GUIDANCE), studio=False,
-                            help="aesthetic term: reward (DAS-AG), penalty (DAS-rAG) or off (DAS)")
-    # Magnitude of the aesthetic term over the run; the sign comes from `guidance`.
-    aesthetic: Schedule = setting(Schedule("exp_decay", 0.0, 3.0, 0.06), group="guidance", studio=False,
-                                  label="Aesthetic weight", minimum=0.0, maximum=100.0, help="the aesthetic weight over the run (also see --aesthetic-weight)")
-    clip_weight: float = setting(5.0, group="guidance", minimum=0, studio=False,
-                                 help="weight of the text term (0 turns it off)")
     steps: int = setting(100, group="optimisation", minimum=1, maximum=MAX_STEPS, step=10, help="optimisation steps")
     augment_copies: int = setting(8, group="optimisation", minimum=1, maximum=MAX_COPIES, flag="--copies",
                                   aliases=("--batch",), label="Augmented copies", help="augmented views of the image per step")
@@ -64,10 +57,6 @@ class GenerationConfig:
     # Jitter as a fraction of the margin, so schedules survive a change of resolution.
     jitter: Schedule = setting(Schedule.constant(1.0), group="augmentation", studio=False,
                                label="Jitter (fraction of margin)", minimum=0.0, maximum=1.0, help="jitter over the run, as a fraction of the margin")
-    tv_weight: float = setting(1e-8, group="regularisers", minimum=0, maximum=10.0, flag="--tv", format="%.2e",
-                               label="TV weight", help="total-variation weight")
-    l1_weight: float = setting(0.0, group="regularisers", minimum=0, maximum=10.0, flag="--l1", format="%.4f",
-                               label="L1 weight", help="L1 weight on the augmented pixels")
     seed: int = setting(42, group="reproducibility", minimum=0, maximum=2**63 - 1, studio=False,
                         help="the seed of the start image and every augmentation")
     deterministic: bool = setting(False, group="device", studio=False,
@@ -93,7 +82,8 @@ class GenerationConfig:
                           help="what is optimised: pyramid (pixels) or strokes (a drawing saved as SVG too)")
     # The canvas's own settings (a canvas's `Settings` dataclass), None for its defaults.
     canvas_settings: Any = None
-    # Settings of terms that declare their own (objectives.Term.Settings), by term name, sorted.
+    # Settings of terms that declare their own (objectives.Term.Settings), by term name, sorted:
+    # the text term's weight, the aesthetic term's guidance and weight, the regularisers' weights...
     terms: tuple[tuple[str, Any], ...] = ()
     # An ensemble of CLIPs, "SPEC[:WEIGHT]" each (clip_models.py); empty: the one CLIP of
     # --clip-model / CLIP_MODEL_PATH (ViT-L/14), which a recipe records among its models.
@@ -200,8 +190,23 @@ class GenerationConfig:
         return self.term_settings("init").image
 
     @property
+    def guidance(self) -> str:
+        """The aesthetic term's sign by name, reward, penalty or off: what names the method."""
+        return self.term_settings("aesthetic").guidance
+
+    @property
     def guidance_sign(self) -> int:
         return GUIDANCE[self.guidance]
+
+    def with_term(self, name: str, **changes: Any) -> GenerationConfig:
+        """This config with some of term `name`'s settings changed."""
+        from .settings import replace_settings
+
+        return self.replace(terms={**dict(self.terms), name: replace_settings(self.term_settings(name), changes)})
+
+    def with_guidance(self, guidance: str) -> GenerationConfig:
+        """The same run by another method: DAS (off), DAS-AG (reward) or DAS-rAG (penalty)."""
+        return self.with_term("aesthetic", guidance=guidance)
 
     @property
     def method(self) -> str:
@@ -233,17 +238,17 @@ class GenerationConfig:
         steered = typed and any(cls.steers(self) for cls in TERMS.values())
         if self.prompts and not self.positive_prompts:
             p.append("give at least one prompt to steer towards (a positive prompt)")
-        elif not self.prompts and not steered and (not _finite(self.clip_weight) or self.clip_weight > 0):
+        elif typed and not self.prompts and not steered and (
+                not _finite(clip_weight := self.term_settings("text").weight) or clip_weight > 0):
             p.append("give at least one prompt to steer towards (a positive prompt), or set the clip weight to 0 "
                      "for aesthetic guidance alone")
-        elif not self.prompts and self.guidance == "off" and not steered:
+        elif typed and not self.prompts and self.term_settings("aesthetic").guidance == "off" and not steered:
             p.append("with no prompt and guidance off there is nothing to steer by; give a prompt or choose reward or penalty")
         for prompt in self.prompts:
             if not isinstance(prompt, Prompt) or not str(prompt.text).strip():
                 p.append("every prompt needs some text")
             elif not _finite(prompt.weight) or prompt.weight == 0:
                 p.append(f"prompt {prompt.text!r} needs a non-zero finite weight")
-        _choice(p, "guidance", self.guidance, GUIDANCE)
         _choice(p, "dtype", self.dtype, DTYPES)
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
@@ -265,10 +270,6 @@ class GenerationConfig:
         _int_in(p, "seed", self.seed, 0, 2**63 - 1)
         if not _finite(self.lr) or self.lr <= 0:
             p.append(f"learning rate must be a positive finite number, not {self.lr!r}")
-        for name in ("clip_weight", "tv_weight", "l1_weight"):
-            v = getattr(self, name)
-            if not _finite(v) or v < 0:
-                p.append(f"{name.replace('_', ' ')} must be a finite number >= 0, not {v!r}")
         for name in SCHEDULE_FIELDS:
             sched = getattr(self, name)
             if not isinstance(sched, Schedule):
@@ -276,8 +277,7 @@ class GenerationConfig:
                 continue
             p.extend(sched.problems(name))
             if not sched.problems(name) and min(sched.start, sched.end) < 0:
-                hint = "; use guidance penalty to push the score down" if name == "aesthetic" else ""
-                p.append(f"{name} values must be >= 0{hint}")
+                p.append(f"{name} values must be >= 0")
         if isinstance(self.jitter, Schedule) and _finite(self.jitter.start) and _finite(self.jitter.end):
             if max(self.jitter.start, self.jitter.end) > 1:
                 p.append("jitter is a fraction of the margin and must not exceed 1")
@@ -333,7 +333,13 @@ class GenerationConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["prompts"] = [{"text": p.text, "weight": p.weight} for p in self.prompts]
-        d["terms"] = {name: dataclasses.asdict(settings) for name, settings in self.terms}
+        # Every term that takes part in the run is written out in full, as the canvas's settings
+        # are, so a recipe makes the same image after a release that changes a default.
+        from .objectives import TERMS
+
+        given = dict(self.terms)
+        taking_part = [name for name, cls in TERMS.items() if cls.Settings is not None and cls.active(self)]
+        d["terms"] = {name: dataclasses.asdict(self.term_settings(name)) for name in sorted({*given, *taking_part})}
         if self.clip_models:
             d["clip_models"] = list(self.clip_models)
         else:
@@ -349,7 +355,7 @@ class GenerationConfig:
     def from_dict(cls, data: dict[str, Any]) -> GenerationConfig:
         if not isinstance(data, dict):
             raise ConfigError("a config must be a JSON object of settings")
-        known = {f.name for f in dataclasses.fields(cls)} | set(MOVED_TO_PYRAMID)
+        known = {f.name for f in dataclasses.fields(cls)} | set(MOVED)
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; was this made by a newer das-ag?")
@@ -372,7 +378,27 @@ class GenerationConfig:
     def from_preset(cls, name: str, **overrides: Any) -> GenerationConfig:
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+        return cls(**settings_over(PRESETS[name], overrides))
+
+
+def _accepting_old_names(init):
+    """GenerationConfig's constructor, also taking the names settings had before their parts owned
+    them (guidance=, aesthetic=, clip_weight=, tv_weight=, l1_weight=, levels=, init=, ...):
+    deprecated, kept for one release, converted by `upgraded` as recipes are."""
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        old = sorted(set(kwargs) & set(MOVED))
+        if old:
+            warnings.warn(f"GenerationConfig({', '.join(old)}=...) is deprecated: these settings belong to their "
+                          "terms and canvas now (terms={'aesthetic': {'guidance': ...}}, canvas_settings=...; "
+                          "config.with_guidance(...))", DeprecationWarning, stacklevel=3)
+            kwargs = upgraded(kwargs, old_names_win=True)  # replace(guidance=...) changes the guidance
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+GenerationConfig.__init__ = _accepting_old_names(GenerationConfig.__init__)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -382,12 +408,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         steps=200,
         augment_copies=8,
         lr=0.05,
-        clip_weight=5.0,
-        aesthetic=Schedule("exp_decay", 0.0, 3.0, 0.06),
         noise=Schedule("exp_decay", 0.2, 0.5, 0.03),
         colour=Schedule("exp_decay", 0.05, 0.30, 0.03),
-        tv_weight=1e-8,
-        l1_weight=0.0,
+        terms={"text": {"weight": 5.0}, "aesthetic": {"weight": Schedule("exp_decay", 0.0, 3.0, 0.06)},
+               "tv": {"weight": 1e-8}, "l1": {"weight": 0.0}},
         seed=42,
         deterministic=True,
     ),
@@ -397,7 +421,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         steps=50,
         augment_copies=4,
         lr=0.1,
-        aesthetic=Schedule("exp_decay", 0.0, 3.0, 0.1),
+        terms={"aesthetic": {"weight": Schedule("exp_decay", 0.0, 3.0, 0.1)}},
     ),
     # For a CPU without fast bf16, where a ViT-L/14 step takes seconds: ViT-B/32 guides every step
     # (about 15x cheaper here) and ViT-L/14 runs for the aesthetic head on every 10th step only
@@ -417,7 +441,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         resolution=224,
         steps=300,
         augment_copies=8,
-        tv_weight=0.0,  # the stroke anchors use no pixel regulariser: strokes are smooth already
+        terms={"tv": {"weight": 0.0}},  # the stroke anchors use no pixel regulariser: strokes are smooth already
     ),
     # A colour drawing in the manner of CLIPDraw: many strokes of free width, colour and opacity.
     "clipdraw": dict(
@@ -427,7 +451,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         resolution=224,
         steps=300,
         augment_copies=8,
-        tv_weight=0.0,  # the stroke anchors use no pixel regulariser: strokes are smooth already
+        terms={"tv": {"weight": 0.0}},  # the stroke anchors use no pixel regulariser: strokes are smooth already
     ),
 }
 
@@ -447,24 +471,68 @@ def canvas_settings_from_dict(canvas: Any, data: Any) -> Any:
 
 # Settings that were top-level fields before the pyramid owned them: old name -> its setting now.
 MOVED_TO_PYRAMID = {"levels": "levels", "init": "fill", "combine": "combine", "interpolation": "interpolation"}
+# ... and before the terms owned theirs: old name -> (term, its setting now).
+MOVED_TO_TERMS = {"clip_weight": ("text", "weight"), "guidance": ("aesthetic", "guidance"),
+                  "aesthetic": ("aesthetic", "weight"), "tv_weight": ("tv", "weight"), "l1_weight": ("l1", "weight")}
+MOVED = (*MOVED_TO_PYRAMID, *MOVED_TO_TERMS)
 
 
-def upgraded(data: dict[str, Any]) -> dict[str, Any]:
+def upgraded(data: dict[str, Any], *, old_names_win: bool = False) -> dict[str, Any]:
     """A recipe's or plan's settings in today's shape, whatever release wrote them: the one place
     where older shapes are converted. The pyramid's settings move from the top level into its
-    canvas_settings (for another canvas they were unread and are dropped); a start picture kept in
-    the strokes' settings moves to the init term."""
+    canvas_settings (for another canvas they were unread and are dropped); the text, aesthetic
+    and regularisers' settings move into their terms'; a start picture kept in the strokes'
+    settings moves to the init term. A setting in both places keeps its value in the new one,
+    unless `old_names_win` (keywords given to replace a config's setting)."""
     data = dict(data)
+    for old, (term, new) in MOVED_TO_TERMS.items():
+        if old in data:
+            data["terms"] = _with_term_value(data.get("terms", {}), term, new, data.pop(old), old_names_win)
     moved = {new: data.pop(old) for old, new in MOVED_TO_PYRAMID.items() if old in data}
     if moved and data.get("canvas", "pyramid") == "pyramid":
         own = data.get("canvas_settings")
         own = dataclasses.asdict(own) if dataclasses.is_dataclass(own) else dict(own or {})
-        data["canvas_settings"] = {**moved, **own}  # settings already in their new place win
+        data["canvas_settings"] = {**own, **moved} if old_names_win else {**moved, **own}
     if isinstance(data.get("canvas_settings"), dict):
         data["canvas_settings"], terms = lift_start_picture(data["canvas_settings"], data.get("terms", {}))
         if terms or "terms" in data:
             data["terms"] = terms
     return data
+
+
+def settings_over(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Settings `changes` (in any release's shape) on top of `base`: top-level settings replaced,
+    term settings merged term by term, so a preset's aesthetic weight yields to a plan's older
+    top-level `aesthetic` and its other terms stay."""
+    base, changes = upgraded(base), upgraded(changes)
+    terms = merged_terms(base.get("terms", {}), changes.get("terms", {}))
+    return {**base, **changes, **({"terms": terms} if terms else {})}
+
+
+def merged_terms(base: Any, changes: Any) -> dict:
+    """Term settings of `base` with `changes` on top, term by term (a term in both: its settings
+    in `changes`, setting by setting where both are tables)."""
+    out = {term: _table(values) for term, values in (base.items() if isinstance(base, dict) else base)}
+    for term, values in (changes.items() if isinstance(changes, dict) else changes):
+        old, values = out.get(term), _table(values)
+        out[term] = {**old, **values} if isinstance(old, dict) and isinstance(values, dict) else values
+    return out
+
+
+def _table(settings: Any) -> Any:
+    """A settings dataclass as a table of its fields (values kept as they are), else `settings`."""
+    if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
+        return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+    return settings
+
+
+def _with_term_value(terms: Any, term: str, name: str, value: Any, wins: bool) -> dict:
+    """`terms` (a table or pairs of term -> settings) with one setting given, where the term's own
+    settings do not already give it or where it `wins`."""
+    terms = dict(terms.items() if isinstance(terms, dict) else terms)
+    own = _table(terms.get(term, {}))
+    terms[term] = {**own, name: value} if wins else {name: value, **own}
+    return terms
 
 
 def lift_start_picture(canvas_settings: dict, terms: Any) -> tuple[dict, Any]:

@@ -607,7 +607,7 @@ def saved_bytes(models: ModelBundle, config: GenerationConfig | Sequence[Generat
     # Guidance on where a head is loaded, so the head's forward counts (a comparison's DAS image
     # stands for its DAS-AG one); without a head, every image of the run has guidance off.
     guided = models.aesthetic_head is not None
-    probe = Synthesis([c.replace(steps=2, compile=False, guidance="reward" if c.guidance == "off" and guided else c.guidance)
+    probe = Synthesis([c.replace(steps=2, compile=False).with_guidance("reward" if c.guidance == "off" and guided else c.guidance)
                        for c in configs], models)
     kept: dict[int, int] = {}
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import GUIDANCE, METHOD_NAMES, METHOD_ORDER, PRESETS, GenerationConfig, upgraded
+from .config import PRESETS, GenerationConfig, merged_terms, settings_over, upgraded
+from .methods import GUIDANCE, METHOD_NAMES, METHOD_ORDER
 from .errors import ConfigError, DasAgError, WriteError
 from .evaluators import TRAINING_COLUMNS
 from .png import read_recipe
@@ -105,8 +106,10 @@ def build_plan(
         for variant, overrides in variants:
             for method in parsed:
                 for seed in seeds:
+                    terms = merged_terms(base.get("terms", {}), overrides.get("terms", {}))
+                    terms = merged_terms(terms, {"aesthetic": {"guidance": method.guidance}})
                     config = GenerationConfig(**{**base, **overrides, **_merged_canvas_settings(base, overrides),
-                                                 "prompts": prompts, "guidance": method.guidance, "seed": seed})
+                                                 "prompts": prompts, "terms": terms, "seed": seed})
                     for term in marked:
                         config = _with_mark(config, term, dict(method.marks).get(term, ""))
                     items.append(PlanItem(name, variant, seed, config))
@@ -151,7 +154,7 @@ def load_plan(path: str | Path, out_dir: str | Path | None = None) -> Plan:
     base = dict(PRESETS.get(data.get("preset", ""), {}))
     if "preset" in data and data["preset"] not in PRESETS:
         raise DasAgError(f"plan preset {data['preset']!r} is unknown; choose one of {', '.join(PRESETS)}")
-    base.update(_settings(data.get("settings", {}), "settings"))
+    base = settings_over(base, _settings(data.get("settings", {}), "settings"))
     methods = tuple(data.get("methods", METHOD_ORDER))
     for name in methods:
         parse_method(name)  # says which name is wrong before anything runs
@@ -245,6 +248,8 @@ def _settings(table: dict[str, Any], where: str) -> dict[str, Any]:
         if key in SCHEDULE_FIELDS and isinstance(value, dict):
             value = Schedule(**value)
         elif key == "terms":
+            if isinstance(value, dict) and "guidance" in (value.get("aesthetic") or {}):
+                raise DasAgError(f"guidance is set by the plan's methods, not in {where}")
             value = term_settings_from_dict(value)
         out[key] = value
     return out

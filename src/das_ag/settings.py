@@ -72,11 +72,12 @@ def flag_of(f: dataclasses.Field, s: Setting, prefix: str = "") -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "", skip: tuple[str, ...] = ()) -> None:
-    """One flag per described field of `cls`, grouped as the studio groups them. Unset flags stay None."""
+    """One flag per described field of `cls`, grouped as the studio groups them. Unset flags stay None.
+    `skip` names fields left out, by name or with the prefix ("aesthetic_guidance")."""
     groups: dict[str, Any] = {g.title: g for g in parser._action_groups}
     for f, s in described(cls):
         flag = flag_of(f, s, prefix)
-        if not flag or f.name in skip:
+        if not flag or f.name in skip or prefix + f.name in skip:
             continue
         if s.group not in groups:
             groups[s.group] = parser.add_argument_group(s.group)

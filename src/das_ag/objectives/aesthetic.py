@@ -17,20 +17,42 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
+from ..methods import GUIDANCE
+from ..schedules import Schedule
 from ..settings import setting
 from .base import Term, TermInputs
 
 
 @dataclass(frozen=True)
 class AestheticSettings:
+    # The sign: reward (DAS-AG), penalty (DAS-rAG) or off (DAS). The studio lays it out by hand,
+    # at the top of the page: it names the method.
+    guidance: str = setting("reward", group="guidance", choices=tuple(GUIDANCE), flag="--guidance", studio=False,
+                            help="aesthetic term: reward (DAS-AG), penalty (DAS-rAG) or off (DAS)")
+    # The magnitude over the run; the sign comes from `guidance`.
+    weight: Schedule = setting(Schedule("exp_decay", 0.0, 3.0, 0.06), group="guidance", flag="--aesthetic",
+                               studio=False, label="Aesthetic weight", minimum=0.0, maximum=100.0,
+                               help="the aesthetic weight over the run (also see --aesthetic-weight)")
     cap: float | None = setting(None, group="guidance", minimum=-100.0, maximum=100.0, label="Score cap",
                                 help="reward the score only up to this value (a penalty only down to it); "
                                      "unset: no cap")
     every: int = setting(1, group="guidance", minimum=1, maximum=10_000, label="Apply every N steps",
                          help="apply the aesthetic term on every Nth step only (1: every step)")
 
+    @property
+    def sign(self) -> int:
+        return GUIDANCE[self.guidance]
+
     def problems(self) -> list[str]:
         p = []
+        if self.guidance not in GUIDANCE:
+            p.append(f"guidance must be one of {', '.join(GUIDANCE)}, not {self.guidance!r}")
+        if not isinstance(self.weight, Schedule):
+            p.append("the aesthetic weight must be a schedule")
+        elif self.weight.problems("aesthetic"):
+            p.extend(self.weight.problems("aesthetic"))
+        elif min(self.weight.start, self.weight.end) < 0:
+            p.append("aesthetic values must be >= 0; use guidance penalty to push the score down")
         if self.cap is not None and (not isinstance(self.cap, (int, float)) or isinstance(self.cap, bool)
                                      or not math.isfinite(self.cap)):
             p.append(f"the aesthetic cap must be a finite number, not {self.cap!r}")
@@ -63,8 +85,9 @@ class AestheticTerm(Term):
 
     def __init__(self, config, models):
         super().__init__(config, models)
-        if models.aesthetic_head is None and config.guidance_sign != 0:
-            raise ConfigError(f"guidance {config.guidance} needs the aesthetic head, which reads a ViT-L/14: "
+        self.sign = self.settings.sign
+        if models.aesthetic_head is None and self.sign != 0:
+            raise ConfigError(f"guidance {self.settings.guidance} needs the aesthetic head, which reads a ViT-L/14: "
                               "add --clip-model ViT-L/14:0 for the head alone, or use --guidance off")
         self.cap = None if self.settings.cap is None else self.number(self.settings.cap)
 
@@ -73,32 +96,31 @@ class AestheticTerm(Term):
     counts, weight = False, None
 
     def at_step(self, step, steps):
-        weight = self.config.aesthetic.at(step, steps)
+        weight = self.settings.weight.at(step, steps)
         if step % self.settings.every:
             weight = 0.0  # not this step's turn
-        self.counts = weight != 0 and self.config.guidance_sign != 0
+        self.counts = weight != 0 and self.sign != 0
         self.weight = torch.full((), weight, device=self.models.device)
         return {"weight": weight}
 
     def loss(self, inputs: TermInputs):
-        cfg = self.config
         if self.models.aesthetic_head is None or (self.models.head_is_separate and not self.counts):
             # No head, or one whose encoder runs only for it: not measured this step.
             return inputs.embeddings.new_zeros(()), {}
         embedding = self.models.head_embedding(inputs.embeddings, inputs.views, **inputs.encode)
         score = self.models.aesthetic_score(embedding).mean()
         metrics = {"score": score}
-        if torch.compiler.is_compiling() and cfg.guidance_sign != 0:
+        if torch.compiler.is_compiling() and self.sign != 0:
             # One graph for every step: a Python test of `counts` would compile the step again
             # the first time it flips (step 1 of a schedule that starts at 0, as the paper's
             # does), about 40 s for ViT-L/14 on an H200. A weight of 0 keeps the term out of
             # the loss; unlike the eager branch below, a non-finite score then makes the step
             # non-finite, and the engine undoes it as it undoes any other.
-            return aesthetic_loss(capped(score, cfg.guidance_sign, self.cap), cfg.guidance_sign, self.weight), metrics
+            return aesthetic_loss(capped(score, self.sign, self.cap), self.sign, self.weight), metrics
         if not self.counts:
             # Out of the loss, even for a score that is not finite (0 x inf would be NaN).
             return score.new_zeros(()), metrics
-        return aesthetic_loss(capped(score, cfg.guidance_sign, self.cap), cfg.guidance_sign, self.weight), metrics
+        return aesthetic_loss(capped(score, self.sign, self.cap), self.sign, self.weight), metrics
 
     def final_scores(self, embedding, views=None):
         if self.models.aesthetic_head is None:

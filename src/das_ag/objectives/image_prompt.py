@@ -106,7 +106,7 @@ class ImagePromptTerm(Term):
         with torch.no_grad():
             self.features = models.encode_images(torch.cat(pictures).to(models.device)).float()
         self.signed = SignedWeights([w for _, w in entries], models.device)
-        self.clip_weight = self.number(config.clip_weight)
+        self.clip_weight = self.number(config.term_settings("text").weight)  # the text weight scales pictures too
 
     def loss(self, inputs: TermInputs):
         sims = (inputs.embeddings.float() @ self.features.t()).mean(dim=0)

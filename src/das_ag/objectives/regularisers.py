@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+import math
+from dataclasses import dataclass
 
 import torch
 
+from ..settings import setting
 from .base import Term, TermInputs
+
+
+@dataclass(frozen=True)
+class TotalVariationSettings:
+    weight: float = setting(1e-8, group="regularisers", minimum=0, maximum=10.0, flag="--tv", format="%.2e",
+                            label="TV weight", help="total-variation weight")
+
+    def problems(self) -> list[str]:
+        return _weight_problems("tv weight", self.weight)
+
+
+@dataclass(frozen=True)
+class L1Settings:
+    weight: float = setting(0.0, group="regularisers", minimum=0, maximum=10.0, flag="--l1", format="%.4f",
+                            label="L1 weight", help="L1 weight on the augmented pixels")
+
+    def problems(self) -> list[str]:
+        return _weight_problems("l1 weight", self.weight)
+
+
+def _weight_problems(name: str, weight: object) -> list[str]:
+    finite = isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight)
+    return [] if finite and weight >= 0 else [f"{name} must be a finite number >= 0, not {weight!r}"]
 
 
 def total_variation(batch: torch.Tensor) -> torch.Tensor:
@@ -20,27 +45,27 @@ def l1(batch: torch.Tensor) -> torch.Tensor:
 class _PixelRegulariser(Term):
     """weight x penalty(augmented views), active only with a positive weight."""
 
-    weight_field: ClassVar[str]
-
     @staticmethod
     def penalty(views: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     @classmethod
     def active(cls, config):
-        return getattr(config, cls.weight_field) > 0
+        return config.term_settings(cls.name).weight > 0
 
     def __init__(self, config, models):
         super().__init__(config, models)
-        self.weight = self.number(getattr(config, self.weight_field))
+        self.weight = self.number(self.settings.weight)
 
     def loss(self, inputs: TermInputs):
         return self.weight * self.penalty(inputs.views), {}
 
 
 class TotalVariationTerm(_PixelRegulariser):
-    name, weight_field, penalty = "tv", "tv_weight", staticmethod(total_variation)
+    name, penalty, Settings = "tv", staticmethod(total_variation), TotalVariationSettings
+    title = "Total variation (smoothness)"
 
 
 class L1Term(_PixelRegulariser):
-    name, weight_field, penalty = "l1", "l1_weight", staticmethod(l1)
+    name, penalty, Settings = "l1", staticmethod(l1), L1Settings
+    title = "L1 (darkness)"

@@ -8,10 +8,30 @@ original DAS objective.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 
 from ..scoring import encode_text_prompts
+from ..settings import setting
 from .base import Term, TermInputs
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    # The studio lays it out by hand, beside the aesthetic guidance.
+    weight: float = setting(5.0, group="guidance", minimum=0, flag="--clip-weight", studio=False, label="CLIP weight",
+                            help="weight of the text term (0 turns it off)")
+
+    def problems(self) -> list[str]:
+        if not _finite(self.weight) or self.weight < 0:
+            return [f"clip weight must be a finite number >= 0, not {self.weight!r}"]
+        return []
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def prompt_similarities(embeddings: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
@@ -61,6 +81,7 @@ class TextTerm(Term):
     chart_title = "CLIP similarity (positive / negative prompts)"
     score_labels = {"clip_positive": "CLIP +", "clip_negative": "CLIP -"}
     labels = {"clip_positive": "clip+", "clip_negative": "clip-"}
+    Settings = TextSettings
 
     @classmethod
     def active(cls, config):
@@ -71,7 +92,7 @@ class TextTerm(Term):
         self.text_features, warnings = encode_text_prompts(models, config.prompts)
         self.warnings = tuple(warnings)
         self.signed = SignedWeights([p.weight for p in config.prompts], models.device)
-        self.clip_weight = self.number(config.clip_weight)
+        self.clip_weight = self.number(self.settings.weight)
 
     def loss(self, inputs: TermInputs):
         sims = prompt_similarities(inputs.embeddings, self.text_features)

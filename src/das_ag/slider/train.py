@@ -146,7 +146,7 @@ def ambiguity_term(models, settings: SliderSettings):
     from ..config import GenerationConfig
     from ..objectives.ambiguity import AmbiguityTerm
 
-    config = GenerationConfig(prompts=(), clip_weight=0.0, guidance="off", terms={"ambiguity": {
+    config = GenerationConfig(prompts=(), terms={"text": {"weight": 0.0}, "aesthetic": {"guidance": "off"}, "ambiguity": {
         "guidance": settings.ambiguity, "weight": settings.ambiguity_weight, "styles": settings.styles}})
     return AmbiguityTerm(config, models)
 

@@ -171,6 +171,9 @@ def term_settings_to_state(config: GenerationConfig) -> dict[str, Any]:
             settings = config.term_settings(term)
             for f, _ in described(cls.Settings):
                 value = getattr(settings, f.name)
+                if kind_of(f) == "schedule":  # four widgets
+                    state.update(schedule_to_state(term_key(term, f.name), value))
+                    continue
                 numeric = kind_of(f) in ("float", "optional_float") and value is not None
                 state[term_key(term, f.name)] = float(value) if numeric else value
     return state
@@ -178,7 +181,15 @@ def term_settings_to_state(config: GenerationConfig) -> dict[str, Any]:
 
 def _term_values(state: dict[str, Any], term: str, settings: type) -> dict[str, Any]:
     """The values the form holds for a term's settings, by field name."""
-    return {f.name: state[term_key(term, f.name)] for f, _ in described(settings) if term_key(term, f.name) in state}
+    values = {}
+    for f, _ in described(settings):
+        key = term_key(term, f.name)
+        if kind_of(f) == "schedule":
+            if (sched := schedule_from_state(state, key)) is not None:
+                values[f.name] = sched
+        elif key in state:
+            values[f.name] = state[key]
+    return values
 
 
 def recipe_term_state(recipe: dict) -> dict[str, Any]:
@@ -258,7 +269,7 @@ def state_to_config(state: dict[str, Any]) -> tuple[GenerationConfig | None, lis
     """The config the form describes, or None and every problem in plain words."""
     prompts = prompts_from_state(state)
     problems = []
-    clip_weight = state.get("clip_weight", 1.0)
+    clip_weight = state.get(term_key("text", "weight"), 1.0)
     pictures = bool(state.get(term_key("image_prompt", "images")))
     if not any(not p.is_negative for p in prompts) and not pictures and not (
             isinstance(clip_weight, (int, float)) and clip_weight == 0):
