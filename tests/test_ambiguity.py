@@ -19,7 +19,7 @@ from das_ag.objectives.ambiguity import style_entropy, style_kl
 from das_ag.png import read_recipe
 from das_ag.prompts import Prompt, tokenize
 from das_ag.schedules import Schedule
-from das_ag.scoring import embed_image
+from das_ag.embedding import embed_image
 from das_ag.styles import WIKIART_STYLES, Centroids, build_centroids, embed_folder, kmeans, load_labels
 
 

@@ -11,7 +11,7 @@ from das_ag.engine import synthesize
 from das_ag.errors import ConfigError
 from das_ag.png import read_recipe
 from das_ag.prompts import tokenize
-from das_ag.scoring import embed_image
+from das_ag.embedding import embed_image
 
 
 

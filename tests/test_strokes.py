@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from das_ag.canvases import build_canvas
-from das_ag.canvases.strokes import StrokeCanvas, StrokeSettings, parse_palette
+from das_ag.canvases.strokes import StrokeCanvas, StrokeSettings
+from das_ag.colours import parse_palette
 from das_ag.cli import main
 from das_ag.config import PRESETS, GenerationConfig, merged_terms
 from das_ag.engine import synthesize
@@ -19,7 +20,7 @@ from das_ag.errors import ConfigError
 from das_ag.png import read_recipe
 from das_ag.prompts import Prompt, tokenize
 from das_ag.schedules import Schedule
-from das_ag.scoring import embed_image
+from das_ag.embedding import embed_image
 from das_ag.svg import read_drawing, stroke_svg
 
 

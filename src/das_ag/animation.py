@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from .durable import write_atomic
 from .errors import DasAgError
 
 FORMATS = (".gif", ".webp", ".mp4")
@@ -89,7 +90,5 @@ def _even(frame: Image.Image) -> Image.Image:
 
 
 def save_animation(frames: list[Image.Image], path: str | Path, fps: float = 10.0, *, overwrite: bool = False) -> Path:
-    from .png import write_atomic
-
     path = Path(path)
     return write_atomic(path, encode_animation(frames, path.suffix, fps), overwrite=overwrite)

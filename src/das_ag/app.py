@@ -26,7 +26,8 @@ from das_ag.canvases.base import unused_settings
 from das_ag.config import METHOD_ORDER, PRESETS, GenerationConfig, default_margin
 from das_ag.errors import ConfigError, DasAgError, WeightsError
 from das_ag.objectives import TERMS, term_class
-from das_ag.png import next_free_path, read_recipe, write_atomic
+from das_ag.durable import write_atomic
+from das_ag.png import next_free_path, read_recipe
 from das_ag.prompts import Prompt
 from das_ag.schedules import SCHEDULE_KINDS
 from das_ag.settings import Setting, described, kind_of

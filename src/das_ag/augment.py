@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .models import CLIP_MEAN, CLIP_STD, per_channel
+from .clip_models import CLIP_MEAN, CLIP_STD
+from .models import per_channel
 from .resample import resize
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import PRESETS, GenerationConfig
+from .durable import check_writable
 from .errors import DasAgError, first_line
 from .flags import (DEVICE_HELP, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Parser, finite_float, nonnegative_int,
                     positive_int, say, seed_list, whole_number)
@@ -369,7 +370,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from . import determinism
     from .engine import synthesize
     from .models import resolve_device
-    from .png import batch_from_recipe, check_writable, next_free_path, read_recipe
+    from .png import batch_from_recipe, next_free_path, read_recipe
     from .rescue import save_or_rescue
 
     config = config_from_args(args)
@@ -531,7 +532,6 @@ def cmd_centroids_build(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .models import load_models, resolve_device
-    from .png import check_writable
     from .styles import build_centroids, embed_folder, picture_files
     from .weights import cache_dir
 

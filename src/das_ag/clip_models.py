@@ -24,6 +24,10 @@ from torch import nn
 
 from .errors import ConfigError, WeightsError, first_line
 
+# OpenAI CLIP's image normalisation, which most open_clip models share.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
 OPEN_CLIP = "open_clip:"
 
 
@@ -151,8 +155,6 @@ def in_cache(source: str, cache: Path) -> bool:
 
 def preprocessing(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The mean and std an open_clip model's images are normalised with (OpenAI's for most)."""
-    from .models import CLIP_MEAN, CLIP_STD
-
     cfg = getattr(model.visual, "preprocess_cfg", None) or {}
     return tuple(cfg.get("mean", CLIP_MEAN)), tuple(cfg.get("std", CLIP_STD))
 

@@ -31,9 +31,11 @@ from . import determinism
 from . import augment
 from .canvases import build_canvas
 from .config import GenerationConfig
+from .durable import OutputExistsError, write_atomic
 from .errors import ConfigError, DeviceError, first_line
 from .models import ModelBundle, resolve_device, use_compile_cache
 from .objectives import TermInputs, active_terms
+from .png import build_recipe, encode_png
 from .scoring import Scores, score_image
 
 ADAM_BETAS = (0.5, 0.99)  # the references' momentum: short memory suits ever-changing augmentations
@@ -116,21 +118,15 @@ class SynthesisResult:
     compiled: bool = False  # whether the step ran compiled (the config's None resolved; False after a fallback)
 
     def recipe(self) -> dict:
-        from .png import build_recipe
-
         return build_recipe(self)
 
     def files(self) -> dict[str, bytes]:
         """Every file of the result by suffix: the PNG with its recipe, and the canvas's own."""
-        from .png import encode_png
-
         recipe = self.recipe()
         return {".png": encode_png(self.image, recipe), **{sfx: make(recipe) for sfx, make in self.exports.items()}}
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the PNG at `path` and the canvas's other files beside it (same name, their suffix)."""
-        from .png import OutputExistsError, write_atomic
-
         path = Path(path)
         if path.suffix.lower() != ".png":
             raise ConfigError(f"output {path} must end in .png")

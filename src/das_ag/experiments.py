@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import PRESETS, GenerationConfig, merged_terms, settings_over, upgraded
+from .durable import check_writable, write_atomic
 from .methods import GUIDANCE, METHOD_NAMES, METHOD_ORDER
 from .errors import ConfigError, DasAgError, WriteError
 from .evaluators import TRAINING_COLUMNS
@@ -281,8 +282,6 @@ def run_plan(plan: Plan, models, *, on_item: Callable[[PlanItem, str], None] | N
     `images_per_step` None means auto (as many as fit in memory). DAS, DAS-AG and DAS-rAG of one
     seed differ only in the aesthetic sign, so a comparison's images share one encoder batch.
     """
-    from .png import check_writable
-
     identities = models.identities()
     check_writable(plan.image_dir / "probe.png")  # before any image is made
     plan.image_dir.mkdir(parents=True, exist_ok=True)
@@ -310,8 +309,6 @@ def plan_lock(out_dir: Path):
 
 def _run_plan_locked(plan: Plan, models, identities, on_item, on_step, images_per_step) -> tuple[int, int]:
     from .engine import choose_images_per_step, plan_batches, synthesize
-    from .png import write_atomic
-
     for leftover in plan.image_dir.glob(".*.partial"):
         leftover.unlink()  # a temporary file of a run that was killed mid-write; never a result
     write_atomic(plan.out_dir / MANIFEST, json.dumps(plan.manifest(), indent=2).encode(), overwrite=True)

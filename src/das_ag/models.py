@@ -18,12 +18,11 @@ import torch
 from torch import nn
 
 from . import determinism, weights
+from .clip_models import CLIP_MEAN, CLIP_STD, in_cache, load_open_clip, parse_encoder, preprocessing
 from .encoder import packing_available, speed_up_image_encoder, speed_up_open_clip_encoder, with_matmul_weights_in, with_packed_matmul_weights
 from .resample import resize
 from .errors import DeviceError, WeightsError, first_line
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 EMBED_DIM = 768  # ViT-L/14's projection width, which the aesthetic head was trained on
 
 
@@ -321,8 +320,6 @@ def load_models(
     head reads a 768-d ViT-L/14: without one the bundle has no head, which only a run with
     guidance off accepts (`need_head=False`, when a missing head file is no error either).
     """
-    from .clip_models import in_cache, parse_encoder
-
     weights.load_environment()
     dev = resolve_device(device)
     if dev.type == "cuda":
@@ -368,8 +365,6 @@ def _load_bundle(members: tuple[tuple[str, Path | None, float], ...], head_path:
 
 
 def _load_encoder(source: str, path: Path | None, weight: float, device: torch.device) -> ClipEncoder:
-    from .clip_models import load_open_clip, preprocessing
-
     if path is None:  # open_clip:ARCH@PRETRAINED
         model, path, name = load_open_clip(source, weights.cache_dir())
         model = _frozen(model.float())

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,18 +17,16 @@ from PIL import Image, PngImagePlugin
 
 from . import __version__
 from .config import GenerationConfig
-from .durable import sync_folder
-from .errors import DasAgError, WriteError
+# Atomic writes were png.py's before they were everyone's; older imports from here keep working.
+from .durable import OutputExistsError, check_writable, write_atomic  # noqa: F401
+from .errors import DasAgError
+from .recipe_text import RECIPE_KEY, parse_recipe
+from .svg import read_svg_recipe
 
 if TYPE_CHECKING:
     from .engine import SynthesisResult
 
-RECIPE_KEY = "das-ag:recipe"
 RECIPE_FORMAT = 1
-
-
-class OutputExistsError(DasAgError, FileExistsError):
-    pass
 
 
 def build_recipe(result: SynthesisResult) -> dict:
@@ -77,75 +73,6 @@ def save_png(image: Image.Image, path: str | Path, recipe: dict, *, overwrite: b
     return write_atomic(path, encode_png(image, recipe), overwrite=overwrite)
 
 
-def write_atomic(path: str | Path, data: bytes, *, overwrite: bool = False) -> Path:
-    """Write `data` to `path` through a temporary file: readers never see half a file. A file
-    that cannot be written (a full disk, a read-only folder) raises WriteError, leaving nothing."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; choose another name or allow overwriting")
-    try:
-        return _write_atomic(path, data, overwrite)
-    except OutputExistsError:
-        raise
-    except OSError as exc:
-        raise WriteError(path, exc) from None
-
-
-def check_writable(path: str | Path) -> None:
-    """Raise WriteError now, before a long run, if `path`'s folder could not be made or written
-    (a file in the way, a read-only filesystem, no permission). Nothing is created: the probe
-    goes into the deepest folder that exists. A full disk shows only when the file is written."""
-    folder = Path(path).parent.absolute()
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        raise WriteError(path, f"{existing} is a file, not a folder")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".das-ag-probe.", dir=existing)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise WriteError(path, exc) from None
-
-
-def _write_atomic(path: Path, data: bytes, overwrite: bool) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        # mkstemp makes the file 0600; a result should get the mode any new file of the user gets.
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic "create if absent": never clobbers a file made meanwhile
-            except FileExistsError:
-                raise OutputExistsError(f"{path} already exists; choose another name or allow overwriting") from None
-            except OSError:
-                os.replace(tmp, path)  # filesystems without hard links
-        sync_folder(path.parent)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it (os.umask can only be read by setting it)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)  # not Linux: set and restore at once
-    os.umask(mask)
-    return mask
-
-
 def next_free_path(config: GenerationConfig, folder: str | Path = "outputs") -> Path:
     """<folder>/<first words of the prompt>-<method>-seed<S>.png, numbered if the name is taken."""
     folder = Path(folder)
@@ -161,8 +88,6 @@ def next_free_path(config: GenerationConfig, folder: str | Path = "outputs") -> 
 def read_recipe(source: str | Path | bytes) -> dict:
     """The recipe embedded in a das-ag PNG (or SVG), given its path or its bytes (an upload)."""
     if _is_svg(source):
-        from .svg import read_svg_recipe
-
         return read_svg_recipe(source)
     from .pictures import PictureError, opened
 
@@ -178,17 +103,6 @@ def read_recipe(source: str | Path | bytes) -> dict:
     if text is None:
         raise DasAgError(f"{name} has no das-ag recipe (not made by das-ag, or its metadata was stripped)")
     return parse_recipe(text, name)
-
-
-def parse_recipe(text: str, name: str) -> dict:
-    """A recipe from the JSON text a file carries; `name` says which file in messages."""
-    try:
-        recipe = json.loads(text)
-    except ValueError:
-        raise DasAgError(f"{name} has a damaged das-ag recipe") from None
-    if not isinstance(recipe, dict) or "config" not in recipe:
-        raise DasAgError(f"{name} has a das-ag recipe without settings")
-    return recipe
 
 
 def _is_svg(source: str | Path | bytes) -> bool:

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .errors import DasAgError
 from .evaluators import Column
 from .experiments import collect_rows, method_order, read_manifest, score_columns, summarize
-from .png import write_atomic
+from .durable import write_atomic
 
 
 

@@ -6,19 +6,15 @@ similarities, the aesthetic term the head's score, ...); a Scores holds them by 
 
 from __future__ import annotations
 
-import math
-
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from PIL import Image
 
-from .augment import normalize, spread
-from .canvases.base import from_pil
+from .embedding import embed_image, joined, picture_views  # noqa: F401  (embed_image: scoring's since 0.1)
 from .models import ModelBundle
-from .prompts import Prompt, tokenize
-from .resample import resize
+from .objectives import active_terms, score_label
 
 
 @dataclass(frozen=True)
@@ -60,48 +56,11 @@ class Scores:
         return dict(self.values)
 
     def summary(self) -> str:
-        from .objectives import score_label  # the terms import this module
-
         parts = []
         for key, value in self.numbers().items():
             if value is not None:
                 parts.append(f"{score_label(key)} {value:.4f}")
         return "  ".join(parts)
-
-
-
-
-def encode_text_prompts(models: ModelBundle, prompts: tuple[Prompt, ...]) -> tuple[torch.Tensor, list[str]]:
-    """Normalised text features for `prompts` (one row each) and any truncation warnings."""
-    tokens, warnings = tokenize([p.text for p in prompts])
-    return models.encode_texts(tokens), warnings
-
-
-def embed_image(models: ModelBundle, image: Image.Image) -> torch.Tensor:
-    """The fp32 CLIP embedding (1, D) of an 8-bit image, unaugmented (see picture_views)."""
-    return joined(models.encode_images(picture_views(models, image)))
-
-
-def picture_views(models: ModelBundle, image: Image.Image) -> torch.Tensor:
-    """An 8-bit image as CLIP-normalised input views, unaugmented: the image itself, or for an
-    image that is not square, squares of its short side spread along the long side (as few as
-    cover it; their embeddings are averaged and normalised again)."""
-    pixels = from_pil(image).to(models.device)
-    height, width = pixels.shape[-2:]
-    side = min(height, width)
-    if height != width:
-        count = math.ceil(max(height, width) / side)
-        starts = spread(max(height, width) - side, count, pixels.device).tolist()
-        windows = [pixels[..., a:a + side, :] if height > width else pixels[..., :, a:a + side] for a in starts]
-        pixels = torch.cat(windows)
-    return resize(normalize(pixels), models.input_resolution, "bilinear", antialias=True)
-
-
-def joined(embeddings: torch.Tensor) -> torch.Tensor:
-    """One embedding (1, D) of an image seen as several views: their normalised mean."""
-    if len(embeddings) == 1:
-        return embeddings
-    return torch.nn.functional.normalize(embeddings.float().mean(dim=0, keepdim=True), dim=-1)
 
 
 @torch.no_grad()
@@ -112,8 +71,6 @@ def score_image(models: ModelBundle, image: Image.Image, config=None, terms=None
     from `config`.
     """
     if terms is None:
-        from .objectives import active_terms
-
         terms = [cls(config, models) for cls in active_terms(config)]
     views = picture_views(models, image)
     embedding = joined(models.encode_images(views))

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .durable import write_atomic
 from .errors import ConfigError
 
 # The 27 WikiArt styles as the paper's code lists them (wikiart.org slugs; "na-ve" is "naive").
@@ -116,8 +117,6 @@ class Centroids:
         return buffer.getvalue()
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        from .png import write_atomic
-
         return write_atomic(path, self.to_bytes(), overwrite=overwrite)
 
     @classmethod

@@ -19,6 +19,7 @@ from defusedxml import DefusedXmlException
 
 from . import __version__
 from .errors import DasAgError
+from .recipe_text import parse_recipe
 
 SVG_NS = "http://www.w3.org/2000/svg"
 RECIPE_ID = "das-ag-recipe"
@@ -96,8 +97,6 @@ def read_svg_recipe(source: str | Path | bytes) -> dict:
     node = next((m for m in root.iter(f"{{{SVG_NS}}}metadata") if m.get("id") == RECIPE_ID), None)
     if node is None or not (node.text or "").strip():
         raise DasAgError(f"{name} has no das-ag recipe (not written by das-ag, or its metadata was removed)")
-    from .png import parse_recipe
-
     return parse_recipe(node.text, name)
 
 

@@ -21,10 +21,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from ..colours import parse_hex, parse_palette
 from ..errors import ConfigError
 from ..schedules import Schedule
 from ..pictures import start_picture
 from ..settings import setting
+from ..svg import stroke_svg
 from .base import Canvas, geometry, to_pil
 from .rasterise import render
 
@@ -274,8 +276,6 @@ class StrokeCanvas(Canvas):
         return to_pil(self.crop(self.forward(self.final_softness)))
 
     def exports(self) -> dict:
-        from ..svg import stroke_svg
-
         drawing = self.drawing()
         return {".svg": lambda recipe: stroke_svg(drawing, recipe)}
 
@@ -357,27 +357,6 @@ def _edge_starts(picture: torch.Tensor, n: int, generator):
     norm = along.norm(dim=1, keepdim=True)
     direction = torch.where(norm > 1e-6, along / norm.clamp(min=1e-6), fallback)
     return first, direction, picture[0, :, y, x].t()
-
-
-# -- colours ---------------------------------------------------------------------------------
-def parse_hex(text: str) -> tuple[float, float, float]:
-    """"#rrggbb" (or "rrggbb", "#rgb") -> (r, g, b) in [0, 1]."""
-    value = str(text).strip().lstrip("#")
-    if len(value) == 3:
-        value = "".join(c * 2 for c in value)
-    try:
-        if len(value) != 6:
-            raise ValueError
-        return tuple(int(value[i:i + 2], 16) / 255 for i in (0, 2, 4))
-    except ValueError:
-        raise ConfigError(f"{text!r} is not a colour; write it as #rrggbb") from None
-
-
-def parse_palette(text: str) -> list[tuple[float, float, float]]:
-    colours = [c for c in str(text).replace(" ", "").split(",") if c]
-    if not colours:
-        raise ConfigError("a palette needs at least one colour, e.g. #000000,#ff0000")
-    return [parse_hex(c) for c in colours]
 
 
 def _number(v) -> bool:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..embedding import joined
 from ..errors import ConfigError
 from ..methods import GUIDANCE
 from ..schedules import Schedule
@@ -125,8 +126,6 @@ class AestheticTerm(Term):
     def final_scores(self, embedding, views=None):
         if self.models.aesthetic_head is None:
             return {}
-        from ..scoring import joined
-
         head = joined(self.models.head_embedding(embedding, views))  # views of a wide image: their mean
         return {"aesthetic": float(self.models.aesthetic_score(head)[0])}
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..colours import parse_palette
+from ..errors import ConfigError
 from ..settings import setting
 from .base import Term, TermInputs
 
@@ -27,9 +29,6 @@ class PaletteSettings:
                            help="the palette: hex colours separated by commas")
 
     def problems(self) -> list[str]:
-        from ..canvases.strokes import parse_palette
-        from ..errors import ConfigError
-
         try:
             parse_palette(self.colours)
         except ConfigError as exc:
@@ -49,8 +48,6 @@ class PaletteTerm(Term):
 
     def __init__(self, config, models):
         super().__init__(config, models)
-        from ..canvases.strokes import parse_palette
-
         self.palette = torch.tensor(parse_palette(self.settings.colours), device=models.device)
         self.weight = self.number(self.settings.weight)
 

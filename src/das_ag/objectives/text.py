@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..scoring import encode_text_prompts
+from ..embedding import encode_text_prompts
 from ..settings import setting
 from .base import Term, TermInputs
 

@@ -9,6 +9,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from ..durable import check_writable, write_atomic
 from ..errors import DasAgError
 from ..flags import (DEVICE_HELP, EXIT_FAILED, EXIT_INTERRUPTED, Parser, finite_float, float_list, nonnegative_int, positive_int, say,
                      seed_list, whole_number)
@@ -177,8 +178,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     problems = settings.problems()
     if problems:
         raise DasAgError(problems[0])
-    from ..png import check_writable
-
     for path in (out, *([Path(args.kohya)] if args.kohya else [])):
         check_writable(path)  # before the models load and the hours of training
     base, models = load_slider_models(args)
@@ -211,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from ..png import check_writable, encode_png, write_atomic
+    from ..png import encode_png
     from ..rescue import save_or_rescue
 
     out = Path(args.out)
@@ -254,7 +253,6 @@ def cmd_scorer(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise DasAgError(f"--out {out} must end in .safetensors")
-    from ..png import check_writable
     from ..rescue import save_or_rescue
 
     check_writable(out)

@@ -13,17 +13,21 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .. import __version__
 from ..augment import normalize
+from ..durable import write_atomic
 from ..errors import DasAgError
 from ..resample import resize
 from . import existing
 from .denoise import denoised_part_way, guided_prediction, predicted_clean, prompt_conditions, starting_latent
-from .train import SliderSettings
+
+if TYPE_CHECKING:
+    from .train import SliderSettings  # train loads a scorer; the scorer only reads the settings
 
 SCORER_KEY = "das-ag:latent-scorer"
 
@@ -116,8 +120,6 @@ def distil(latents: torch.Tensor, scores: torch.Tensor, *, epochs: int = 200, lr
 
 def save_scorer(path: str | Path, scorer: LatentScorer, recipe: dict) -> Path:
     from safetensors.torch import save
-
-    from ..png import write_atomic
 
     state = {k: v.contiguous() for k, v in scorer.state_dict().items()}
     meta = {SCORER_KEY: json.dumps({**recipe, "width": scorer.width, "das_ag_version": __version__}, sort_keys=True)}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..durable import write_atomic
 from ..errors import DasAgError
 from . import existing
 
@@ -38,8 +39,6 @@ def lora_state(unet) -> dict[str, torch.Tensor]:
 
 def save_lora(path: Path, unet, recipe: dict) -> Path:
     from safetensors.torch import save
-
-    from ..png import write_atomic
 
     data = save(lora_state(unet), metadata={RECIPE_KEY: json.dumps(recipe, sort_keys=True)})
     return write_atomic(path, data, overwrite=True)
@@ -75,8 +74,6 @@ def export_kohya(lora: str | Path, out: str | Path) -> Path:
     sd-scripts' SDXL trainer writes them, and AUTOMATIC1111 reads SDXL LoRAs)."""
     from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
     from safetensors.torch import save
-
-    from ..png import write_atomic
 
     tensors, recipe = read_lora(lora)
     # Our file's diffusers names (".lora.down/.up") as peft's (".lora_A/.lora_B"), which the

@@ -14,8 +14,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .. import __version__
+from ..durable import write_atomic
 from ..errors import DasAgError
-from ..scoring import embed_image
+from ..embedding import embed_image
 from . import one_line, quiet_libraries
 from .lora import ADAPTER, read_lora
 
@@ -77,7 +78,7 @@ def write_preview(base, models, settings, out: Path, step: int, seeds: tuple[int
     """A scored grid of the LoRA in training at weights -1, 0 and +1 (the first training prompt,
     fixed seeds), written beside `out`; returns its mean scores by weight. The adapter is left at
     weight 1, and the scheduler at the training's steps, exactly as they were."""
-    from ..png import encode_png, write_atomic
+    from ..png import encode_png
 
     unet, weights = base.unet, list(PREVIEW_WEIGHTS)
     unet.eval()

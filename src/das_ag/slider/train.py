@@ -27,7 +27,7 @@ import torch
 from .. import __version__
 from ..augment import normalize
 from ..errors import ConfigError, DasAgError, WriteError
-from ..png import check_writable, write_atomic
+from ..durable import check_writable, write_atomic
 from ..resample import resize
 from ..rescue import save_or_rescue
 from .base import PRECISIONS

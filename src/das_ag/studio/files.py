@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
+from ..durable import write_atomic
 from ..errors import DasAgError
 
 OUTPUT_ROOT_ENV = "DAS_AG_OUTPUT_DIR"
@@ -67,8 +68,6 @@ def save_upload(name: str, data: bytes, root: Path | None = None, *, kind: str =
     under the output root, named by its content: recipes refer to it by that path, and the same
     file is stored once. The settings that read it check its contents."""
     import hashlib
-
-    from ..png import write_atomic
 
     suffixes = UPLOAD_KINDS[kind]
     suffix = Path(name).suffix.lower()
