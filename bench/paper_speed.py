@@ -39,7 +39,7 @@ def sync(device: str) -> None:
 def timed(configs, models, device: str) -> tuple[float, list]:
     sync(device)
     start = time.perf_counter()
-    results = synthesize(configs, models).run_all()
+    results = synthesize(configs, models).run()
     sync(device)
     return time.perf_counter() - start, results
 

@@ -47,7 +47,7 @@ def test_a_batch_of_three_gives_each_image_what_its_recipe_promises(models, tmp_
 
 def test_signs_in_one_batch_move_the_score_their_own_ways(models):
     base = small_config(steps=30, seed=3, terms={"text": {"weight": 0.0}, "aesthetic": {"weight": Schedule.constant(3.0)}})
-    reward, penalty = synthesize([base.with_guidance("reward"), base.with_guidance("penalty")], models).run_all()
+    reward, penalty = synthesize([base.with_guidance("reward"), base.with_guidance("penalty")], models).run()
     start = reward.initial_scores.aesthetic
     assert penalty.initial_scores.aesthetic == start  # same seed, same start
     assert reward.scores.aesthetic > start + 0.1
@@ -58,7 +58,7 @@ def test_a_batched_image_matches_the_same_image_made_alone_on_this_cpu(models):
     # Not promised (recipes re-create their batch instead), but on the CPU every row of the
     # encoder is computed alone, so batching should not change a bit: a change here is worth knowing.
     configs = [small_config(seed=s, steps=4) for s in (7, 8)]
-    together = synthesize(configs, models).run_all()
+    together = synthesize(configs, models).run()
     alone = [synthesize(c, models).run() for c in configs]
     assert [png_bytes(r.image) for r in together] == [png_bytes(r.image) for r in alone]
 
@@ -108,7 +108,7 @@ def test_one_bad_image_stops_alone(models, broken_head_path, tiny_clip_path):
     # The broken head's score is infinite: in the loss of the reward image from step 2 on (its
     # weight starts at 0), never in the loss of the off image, which must finish regardless.
     results = synthesize([small_config(steps=4, seed=1, terms={"aesthetic": {"guidance": "reward"}}),
-                          small_config(steps=4, seed=2, terms={"aesthetic": {"guidance": "off"}})], broken).run_all()
+                          small_config(steps=4, seed=2, terms={"aesthetic": {"guidance": "off"}})], broken).run()
     assert results[0].status == "non_finite" and results[0].steps_done == 1 and "non-finite" in results[0].message
     assert results[1].status == "completed" and results[1].steps_done == 4
 
@@ -127,15 +127,28 @@ def test_compare_runs_the_three_methods_of_a_seed_together(tiny_clip_path, head_
 
 
 def test_the_python_api_makes_any_number_of_images_several_to_a_step(models):
-    """generate_all: images that can share a step are made together, at most images_per_step at
+    """synthesize_all: images that can share a step are made together, at most images_per_step at
     a time, and come back in the order given, each what it would be alone (bit for bit on the CPU)."""
     import das_ag
 
     configs = [small_config(seed=s, steps=3 if s != 2 else 4) for s in range(5)]
-    results = das_ag.generate_all(configs, models, images_per_step=2)
+    results = das_ag.synthesize_all(configs, models, images_per_step=2)
     assert [r.config for r in results] == configs
     assert [len(r.batch) for r in results] == [2, 2, 0, 2, 2]  # seed 2's step count lets it share with none
     assert results[3].batch == (configs[3], configs[4])
-    alone = das_ag.generate(configs[1], models)
+    alone = das_ag.synthesize(configs[1], models).run()
     assert png_bytes(alone.image) == png_bytes(results[1].image)
-    assert [r.config for r in das_ag.generate_all(configs[:2], models)] == configs[:2]  # auto
+    assert [r.config for r in das_ag.synthesize_all(configs[:2], models)] == configs[:2]  # auto
+
+
+def test_the_older_ways_in_still_work_and_say_what_replaces_them(models):
+    import das_ag
+
+    configs = [small_config(seed=s, steps=2) for s in range(2)]
+    today = [png_bytes(r.image) for r in das_ag.synthesize(configs, models).run()]
+    with pytest.warns(DeprecationWarning, match=r"synthesize\(config, models\)\.run\(\)"):
+        assert png_bytes(das_ag.generate(configs[0], models).image) == today[0]
+    with pytest.warns(DeprecationWarning, match="synthesize_all"):
+        assert [png_bytes(r.image) for r in das_ag.generate_all(configs, models)] == today
+    with pytest.warns(DeprecationWarning, match="run_all"):
+        assert [png_bytes(r.image) for r in das_ag.synthesize(configs, models).run_all()] == today

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from das_ag import encoder
 from das_ag.clip_package import clip_module
 from das_ag.encoder import EncoderBlock, PatchEmbedding, blocked_attention, speed_up_image_encoder, with_matmul_weights_in
-from das_ag.engine import generate
+from das_ag.engine import synthesize
 from das_ag.models import load_models
 
 from .conftest import small_config
@@ -195,7 +195,7 @@ def test_a_run_packs_one_encoder_and_scoring_packs_none(tiny_clip_path, head_pat
     # loop's encoder may carry them, never the float32 encoder that scores the first and last image.
     own_copy = shutil.copy(tiny_clip_path, tmp_path / "clip.pt")  # a bundle no other test has used
     models = load_models(str(own_copy), str(head_path), "cpu")
-    result = generate(small_config(steps=3, dtype="bfloat16"), models)
+    result = synthesize(small_config(steps=3, dtype="bfloat16"), models).run()
     assert result.status == "completed" and result.dtype == "bfloat16"
     # Listed before anything else asks the bundle for an encoder, so only the run can have packed.
     packed = [e for e in models.encoders[0]._encoders.values() if any(getattr(m, "packed", None) for m in e.modules())]

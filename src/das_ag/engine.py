@@ -20,6 +20,7 @@ import math
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,7 +201,8 @@ def cosine_lr_factor(t: int, steps: int) -> float:
 class Synthesis:
     """One run in progress, of one image or a batch of them that share each step's encoder forward.
 
-    Iterate it for StepEvents; `result()` (the first image) or `results()` at any point.
+    Made by `synthesize`. Iterate it for StepEvents, or `run()` it to the end; `result(i)` and
+    `results()` give the images as they are at any point.
     """
 
     def __init__(
@@ -210,7 +212,8 @@ class Synthesis:
         *,
         preview_every: int = 0,
     ):
-        self.configs = (config,) if isinstance(config, GenerationConfig) else tuple(config)
+        self._one = isinstance(config, GenerationConfig)  # run() answers in the shape it was asked
+        self.configs = (config,) if self._one else tuple(config)
         if not self.configs:
             raise ConfigError("a run needs at least one image's settings")
         check_batch(self.configs)
@@ -292,14 +295,17 @@ class Synthesis:
             self._apply(launched)
             pending = launched
 
-    def run(self) -> SynthesisResult:
-        """Run to the end (or until stopped) and return the (first) result."""
+    def run(self) -> SynthesisResult | list[SynthesisResult]:
+        """Run to the end (or until stopped): the result of the config given, or the list of
+        results of the configs given."""
         for _ in self:
             pass
-        return self.result()
+        return self.result() if self._one else self.results()
 
     def run_all(self) -> list[SynthesisResult]:
-        """Run to the end (or until stopped) and return every image's result."""
+        """Deprecated: `run()` of a run given a list of configs returns the list."""
+        warnings.warn("Synthesis.run_all() is deprecated; run() returns every result of a run given a list of configs",
+                      DeprecationWarning, stacklevel=2)
         for _ in self:
             pass
         return self.results()
@@ -634,18 +640,14 @@ def _free_memory(device: torch.device) -> int:
 def synthesize(
     config: GenerationConfig | Sequence[GenerationConfig], models: ModelBundle, *, preview_every: int = 0
 ) -> Synthesis:
-    """Start a run of one image, or of several sharing each step: iterate the returned Synthesis
-    for StepEvents, then call `result()` / `results()`."""
+    """das-ag's way in: a run of one image, or of several sharing each step. Iterate the returned
+    Synthesis for StepEvents, or call its `run()`: the result (a list of them for a list of
+    configs). For more images than share one step, see `synthesize_all`."""
     return Synthesis(config, models, preview_every=preview_every)
 
 
-def generate(config: GenerationConfig, models: ModelBundle) -> SynthesisResult:
-    """Make one image and return it with its scores."""
-    return Synthesis(config, models).run()
-
-
-def generate_all(configs: Sequence[GenerationConfig], models: ModelBundle, *,
-                 images_per_step: int | None = None) -> list[SynthesisResult]:
+def synthesize_all(configs: Sequence[GenerationConfig], models: ModelBundle, *,
+                   images_per_step: int | None = None) -> list[SynthesisResult]:
     """Make every image of `configs`, in that order, several sharing each step: at most
     `images_per_step` (None: auto, as many as half the free memory holds) of those that can share
     one (plan_batches), as `das-ag batch` and `compare` do."""
@@ -654,9 +656,23 @@ def generate_all(configs: Sequence[GenerationConfig], models: ModelBundle, *,
         return []
     results: list[SynthesisResult | None] = [None] * len(configs)
     for indices in plan_batches(configs, choose_images_per_step(models, configs, images_per_step)):
-        for i, result in zip(indices, Synthesis([configs[i] for i in indices], models).run_all()):
+        for i, result in zip(indices, synthesize([configs[i] for i in indices], models).run()):
             results[i] = result
     return results
+
+
+def generate(config: GenerationConfig, models: ModelBundle) -> SynthesisResult:
+    """Deprecated: `synthesize(config, models).run()`."""
+    warnings.warn("das_ag.generate(config, models) is deprecated; use synthesize(config, models).run()",
+                  DeprecationWarning, stacklevel=2)
+    return synthesize(config, models).run()
+
+
+def generate_all(configs: Sequence[GenerationConfig], models: ModelBundle, *,
+                 images_per_step: int | None = None) -> list[SynthesisResult]:
+    """Deprecated: `synthesize_all`."""
+    warnings.warn("das_ag.generate_all(...) is deprecated; use synthesize_all(...)", DeprecationWarning, stacklevel=2)
+    return synthesize_all(configs, models, images_per_step=images_per_step)
 
 
 @functools.cache
