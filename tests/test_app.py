@@ -160,7 +160,7 @@ def test_a_canvas_schedule_gets_the_widgets_every_schedule_gets(studio):
     quick_form(studio, "a red kite", steps=2)
     button(studio, "Generate").click().run()
     finish_job(studio)
-    assert studio.session_state["job"].snapshot().results[0].config.canvas_options.softness == \
+    assert studio.session_state["job"].snapshot().results[0].config.canvas_settings.softness == \
         Schedule("constant", 0.5, 0.5, StrokeSettings().softness.rate)
 
 

@@ -64,3 +64,20 @@ def test_an_unknown_canvas_is_refused_in_one_sentence():
 
     with pytest.raises(ConfigError, match="canvas must be one of pyramid"):
         small_config(canvas="watercolour")
+
+
+def test_a_config_always_holds_its_canvas_s_own_settings():
+    from das_ag.canvases.pyramid import PyramidSettings
+    from das_ag.canvases.strokes import StrokeSettings
+
+    pyramid = small_config()
+    assert pyramid.canvas_settings == PyramidSettings()  # its defaults, not None
+    strokes = pyramid.replace(canvas="strokes")  # the pyramid's defaults say nothing: the strokes' own
+    assert strokes.canvas_settings == StrokeSettings()
+    assert strokes.replace(canvas="pyramid") == pyramid
+    from das_ag.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="must be a StrokeSettings"):
+        small_config(canvas_settings={"fill": "zeros"}).replace(canvas="strokes")  # real pyramid settings are kept
+    with pytest.warns(DeprecationWarning, match="canvas_options is deprecated"):
+        assert strokes.canvas_options is strokes.canvas_settings

@@ -176,7 +176,7 @@ def test_a_plan_written_before_the_pyramid_owned_its_settings_keeps_working(tmp_
     path.write_text(PLAN.format(steps=3).replace('device = "cpu"', 'device = "cpu"\nlevels = "all"\ninterpolation = "bicubic"')
                     + '\n[[variants]]\nname = "flat"\ninit = "zeros"\n\n[[variants]]\nname = "summed"\ncombine = "sum"\n')
     plan = load_plan(path)
-    looks = {(i.variant, i.config.canvas_options) for i in plan.items}
+    looks = {(i.variant, i.config.canvas_settings) for i in plan.items}
     from das_ag.canvases.pyramid import PyramidSettings
 
     assert looks == {("flat", PyramidSettings(levels="all", fill="zeros", interpolation="bicubic")),
@@ -268,7 +268,7 @@ def test_a_plan_of_stroke_drawings_keeps_the_presets_look_and_its_svgs(tmp_path,
     path = tmp_path / "drawings.toml"
     path.write_text(STROKE_PLAN)
     plan = load_plan(path)
-    few, many = (next(i.config.canvas_options for i in plan.items if i.variant == v) for v in ("few", "many"))
+    few, many = (next(i.config.canvas_settings for i in plan.items if i.variant == v) for v in ("few", "many"))
     assert (few.count, few.colour, few.width_max) == (6, "mono", 3.0)  # the variant changed the count only
     assert (many.count, many.colour, many.width_max) == (20, "mono", 5.0)
 

@@ -64,6 +64,6 @@ def test_a_canvas_schedule_survives_the_form_and_its_widgets_set_it():
     assert form.state_to_config(state) == (config, [])
     state.update({form.schedule_key(key, "kind"): "constant", form.schedule_key(key, "start"): 0.8})
     back, problems = form.state_to_config(state)
-    assert problems == [] and back.canvas_options.softness == Schedule("constant", 0.8, 0.8, Schedule().rate)
+    assert problems == [] and back.canvas_settings.softness == Schedule("constant", 0.8, 0.8, Schedule().rate)
     state[form.schedule_key(key, "start")] = 0.01
     assert form.state_to_config(state)[1] == ["Softness must stay at 0.05 px or more (sharper edges have no gradient)."]

@@ -206,7 +206,7 @@ def test_a_recipe_from_before_the_shared_start_picture_still_loads(tmp_path):
     old["canvas_settings"].update(init="image", init_image=str(path), init_image_sha256="")
     old["tv_weight"] = old.pop("terms")["tv"]["weight"]  # that release kept no term settings
     config = GenerationConfig.from_dict(old)
-    assert config.start_picture == str(path) and config.canvas_options.init == "image"
+    assert config.start_picture == str(path) and config.canvas_settings.init == "image"
     assert config == strokes_config(canvas_settings={"init": "image"}, terms={"init": {"image": str(path)}})
 
 

@@ -346,7 +346,7 @@ def _warn_of_unread_canvas_flags(args: argparse.Namespace, config: GenerationCon
     if cls.Settings is None:
         return
     given = values_from_arguments(args, cls.Settings, prefix=f"{config.canvas}_")
-    for name, why in unused_settings(config.canvas_options).items():
+    for name, why in unused_settings(config.canvas_settings).items():
         if name in given:
             f, s = next((f, s) for f, s in described(cls.Settings) if f.name == name)
             print(f"das-ag: warning: {flag_of(f, s, f'{config.canvas}_')} has no effect: {why}", file=sys.stderr)

@@ -126,8 +126,14 @@ class GenerationConfig:
         from .objectives import term_class
 
         canvas = canvas_class(self.canvas) if isinstance(self.canvas, str) else None
-        if canvas is not None and canvas.Settings is not None and self.canvas_settings == canvas.Settings():
-            object.__setattr__(self, "canvas_settings", None)
+        own = canvas.Settings if canvas is not None else None
+        given = self.canvas_settings
+        # The canvas's settings are always there, its defaults where none were given; another
+        # canvas's settings that say nothing but their defaults (a config whose canvas was
+        # replaced) are none.
+        if own is not None and (given is None or (dataclasses.is_dataclass(given) and not isinstance(given, own)
+                                                 and given == type(given)())):
+            object.__setattr__(self, "canvas_settings", own())
         kept = []
         for name, settings in self.terms:
             cls = term_class(name)
@@ -163,13 +169,10 @@ class GenerationConfig:
 
     @property
     def canvas_options(self) -> Any:
-        """The canvas's own settings: `canvas_settings`, or its defaults (None for a canvas without)."""
-        if self.canvas_settings is not None:
-            return self.canvas_settings
-        from .canvases import canvas_class
-
-        cls = canvas_class(self.canvas)
-        return cls.Settings() if cls is not None and cls.Settings is not None else None
+        """Deprecated: `canvas_settings`, which now always holds the canvas's settings."""
+        warnings.warn("GenerationConfig.canvas_options is deprecated; canvas_settings always holds the canvas's "
+                      "settings now", DeprecationWarning, stacklevel=2)
+        return self.canvas_settings
 
     def term_settings(self, name: str) -> Any:
         """The settings of term `name` in this config (its defaults when the config gives none)."""
@@ -306,7 +309,7 @@ class GenerationConfig:
             elif not isinstance(self.canvas_settings, canvas.Settings):
                 p.append(f"settings of the {self.canvas} canvas must be a {canvas.Settings.__name__}")
         if canvas is not None and not p and canvas.Settings is not None:
-            check = getattr(self.canvas_options, "problems", None)
+            check = getattr(self.canvas_settings, "problems", None)
             p.extend(check() if check else [])
         if canvas is not None and not p:
             p.extend(canvas.problems(self))
@@ -344,11 +347,10 @@ class GenerationConfig:
             d["clip_models"] = list(self.clip_models)
         else:
             del d["clip_models"]  # one CLIP: recipes stay as they were
-        options = self.canvas_options
-        if options is None:
+        if self.canvas_settings is None:
             del d["canvas_settings"]  # recipes of canvases without settings stay as they were
         else:
-            d["canvas_settings"] = dataclasses.asdict(options)  # written out in full: defaults may change
+            d["canvas_settings"] = dataclasses.asdict(self.canvas_settings)  # in full: defaults may change
         return d
 
     @classmethod

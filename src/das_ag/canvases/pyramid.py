@@ -78,7 +78,7 @@ class PyramidCanvas(Canvas):
         from ..pictures import start_picture
 
         size, resolution = geometry(config)
-        own = config.canvas_options
+        own = config.canvas_settings
         return cls(size, resolution, levels=own.levels, fill=own.fill, combine=own.combine,
                    interpolation=own.interpolation, generator=generator, picture=start_picture(config))
 

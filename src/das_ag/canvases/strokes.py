@@ -143,14 +143,14 @@ class StrokeCanvas(Canvas):
 
     @classmethod
     def problems(cls, config) -> list[str]:
-        if config.canvas_options.init == "image" and not config.start_picture:
+        if config.canvas_settings.init == "image" and not config.start_picture:
             return ["a stroke start from an image needs a start picture (--init-image, or the studio's Start picture)"]
         return []
 
     @classmethod
     def from_config(cls, config, generator: torch.Generator) -> StrokeCanvas:
         size, resolution = geometry(config)
-        return cls(size, resolution, config.canvas_options, generator=generator, seed=config.seed,
+        return cls(size, resolution, config.canvas_settings, generator=generator, seed=config.seed,
                    picture=start_picture(config))
 
     def __init__(self, size: int | tuple[int, int], resolution: int | tuple[int, int], settings: StrokeSettings, *,

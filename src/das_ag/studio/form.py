@@ -122,7 +122,7 @@ def canvas_settings_to_state(config: GenerationConfig) -> dict[str, Any]:
     for canvas, cls in CANVASES.items():
         if cls.Settings is None:
             continue
-        settings = config.canvas_options if config.canvas == canvas else cls.Settings()
+        settings = config.canvas_settings if config.canvas == canvas else cls.Settings()
         state[_base_key(canvas)] = settings
         for f, _ in described(cls.Settings):
             value = getattr(settings, f.name)
