@@ -115,7 +115,7 @@ def test_hand_laid_controls_take_their_limits_and_words_from_the_settings_descri
     settings = {f.name: s for f, s in described(GenerationConfig)}
     aesthetic = {f.name: s for f, s in described(TERMS["aesthetic"].Settings)}
     text = {f.name: s for f, s in described(TERMS["text"].Settings)}
-    for prefix, described_as in (("noise", settings["noise"]), ("colour", settings["colour"]), ("jitter", settings["jitter"]),
+    for prefix, described_as in (("noise", settings["noise"]), ("colour_shift", settings["colour_shift"]), ("jitter", settings["jitter"]),
                                  (form.term_key("aesthetic", "weight"), aesthetic["weight"])):
         for part in ("start", "end"):
             widget = studio.number_input(key=f"{prefix}_{part}")

@@ -4,7 +4,7 @@ import torch
 from das_ag.augment import AugmentStrength, apply, draw, jittered_windows, normalize
 from das_ag.resample import resize
 
-NONE = AugmentStrength(jitter=0, colour=0.0, noise=0.0)
+NONE = AugmentStrength(jitter=0, colour_shift=0.0, noise=0.0)
 
 
 def canvas(size=64, seed=0):
@@ -50,7 +50,7 @@ def test_jitter_is_a_roll_within_the_margin():
 
 def test_colour_shift_stays_in_range():
     c = canvas(64)
-    c_strength = AugmentStrength(jitter=0, colour=0.3, noise=0.0)
+    c_strength = AugmentStrength(jitter=0, colour_shift=0.3, noise=0.0)
     batch = views(c, copies=16, resolution=48, strength=c_strength, seed=2, out_size=48)
     base = normalize(c[..., 8:56, 8:56])
     # x * exp(u1) + u2 per copy and channel: recover u1 from two pixels and check |u1|, |u2| <= c.
@@ -64,7 +64,7 @@ def test_colour_shift_stays_in_range():
 
 def test_noise_has_the_scheduled_sigma():
     c = canvas(256)
-    strength = AugmentStrength(jitter=0, colour=0.0, noise=0.5)
+    strength = AugmentStrength(jitter=0, colour_shift=0.0, noise=0.5)
     batch = views(c, copies=4, resolution=224, strength=strength, seed=3)
     residual = batch - normalize(c[..., 16:240, 16:240])
     assert residual.std().item() == pytest.approx(0.5, rel=0.02)
@@ -72,7 +72,7 @@ def test_noise_has_the_scheduled_sigma():
 
 def test_same_seed_same_batch_other_seed_other_batch():
     c = canvas(256)
-    s = AugmentStrength(jitter=16, colour=0.1, noise=0.2)
+    s = AugmentStrength(jitter=16, colour_shift=0.1, noise=0.2)
     make = lambda seed: views(c, copies=4, resolution=224, strength=s, seed=seed)  # noqa: E731
     assert torch.equal(make(5), make(5))
     assert not torch.equal(make(5), make(6))
@@ -80,6 +80,6 @@ def test_same_seed_same_batch_other_seed_other_batch():
 
 def test_gradients_reach_the_canvas():
     c = canvas(256).requires_grad_()
-    s = AugmentStrength(jitter=16, colour=0.1, noise=0.2)
+    s = AugmentStrength(jitter=16, colour_shift=0.1, noise=0.2)
     views(c, copies=4, resolution=224, strength=s, seed=0).sum().backward()
     assert c.grad is not None and c.grad.abs().sum() > 0

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from das_ag.cli import build_parser, main
+from das_ag.config import GenerationConfig
 from das_ag.png import read_recipe
 
 from .conftest import cli_env
 
-FAST = ["--steps", "6", "--batch", "2", "--device", "cpu", "--quiet"]
+FAST = ["--steps", "6", "--copies", "2", "--device", "cpu", "--quiet"]
 
 
 def one_line_error(capsys) -> str:
@@ -49,12 +50,12 @@ def test_generate_saves_a_png_whose_recipe_says_what_was_asked(weights_env, tmp_
 
 def test_every_setting_has_a_flag_schedules_included(weights_env, tmp_path):
     out = tmp_path / "flags.png"
-    assert main(["generate", "--prompt", "a kite", *FAST, "--noise", "exp_decay:0.3:0.1:0.05", "--colour", "0.2",
+    assert main(["generate", "--prompt", "a kite", *FAST, "--noise", "exp_decay:0.3:0.1:0.05", "--colour-shift", "0.2",
                  "--jitter", "linear:1:0.5", "--jitter-margin", "8", "--levels", "all", "--resolution", "48",
                  "--init", "zeros", "--copies", "3", "--out", str(out)]) == 0
     config = read_recipe(out)["config"]
     assert config["noise"] == {"kind": "exp_decay", "start": 0.3, "end": 0.1, "rate": 0.05}
-    assert config["colour"] == {"kind": "constant", "start": 0.2, "end": 0.2, "rate": 0.03}
+    assert config["colour_shift"] == {"kind": "constant", "start": 0.2, "end": 0.2, "rate": 0.03}
     assert (config["jitter"]["kind"], config["jitter"]["end"], config["jitter_margin"]) == ("linear", 0.5, 8)
     pyramid = config["canvas_settings"]  # the pyramid's own settings; --init is --fill's old name
     assert (pyramid["levels"], pyramid["fill"], config["augment_copies"]) == ("all", "zeros", 3)
@@ -222,3 +223,26 @@ def test_the_terms_flags_set_their_own_settings():
     shaped = config_of("--aesthetic-weight", "4", "--aesthetic-start", "1", "--aesthetic-schedule", "cosine")
     assert shaped.term_settings("aesthetic").weight == Schedule("cosine", 1.0, 4.0, 0.06)
     assert config_of("--preset", "quick", "--guidance", "off").term_settings("aesthetic").weight.rate == 0.1
+
+
+def test_renamed_flags_and_recipe_keys_still_work_and_name_the_new_one(capsys):
+    """--batch, --colour, --init and --stroke-init were renamed (one name per thing): the old
+    flags set the same settings with a one-line note, and recipes with the old keys load."""
+    from das_ag.cli import config_from_args
+
+    def config_of(*flags):
+        return config_from_args(build_parser().parse_args(["generate", "--prompt", "a kite", "--canvas", "strokes", *flags]))
+
+    new = config_of("--copies", "3", "--colour-shift", "0.2", "--stroke-layout", "clipdraw")
+    assert capsys.readouterr().err == ""
+    old = config_of("--batch", "3", "--colour", "0.2", "--stroke-init", "clipdraw")
+    notes = capsys.readouterr().err.splitlines()
+    assert old == new and new.canvas_settings.layout == "clipdraw" and new.augment_copies == 3
+    assert notes == [f"das-ag: note: {a} is now {b}; the old name will go in a later release"
+                     for a, b in (("--batch", "--copies"), ("--colour", "--colour-shift"), ("--stroke-init", "--stroke-layout"))]
+    recipe = new.to_dict()
+    recipe["colour"] = recipe.pop("colour_shift")
+    recipe["canvas_settings"]["init"] = recipe["canvas_settings"].pop("layout")
+    assert GenerationConfig.from_dict(recipe) == new
+    with pytest.warns(DeprecationWarning, match="colour is colour_shift now"):
+        assert new.replace(colour=new.colour_shift) == new

@@ -13,7 +13,7 @@ PROMPTS = (Prompt("a lighthouse at dusk"), Prompt("blurry", -1.0))
 def test_defaults_are_the_reference_app_defaults():
     c = GenerationConfig(prompts=PROMPTS)
     assert (c.resolution, c.steps, c.lr, c.augment_copies) == (224, 100, 0.1, 8)
-    assert c.noise.kind == c.colour.kind == "exp_warmup"
+    assert c.noise.kind == c.colour_shift.kind == "exp_warmup"
     assert (c.margin, c.canvas_size) == (16, 256)
     assert c.method == "DAS-AG" and c.guidance_sign == 1
 
@@ -23,7 +23,7 @@ def test_paper_preset_matches_the_published_settings():
     assert (c.resolution, c.margin, c.canvas_size, c.steps, c.lr) == (448, 32, 512, 200, 0.05)
     assert c.term_settings("aesthetic").weight == Schedule("exp_decay", 0.0, 3.0, 0.06)
     assert c.noise == Schedule("exp_decay", 0.2, 0.5, 0.03)
-    assert c.colour == Schedule("exp_decay", 0.05, 0.30, 0.03)
+    assert c.colour_shift == Schedule("exp_decay", 0.05, 0.30, 0.03)
     assert (c.term_settings("tv").weight, c.term_settings("l1").weight, c.seed, c.deterministic) == (1e-8, 0.0, 42, True)
 
 

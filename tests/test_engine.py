@@ -218,7 +218,7 @@ def test_nothing_that_changes_per_step_recompiles_the_step(models, monkeypatch):
         return call
 
     monkeypatch.setattr(engine, "compiled_step", lambda forward, device: torch.compile(forward, backend=recording_backend))
-    configs = [small_config(steps=8, dtype="float32", compile=True, colour=Schedule("linear", 0.2, 0.05), noise=Schedule("linear", 0.3, 0.1), canvas=canvas, terms={"aesthetic": {"weight": Schedule("linear", 0.5, 2.0)}})
+    configs = [small_config(steps=8, dtype="float32", compile=True, colour_shift=Schedule("linear", 0.2, 0.05), noise=Schedule("linear", 0.3, 0.1), canvas=canvas, terms={"aesthetic": {"weight": Schedule("linear", 0.5, 2.0)}})
                for canvas in ("pyramid", "strokes")]
     with torch._inductor.config.patch({"triton.cudagraphs": True}):
         run = synthesize(configs, models)

@@ -25,7 +25,7 @@ from das_ag import reference
 
 from .conftest import cli_env
 
-FAST = ["--steps", "4", "--batch", "2", "--device", "cpu", "--quiet"]
+FAST = ["--steps", "4", "--copies", "2", "--device", "cpu", "--quiet"]
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_a_report_on_a_folder_without_das_ag_images_says_so_in_one_line(compared
 def test_reference_prompts_make_the_published_experiment(weights_env, tmp_path, capsys):
     out = tmp_path / "ref"
     assert main(["compare", "--prompts", "reference", "--seeds", "0", "--out", str(out),
-                 "--steps", "1", "--batch", "1", "--device", "cpu", "--quiet"]) == 0
+                 "--steps", "1", "--copies", "1", "--device", "cpu", "--quiet"]) == 0
     images = list((out / "images").glob("*.png"))
     assert len(images) == 12  # four prompts x three methods
     recipe = read_recipe(out / "images" / "tokyo-tower-DAS-AG-seed0.png")

@@ -129,7 +129,7 @@ def test_recipe_prints_an_svgs_recipe(weights_env, tmp_path, capsys):
     (["--stroke-width", "20", "--stroke-width-max", "12"], "start width 20 px must lie between"),
     (["--stroke-colour", "palette", "--palette", "red,blue"], "is not a colour"),
     (["--palette", "#zz0000"], "is not a colour"),  # unused by full colour, but a typo all the same
-    (["--stroke-init", "image"], "needs a start picture (--init-image"),
+    (["--stroke-layout", "image"], "needs a start picture (--init-image"),
 ])
 def test_bad_stroke_settings_get_one_line_and_keep_old_files(weights_env, tmp_path, capsys, args, words):
     out = tmp_path / "keep.png"
@@ -144,7 +144,7 @@ def test_bad_stroke_settings_get_one_line_and_keep_old_files(weights_env, tmp_pa
 def test_an_init_image_that_is_not_an_image_is_refused(weights_env, tmp_path, capsys):
     fake = tmp_path / "photo.png"
     fake.write_text("not a picture")
-    assert main(["generate", "--prompt", "a kite", "--stroke-init", "image", "--init-image", str(fake), *FAST]) != 0
+    assert main(["generate", "--prompt", "a kite", "--stroke-layout", "image", "--init-image", str(fake), *FAST]) != 0
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "is not a readable image" in err
 
@@ -203,11 +203,12 @@ def test_a_recipe_from_before_the_shared_start_picture_still_loads(tmp_path):
     path = tmp_path / "square.png"
     Image.new("RGB", (32, 32), (255, 0, 0)).save(path)
     old = strokes_config().to_dict()
+    del old["canvas_settings"]["layout"]  # then called init
     old["canvas_settings"].update(init="image", init_image=str(path), init_image_sha256="")
     old["tv_weight"] = old.pop("terms")["tv"]["weight"]  # that release kept no term settings
     config = GenerationConfig.from_dict(old)
-    assert config.start_picture == str(path) and config.canvas_settings.init == "image"
-    assert config == strokes_config(canvas_settings={"init": "image"}, terms={"init": {"image": str(path)}})
+    assert config.start_picture == str(path) and config.canvas_settings.layout == "image"
+    assert config == strokes_config(canvas_settings={"layout": "image"}, terms={"init": {"image": str(path)}})
 
 
 def test_mono_strokes_stay_black_and_fixed_widths_stay_fixed(models):
@@ -225,7 +226,7 @@ def test_settings_keep_their_ranges():
     with pytest.raises(ConfigError, match="thinnest"):
         strokes_config(canvas_settings={"width": 2.0, "width_min": 3.0, "width_max": 5.0})
     with pytest.raises(ConfigError, match="settings of the pyramid canvas must be a PyramidSettings"):
-        GenerationConfig(prompts=(Prompt("x"),), canvas="pyramid", canvas_settings=StrokeSettings())
+        GenerationConfig(prompts=(Prompt("x"),), canvas="pyramid", canvas_settings=StrokeSettings(count=7))
 
 
 # -- what the guidance does -----------------------------------------------------------------------
@@ -331,7 +332,7 @@ def test_invisible_strokes_start_again_elsewhere_with_fresh_moments():
 
 
 def test_a_run_that_re_seeds_strokes_repeats_itself(models):
-    config = strokes_config(steps=30, canvas_settings={"count": 16, "reseed_every": 5, "init": "clipdraw"})
+    config = strokes_config(steps=30, canvas_settings={"count": 16, "reseed_every": 5, "layout": "clipdraw"})
     first = synthesize(config, models)
     canvas = first.images[0].canvas
     assert canvas.invisible().any()  # CLIPDraw's random opacities: some strokes start all but invisible

@@ -860,7 +860,7 @@ def main() -> None:
         schedule_controls("aesthetic", prefix=weight, described_as=setting_of("weight", "aesthetic"),
                           disabled_reason=aesthetic_off, end_above=True)
         schedule_controls("noise")
-        schedule_controls("colour")
+        schedule_controls("colour_shift")
         schedule_controls("jitter")
 
     _, problems = form.state_to_config(dict(ss))

@@ -22,7 +22,7 @@ class AugmentStrength:
     """This step's augmentation strengths, read off the schedules."""
 
     jitter: int  # largest shift in pixels
-    colour: float  # colour affine range, CLIP-normalised units
+    colour_shift: float  # colour affine range, CLIP-normalised units
     noise: float  # Gaussian noise sigma, CLIP-normalised units
 
 
@@ -67,9 +67,9 @@ def draw(
         raise ValueError(f"a shift of {max_shift} px leaves the {tuple(canvas_shape)} px canvas")
     shifts = torch.randint(-max_shift, max_shift + 1, (2, copies), generator=generator, device=device)
     colour = noise = colour_range = noise_sigma = None
-    if strength.colour > 0:
+    if strength.colour_shift > 0:
         colour = torch.rand(2, copies, 3, 1, 1, generator=generator, device=device, dtype=dtype)
-        colour_range = torch.full((), strength.colour, device=device, dtype=dtype)
+        colour_range = torch.full((), strength.colour_shift, device=device, dtype=dtype)
     if strength.noise > 0:
         side = min(height, width)
         noise = torch.randn((copies, 3, side, side), generator=generator, device=device, dtype=dtype)

@@ -17,7 +17,7 @@ from typing import Any
 from .errors import ConfigError
 from .prompts import Prompt
 from .schedules import Schedule
-from .settings import setting
+from .settings import described, setting, with_current_names
 
 # Re-exported: the method names lived here before methods.py.
 from .methods import GUIDANCE, METHOD_NAMES, METHOD_ORDER  # noqa: E402,F401
@@ -27,7 +27,7 @@ MIN_RESOLUTION, MAX_RESOLUTION = 32, 2048
 MAX_STEPS, MAX_COPIES = 100_000, 256
 MAX_ASPECT = 4.0  # the long side at most four times the short one: CLIP sees squares of the short side
 
-SCHEDULE_FIELDS = ("noise", "colour", "jitter")
+SCHEDULE_FIELDS = ("noise", "colour_shift", "jitter")
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,10 @@ class GenerationConfig:
     # Noise sigma and colour-shift range are in CLIP-normalised units, as in the references.
     noise: Schedule = setting(Schedule("exp_warmup", 0.2, 0.5, 0.03), group="augmentation", studio=False,
                               label="Noise sigma", minimum=0.0, maximum=5.0, help="Gaussian noise sigma over the run (CLIP-normalised units)")
-    colour: Schedule = setting(Schedule("exp_warmup", 0.05, 0.30, 0.03), group="augmentation", studio=False,
-                               label="Colour shift", minimum=0.0, maximum=5.0, help="colour-shift range over the run (CLIP-normalised units)")
+    # Was `colour`, a name the strokes' colour mode also has: `--colour` and recipes' `colour` still work.
+    colour_shift: Schedule = setting(Schedule("exp_warmup", 0.05, 0.30, 0.03), group="augmentation", studio=False,
+                                     aliases=("--colour",), was=("colour",), label="Colour shift", minimum=0.0,
+                                     maximum=5.0, help="colour-shift range over the run (CLIP-normalised units)")
     # Jitter as a fraction of the margin, so schedules survive a change of resolution.
     jitter: Schedule = setting(Schedule.constant(1.0), group="augmentation", studio=False,
                                label="Jitter (fraction of margin)", minimum=0.0, maximum=1.0, help="jitter over the run, as a fraction of the margin")
@@ -391,9 +393,9 @@ def _accepting_old_names(init):
     def __init__(self, *args, **kwargs):
         old = sorted(set(kwargs) & set(MOVED))
         if old:
-            warnings.warn(f"GenerationConfig({', '.join(old)}=...) is deprecated: these settings belong to their "
-                          "terms and canvas now (terms={'aesthetic': {'guidance': ...}}, canvas_settings=...; "
-                          "config.with_guidance(...))", DeprecationWarning, stacklevel=3)
+            now = "; ".join(f"{name} is {_now_called(name)}" for name in old)
+            warnings.warn(f"GenerationConfig({', '.join(old)}=...) is deprecated: {now} now "
+                          "(config.with_term(...), config.with_guidance(...))", DeprecationWarning, stacklevel=3)
             kwargs = upgraded(kwargs, old_names_win=True)  # replace(guidance=...) changes the guidance
         init(self, *args, **kwargs)
 
@@ -411,7 +413,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         augment_copies=8,
         lr=0.05,
         noise=Schedule("exp_decay", 0.2, 0.5, 0.03),
-        colour=Schedule("exp_decay", 0.05, 0.30, 0.03),
+        colour_shift=Schedule("exp_decay", 0.05, 0.30, 0.03),
         terms={"text": {"weight": 5.0}, "aesthetic": {"weight": Schedule("exp_decay", 0.0, 3.0, 0.06)},
                "tv": {"weight": 1e-8}, "l1": {"weight": 0.0}},
         seed=42,
@@ -439,7 +441,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "sketch": dict(
         canvas="strokes",
         canvas_settings=dict(count=32, segments=2, width=3.0, width_min=3.0, width_max=3.0, colour="mono",
-                             opacity=1.0, learn_opacity=False, init="random"),
+                             opacity=1.0, learn_opacity=False, layout="random"),
         resolution=224,
         steps=300,
         augment_copies=8,
@@ -449,7 +451,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "clipdraw": dict(
         canvas="strokes",
         canvas_settings=dict(count=256, segments=2, width=2.0, width_min=1.0, width_max=12.0, colour="full",
-                             learn_opacity=True, init="clipdraw"),
+                             learn_opacity=True, layout="clipdraw"),
         resolution=224,
         steps=300,
         augment_copies=8,
@@ -476,7 +478,19 @@ MOVED_TO_PYRAMID = {"levels": "levels", "init": "fill", "combine": "combine", "i
 # ... and before the terms owned theirs: old name -> (term, its setting now).
 MOVED_TO_TERMS = {"clip_weight": ("text", "weight"), "guidance": ("aesthetic", "guidance"),
                   "aesthetic": ("aesthetic", "weight"), "tv_weight": ("tv", "weight"), "l1_weight": ("l1", "weight")}
-MOVED = (*MOVED_TO_PYRAMID, *MOVED_TO_TERMS)
+# ... and settings renamed where they are (Setting.was).
+RENAMED = {old: f.name for f, s in described(GenerationConfig) for old in s.was}
+MOVED = (*MOVED_TO_PYRAMID, *MOVED_TO_TERMS, *RENAMED)
+
+
+def _now_called(old: str) -> str:
+    """Where an older top-level setting lives now, as a caller writes it."""
+    if old in MOVED_TO_TERMS:
+        term, name = MOVED_TO_TERMS[old]
+        return f"terms={{{term!r}: {{{name!r}: ...}}}}"
+    if old in MOVED_TO_PYRAMID:
+        return f"canvas_settings={{{MOVED_TO_PYRAMID[old]!r}: ...}}"
+    return RENAMED[old]
 
 
 def upgraded(data: dict[str, Any], *, old_names_win: bool = False) -> dict[str, Any]:
@@ -486,7 +500,7 @@ def upgraded(data: dict[str, Any], *, old_names_win: bool = False) -> dict[str, 
     and regularisers' settings move into their terms'; a start picture kept in the strokes'
     settings moves to the init term. A setting in both places keeps its value in the new one,
     unless `old_names_win` (keywords given to replace a config's setting)."""
-    data = dict(data)
+    data = with_current_names(GenerationConfig, data, old_names_win=old_names_win)
     for old, (term, new) in MOVED_TO_TERMS.items():
         if old in data:
             data["terms"] = _with_term_value(data.get("terms", {}), term, new, data.pop(old), old_names_win)

@@ -158,7 +158,7 @@ class _Image:
         cfg, T = self.config, self.config.steps
         self.canvas.at_step(t, T)
         strength = augment.AugmentStrength(
-            jitter=int(cfg.jitter.at(t, T) * cfg.margin), colour=cfg.colour.at(t, T), noise=cfg.noise.at(t, T)
+            jitter=int(cfg.jitter.at(t, T) * cfg.margin), colour_shift=cfg.colour_shift.at(t, T), noise=cfg.noise.at(t, T)
         )
         draws = augment.draw(self.canvas.shape, cfg.augment_copies, cfg.image_shape, strength,
                              self.augment_generator, device=self.augment_generator.device)

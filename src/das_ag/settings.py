@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,8 @@ class Setting:
     group: str  # where it is shown: "optimisation", "augmentation", "canvas", "regularisers", "device", ...
     label: str = ""  # the studio's label (default: the field name in words)
     flag: str | None = None  # the CLI flag (default: --field-name); "" for none
-    aliases: tuple[str, ...] = ()  # older flags that still work
+    aliases: tuple[str, ...] = ()  # older flags that still work, with a note naming the new one
+    was: tuple[str, ...] = ()  # older names of the field in recipes and plans, read as this one
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple = ()
@@ -84,14 +86,29 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "
         group = groups[s.group]
         dest = (prefix + f.name).replace("-", "_")
         kind = kind_of(f)
-        flags = (flag, *s.aliases)
         if kind in ("bool", "optional_bool"):  # --x / --no-x; neither leaves the default (None: decided at run time)
-            group.add_argument(*flags, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=s.help)
+            group.add_argument(flag, *s.aliases, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=s.help)
             continue
         metavar = s.metavar or {"schedule": "KIND:START:END[:RATE]|VALUE", "int": "N", "optional_int": "N",
                                 "float": "X", "optional_float": "X"}.get(kind)
-        group.add_argument(*flags, dest=dest, type=_parser_for(kind, f.name, s), default=None, help=s.help,
-                           choices=s.choices or None, metavar=None if s.choices else metavar)
+        typed = dict(dest=dest, type=_parser_for(kind, f.name, s), default=None, choices=s.choices or None,
+                     metavar=None if s.choices else metavar)
+        group.add_argument(flag, help=s.help, **typed)
+        if s.aliases:
+            group.add_argument(*s.aliases, action=_OlderFlag, new_flag=flag, help=argparse.SUPPRESS, **typed)
+
+
+class _OlderFlag(argparse.Action):
+    """A flag's older name: it still works, and says once what the flag is called now."""
+
+    def __init__(self, option_strings, dest, new_flag: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new_flag = new_flag
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"das-ag: note: {option_string} is now {self.new_flag}; the old name will go in a later release",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def values_from_arguments(args: argparse.Namespace, cls: type, *, prefix: str = "") -> dict[str, Any]:
@@ -169,8 +186,27 @@ def replace_settings(settings: Any, changes: dict[str, Any]) -> Any:
     return dataclasses.replace(settings, **changes)
 
 
+def with_current_names(cls: type, table: dict[str, Any], *, old_names_win: bool = False) -> dict[str, Any]:
+    """`table` with the older names of `cls`'s settings (Setting.was) read as today's; where a
+    table gives both, today's name wins, unless `old_names_win` (keywords given to replace)."""
+    table = dict(table)
+    for f, s in described(cls):
+        for old in s.was:
+            if old in table:
+                value = table.pop(old)
+                if old_names_win or f.name not in table:
+                    table[f.name] = value
+    return table
+
+
+def older_names(cls: type) -> tuple[str, ...]:
+    """Every older name of `cls`'s settings (Setting.was)."""
+    return tuple(old for _, s in described(cls) for old in s.was)
+
+
 def settings_from_table(cls: type, table: dict[str, Any], where: str) -> Any:
     """An instance of a settings dataclass from a plan's or recipe's table, schedules included."""
+    table = with_current_names(cls, table)
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(table) - set(known))
     if unknown:

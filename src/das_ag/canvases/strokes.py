@@ -33,13 +33,13 @@ from .rasterise import render
 MAX_STROKES, MAX_SEGMENTS = 4096, 16
 MAX_WIDTH = 256.0
 COLOUR_MODES = ("full", "palette", "mono")
-STROKE_INITS = ("random", "clipdraw", "image")
+STROKE_LAYOUTS = ("random", "clipdraw", "image")
 STROKE_BETAS = (0.9, 0.999)  # Adam's defaults, as every stroke anchor uses (not the pixels' 0.5)
 PALETTE_LR = 0.1  # palette choices are logits: they need larger steps than colours to switch
 HOLD_FINAL_SOFTNESS = 0.1
 RESEED_UNTIL = 0.8  # no re-seeding in the last fifth of a run: new strokes need time to find a place
 MIN_VISIBLE_OPACITY = 0.05  # VectorFusion's threshold  # the last tenth of the run draws at the final softness
-# How strongly an init picture's edges attract strokes: CLIPasso uses 0.3 on a saliency map; on
+# How strongly a start picture's edges attract strokes: CLIPasso uses 0.3 on a saliency map; on
 # plain edge strength that leaves a third of the strokes on flat ground, 0.15 about 2%.
 EDGE_TEMPERATURE = 0.15
 
@@ -66,9 +66,11 @@ class StrokeSettings:
     learn_opacity: bool = setting(True, group="strokes", flag="--learn-opacity", label="Learn opacity",
                                   help="let the run change each stroke's opacity")
     background: str = setting("#ffffff", group="strokes", flag="--background", metavar="#RRGGBB", help="the paper's colour (hex)")
-    init: str = setting("random", group="strokes", choices=STROKE_INITS, flag="--stroke-init", label="Start",
-                        help="random short curves, CLIPDraw's random walks, or image: the edges and colours of --init-image "
-                             "(what a start picture always gives)")
+    # Was `init`, a name the start picture's term also has: `--stroke-init` and recipes' `init` still work.
+    layout: str = setting("random", group="strokes", choices=STROKE_LAYOUTS, flag="--stroke-layout",
+                          aliases=("--stroke-init",), was=("init",), label="Layout",
+                          help="random short curves, CLIPDraw's random walks, or image: the edges and colours of "
+                               "--init-image (what a start picture always gives)")
     point_lr: float = setting(1.0, group="strokes", minimum=0.0, maximum=100.0, flag="--point-lr", step=0.1,
                               label="Point rate (px/step)", help="Adam's rate for control points, in pixels per step")
     width_lr: float = setting(0.1, group="strokes", minimum=0.0, maximum=10.0, flag="--width-lr", step=0.01,
@@ -118,8 +120,8 @@ class StrokeSettings:
         if isinstance(self.softness, Schedule) and not self.softness.problems("softness"):
             if min(self.softness.start, self.softness.end) < 0.05:
                 p.append("softness must stay at 0.05 px or more (sharper edges have no gradient)")
-        if self.init not in STROKE_INITS:
-            p.append(f"stroke init must be one of {', '.join(STROKE_INITS)}, not {self.init!r}")
+        if self.layout not in STROKE_LAYOUTS:
+            p.append(f"stroke layout must be one of {', '.join(STROKE_LAYOUTS)}, not {self.layout!r}")
         return p
 
     def unused(self) -> dict[str, str]:
@@ -143,7 +145,7 @@ class StrokeCanvas(Canvas):
 
     @classmethod
     def problems(cls, config) -> list[str]:
-        if config.canvas_settings.init == "image" and not config.start_picture:
+        if config.canvas_settings.layout == "image" and not config.start_picture:
             return ["a stroke start from an image needs a start picture (--init-image, or the studio's Start picture)"]
         return []
 
@@ -164,7 +166,7 @@ class StrokeCanvas(Canvas):
         points, colours = _start(s, self.shape, self.visible, generator, picture)
         self.points = nn.Parameter(points)  # (strokes, 3 * segments + 1, 2) in canvas pixels
         self.widths = nn.Parameter(torch.full((s.count,), float(s.width)))
-        if s.learn_opacity and s.init == "clipdraw":
+        if s.learn_opacity and s.layout == "clipdraw":
             opacity = torch.rand(s.count, generator=generator)  # CLIPDraw starts every stroke's alpha at random
         else:
             opacity = torch.full((s.count,), float(s.opacity))
@@ -309,7 +311,7 @@ def _start(s: StrokeSettings, size: tuple[int, int], visible: tuple[int, int], g
     if picture is not None:
         first, direction, colours = _edge_starts(picture, n, generator)
         points = _arcs(first + offset, direction, 0.05 * resolution, k, generator)
-    elif s.init == "clipdraw":
+    elif s.layout == "clipdraw":
         # CLIPDraw: a start point anywhere in view, each next point within +-5% of the side.
         steps = (torch.rand(n, k - 1, 2, generator=generator) - 0.5) * 0.1 * resolution
         first = torch.rand(n, 1, 2, generator=generator) * extent + offset
