@@ -61,8 +61,11 @@ def quick_form(at: AppTest, prompt: str = "a red apple", steps: int = 4) -> None
     at.run()
 
 
+NEED_A_PROMPT = "Write at least one prompt to steer towards, or set the CLIP weight to 0 to steer by the aesthetic score alone."
+
+
 def test_an_empty_form_explains_and_cannot_generate(studio):
-    assert "Write at least one prompt to steer towards." in problems(studio)
+    assert NEED_A_PROMPT in problems(studio)
     # Generate stays clickable (a prompt typed just before the click must count) but starts nothing.
     button(studio, "Generate").click().run()
     assert studio.session_state["job"] is None
@@ -74,7 +77,7 @@ def test_an_empty_form_explains_and_cannot_generate(studio):
 def test_a_negative_prompt_alone_is_not_enough(studio):
     button(studio, "Add negative prompt").click().run()
     studio.text_input(key=next(k.key for k in studio.text_input if k.label == "Negative prompt 1")).set_value("blurry").run()
-    assert "Write at least one prompt to steer towards." in problems(studio)
+    assert "Write at least one prompt to steer towards (a positive one)." in problems(studio)
 
 
 def test_prompts_can_be_added_and_removed(studio):
@@ -493,7 +496,7 @@ def test_image_prompts_from_the_studio_need_no_text(studio, tmp_path):
     result = studio.session_state["last_items"][0]["result"]
     assert result.scores.values["image_prompt_similarity"] is not None
     button(studio, "Clear").click().run()
-    assert "Write at least one prompt to steer towards." in problems(studio)
+    assert NEED_A_PROMPT in problems(studio)
 
 
 def test_a_finished_run_offers_its_animation(studio):

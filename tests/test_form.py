@@ -33,7 +33,7 @@ def test_no_positive_prompt_is_a_problem_not_an_exception():
     state = form.config_to_state(GenerationConfig(prompts=PROMPTS))
     state["pos_text_0"] = state["pos_text_1"] = ""
     config, problems = form.state_to_config(state)
-    assert config is None and problems == ["Write at least one prompt to steer towards."]
+    assert config is None and problems == ["Write at least one prompt to steer towards (a positive one)."]
 
 
 def test_all_problems_are_listed_at_once():

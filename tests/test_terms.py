@@ -12,14 +12,14 @@ from das_ag.engine import synthesize
 from das_ag.objectives import TERMS, Term, register_term
 from das_ag.png import config_from_png, read_recipe
 from das_ag.report import write_report
-from das_ag.settings import setting
+from das_ag.settings import PartSettings, setting
 from das_ag.studio import form
 
 from .conftest import small_config
 
 
 @dataclass(frozen=True)
-class BrightnessSettings:
+class BrightnessSettings(PartSettings):
     weight: float = setting(0.0, group="regularisers", minimum=0, maximum=100.0, help="pull the pixels towards white")
 
     def problems(self):
@@ -150,3 +150,27 @@ def test_the_studio_shows_its_title_settings_and_curves(brightness, tiny_clip_pa
     at.run()
     assert at.session_state["gallery"][-1]["config"].term_settings("brightness").weight == 2.0
     assert "mean brightness of the views" in [c.value for c in at.caption]
+
+
+def test_a_term_s_settings_say_what_they_can_through_the_base_class():
+    """problems, unused and files_in are declared on PartSettings with defaults that say nothing,
+    so the CLI, the studio and configs call them without asking whether they exist; a term whose
+    Settings skip the base class is refused when it registers, not when a visitor finds the gap."""
+    from das_ag.objectives.start_picture import StartPictureSettings
+
+    assert BrightnessSettings(1.0).unused() == {} and BrightnessSettings(-1.0).problems() == ["brightness weight must be >= 0"]
+    assert BrightnessSettings.files_in({"weight": 2.0}) == []
+    # A setting declared as an upload is a file the studio checks before anything reads it.
+    assert StartPictureSettings.files_in({"image": "/etc/passwd", "strength": 3}) == ["/etc/passwd"]
+
+    @dataclass(frozen=True)
+    class Loose:
+        weight: float = 0.0
+
+    class LooseTerm(BrightnessTerm):
+        name = "loose"
+        Settings = Loose
+
+    with pytest.raises(TypeError, match="must be a frozen dataclass deriving from das_ag.settings.PartSettings"):
+        register_term(LooseTerm)
+    assert "loose" not in TERMS

@@ -30,8 +30,7 @@ from das_ag.durable import write_atomic
 from das_ag.png import next_free_path, read_recipe
 from das_ag.prompts import Prompt
 from das_ag.schedules import SCHEDULE_KINDS
-from das_ag.settings import Setting, described, kind_of
-from das_ag.styles import BUILT_IN_STYLES
+from das_ag.settings import PICTURE_SUFFIXES, Setting, described, kind_of
 from das_ag.studio import form, limits
 from das_ag.studio.files import MAX_UPLOAD_MB, output_folder, outside_uploads, output_root, save_upload
 from das_ag.studio.jobs import Job, series, small
@@ -426,7 +425,7 @@ def canvas_controls(name: str) -> None:
 def term_controls() -> None:
     """The settings of terms that declare their own, one expander each."""
     for name, cls in TERMS.items():
-        shown = cls.Settings is not None and (any(s.studio for _, s in described(cls.Settings)) or name in TERM_UPLOADS)
+        shown = cls.Settings is not None and any(s.studio or s.upload for _, s in described(cls.Settings))
         if shown:
             with st.expander(cls.heading()):
                 defaults = cls.Settings()  # for a term registered after this session began
@@ -436,17 +435,20 @@ def term_controls() -> None:
                     key = form.term_key(name, f.name)
                     st.session_state.setdefault(key, getattr(defaults, f.name))
                     setting_control(key, f, s)
-                for field, label, kind, suffixes in TERM_UPLOADS.get(name, ()):
-                    now = st.session_state.get(form.term_key(name, field))
-                    st.file_uploader(label, type=suffixes, key=f"upload:{name}:{field}", on_change=on_term_upload,
-                                     args=(name, field, kind), help=f"now: {Path(now).name}" if now else None)
+                for f, s in described(cls.Settings):
+                    if s.upload is None:
+                        continue
+                    field, now = f.name, st.session_state.get(form.term_key(name, f.name))
+                    st.file_uploader(s.upload.label, type=list(s.upload.suffixes), key=f"upload:{name}:{field}",
+                                     on_change=on_term_upload, args=(name, field, s.upload.kind),
+                                     help=f"now: {Path(now).name}" if now else None)
                     if now:
                         c1, c2 = st.columns([3, 1])
                         # A path that is not an upload (typed, or from a recipe) is refused under
                         # Generate; naming it here would echo a server file's name back as if in use.
-                        shown = ("not an upload: refused" if str(now) not in BUILT_IN_STYLES and outside_uploads([str(now)])
-                                 else st.session_state.get(f"upload_name:{name}:{field}", Path(now).name))
-                        c1.caption(f"In use: {shown}")
+                        refused = outside_uploads(cls.Settings.files_in({field: str(now)}))  # a built-in name is no file
+                        c1.caption("In use: " + ("not an upload: refused" if refused
+                                                 else st.session_state.get(f"upload_name:{name}:{field}", Path(now).name)))
                         c2.button("Remove", key=f"remove:{name}:{field}", on_click=remove_term_file, args=(name, field))
 
 
@@ -456,7 +458,7 @@ IMAGE_PROMPTS = form.term_key("image_prompt", "images")
 def image_prompt_controls() -> None:
     """Pictures to steer towards (weight 1 each; the CLI takes any signed weight)."""
     current = [e for e in st.session_state.get(IMAGE_PROMPTS, "").split("|") if e]
-    st.file_uploader("Image prompts", type=["png", "jpg", "jpeg", "webp"], accept_multiple_files=True,
+    st.file_uploader("Image prompts", type=list(PICTURE_SUFFIXES), accept_multiple_files=True,
                      key="image_prompt_upload", on_change=on_image_prompts,
                      help="pictures the image should look like to CLIP, like text prompts of weight 1")
     if current:
@@ -486,12 +488,6 @@ def on_image_prompts() -> None:
 def clear_image_prompts() -> None:
     st.session_state[IMAGE_PROMPTS] = ""
     st.session_state[form.term_key("image_prompt", "sha256")] = ""
-
-
-# Files a term's settings name, uploaded from the page and kept under the output root.
-TERM_UPLOADS = {"init": [("image", "Start picture", "picture", ["png", "jpg", "jpeg", "webp"])],
-                "ambiguity": [("styles", "Style labels (a .txt, one per line)", "style list", ["txt"]),
-                              ("centroids", "Style centroids (from das-ag centroids build)", "centroid file", ["npz"])]}
 
 
 def on_term_upload(name: str, field: str, kind: str) -> None:

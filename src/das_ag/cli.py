@@ -222,10 +222,6 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
         if prompts:
             config = config.replace(prompts=prompts)
     else:
-        if (args.text_weight is None or args.text_weight > 0) and not any(
-                parse_image_prompt(p)[1] > 0 for p in args.image_prompt):  # --clip-weight 0: aesthetic alone
-            _need_attracting_prompt(prompts, "give at least one --prompt to steer towards (or --clip-weight 0 "
-                                             "to steer by the aesthetic score alone)")
         config = _preset_config(args, prompts)
     return apply_settings(config, args)
 

@@ -242,11 +242,11 @@ class GenerationConfig:
                     for name, settings in self.terms)
         steered = typed and any(cls.steers(self) for cls in TERMS.values())
         if self.prompts and not self.positive_prompts:
-            p.append("give at least one prompt to steer towards (a positive prompt)")
+            p.append("write at least one prompt to steer towards (a positive one)")
         elif typed and not self.prompts and not steered and (
                 not _finite(clip_weight := self.term_settings("text").weight) or clip_weight > 0):
-            p.append("give at least one prompt to steer towards (a positive prompt), or set the clip weight to 0 "
-                     "for aesthetic guidance alone")
+            p.append("write at least one prompt to steer towards, or set the CLIP weight to 0 to steer by the "
+                     "aesthetic score alone")
         elif typed and not self.prompts and self.term_settings("aesthetic").guidance == "off" and not steered:
             p.append("with no prompt and guidance off there is nothing to steer by; give a prompt or choose reward or penalty")
         for prompt in self.prompts:
@@ -311,8 +311,7 @@ class GenerationConfig:
             elif not isinstance(self.canvas_settings, canvas.Settings):
                 p.append(f"settings of the {self.canvas} canvas must be a {canvas.Settings.__name__}")
         if canvas is not None and not p and canvas.Settings is not None:
-            check = getattr(self.canvas_settings, "problems", None)
-            p.extend(check() if check else [])
+            p.extend(self.canvas_settings.problems())
         if canvas is not None and not p:
             p.extend(canvas.problems(self))
         for name, settings in self.terms:

@@ -19,6 +19,17 @@ from .errors import ConfigError
 from .schedules import SCHEDULE_KINDS, Schedule
 
 
+PICTURE_SUFFIXES = ("png", "jpg", "jpeg", "webp")  # what the studio takes as a picture upload
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A setting that names a file a studio visitor uploads: how the page asks for it."""
+    label: str  # the uploader's label
+    kind: str  # what the file is, in messages ("picture", "style list")
+    suffixes: tuple[str, ...]  # the file types the uploader accepts
+
+
 @dataclass(frozen=True)
 class Setting:
     help: str
@@ -35,6 +46,7 @@ class Setting:
     studio: bool = True  # False: the studio lays it out by hand (or not at all)
     metavar: str | None = None  # the CLI's placeholder for the value (default: by kind)
     checksum_of: str | None = None  # this field is the checksum of the file(s) that field names
+    upload: Upload | None = None  # the studio takes this file as an upload (the path is not typed)
 
     def label_for(self, name: str) -> str:
         return self.label or name.replace("_", " ").capitalize()
@@ -46,6 +58,37 @@ def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = datacl
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, **kwargs)
     return dataclasses.field(default=default, **kwargs)
+
+
+@dataclass(frozen=True)
+class PartSettings:
+    """The base of every canvas's and term's own settings: besides their fields (each a
+    `setting`), what they may say about themselves. Each hook's default says nothing."""
+
+    def problems(self) -> list[str]:
+        """Why these settings cannot run, one sentence each (empty when they can)."""
+        return []
+
+    def unused(self) -> dict[str, str]:
+        """The settings that the others leave unread, with why (the studio greys them out)."""
+        return {}
+
+    @classmethod
+    def files_in(cls, values: dict) -> list[str]:
+        """The local files these settings' values (as a form gives them, unchecked) would make
+        das-ag read: by default, the values of the settings taken as uploads."""
+        return [str(values[f.name]) for f, s in described(cls) if s.upload is not None and values.get(f.name)]
+
+
+def check_settings_class(part: type) -> None:
+    """Refuse, at registration, a canvas or term whose Settings are not a frozen PartSettings
+    dataclass: the CLI, the studio, plans and recipes read them through its hooks and fields."""
+    settings = getattr(part, "Settings", None)
+    if settings is None:
+        return
+    if not (isinstance(settings, type) and issubclass(settings, PartSettings) and dataclasses.is_dataclass(settings)
+            and settings.__dataclass_params__.frozen):
+        raise TypeError(f"{part.__name__}.Settings must be a frozen dataclass deriving from das_ag.settings.PartSettings")
 
 
 def described(cls: type) -> list[tuple[dataclasses.Field, Setting]]:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import torch
 
+from ..settings import check_settings_class
 from .base import Canvas, from_pil, to_pil
 
 CANVASES: dict[str, type[Canvas]] = {}
 
 
 def register_canvas(cls: type[Canvas]) -> type[Canvas]:
+    check_settings_class(cls)
     CANVASES[cls.name] = cls
     return cls
 

@@ -132,5 +132,4 @@ def from_pil(image: Image.Image) -> torch.Tensor:
 
 def unused_settings(settings) -> dict[str, str]:
     """The settings of a canvas's `settings` that its other values leave unread, with why."""
-    unused = getattr(settings, "unused", None)
-    return unused() if unused is not None else {}
+    return settings.unused() if settings is not None else {}

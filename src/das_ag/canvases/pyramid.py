@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..resample import resample_matrix
-from ..settings import setting
+from ..settings import PartSettings, setting
 from .base import Canvas, geometry
 
 LEVELS = ("pow2", "all")
@@ -24,7 +24,7 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 @dataclass(frozen=True)
-class PyramidSettings:
+class PyramidSettings(PartSettings):
     """The pyramid's own settings (before version 0.9 they were top-level config fields: recipes
     and plans that have them there are converted by config.upgraded)."""
 

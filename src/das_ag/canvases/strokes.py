@@ -25,7 +25,7 @@ from ..colours import parse_hex, parse_palette
 from ..errors import ConfigError
 from ..schedules import Schedule
 from ..pictures import start_picture
-from ..settings import setting
+from ..settings import PartSettings, setting
 from ..svg import stroke_svg
 from .base import Canvas, geometry, to_pil
 from .rasterise import render
@@ -45,7 +45,7 @@ EDGE_TEMPERATURE = 0.15
 
 
 @dataclass(frozen=True)
-class StrokeSettings:
+class StrokeSettings(PartSettings):
     count: int = setting(64, group="strokes", minimum=1, maximum=MAX_STROKES, flag="--strokes", label="Strokes",
                          help="number of strokes")
     segments: int = setting(2, group="strokes", minimum=1, maximum=MAX_SEGMENTS, flag="--segments",

@@ -9,6 +9,7 @@ the studio's curves, recipes and tables pick it up without knowing it.
 
 from __future__ import annotations
 
+from ..settings import check_settings_class
 from .base import Term, TermInputs
 
 TERMS: dict[str, type[Term]] = {}
@@ -16,6 +17,7 @@ TERMS: dict[str, type[Term]] = {}
 
 def register_term(cls: type[Term]) -> type[Term]:
     """Add a term to the registry (a decorator). A second term of the same name replaces the first."""
+    check_settings_class(cls)
     TERMS[cls.name] = cls
     return cls
 

@@ -20,12 +20,12 @@ from ..embedding import joined
 from ..errors import ConfigError
 from ..methods import GUIDANCE
 from ..schedules import Schedule
-from ..settings import setting
+from ..settings import PartSettings, setting
 from .base import Term, TermInputs
 
 
 @dataclass(frozen=True)
-class AestheticSettings:
+class AestheticSettings(PartSettings):
     # The sign: reward (DAS-AG), penalty (DAS-rAG) or off (DAS). The studio lays it out by hand,
     # at the top of the page: it names the method.
     guidance: str = setting("reward", group="guidance", choices=tuple(GUIDANCE), flag="--guidance", studio=False,

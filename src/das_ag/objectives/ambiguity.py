@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..settings import setting
+from ..settings import PartSettings, Upload, setting
 from .base import Term, TermInputs
 
 AMBIGUITY_GUIDANCE = ("reward", "penalty", "off")
@@ -29,15 +29,17 @@ TOP_STYLES = 5  # styles a finished image's scores list
 
 
 @dataclass(frozen=True)
-class AmbiguitySettings:
+class AmbiguitySettings(PartSettings):
     guidance: str = setting("off", group="creativity", choices=AMBIGUITY_GUIDANCE, flag="--ambiguity",
                             label="Style ambiguity",
                             help="reward: spread over the styles (creative, DAS-CAN); penalty: commit to one; off")
     weight: float = setting(0.25, group="creativity", minimum=0.0, maximum=100.0, step=0.05,
                             help="weight of the style-ambiguity term")
     styles: str = setting("wikiart", group="creativity", flag="--styles", metavar="wikiart|FILE.txt",
+                          upload=Upload("Style labels (a .txt, one per line)", "style list", ("txt",)),
                           help="the styles: wikiart (the 27 WikiArt styles) or a text file, one label per line")
     centroids: str = setting("", group="creativity", flag="--centroids", studio=False, metavar="FILE.npz",
+                             upload=Upload("Style centroids (from das-ag centroids build)", "centroid file", ("npz",)),
                              help="style centroids from `das-ag centroids build` (used instead of --styles)")
     # Filled in from the file: a recipe notices when its centroid file changed.
     centroids_sha256: str = setting("", group="creativity", flag="", studio=False, checksum_of="centroids",
@@ -51,13 +53,12 @@ class AmbiguitySettings:
     measure: bool = setting(False, group="creativity", flag="--measure-styles", studio=False,
                             help="report the style distribution even when the term is off")
 
-    @staticmethod
-    def files_in(values: dict) -> list[str]:
-        """The local files these settings' values (as given, not yet checked) would make das-ag read."""
+    @classmethod
+    def files_in(cls, values: dict) -> list[str]:
         from ..styles import BUILT_IN_STYLES
 
-        styles, centroids = str(values.get("styles", "")), str(values.get("centroids", ""))
-        return [f for f in (styles if styles not in BUILT_IN_STYLES else "", centroids) if f]
+        # A built-in style list (wikiart) is a name, not a file.
+        return [f for f in super().files_in(values) if f not in BUILT_IN_STYLES]
 
     def __post_init__(self):
         if self.centroids and not self.centroids_sha256:

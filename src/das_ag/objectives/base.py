@@ -89,9 +89,7 @@ class Term:
     @classmethod
     def problems(cls, config: GenerationConfig) -> list[str]:
         """Why `config` cannot run this term, in plain words (empty when it can)."""
-        settings = config.term_settings(cls.name) if cls.Settings is not None else None
-        check = getattr(settings, "problems", None)
-        return list(check()) if check else []
+        return list(config.term_settings(cls.name).problems()) if cls.Settings is not None else []
 
     @property
     def settings(self) -> Any:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..settings import setting
+from ..settings import PartSettings, setting
 from .base import Term, TermInputs
 
 
@@ -26,7 +26,7 @@ def colourfulness(picture: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class ColourfulnessSettings:
+class ColourfulnessSettings(PartSettings):
     weight: float = setting(0.0, group="appearance", minimum=-100.0, maximum=100.0, step=0.1,
                             help="more colourful (> 0) or more muted (< 0); 0: off")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..settings import setting
+from ..settings import PartSettings, setting
 from .base import Term, TermInputs
 from .text import SignedWeights
 
@@ -42,7 +42,7 @@ def parse_entries(images: str) -> list[tuple[str, float]]:
 
 
 @dataclass(frozen=True)
-class ImagePromptSettings:
+class ImagePromptSettings(PartSettings):
     images: str = setting("", group="prompts", flag="", studio=False,
                           help="image prompts as PATH:WEIGHT entries separated by |")
     # Filled in from the files: a recipe notices a picture that changed.
@@ -55,9 +55,9 @@ class ImagePromptSettings:
 
             object.__setattr__(self, "sha256", SEPARATOR.join(file_sha256(p) or "" for p, _ in self.entries()))
 
-    @staticmethod
-    def files_in(values: dict) -> list[str]:
-        """The local files these settings' values (as given, not yet checked) would make das-ag read."""
+    @classmethod
+    def files_in(cls, values: dict) -> list[str]:
+        # Several pictures in one setting, each with its weight: "a.png:1|b.png:-0.5".
         return [path for path, _ in parse_entries(str(values.get("images", "")))]
 
     def entries(self) -> list[tuple[str, float]]:

@@ -8,7 +8,7 @@ import torch
 
 from ..colours import parse_palette
 from ..errors import ConfigError
-from ..settings import setting
+from ..settings import PartSettings, setting
 from .base import Term, TermInputs
 
 
@@ -22,7 +22,7 @@ def palette_distance(picture: torch.Tensor, palette: torch.Tensor) -> torch.Tens
 
 
 @dataclass(frozen=True)
-class PaletteSettings:
+class PaletteSettings(PartSettings):
     weight: float = setting(0.0, group="appearance", minimum=0.0, maximum=100.0, step=0.1,
                             help="pull every pixel towards the palette's nearest colour (0: off)")
     colours: str = setting("#1d3557,#457b9d,#a8dadc,#f1faee,#e63946", group="appearance", metavar="#RRGGBB,...",

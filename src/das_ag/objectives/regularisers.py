@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..settings import setting
+from ..settings import PartSettings, setting
 from .base import Term, TermInputs
 
 
 @dataclass(frozen=True)
-class TotalVariationSettings:
+class TotalVariationSettings(PartSettings):
     weight: float = setting(1e-8, group="regularisers", minimum=0, maximum=10.0, flag="--tv", format="%.2e",
                             label="TV weight", help="total-variation weight")
 
@@ -21,7 +21,7 @@ class TotalVariationSettings:
 
 
 @dataclass(frozen=True)
-class L1Settings:
+class L1Settings(PartSettings):
     weight: float = setting(0.0, group="regularisers", minimum=0, maximum=10.0, flag="--l1", format="%.4f",
                             label="L1 weight", help="L1 weight on the augmented pixels")
 

@@ -19,15 +19,16 @@ from dataclasses import dataclass
 
 import torch
 
-from ..settings import setting
+from ..settings import PICTURE_SUFFIXES, PartSettings, Upload, setting
 from .base import Term, TermInputs
 
 MAX_STRENGTH = 10_000.0
 
 
 @dataclass(frozen=True)
-class StartPictureSettings:
+class StartPictureSettings(PartSettings):
     image: str = setting("", group="start", flag="--init-image", studio=False, metavar="PICTURE",
+                         upload=Upload("Start picture", "picture", PICTURE_SUFFIXES),
                          help="start from this picture (the pyramid holds it; strokes follow its edges and colours)")
     # Filled in from the file: a recipe that starts from a picture notices when it changed.
     sha256: str = setting("", group="start", flag="", studio=False, checksum_of="image",
@@ -36,11 +37,6 @@ class StartPictureSettings:
                               label="Keep near the picture",
                               help="how strongly the run stays near the start picture (0: free to move away; "
                                    "without a start picture it does nothing)")
-
-    @staticmethod
-    def files_in(values: dict) -> list[str]:
-        """The local files these settings' values (as given, not yet checked) would make das-ag read."""
-        return [str(values["image"])] if values.get("image") else []
 
     def __post_init__(self):
         if self.image and not self.sha256:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..settings import setting
+from ..settings import PartSettings, setting
 from .base import Term, TermInputs
 
 
@@ -20,7 +20,7 @@ def asymmetry(picture: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class SymmetrySettings:
+class SymmetrySettings(PartSettings):
     weight: float = setting(0.0, group="appearance", minimum=0.0, maximum=100.0, step=0.1,
                             help="pull the picture towards left-right symmetry (0: off)")
 

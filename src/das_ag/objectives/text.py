@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import torch
 
 from ..embedding import encode_text_prompts
-from ..settings import setting
+from ..settings import PartSettings, setting
 from .base import Term, TermInputs
 
 
 @dataclass(frozen=True)
-class TextSettings:
+class TextSettings(PartSettings):
     # The studio lays it out by hand, beside the aesthetic guidance.
     weight: float = setting(5.0, group="guidance", minimum=0, flag="--clip-weight", studio=False, label="CLIP weight",
                             help="weight of the text term (0 turns it off)")

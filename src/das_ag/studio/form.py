@@ -209,10 +209,9 @@ def foreign_files(state: dict[str, Any]) -> list[str]:
 
     problems = []
     for term, cls in TERMS.items():
-        files_in = getattr(cls.Settings, "files_in", None)
-        if files_in is None:
+        if cls.Settings is None:
             continue
-        for path in outside_uploads(files_in(_term_values(state, term, cls.Settings))):
+        for path in outside_uploads(cls.Settings.files_in(_term_values(state, term, cls.Settings))):
             problems.append(f"{path} is not a file uploaded to this studio: the studio reads only its own uploads "
                             f"(and built-in names such as wikiart); upload the file instead.")
     return problems
@@ -269,11 +268,6 @@ def state_to_config(state: dict[str, Any]) -> tuple[GenerationConfig | None, lis
     """The config the form describes, or None and every problem in plain words."""
     prompts = prompts_from_state(state)
     problems = []
-    clip_weight = state.get(term_key("text", "weight"), 1.0)
-    pictures = bool(state.get(term_key("image_prompt", "images")))
-    if not any(not p.is_negative for p in prompts) and not pictures and not (
-            isinstance(clip_weight, (int, float)) and clip_weight == 0):
-        problems.append("Write at least one prompt to steer towards.")  # (a CLIP weight of 0 needs none)
     if any(p.weight == 0 for p in prompts):
         problems.append("Prompt weights must be greater than 0; remove a prompt instead of zeroing it.")
     foreign = foreign_files(state)
