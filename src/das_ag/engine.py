@@ -179,16 +179,66 @@ class _Prepared:
     known: list[dict[str, float]]  # each term's metrics known on the host (Term.at_step)
 
 
+class _ReadBack:
+    """A step's numbers on their way to the host, and where each one is.
+
+    Every image's term contributions, metrics, loss and finite flag go into one tensor: one copy
+    and one host sync per step, however many images and terms. `read` turns it back into each
+    image's (loss, finite, contributions by term, metrics by term).
+    """
+
+    def __init__(self, stats: torch.Tensor, entries: list, flags: list[int], ready: torch.cuda.Event | None):
+        self.stats, self.ready = stats, ready
+        # Per image: (term, metric, index in stats or the number the host knew already); metric ""
+        # is the term's contribution to the loss. And where its loss is (its finite flag follows).
+        self.entries, self.flags = entries, flags
+
+    @classmethod
+    def gather(cls, images: list[_Image], prepared: list[_Prepared], losses: list[torch.Tensor],
+               stats: list[torch.Tensor], found: list, device: torch.device) -> _ReadBack:
+        """After the backward: the forward's numbers (`stats`, placed per image and term by
+        `found`), the terms' host-side metrics, and each image's loss and whether it and its
+        gradients are finite."""
+        entries = [[(term.name, key, where) for term, on_device, known in zip(image.terms, per_term, p.known)
+                    for key, where in [*on_device, *((k, float(v)) for k, v in known.items())]]
+                   for image, per_term, p in zip(images, found, prepared)]
+        flags = []
+        for image, loss in zip(images, losses):
+            grads = [p.grad.isfinite().all() for p in image.canvas.parameters() if p.grad is not None]
+            finite = torch.isfinite(loss)
+            flags.append(len(stats))
+            stats = [*stats, loss.detach().float(), (finite & torch.stack(grads).all() if grads else finite).float()]
+        stacked = torch.stack(stats)  # a copy: compiled outputs may be overwritten by the next step
+        ready = None
+        if device.type == "cuda":
+            stacked = stacked.to("cpu", non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+        return cls(stacked, entries, flags, ready)
+
+    def read(self) -> list[tuple[float, bool, dict[str, float], dict[str, dict[str, float]]]]:
+        if self.ready is not None:
+            self.ready.synchronize()
+        values, out = self.stats.tolist(), []
+        for entries, flag in zip(self.entries, self.flags):
+            terms: dict[str, float] = {}
+            metrics: dict[str, dict[str, float]] = {}
+            for term, key, where in entries:
+                value = values[where] if isinstance(where, int) else where
+                if key:
+                    metrics.setdefault(term, {})[key] = value
+                else:
+                    terms[term] = value
+            out.append((values[flag], bool(values[flag + 1]), terms, metrics))
+        return out
+
+
 @dataclass
 class _Pending:
     """A launched step whose numbers have not been read yet."""
 
     t: int
-    stats: torch.Tensor  # every image's loss, term contributions, metrics and finite flag
-    # per image: its (term, metric, stats index or host number) entries, and where its loss and
-    # finite flag are in stats (metric "" is the term's contribution to the loss)
-    layout: list[tuple[list[tuple[str, str, int | float]], int]]
-    ready: torch.cuda.Event | None  # recorded after the stats' copy to the host (CUDA only)
+    numbers: _ReadBack
     lrs: list[float] = field(default_factory=list)
     before: list[list[torch.Tensor]] = field(default_factory=list)  # each image's parameters before the update
 
@@ -263,38 +313,6 @@ class Synthesis:
     def _running(self) -> list[_Image]:
         return [image for image in self.images if image.status == "running"]
 
-    def __iter__(self):
-        """Steps as they finish, one behind the device.
-
-        Step t is launched before step t-1's numbers are read, so the host waits for t-1 while the
-        device already works on t: on a GPU the Python side of a step (augmentation, canvas, Adam)
-        overlaps the previous step's encoder instead of leaving the GPU idle. On the CPU nothing
-        overlaps and nothing changes. The arithmetic and its order are the same either way.
-        """
-        pending: _Pending | None = None
-        while self.status == "running":
-            launched = None
-            if self.step < self.steps and not self._stop_requested and self._running():
-                if self._t0 is None:
-                    self._t0 = time.perf_counter()
-                try:
-                    launched = self._launch(self.step)
-                except RuntimeError as exc:
-                    # Out of GPU memory, a kernel with no deterministic version, a driver error: end
-                    # the run with a message and keep the images from the last completed step.
-                    self.status = "failed"
-                    self.message = f"stopped at step {self.step + 1}: {first_line(exc)}; kept the image so far"
-            if pending is not None:
-                event = self._resolve(pending)
-                self._elapsed = time.perf_counter() - self._t0
-                if any(image.status == "running" for image in event.images):
-                    yield event  # a step that stopped every image is undone, not reported
-            if launched is None or self._stop_requested or self.status != "running" or not self._running():
-                self._elapsed = time.perf_counter() - self._t0 if self._t0 is not None else 0.0
-                return
-            self._apply(launched)
-            pending = launched
-
     def run(self) -> SynthesisResult | list[SynthesisResult]:
         """Run to the end (or until stopped): the result of the config given, or the list of
         results of the configs given."""
@@ -344,30 +362,49 @@ class Synthesis:
         )
 
     # -- the step ----------------------------------------------------------------------------
+    def __iter__(self):
+        """Steps as they finish, one behind the device.
+
+        Step t is launched before step t-1's numbers are read, so the host waits for t-1 while the
+        device already works on t: on a GPU the Python side of a step (augmentation, canvas, Adam)
+        overlaps the previous step's encoder instead of leaving the GPU idle. On the CPU nothing
+        overlaps and nothing changes. The arithmetic and its order are the same either way.
+
+        The step, in order: `_launch` (schedules and draws, forward and backward, the numbers
+        queued for the host), `_resolve` of the step before (its numbers read, a bad update
+        undone), `_apply` (Adam's update, the canvas's upkeep, the next learning rate).
+        """
+        pending: _Pending | None = None
+        while self.status == "running":
+            launched = None
+            if self.step < self.steps and not self._stop_requested and self._running():
+                if self._t0 is None:
+                    self._t0 = time.perf_counter()
+                try:
+                    launched = self._launch(self.step)
+                except RuntimeError as exc:
+                    # Out of GPU memory, a kernel with no deterministic version, a driver error: end
+                    # the run with a message and keep the images from the last completed step.
+                    self.status = "failed"
+                    self.message = f"stopped at step {self.step + 1}: {first_line(exc)}; kept the image so far"
+            if pending is not None:
+                event = self._resolve(pending)
+                self._elapsed = time.perf_counter() - self._t0
+                if any(image.status == "running" for image in event.images):
+                    yield event  # a step that stopped every image is undone, not reported
+            if launched is None or self._stop_requested or self.status != "running" or not self._running():
+                self._elapsed = time.perf_counter() - self._t0 if self._t0 is not None else 0.0
+                return
+            self._apply(launched)
+            pending = launched
+
     def _launch(self, t: int) -> _Pending:
         """Queue step t's forward and backward; its numbers stay on the device for now."""
         with self._deterministic():
             prepared = [image.prepare(t) for image in self.images]
-            total, losses, stats, found = self._forward_backward(prepared)
-            # Per image, each (term, metric) with where its number is in stats, or the number itself
-            # when the host knew it already; metric "" is the term's contribution to the loss.
-            layout = [[(term.name, key, where) for term, device, known in zip(image.terms, per_term, p.known)
-                       for key, where in [*device, *((k, float(v)) for k, v in known.items())]]
-                      for image, per_term, p in zip(self.images, found, prepared)]
-            flags = []
-            for image, loss in zip(self.images, losses):
-                grads = [p.grad.isfinite().all() for p in image.canvas.parameters() if p.grad is not None]
-                finite = torch.isfinite(loss)
-                flags.append(len(stats))
-                stats += [loss.detach().float(), (finite & torch.stack(grads).all() if grads else finite).float()]
-            pending_layout = [(entries, flag) for entries, flag in zip(layout, flags)]
-            stats = torch.stack(stats)  # a copy: compiled outputs may be overwritten by the next step
-            ready = None
-            if self.device.type == "cuda":
-                stats = stats.to("cpu", non_blocking=True)
-                ready = torch.cuda.Event()
-                ready.record()
-        return _Pending(t, stats, pending_layout, ready)
+            _, losses, stats, found = self._forward_backward(prepared)
+            numbers = _ReadBack.gather(self.images, prepared, losses, stats, found, self.device)
+        return _Pending(t, numbers)
 
     def _forward_backward(self, prepared: list[_Prepared]):
         """Step t's forward and backward, compiled when the run asks for it; a compile that fails
@@ -449,17 +486,15 @@ class Synthesis:
 
     def _resolve(self, pending: _Pending) -> StepEvent:
         """Read step t's numbers (the run's one host sync per step); undo an image's bad step."""
-        if pending.ready is not None:
-            pending.ready.synchronize()
-        values, images = pending.stats.tolist(), []
+        numbers, images = pending.numbers.read(), []
         step = pending.t + 1
         show = self.preview_every and (step % self.preview_every == 0 or step == self.steps)
-        for index, (image, (entries, flag)) in enumerate(zip(self.images, pending.layout)):
+        for index, (image, (loss, finite, terms, metrics)) in enumerate(zip(self.images, numbers)):
             lr = pending.lrs[self._first_group[index]] if pending.lrs else 0.0
             if image.status != "running":
                 images.append(ImageStep(math.nan, {}, {}, lr, None, image.status))
                 continue
-            if not values[flag + 1]:
+            if not finite:
                 # The update of a non-finite step may have poisoned the image: restore the last good one.
                 with torch.no_grad():
                     for p, saved in zip(image.canvas.parameters(), pending.before[index]):
@@ -469,16 +504,8 @@ class Synthesis:
                                  "kept the last good image")
                 if len(self.images) == 1:
                     self.status, self.message, self.step = image.status, image.message, pending.t
-            terms: dict[str, float] = {}
-            metrics: dict[str, dict[str, float]] = {}
-            for term, key, where in entries:
-                value = values[where] if isinstance(where, int) else where
-                if key:
-                    metrics.setdefault(term, {})[key] = value
-                else:
-                    terms[term] = value
             preview = image.canvas.image() if show and image.status == "running" else None
-            images.append(ImageStep(values[flag], terms, metrics, lr, preview, image.status))
+            images.append(ImageStep(loss, terms, metrics, lr, preview, image.status))
         if not self._running() and self.status == "running":
             self.status = "non_finite"
             self.message = self.images[0].message
