@@ -150,6 +150,7 @@ def test_the_studio_shows_its_title_settings_and_curves(brightness, tiny_clip_pa
     at.run()
     assert at.session_state["gallery"][-1]["config"].term_settings("brightness").weight == 2.0
     assert "mean brightness of the views" in [c.value for c in at.caption]
+    assert any("- brightness probe: **" in m.value for m in at.markdown)  # its final score, by its label
 
 
 def test_a_term_s_settings_say_what_they_can_through_the_base_class():

@@ -25,7 +25,7 @@ from das_ag.canvases import CANVASES
 from das_ag.canvases.base import unused_settings
 from das_ag.config import METHOD_ORDER, PRESETS, GenerationConfig, default_margin
 from das_ag.errors import ConfigError, DasAgError, WeightsError
-from das_ag.objectives import TERMS, term_class
+from das_ag.objectives import TERMS, score_description, term_class
 from das_ag.durable import write_atomic
 from das_ag.png import next_free_path, read_recipe
 from das_ag.prompts import Prompt
@@ -726,16 +726,10 @@ def result_panel() -> None:
             st.caption(f"Saved as {item['saved']}")
 
 
-SCORE_NAMES = {"clip_positive": "CLIP similarity to the prompts", "clip_negative": "to the negative prompts",
-               "aesthetic": "aesthetic score (training head, not held out)",
-               "style_entropy": "style entropy (higher: more ambiguous)", "style_kl": "KL(uniform || styles)",
-               "image_prompt_similarity": "CLIP similarity to the image prompts"}
-
-
 def score_lines(result) -> str:
     """Every score of a finished image, with where the run started from."""
     start = result.initial_scores.numbers()
-    lines = [f"- {SCORE_NAMES.get(k, k)}: **{v:.4f}**" + (f" (start {start[k]:.4f})" if start.get(k) is not None else "")
+    lines = [f"- {score_description(k)}: **{v:.4f}**" + (f" (start {start[k]:.4f})" if start.get(k) is not None else "")
              for k, v in result.scores.numbers().items() if v is not None]
     styles = result.scores.values.get("styles")
     if styles:

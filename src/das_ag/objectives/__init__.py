@@ -27,6 +27,12 @@ def score_label(key: str) -> str:
     return next((cls.score_labels[key] for cls in TERMS.values() if key in cls.score_labels), key)
 
 
+def score_description(key: str) -> str:
+    """How one image's scores name a final score: the term's description, else its label."""
+    return next((cls.score_descriptions[key] for cls in TERMS.values() if key in cls.score_descriptions),
+                score_label(key))
+
+
 def active_terms(config) -> list[type[Term]]:
     return [cls for cls in TERMS.values() if cls.active(config)]
 

@@ -82,6 +82,7 @@ class AestheticTerm(Term):
     chart_title = "aesthetic score (training head) and its weight"
     score_labels = {"aesthetic": "aesthetic (train)"}
     labels = {"score": "aes", "weight": "aes_w"}
+    score_descriptions = {"aesthetic": "aesthetic score (training head, not held out)"}
     Settings = AestheticSettings
 
     def __init__(self, config, models):

@@ -113,6 +113,7 @@ class AmbiguityTerm(Term):
     chart_title = "style distribution (now) and its entropy"
     score_labels = {"style_entropy": "style entropy", "style_kl": "style KL"}
     labels = {"entropy": "style H", "kl": "style KL"}
+    score_descriptions = {"style_entropy": "style entropy (higher: more ambiguous)", "style_kl": "KL(uniform || styles)"}
     Settings = AmbiguitySettings
     distribution = "p:"  # the metrics "p:<style>" are one distribution over the styles
     # Method names: DAS-CAN (creative adversarial, as the paper's lineage calls it) and its

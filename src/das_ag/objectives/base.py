@@ -48,7 +48,9 @@ class Term:
     labels: ClassVar[dict[str, str]] = {}
     # Readable names of the numbers `final_scores` gives, for tables, reports and summaries.
     score_labels: ClassVar[dict[str, str]] = {}
-    # A frozen dataclass of this term's own settings, or None when it reads top-level config fields.
+    # What those numbers are, in a few words, where a person reads one image's scores (the studio).
+    score_descriptions: ClassVar[dict[str, str]] = {}
+    # A frozen PartSettings dataclass of this term's own settings, or None for a term without any.
     Settings: ClassVar[type | None] = None
     # Metrics whose keys start with this prefix form one distribution (shown as bars, not curves).
     distribution: ClassVar[str | None] = None

@@ -79,6 +79,7 @@ class ImagePromptTerm(Term):
     name = "image_prompt"
     title = "Image prompts"
     labels = {"similarity": "img+"}
+    score_descriptions = {"image_prompt_similarity": "CLIP similarity to the image prompts"}
     Settings = ImagePromptSettings
 
     @classmethod

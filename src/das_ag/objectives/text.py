@@ -81,6 +81,7 @@ class TextTerm(Term):
     chart_title = "CLIP similarity (positive / negative prompts)"
     score_labels = {"clip_positive": "CLIP +", "clip_negative": "CLIP -"}
     labels = {"clip_positive": "clip+", "clip_negative": "clip-"}
+    score_descriptions = {"clip_positive": "CLIP similarity to the prompts", "clip_negative": "to the negative prompts"}
     Settings = TextSettings
 
     @classmethod
