@@ -150,7 +150,7 @@ class _Image:
         self.canvas = build_canvas(config, torch.Generator().manual_seed(config.seed)).to(device)
         self.augment_generator = torch.Generator(device=device).manual_seed(config.seed)
         self.terms = [cls(config, models) for cls in active_terms(config)]
-        self.warnings = tuple(w for t in self.terms for w in getattr(t, "warnings", ()))
+        self.warnings = tuple(w for t in self.terms for w in t.warnings)
         self.status, self.message, self.steps_done = "running", "", 0
 
     def prepare(self, t: int) -> _Prepared:

@@ -82,6 +82,7 @@ class Term:
     def __init__(self, config: GenerationConfig, models: ModelBundle):
         self.config = config
         self.models = models
+        self.warnings: tuple[str, ...] = ()  # what the user should know about this run (a prompt cut short)
 
     @classmethod
     def active(cls, config: GenerationConfig) -> bool:
