@@ -246,3 +246,19 @@ def test_renamed_flags_and_recipe_keys_still_work_and_name_the_new_one(capsys):
     assert GenerationConfig.from_dict(recipe) == new
     with pytest.warns(DeprecationWarning, match="colour is colour_shift now"):
         assert new.replace(colour=new.colour_shift) == new
+
+
+def test_a_repeatable_setting_takes_its_flag_again_and_again(tmp_path):
+    """--image-prompt is the image-prompt term's own setting (Setting.repeat): the CLI names no term."""
+    from PIL import Image
+
+    from das_ag.cli import config_from_args
+
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / name)
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    config = config_from_args(build_parser().parse_args(
+        ["generate", "--image-prompt", str(a), "--image-prompt", f"{b}:-0.5"]))
+    settings = config.term_settings("image_prompt")
+    assert settings.images == f"{a}|{b}:-0.5" and settings.entries() == [(str(a), 1.0), (str(b), -0.5)]
+    assert config.prompts == () and len(settings.sha256.split("|")) == 2  # the pictures steer: no text needed

@@ -40,8 +40,6 @@ def _add_prompt_arguments(group) -> None:
                        help="a prompt to steer towards (repeatable); a negative WEIGHT repels")
     group.add_argument("--negative", action="append", default=[], metavar="TEXT[:WEIGHT]",
                        help="a prompt to steer away from (repeatable)")
-    group.add_argument("--image-prompt", action="append", default=[], metavar="FILE[:WEIGHT]",
-                       help="a picture to steer towards (repeatable); a negative WEIGHT repels")
 
 
 def _add_settings_arguments(parser, *, skip: tuple[str, ...] = ()) -> None:
@@ -226,12 +224,6 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
     return apply_settings(config, args)
 
 
-def parse_image_prompt(text: str) -> tuple[str, float]:
-    from .objectives.image_prompt import parse_image_prompt as parse
-
-    return parse(text)
-
-
 def _preset_config(args: argparse.Namespace, prompts: tuple) -> GenerationConfig:
     """The --preset's settings (or the defaults) with `prompts`; left unchecked until the flags
     are applied (a preset's prompt-less config may become valid with --clip-weight 0)."""
@@ -266,12 +258,6 @@ def apply_settings(config: GenerationConfig, args: argparse.Namespace) -> Genera
     if canvas_settings is not config.canvas_settings:
         changes["canvas_settings"] = canvas_settings
     terms = dict(config.terms)
-    if getattr(args, "image_prompt", None):
-        from .objectives.image_prompt import SEPARATOR
-
-        entries = [parse_image_prompt(p) for p in args.image_prompt]
-        terms["image_prompt"] = replace_settings(config.term_settings("image_prompt"),
-                                                 {"images": SEPARATOR.join(f"{path}:{w:g}" for path, w in entries)})
     for name, term in TERMS.items():
         if term.Settings is not None:
             given = values_from_arguments(args, term.Settings, prefix=f"{name}_")

@@ -47,6 +47,7 @@ class Setting:
     metavar: str | None = None  # the CLI's placeholder for the value (default: by kind)
     checksum_of: str | None = None  # this field is the checksum of the file(s) that field names
     upload: Upload | None = None  # the studio takes this file as an upload (the path is not typed)
+    repeat: str = ""  # the flag may be given again and again; its values are joined with this separator
 
     def label_for(self, name: str) -> str:
         return self.label or name.replace("_", " ").capitalize()
@@ -136,6 +137,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "
                                 "float": "X", "optional_float": "X"}.get(kind)
         typed = dict(dest=dest, type=_parser_for(kind, f.name, s), default=None, choices=s.choices or None,
                      metavar=None if s.choices else metavar)
+        if s.repeat:
+            typed.update(action="append", type=str)
         group.add_argument(flag, help=s.help, **typed)
         if s.aliases:
             group.add_argument(*s.aliases, action=_OlderFlag, new_flag=flag, help=argparse.SUPPRESS, **typed)
@@ -157,10 +160,10 @@ class _OlderFlag(argparse.Action):
 def values_from_arguments(args: argparse.Namespace, cls: type, *, prefix: str = "") -> dict[str, Any]:
     """The described fields of `cls` the user gave flags for."""
     out = {}
-    for f, _ in described(cls):
+    for f, s in described(cls):
         value = getattr(args, (prefix + f.name).replace("-", "_"), None)
         if value is not None:
-            out[f.name] = value
+            out[f.name] = s.repeat.join(value) if s.repeat else value
     return out
 
 

@@ -43,8 +43,9 @@ def parse_entries(images: str) -> list[tuple[str, float]]:
 
 @dataclass(frozen=True)
 class ImagePromptSettings(PartSettings):
-    images: str = setting("", group="prompts", flag="", studio=False,
-                          help="image prompts as PATH:WEIGHT entries separated by |")
+    images: str = setting("", group="prompts", flag="--image-prompt", repeat=SEPARATOR, studio=False,
+                          metavar="FILE[:WEIGHT]",
+                          help="a picture to steer towards (repeatable); a negative WEIGHT repels")
     # Filled in from the files: a recipe notices a picture that changed.
     sha256: str = setting("", group="prompts", flag="", studio=False, checksum_of="images",
                           help="the pictures' sha256s, in order")
