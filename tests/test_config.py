@@ -60,8 +60,8 @@ def test_json_round_trip_is_exact(preset):
         (dict(seed=-1), "seed"),
         (dict(terms={"aesthetic": {"weight": Schedule.constant(-1.0)}}), "penalty"),
         (dict(jitter=Schedule.constant(2.0)), "jitter"),
-        (dict(prompts=(Prompt("blurry", -1.0),)), "positive prompt"),
-        (dict(prompts=()), "positive prompt"),
+        (dict(prompts=(Prompt("blurry", -1.0),)), "prompt to steer towards \\(a positive one\\)"),
+        (dict(prompts=()), "or set the CLIP weight to 0"),
         (dict(prompts=(Prompt("x", float("nan")),)), "weight"),
     ],
 )
