@@ -98,7 +98,6 @@ def test_start_pictures_from_the_command_line(weights_env, tmp_path, capsys):
     for args, words in ((["--init-image", str(tmp_path / "missing.png")], "does not exist"),
                         (["--init-image", str(notes)], "is not a readable image"),
                         (["--init-image", str(drawing)], "is an SVG; give a raster picture"),
-                        (["--init-strength", "5"], "give one with --init-image"),
                         (["--init-image", str(path), "--init-strength", "-1"], "must be from 0 to 10000")):
         assert main(["generate", "--prompt", "x", *args, "--out", str(kept), "--overwrite", *common]) != 0
         err = capsys.readouterr().err.strip()
@@ -108,3 +107,15 @@ def test_start_pictures_from_the_command_line(weights_env, tmp_path, capsys):
     Image.new("RGB", (8, 8), "blue").save(path)  # the picture changed: its recipe notices
     with pytest.raises(ConfigError, match="has changed"):
         GenerationConfig.from_dict(read_recipe(out)["config"])
+
+
+def test_a_strength_without_a_start_picture_is_said_to_do_nothing(capsys):
+    """The start picture's settings say their strength is unread without a picture (unused()); the
+    CLI warns of any flag a part leaves unread, canvas or term alike, naming none of them itself."""
+    from das_ag.cli import _warn_of_unread_flags, build_parser, config_from_args
+
+    args = build_parser().parse_args(["generate", "--prompt", "x", "--init-strength", "5"])
+    config = config_from_args(args)
+    _warn_of_unread_flags(args, config)
+    assert capsys.readouterr().err.strip() == ("das-ag: warning: --init-strength has no effect: it holds the run "
+                                               "near a start picture, and none is given")

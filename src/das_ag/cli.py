@@ -20,7 +20,7 @@ from .errors import DasAgError, first_line
 from .flags import (DEVICE_HELP, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Parser, finite_float, nonnegative_int,
                     positive_int, say, seed_list, whole_number)
 from .schedules import SCHEDULE_KINDS, Schedule
-from .settings import replace_settings
+from .settings import described, flag_of, replace_settings, values_from_arguments
 from .studio.files import MAX_UPLOAD_MB
 
 
@@ -245,7 +245,6 @@ def prompts_from_args(args: argparse.Namespace) -> tuple:
 def apply_settings(config: GenerationConfig, args: argparse.Namespace) -> GenerationConfig:
     """`config` with every settings flag the user gave applied on top."""
     from .objectives import TERMS
-    from .settings import values_from_arguments
 
     changes = values_from_arguments(args, GenerationConfig)
     if _is_ensemble(getattr(args, "clip_model", None)):
@@ -265,8 +264,6 @@ def apply_settings(config: GenerationConfig, args: argparse.Namespace) -> Genera
                 terms[name] = replace_settings(config.term_settings(name), given)
     if terms != dict(config.terms):
         changes["terms"] = terms
-    if getattr(args, "init_strength", None) and not (terms.get("init") and terms["init"].image):
-        raise DasAgError("--init-strength holds the run near a start picture; give one with --init-image")
     aesthetic = _aesthetic_short_forms(args, terms.get("aesthetic") or config.term_settings("aesthetic"))
     if aesthetic != config.term_settings("aesthetic"):
         changes["terms"] = {**terms, "aesthetic": aesthetic}
@@ -293,7 +290,6 @@ def _canvas_settings_from_args(args: argparse.Namespace, config: GenerationConfi
     """The canvas settings after the flags: those of `config` (when it keeps its canvas) with the
     given flags applied; a flag of a canvas the run does not use is a mistake worth a line."""
     from .canvases import CANVASES
-    from .settings import flag_of, described, values_from_arguments
 
     settings = config.canvas_settings if canvas == config.canvas else None
     if isinstance(settings, dict):
@@ -313,26 +309,28 @@ def _canvas_settings_from_args(args: argparse.Namespace, config: GenerationConfi
     return settings
 
 
-def _warn_of_unread_canvas_flags(args: argparse.Namespace, config: GenerationConfig) -> None:
-    """A line for each flag given that the run's canvas will not read: a top-level setting it
-    ignores (the pixel --lr for strokes), or one of its own that its other settings leave unread."""
+def _warn_of_unread_flags(args: argparse.Namespace, config: GenerationConfig) -> None:
+    """A line for each flag given that the run will not read: a top-level setting its canvas
+    ignores (the pixel --lr for strokes), or a canvas's or term's own setting that its other
+    settings leave unread (--init-strength without --init-image)."""
     from .canvases import canvas_class
-    from .canvases.base import unused_settings
-    from .settings import described, flag_of, values_from_arguments
+    from .objectives import TERMS
 
     cls = canvas_class(config.canvas)
     for name, reason in cls.ignores.items():
         if getattr(args, name, None) is not None:
             print(f"das-ag: warning: --{name.replace('_', '-')} has no effect on the {config.canvas} canvas: {reason}",
                   file=sys.stderr)
-    if cls.Settings is None:
-        return
-    given = values_from_arguments(args, cls.Settings, prefix=f"{config.canvas}_")
-    for name, why in unused_settings(config.canvas_settings).items():
-        if name in given:
-            f, s = next((f, s) for f, s in described(cls.Settings) if f.name == name)
-            print(f"das-ag: warning: {flag_of(f, s, f'{config.canvas}_')} has no effect: {why}", file=sys.stderr)
-
+    parts = [(config.canvas, cls.Settings, config.canvas_settings)]
+    parts += [(name, term.Settings, config.term_settings(name)) for name, term in TERMS.items() if term.Settings is not None]
+    for prefix, settings_class, settings in parts:
+        if settings_class is None:
+            continue
+        given = values_from_arguments(args, settings_class, prefix=f"{prefix}_")
+        for f, s in described(settings_class):
+            why = settings.unused().get(f.name)
+            if why and f.name in given:
+                print(f"das-ag: warning: {flag_of(f, s, f'{prefix}_')} has no effect: {why}", file=sys.stderr)
 
 def progress_text(event) -> str:
     """The progress bar's numbers: the loss and each term's metrics, whatever terms the run has."""
@@ -368,7 +366,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise DasAgError(f"{out} already exists; pass --overwrite or choose another --out")
     check_writable(out)
-    _warn_of_unread_canvas_flags(args, config)
+    _warn_of_unread_flags(args, config)
     if args.animation:
         from .animation import FORMATS, check_format
 

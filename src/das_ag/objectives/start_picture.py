@@ -44,6 +44,9 @@ class StartPictureSettings(PartSettings):
 
             object.__setattr__(self, "sha256", file_sha256(self.image) or "")
 
+    def unused(self) -> dict[str, str]:
+        return {} if self.image else {"strength": "it holds the run near a start picture, and none is given"}
+
     def problems(self) -> list[str]:
         from ..pictures import picture_problems
 
