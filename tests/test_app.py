@@ -403,9 +403,13 @@ def test_a_start_picture_is_kept_under_the_output_root(studio, tmp_path):
 
     from PIL import Image
 
+    strength = lambda: studio.number_input(key=form.term_key("init", "strength"))  # noqa: E731
+    # Without a picture the strength is greyed out, saying why (the start picture's unused()).
+    assert strength().disabled and strength().help == "it holds the run near a start picture, and none is given"
     picture = io.BytesIO()
     Image.new("RGB", (32, 32), (200, 30, 30)).save(picture, format="PNG")
     studio.file_uploader(key="upload:init:image").set_value(("red.png", picture.getvalue(), "image/png")).run()
+    assert not strength().disabled
     kept = studio.session_state[form.term_key("init", "image")]
     assert kept.startswith(str(tmp_path / "saved" / "uploads")) and Path(kept).read_bytes() == picture.getvalue()
     quick_form(studio, "a red kite")
@@ -422,6 +426,7 @@ def test_a_start_picture_is_kept_under_the_output_root(studio, tmp_path):
     studio.button(key="remove:init:image").click().run()
     config, problems = form.state_to_config(dict(studio.session_state))
     assert problems == [] and config.start_picture == ""
+    assert strength().disabled
 
 
 def test_pure_aesthetic_needs_no_prompt_once_clip_weight_is_zero(studio):

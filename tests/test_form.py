@@ -67,3 +67,12 @@ def test_a_canvas_schedule_survives_the_form_and_its_widgets_set_it():
     assert problems == [] and back.canvas_settings.softness == Schedule("constant", 0.8, 0.8, Schedule().rate)
     state[form.schedule_key(key, "start")] = 0.01
     assert form.state_to_config(state)[1] == ["Softness must stay at 0.05 px or more (sharper edges have no gradient)."]
+
+
+def test_a_term_s_unread_settings_are_found_without_reading_a_stranger_s_file(tmp_path):
+    """The page greys out what a term's other values leave unread; a path that is not an upload
+    (a restored recipe's) is not hashed to find out."""
+    state = form.config_to_state(GenerationConfig(prompts=PROMPTS))
+    assert form.term_unused(state, "init") == {"strength": "it holds the run near a start picture, and none is given"}
+    state[form.term_key("init", "image")] = "/dev/zero"
+    assert form.term_unused(state, "init") == {}

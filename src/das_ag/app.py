@@ -430,11 +430,15 @@ def term_controls() -> None:
             with st.expander(cls.heading()):
                 defaults = cls.Settings()  # for a term registered after this session began
                 for f, s in described(cls.Settings):
+                    if s.studio:
+                        st.session_state.setdefault(form.term_key(name, f.name), getattr(defaults, f.name))
+                unused = form.term_unused(st.session_state, name)  # greyed, with the reason
+                for f, s in described(cls.Settings):
                     if not s.studio:  # set another way (an upload below) or not at all
                         continue
-                    key = form.term_key(name, f.name)
-                    st.session_state.setdefault(key, getattr(defaults, f.name))
-                    setting_control(key, f, s)
+                    reason = unused.get(f.name)
+                    setting_control(form.term_key(name, f.name), f, dataclasses.replace(s, help=reason) if reason else s,
+                                    disabled=reason is not None)
                 for f, s in described(cls.Settings):
                     if s.upload is None:
                         continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DasAgError
 from ..config import SCHEDULE_FIELDS, GenerationConfig
 from ..settings import described, kind_of, replace_settings
 from ..prompts import Prompt
@@ -215,6 +215,23 @@ def foreign_files(state: dict[str, Any]) -> list[str]:
             problems.append(f"{path} is not a file uploaded to this studio: the studio reads only its own uploads "
                             f"(and built-in names such as wikiart); upload the file instead.")
     return problems
+
+
+def term_unused(state: dict[str, Any], term: str) -> dict[str, str]:
+    """The settings of `term` that its other values in the form leave unread, with why (the
+    page greys them out). Nothing for values the form will refuse anyway, and nothing read for a
+    file that is not one of the studio's uploads: making the settings would hash it."""
+    from ..objectives import TERMS
+    from .files import outside_uploads
+
+    cls = TERMS[term].Settings
+    values = _term_values(state, term, cls)
+    try:
+        if outside_uploads(cls.files_in(values)):
+            return {}
+        return cls(**values).unused()
+    except (DasAgError, TypeError, ValueError):
+        return {}
 
 
 def term_settings_from_state(state: dict[str, Any]) -> dict[str, Any]:
