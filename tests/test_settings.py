@@ -52,3 +52,17 @@ def test_a_schedule_outside_its_described_range_is_refused_by_the_flag(flag, tex
         parser.parse_args([flag, text])
     assert words in capsys.readouterr().err
     assert parser.parse_args([flag, "linear:0:1"]).__dict__[flag[2:]] == Schedule("linear", 0.0, 1.0)
+
+
+def test_a_repeatable_flag_and_its_older_name_add_to_one_list(capsys):
+    from das_ag.settings import PartSettings
+
+    @dataclasses.dataclass(frozen=True)
+    class Pictures(PartSettings):
+        images: str = setting("", group="prompts", flag="--picture", aliases=("--img",), repeat="|", help="a picture")
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Pictures, prefix="pictures_")
+    args = parser.parse_args(["--picture", "a.png", "--img", "b.png:-1", "--picture", "c.png"])
+    assert values_from_arguments(args, Pictures, prefix="pictures_") == {"images": "a.png|b.png:-1|c.png"}
+    assert capsys.readouterr().err.strip() == "das-ag: note: --img is now --picture; the old name will go in a later release"

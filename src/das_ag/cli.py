@@ -326,9 +326,9 @@ def _warn_of_unread_flags(args: argparse.Namespace, config: GenerationConfig) ->
     for prefix, settings_class, settings in parts:
         if settings_class is None:
             continue
-        given = values_from_arguments(args, settings_class, prefix=f"{prefix}_")
+        given, unused = values_from_arguments(args, settings_class, prefix=f"{prefix}_"), settings.unused()
         for f, s in described(settings_class):
-            why = settings.unused().get(f.name)
+            why = unused.get(f.name)
             if why and f.name in given:
                 print(f"das-ag: warning: {flag_of(f, s, f'{prefix}_')} has no effect: {why}", file=sys.stderr)
 

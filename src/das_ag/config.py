@@ -17,7 +17,7 @@ from typing import Any
 from .errors import ConfigError
 from .prompts import Prompt
 from .schedules import Schedule
-from .settings import described, setting, with_current_names
+from .settings import described, replace_settings, setting, with_current_names
 
 # Re-exported: the method names lived here before methods.py.
 from .methods import GUIDANCE, METHOD_NAMES, METHOD_ORDER  # noqa: E402,F401
@@ -205,8 +205,6 @@ class GenerationConfig:
 
     def with_term(self, name: str, **changes: Any) -> GenerationConfig:
         """This config with some of term `name`'s settings changed."""
-        from .settings import replace_settings
-
         return self.replace(terms={**dict(self.terms), name: replace_settings(self.term_settings(name), changes)})
 
     def with_guidance(self, guidance: str) -> GenerationConfig:
@@ -502,7 +500,9 @@ def upgraded(data: dict[str, Any], *, old_names_win: bool = False) -> dict[str, 
     data = with_current_names(GenerationConfig, data, old_names_win=old_names_win)
     for old, (term, new) in MOVED_TO_TERMS.items():
         if old in data:
-            data["terms"] = _with_term_value(data.get("terms", {}), term, new, data.pop(old), old_names_win)
+            given = {term: {new: data.pop(old)}}
+            terms = data.get("terms", {})
+            data["terms"] = merged_terms(terms, given) if old_names_win else merged_terms(given, terms)
     moved = {new: data.pop(old) for old, new in MOVED_TO_PYRAMID.items() if old in data}
     if moved and data.get("canvas", "pyramid") == "pyramid":
         own = data.get("canvas_settings")
@@ -539,15 +539,6 @@ def _table(settings: Any) -> Any:
     if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
         return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
     return settings
-
-
-def _with_term_value(terms: Any, term: str, name: str, value: Any, wins: bool) -> dict:
-    """`terms` (a table or pairs of term -> settings) with one setting given, where the term's own
-    settings do not already give it or where it `wins`."""
-    terms = dict(terms.items() if isinstance(terms, dict) else terms)
-    own = _table(terms.get(term, {}))
-    terms[term] = {**own, name: value} if wins else {name: value, **own}
-    return terms
 
 
 def lift_start_picture(canvas_settings: dict, terms: Any) -> tuple[dict, Any]:

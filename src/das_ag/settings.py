@@ -135,26 +135,26 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, prefix: str = "
             continue
         metavar = s.metavar or {"schedule": "KIND:START:END[:RATE]|VALUE", "int": "N", "optional_int": "N",
                                 "float": "X", "optional_float": "X"}.get(kind)
-        typed = dict(dest=dest, type=_parser_for(kind, f.name, s), default=None, choices=s.choices or None,
-                     metavar=None if s.choices else metavar)
-        if s.repeat:
-            typed.update(action="append", type=str)
-        group.add_argument(flag, help=s.help, **typed)
+        typed = dict(dest=dest, type=str if s.repeat else _parser_for(kind, f.name, s), default=None,
+                     choices=s.choices or None, metavar=None if s.choices else metavar)
+        group.add_argument(flag, help=s.help, action="append" if s.repeat else "store", **typed)
         if s.aliases:
-            group.add_argument(*s.aliases, action=_OlderFlag, new_flag=flag, help=argparse.SUPPRESS, **typed)
+            group.add_argument(*s.aliases, action=_OlderFlag, new_flag=flag, repeat=bool(s.repeat),
+                               help=argparse.SUPPRESS, **typed)
 
 
 class _OlderFlag(argparse.Action):
     """A flag's older name: it still works, and says once what the flag is called now."""
 
-    def __init__(self, option_strings, dest, new_flag: str, **kwargs):
+    def __init__(self, option_strings, dest, new_flag: str, repeat: bool = False, **kwargs):
         super().__init__(option_strings, dest, **kwargs)
-        self.new_flag = new_flag
+        self.new_flag, self.repeat = new_flag, repeat
 
     def __call__(self, parser, namespace, values, option_string=None):
         print(f"das-ag: note: {option_string} is now {self.new_flag}; the old name will go in a later release",
               file=sys.stderr)
-        setattr(namespace, self.dest, values)
+        # A repeatable flag's older name adds to the same list, as the flag itself does.
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), values] if self.repeat else values)
 
 
 def values_from_arguments(args: argparse.Namespace, cls: type, *, prefix: str = "") -> dict[str, Any]:
@@ -243,11 +243,6 @@ def with_current_names(cls: type, table: dict[str, Any], *, old_names_win: bool 
                 if old_names_win or f.name not in table:
                     table[f.name] = value
     return table
-
-
-def older_names(cls: type) -> tuple[str, ...]:
-    """Every older name of `cls`'s settings (Setting.was)."""
-    return tuple(old for _, s in described(cls) for old in s.was)
 
 
 def settings_from_table(cls: type, table: dict[str, Any], where: str) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import ConfigError, DasAgError
 from ..config import SCHEDULE_FIELDS, GenerationConfig
-from ..settings import described, kind_of, replace_settings
+from ..settings import PartSettings, described, kind_of, replace_settings
 from ..prompts import Prompt
 from ..schedules import Schedule
 
@@ -225,6 +225,8 @@ def term_unused(state: dict[str, Any], term: str) -> dict[str, str]:
     from .files import outside_uploads
 
     cls = TERMS[term].Settings
+    if cls.unused is PartSettings.unused:  # it never leaves a setting unread: nothing to build
+        return {}
     values = _term_values(state, term, cls)
     try:
         if outside_uploads(cls.files_in(values)):
