@@ -8,6 +8,7 @@ stderr and a non-zero exit, never a traceback. The slider's commands live in sli
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -90,12 +91,30 @@ def _images_per_step(text: str) -> int | None:
     return positive_int(text)
 
 
+def _nonnegative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, not {text}")
+    return value
+
+
 def _add_model_arguments(parser, *, batches: bool = False):
     models = parser.add_argument_group("models and output")
     if batches:
         models.add_argument("--images-per-step", type=_images_per_step, default=None, metavar="N|auto",
                             help="images that share each encoder step (default auto: as many as fit in memory); "
                                  "DAS, DAS-AG and DAS-rAG of a seed run together")
+    if batches:
+        cluster = parser.add_argument_group("a Ray cluster (the cluster extra)")
+        cluster.add_argument("--ray", metavar="auto|ADDRESS",
+                             help="make the images on a Ray cluster: auto joins the one `ray start` runs here, else "
+                                  "starts a local one; an address (HOST:6379, ray://HOST:10001) joins that cluster")
+        cluster.add_argument("--gpus-per-worker", type=_nonnegative_float, metavar="G",
+                             help="each worker's share of a GPU, e.g. 0.5 for two per GPU (default 1 where the cluster "
+                                  "has GPUs and the plan's device allows; 0: CPU workers)")
+        cluster.add_argument("--cpus-per-worker", type=positive_int, metavar="N",
+                             help="CPUs each CPU worker takes and its torch threads (default: this machine's torch "
+                                  "threads, so that images match a local run here byte for byte)")
     models.add_argument("--clip-model", action="append", metavar="NAME|PATH|open_clip:ARCH@TAG[:WEIGHT]",
                         help="the CLIP to use (default: $CLIP_MODEL_PATH, else ViT-L/14); repeat it for an ensemble, "
                              "each with a weight (0: only for the aesthetic head)")
@@ -113,18 +132,24 @@ def _is_ensemble(sources: list[str] | None) -> bool:
     return len(specs) > 1 or any(s.weight != 1 or s.is_open_clip for s in specs)
 
 
-def load_run_models(args: argparse.Namespace, configs, device: str):
-    """The models `configs` run on: their ensemble, or the one CLIP of --clip-model; the head is
-    required unless every config leaves the aesthetic term out (guidance off)."""
-    from .models import load_models
-
+def run_model_sources(args: argparse.Namespace, configs) -> tuple:
+    """(CLIP source(s), head source, whether the head is needed) for `configs`: their ensemble,
+    or the one CLIP of --clip-model; the head is required unless every config leaves the
+    aesthetic term out (guidance off)."""
     ensembles = {c.clip_models for c in configs}
     if len(ensembles) > 1:
         raise DasAgError("the images of one command must use the same CLIP models")
     ensemble = ensembles.pop()
     single = args.clip_model[0] if args.clip_model and not ensemble else None
-    return load_models(ensemble or single, args.aesthetic_model, device,
-                       need_head=any(c.guidance != "off" for c in configs))
+    return ensemble or single, args.aesthetic_model, any(c.guidance != "off" for c in configs)
+
+
+def load_run_models(args: argparse.Namespace, configs, device: str):
+    """The models `configs` run on (run_model_sources)."""
+    from .models import load_models
+
+    clip, head, need_head = run_model_sources(args, configs)
+    return load_models(clip, head, device, need_head=need_head)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -465,31 +490,88 @@ def _run_plan(plan, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .evaluators import optional_evaluator
-    from .experiments import run_plan
     from .models import resolve_device
     from .report import write_report
 
     device = plan.items[0].config.device
     # Evaluators first: a missing one should cost a message, not an hour of images.
     evaluators = [optional_evaluator(name, str(resolve_device(device))) for name in plan.evaluators]
-    models = load_run_models(args, [item.config for item in plan.items], device)
-    say(args, f"{len(plan.items)} images into {plan.out_dir}")
-    with tqdm(total=len(plan.items), unit="image", disable=args.quiet, file=sys.stderr) as bar:
+    failed = 0
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=len(plan.items), unit="image", disable=args.quiet, file=sys.stderr))
+
         def on_item(item, status):
             bar.set_postfix_str(f"{item.filename} {status}")
             bar.update(1)
 
         try:
-            made, skipped = run_plan(plan, models, on_item=on_item, images_per_step=args.images_per_step)
+            if args.ray:
+                made, skipped, failed = _run_plan_on_ray(plan, args, bar, stack)
+            else:
+                _no_cluster_flags(args)
+                models = load_run_models(args, [item.config for item in plan.items], device)
+                say(args, f"{len(plan.items)} images into {plan.out_dir}")
+                from .experiments import run_plan
+
+                made, skipped = run_plan(plan, models, on_item=on_item, images_per_step=args.images_per_step)
         except KeyboardInterrupt:
             bar.close()
             print(f"das-ag: interrupted; finished images are kept in {plan.image_dir}; "
                   "run the same command again to continue", file=sys.stderr)
             return EXIT_INTERRUPTED
     paths = write_report(plan.out_dir, evaluators)
-    print(f"made {made}, skipped {skipped} already finished; tables in {plan.out_dir}, sheet {paths['contact_sheet']}")
+    print(f"made {made}, skipped {skipped} already finished" + (f", {failed} failed" if failed else "")
+          + f"; tables in {plan.out_dir}, sheet {paths['contact_sheet']}")
     print(paths["summary_md"].read_text().split("\n\n")[0])
-    return 0
+    return EXIT_FAILED if failed else 0
+
+
+def _no_cluster_flags(args: argparse.Namespace) -> None:
+    for flag in ("gpus_per_worker", "cpus_per_worker"):
+        if getattr(args, flag, None) is not None:
+            raise DasAgError(f"--{flag.replace('_', '-')} places workers on a Ray cluster; add --ray auto (or an address)")
+
+
+def _run_plan_on_ray(plan, args: argparse.Namespace, bar, stack: contextlib.ExitStack) -> tuple[int, int, int]:
+    """The plan on the cluster of --ray: one bar (done, running, failed, workers), a line for each failure."""
+    from . import cluster
+
+    configs = [item.config for item in plan.items]
+    clip, head, need_head = run_model_sources(args, configs)
+    if cluster.connect(args.ray):
+        stack.callback(cluster.require_ray().shutdown)
+    spec = cluster.WorkerSpec(clip, head, need_head, *_worker_share(args, plan.items[0].config.device))
+    say(args, f"{len(plan.items)} images into {plan.out_dir}, on the Ray cluster ({spec.asks()})")
+
+    def on_item(item, status):
+        bar.update(1)
+
+    def on_failure(line):
+        bar.write(f"das-ag: {line}", file=sys.stderr)
+
+    return cluster.run_plan_on_ray(plan, spec, images_per_step=args.images_per_step, on_item=on_item,
+                                   on_progress=lambda p: bar.set_postfix_str(str(p)), on_failure=on_failure)
+
+
+def _worker_share(args: argparse.Namespace, device: str) -> tuple[float, int]:
+    """(GPUs, CPUs) per worker from the flags, the plan's device and the cluster's resources."""
+    import ray
+    import torch
+
+    has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+    gpus = args.gpus_per_worker
+    if device == "cpu" and gpus:
+        raise DasAgError("--gpus-per-worker asks for GPUs but the plan runs on --device cpu")
+    if device.startswith("cuda") and device != "cuda":
+        raise DasAgError(f"on a Ray cluster each worker uses the GPU Ray gives it: use --device cuda, not {device}")
+    if gpus is None:
+        gpus = 1.0 if has_gpus and device != "cpu" else 0.0
+    if device == "cuda" and not gpus:
+        raise DasAgError("the plan asks for --device cuda but " + ("the Ray cluster has no GPUs" if not has_gpus
+                                                                  else "--gpus-per-worker is 0"))
+    if gpus:
+        return gpus, args.cpus_per_worker or 1
+    return 0.0, args.cpus_per_worker or torch.get_num_threads()
 
 
 def cmd_report(args: argparse.Namespace) -> int:

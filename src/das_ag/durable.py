@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import DasAgError, WriteError
+from .errors import ConfigError, DasAgError, WriteError
 
 
 class OutputExistsError(DasAgError, FileExistsError):
@@ -45,6 +45,21 @@ def write_atomic(path: str | Path, data: bytes, *, overwrite: bool = False) -> P
         raise
     except OSError as exc:
         raise WriteError(path, exc) from None
+
+
+def write_files(path: str | Path, files: dict[str, bytes], *, overwrite: bool = False) -> Path:
+    """Write a result's files (suffix -> bytes, ".png" among them) at `path` and beside it, each
+    atomically; none is written when any is taken and `overwrite` is off."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ConfigError(f"output {path} must end in .png")
+    targets = {sfx: path if sfx == ".png" else path.with_suffix(sfx) for sfx in files}
+    taken = [str(p) for p in targets.values() if p.exists()]
+    if taken and not overwrite:
+        raise OutputExistsError(f"{taken[0]} already exists; choose another name or allow overwriting")
+    for sfx, data in files.items():
+        write_atomic(targets[sfx], data, overwrite=overwrite)
+    return path
 
 
 def check_writable(path: str | Path) -> None:

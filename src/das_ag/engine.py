@@ -32,7 +32,7 @@ from . import determinism
 from . import augment
 from .canvases import build_canvas
 from .config import GenerationConfig
-from .durable import OutputExistsError, write_atomic
+from .durable import write_files
 from .errors import ConfigError, DeviceError, first_line
 from .models import ModelBundle, resolve_device, use_compile_cache
 from .objectives import TermInputs, active_terms
@@ -130,14 +130,8 @@ class SynthesisResult:
         """Write the PNG at `path` and the canvas's other files beside it (same name, their suffix)."""
         path = Path(path)
         if path.suffix.lower() != ".png":
-            raise ConfigError(f"output {path} must end in .png")
-        targets = {sfx: path if sfx == ".png" else path.with_suffix(sfx) for sfx in (".png", *self.exports)}
-        taken = [str(p) for p in targets.values() if p.exists()]
-        if taken and not overwrite:
-            raise OutputExistsError(f"{taken[0]} already exists; choose another name or allow overwriting")
-        for sfx, data in self.files().items():
-            write_atomic(targets[sfx], data, overwrite=overwrite)
-        return path
+            raise ConfigError(f"output {path} must end in .png")  # before the files are encoded
+        return write_files(path, self.files(), overwrite=overwrite)
 
 
 class _Image:

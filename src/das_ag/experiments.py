@@ -308,7 +308,25 @@ def plan_lock(out_dir: Path):
 
 
 def _run_plan_locked(plan: Plan, models, identities, on_item, on_step, images_per_step) -> tuple[int, int]:
-    from .engine import choose_images_per_step, plan_batches, synthesize
+    from .engine import choose_images_per_step, synthesize
+
+    todo, skipped = plan_todo(plan, identities, on_item)
+    if not todo:
+        return 0, skipped
+    made = 0
+    for items in item_batches(todo, choose_images_per_step(models, [item.config for item in todo], images_per_step)):
+        run = synthesize([item.config for item in items], models)
+        for event in run:
+            if on_step:
+                on_step(event)
+        made += save_batch(plan, list(zip(items, run.results())), on_item)
+    return made, skipped
+
+
+def plan_todo(plan: Plan, identities: dict, on_item=None) -> tuple[list[PlanItem], int]:
+    """Ready the plan's folder (a killed run's temporary files gone, the manifest written) and
+    return the items still to make, with how many were already complete. A seed's methods come
+    side by side, so that they share a batch whatever its size."""
     for leftover in plan.image_dir.glob(".*.partial"):
         leftover.unlink()  # a temporary file of a run that was killed mid-write; never a result
     write_atomic(plan.out_dir / MANIFEST, json.dumps(plan.manifest(), indent=2).encode(), overwrite=True)
@@ -321,30 +339,31 @@ def _run_plan_locked(plan: Plan, models, identities, on_item, on_step, images_pe
                 on_item(item, "skipped")
         else:
             todo.append(item)
-    if not todo:
-        return 0, skipped
-    # A seed's methods side by side, so that they share a batch whatever its size.
     todo.sort(key=lambda item: (item.prompt_set, item.variant, item.seed))
-    configs = [item.config for item in todo]
-    made = 0
-    for indices in plan_batches(configs, choose_images_per_step(models, configs, images_per_step)):
-        items = [todo[i] for i in indices]
-        run = synthesize([item.config for item in items], models)
-        for event in run:
-            if on_step:
-                on_step(event)
-        done = list(zip(items, run.results()))
-        for k, (item, result) in enumerate(done):
-            # Atomic replace: an older or unfinished file with this name is swapped whole; an
-            # interruption before this line leaves nothing that could count as done.
-            try:
-                result.save(plan.path(item), overwrite=True)
-            except WriteError as exc:
-                raise _rescue_batch(exc, plan, done[k:]) from None
-            made += 1
-            if on_item:
-                on_item(item, result.status)
-    return made, skipped
+    return todo, skipped
+
+
+def item_batches(todo: list[PlanItem], images_per_step: int) -> list[list[PlanItem]]:
+    """The images that run together: wherever a plan runs, the same batches, so that each
+    recipe names the batch that re-creates its bytes."""
+    from .engine import plan_batches
+
+    return [[todo[i] for i in indices] for indices in plan_batches([item.config for item in todo], images_per_step)]
+
+
+def save_batch(plan: Plan, done: list, on_item=None) -> int:
+    """Write each (item, result) of a finished batch into the plan's folder; a result is anything
+    with `save(path, overwrite=)` and `status`. Returns how many were written."""
+    for k, (item, result) in enumerate(done):
+        # Atomic replace: an older or unfinished file with this name is swapped whole; an
+        # interruption before this line leaves nothing that could count as done.
+        try:
+            result.save(plan.path(item), overwrite=True)
+        except WriteError as exc:
+            raise _rescue_batch(exc, plan, done[k:]) from None
+        if on_item:
+            on_item(item, result.status)
+    return len(done)
 
 
 def _rescue_batch(exc: WriteError, plan: Plan, unsaved: list) -> WriteError:

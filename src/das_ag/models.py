@@ -324,6 +324,29 @@ def load_models(
     dev = resolve_device(device)
     if dev.type == "cuda":
         determinism.reserve_cuda_workspace()  # before CUDA starts, so deterministic runs stay possible
+    members, head_path = _resolve_files(clip_source, aesthetic_source, download, need_head)
+    bundle = _load_bundle(members, head_path, dev)
+    if need_head and bundle.aesthetic_head is None:
+        widths = ", ".join(f"{e.identity.name} {e.width}-d" for e in bundle.encoders)
+        raise WeightsError(f"the aesthetic head reads ViT-L/14's 768-d embeddings and no CLIP here gives them ({widths}); "
+                           "add --clip-model ViT-L/14:0 for the head alone, or use --guidance off")
+    return bundle
+
+
+def missing_weights(clip_source: str | Sequence[str] | None = None, aesthetic_source: str | None = None, *,
+                    need_head: bool = True) -> str | None:
+    """What this machine lacks to load these models without downloading, in a line (None when it
+    has them all, verified): what each node of a cluster is asked before a plan starts there."""
+    weights.load_environment()
+    try:
+        _resolve_files(clip_source, aesthetic_source, False, need_head)
+    except WeightsError as exc:
+        return str(exc)
+    return None
+
+
+def _resolve_files(clip_source, aesthetic_source, download: bool | Collection[str], need_head: bool):
+    """The (source, file, weight) of each CLIP and the head's file, as load_models reads them."""
     sources = [clip_source] if clip_source is None or isinstance(clip_source, str) else list(clip_source)
     members = []
     for text in sources:
@@ -344,12 +367,7 @@ def load_models(
     except WeightsError:
         if need_head:
             raise
-    bundle = _load_bundle(tuple(members), head_path, dev)
-    if need_head and bundle.aesthetic_head is None:
-        widths = ", ".join(f"{e.identity.name} {e.width}-d" for e in bundle.encoders)
-        raise WeightsError(f"the aesthetic head reads ViT-L/14's 768-d embeddings and no CLIP here gives them ({widths}); "
-                           "add --clip-model ViT-L/14:0 for the head alone, or use --guidance off")
-    return bundle
+    return tuple(members), head_path
 
 
 @functools.lru_cache(maxsize=4)
