@@ -118,6 +118,37 @@ def test_a_plan_on_ray_is_the_local_plan_byte_for_byte(ray_cluster, local_files,
     assert "made 0, skipped 4 already finished" in capsys.readouterr().out
 
 
+class WorkerKiller(threading.Thread):
+    """SIGKILLs the process of a worker making a batch, as the kernel's OOM killer or an operator
+    would, `times` times (each time a new one: Ray restarts a killed worker)."""
+
+    def __init__(self, times: int):
+        super().__init__(daemon=True)
+        self.times, self.killed, self.done = times, [], threading.Event()
+
+    def run(self):
+        deadline = time.monotonic() + 180
+        while len(self.killed) < self.times and not self.done.is_set() and time.monotonic() < deadline:
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    title = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if title.startswith(b"ray::PlanWorker.run") and int(pid) not in self.killed:
+                    os.kill(int(pid), signal.SIGKILL)
+                    self.killed.append(int(pid))
+                    break
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.join()
+
+
 def test_a_killed_workers_batch_is_made_by_another(ray_cluster, tiny_clip_path, head_path, models, tmp_path):
     import torch
 
@@ -126,35 +157,14 @@ def test_a_killed_workers_batch_is_made_by_another(ray_cluster, tiny_clip_path, 
     # Eight images for two one-thread workers; images per step auto, as the first worker measures it
     # (here all eight share one batch, which the worker that is not killed makes).
     plan = _plan(tmp_path / "out", seeds=(1, 2))
-    killed = []
-
-    def kill_the_first_busy_worker():
-        # As the kernel's OOM killer or an operator would: SIGKILL to the process making a batch.
-        deadline = time.monotonic() + 120
-        while not killed and time.monotonic() < deadline:
-            for pid in os.listdir("/proc"):
-                try:
-                    title = Path(f"/proc/{pid}/cmdline").read_bytes()
-                except (OSError, ValueError):
-                    continue
-                if pid.isdigit() and title.startswith(b"ray::PlanWorker.run"):
-                    os.kill(int(pid), signal.SIGKILL)
-                    killed.append(int(pid))
-                    return
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_the_first_busy_worker)
-    killer.start()
     lines = []
-    try:
+    with WorkerKiller(times=1) as killer:
         made, skipped, failed = run_plan_on_ray(plan, _spec(tiny_clip_path, head_path, cpus=1), on_failure=lines.append)
-    finally:
-        killed.append(None)  # stops the killer if the plan ended without its help
-        killer.join()
-    assert killed[0] is not None, "no worker was seen making a batch"
+    assert len(killer.killed) == 1, "no worker was seen making a batch"
     assert (made, skipped, failed) == (8, 0, 0)
     died = [line for line in lines if "died" in line]
-    assert len(died) == 1 and "trying again on another worker" in died[0]
+    assert len(died) == 1 and died[0].endswith("died (its process ended: killed, crashed or out of memory); "
+                                               "trying again on another worker")
     assert any(item.filename in died[0] for item in plan.items)  # the line names the batch's images
     assert all(is_complete(plan.path(item), item.config, models.identities()) for item in plan.items)
 
@@ -168,6 +178,29 @@ def test_a_killed_workers_batch_is_made_by_another(ray_cluster, tiny_clip_path, 
     finally:
         torch.set_num_threads(threads)
     assert _files(plan.image_dir) == _files(here.image_dir)
+
+
+def test_a_batch_whose_workers_keep_dying_is_given_up_in_a_line_and_the_plan_goes_on(ray_cluster, tiny_clip_path,
+                                                                                    head_path, tmp_path):
+    from das_ag.cluster import ATTEMPTS, run_plan_on_ray
+
+    import torch
+
+    plan = _plan(tmp_path / "out")
+    lines = []
+    with WorkerKiller(times=ATTEMPTS):
+        # One worker, two batches: the first is killed each time it is tried (the worker restarted
+        # each time), then the worker makes the second.
+        made, skipped, failed = run_plan_on_ray(plan, _spec(tiny_clip_path, head_path, cpus=torch.get_num_threads()),
+                                                images_per_step=2, on_failure=lines.append)
+    assert (made, skipped, failed) == (2, 0, 2)
+    retried = [line for line in lines if "trying again" in line]
+    given_up = [line for line in lines if line.endswith("left out")]
+    assert len(given_up) == 1 and f"failed {ATTEMPTS} times" in given_up[0]
+    assert len(retried) == ATTEMPTS - 1 and all(line.split(": ")[0] == given_up[0].split(": ")[0] for line in retried)
+    lost = given_up[0].split(": ")[0].split(", ")  # the batch's images, by name
+    assert len(lost) == 2 and not any(plan.path(item).exists() for item in plan.items if item.filename in lost)
+    assert len(list(plan.image_dir.glob("*.png"))) == 2
 
 
 def test_an_interrupted_plan_frees_its_workers_and_resumes_to_the_same_files(ray_cluster, local_files, tiny_clip_path,

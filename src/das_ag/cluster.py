@@ -25,7 +25,7 @@ from .durable import check_writable, write_files
 from .errors import DasAgError, first_line
 from .experiments import Plan, PlanItem, item_batches, plan_lock, plan_todo, save_batch
 
-RESTARTS = 2  # a worker whose process died is started again (models reloaded) this many times
+RESTARTS = 5  # a worker whose process died is started again (models reloaded) at most this many times
 ATTEMPTS = 3  # a batch is tried on at most this many workers before its images count as failed
 INSTALL_HINT = "--ray needs the cluster extra: uv sync --extra cluster (or pip install 'das-ag[cluster]')"
 
@@ -143,6 +143,9 @@ class PlanWorker:
             # Never a download on a worker: the nodes were checked, and a missing file is said there.
             self.models = load_models(spec.clip_source, spec.aesthetic_source, spec.device, download=False,
                                       need_head=spec.need_head)
+            # The engine's modules now, while the driver waits anyway: imported by the first batch,
+            # they added seconds to it in a new process.
+            from . import engine  # noqa: F401
         except (DasAgError, MemoryError, RuntimeError) as exc:
             self.problem = first_line(exc)
 
