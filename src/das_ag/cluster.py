@@ -283,15 +283,13 @@ class _Dispatcher:
             self._probe(_Worker(actor.remote(self.spec)))
 
     def run(self, images_per_step: int | None) -> tuple[int, int, int]:
-        import ray
-
         while self.identities is None:  # the first worker's models say which files are complete
             self._wait()
         todo, skipped = plan_todo(self.plan, self.identities, self._item_done)
         if not todo:
             return 0, skipped, 0
-        if images_per_step is None:  # auto: what the first worker's device holds
-            images_per_step = ray.get(self.idle[0].handle.images_per_step.remote([item.config for item in todo]))
+        if images_per_step is None:  # auto: what a worker's device holds, measured once for every batch
+            images_per_step = self._measure([item.config for item in todo])
         self.queue.extend(_Batch(items) for items in item_batches(todo, images_per_step))
         # More workers than batches: the spare ones go (those still loading first), freeing their share.
         ready_first = sorted(self.workers, key=lambda w: w not in self.idle)
@@ -304,6 +302,23 @@ class _Dispatcher:
                                  f"are in {self.plan.image_dir}; run the same command again to continue")
             self._wait()
         return self.made, skipped, self.progress.failed
+
+    def _measure(self, configs) -> int:
+        import ray
+        from ray.exceptions import RayActorError
+
+        while True:
+            if not self.idle:
+                self._wait()  # a worker back from a restart, or the error that none is left
+                continue
+            worker = self.idle[0]
+            try:
+                return ray.get(worker.handle.images_per_step.remote(configs))
+            except (RayActorError, *_lost_worker_errors()) as exc:
+                self.idle.remove(worker)
+                self.progress.workers -= 1
+                self._fail(f"{worker.name} died while measuring images per step ({_why_lost(exc)}); asking another")
+                self._probe(worker)
 
     def let_go(self) -> None:
         self._let_go_of(list(self.workers))
