@@ -104,7 +104,6 @@ def _add_model_arguments(parser, *, batches: bool = False):
         models.add_argument("--images-per-step", type=_images_per_step, default=None, metavar="N|auto",
                             help="images that share each encoder step (default auto: as many as fit in memory); "
                                  "DAS, DAS-AG and DAS-rAG of a seed run together")
-    if batches:
         cluster = parser.add_argument_group("a Ray cluster (the cluster extra)")
         cluster.add_argument("--ray", metavar="auto|ADDRESS",
                              help="make the images on a Ray cluster: auto joins the one `ray start` runs here, else "

@@ -316,7 +316,6 @@ class _Dispatcher:
                 return ray.get(worker.handle.images_per_step.remote(configs))
             except (RayActorError, *_lost_worker_errors()) as exc:
                 self.idle.remove(worker)
-                self.progress.workers -= 1
                 self._fail(f"{worker.name} died while measuring images per step ({_why_lost(exc)}); asking another")
                 self._probe(worker)
 
@@ -328,7 +327,6 @@ class _Dispatcher:
         while self.queue and self.idle:
             worker, batch = self.idle.pop(0), self.queue.popleft()
             self.running[worker.handle.run.remote([item.config for item in batch.items])] = (worker, batch)
-            self.progress.running += len(batch.items)
         self._said()
 
     def _wait(self) -> None:
@@ -374,7 +372,6 @@ class _Dispatcher:
             self._fail(f"{worker.name} holds other weights than the first worker ({info['identities']}); left out")
             self._let_go_of([worker])
             return
-        self.progress.workers += 1
         self.idle.append(worker)
         self._said()
 
@@ -382,7 +379,6 @@ class _Dispatcher:
         import ray
         from ray.exceptions import RayActorError, RayTaskError
 
-        self.progress.running -= len(batch.items)
         try:
             results = ray.get(ref)
         except RayTaskError as exc:  # our code failed on the worker: the same batch would fail again
@@ -391,7 +387,6 @@ class _Dispatcher:
             self.idle.append(worker)
             return
         except (RayActorError, *_lost_worker_errors()) as exc:  # the process died: killed, out of memory, node lost
-            self.progress.workers -= 1
             batch.attempts += 1
             reason = _why_lost(exc)
             if batch.attempts < ATTEMPTS:
@@ -417,6 +412,9 @@ class _Dispatcher:
             self.on_failure(line)
 
     def _said(self) -> None:
+        # Derived, never counted by hand: a worker is ready (idle) or making one batch.
+        self.progress.workers = len(self.idle) + len(self.running)
+        self.progress.running = sum(len(batch.items) for _, batch in self.running.values())
         if self.on_progress:
             self.on_progress(self.progress)
 
@@ -424,23 +422,11 @@ class _Dispatcher:
         import ray
 
         for worker in workers:
-            if worker in self.idle:
-                self.idle.remove(worker)
-                self.progress.workers -= 1
-            if worker in self.workers:
-                self.workers.remove(worker)
-            for calls in (self.probes, self.running):
-                for ref in [r for r, w in calls.items() if (w[0] if isinstance(w, tuple) else w) is worker]:
-                    del calls[ref]
+            self.idle = [w for w in self.idle if w is not worker]
+            self.workers = [w for w in self.workers if w is not worker]
+            self.probes = {ref: w for ref, w in self.probes.items() if w is not worker}
+            self.running = {ref: call for ref, call in self.running.items() if call[0] is not worker}
             ray.kill(worker.handle, no_restart=True)
-
-
-def _lost_worker_errors() -> tuple[type, ...]:
-    """Ray's errors for a call whose process or node went away, besides RayActorError."""
-    from ray import exceptions
-
-    names = ("OutOfMemoryError", "WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError")
-    return tuple(getattr(exceptions, name) for name in names if hasattr(exceptions, name))
 
 
 def _why_lost(exc: BaseException) -> str:
@@ -448,8 +434,16 @@ def _why_lost(exc: BaseException) -> str:
     from ray import exceptions
 
     text = str(exc)
-    if isinstance(exc, getattr(exceptions, "NodeDiedError", ())) or "node died" in text.lower():
+    if isinstance(exc, exceptions.NodeDiedError) or "node died" in text.lower():
         return "its node left the cluster"
     if isinstance(exc, exceptions.OutOfMemoryError) or "memory monitor" in text:
         return "out of memory: Ray's memory monitor stopped it"
     return "its process ended: killed, crashed or out of memory"
+
+
+def _lost_worker_errors() -> tuple[type, ...]:
+    """Ray's errors for a call whose process or node went away, besides RayActorError."""
+    from ray import exceptions
+
+    return (exceptions.OutOfMemoryError, exceptions.WorkerCrashedError, exceptions.NodeDiedError,
+            exceptions.LocalRayletDiedError)

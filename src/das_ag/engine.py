@@ -128,9 +128,6 @@ class SynthesisResult:
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the PNG at `path` and the canvas's other files beside it (same name, their suffix)."""
-        path = Path(path)
-        if path.suffix.lower() != ".png":
-            raise ConfigError(f"output {path} must end in .png")  # before the files are encoded
         return write_files(path, self.files(), overwrite=overwrite)
 
 
