@@ -14,7 +14,9 @@ from PIL import Image
 
 from .embedding import embed_image, joined, picture_views  # noqa: F401  (embed_image: scoring's since 0.1)
 from .models import ModelBundle
+from .canvases.base import from_pil
 from .objectives import active_terms, score_label
+from .objectives.base import Term
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,10 @@ def score_image(models: ModelBundle, image: Image.Image, config=None, terms=None
     views = picture_views(models, image)
     embedding = joined(models.encode_images(views))
     values: dict[str, Any] = {}
+    pixels = None
     for term in terms:
         values.update(term.final_scores(embedding, views))
+        if type(term).picture_scores is not Term.picture_scores:
+            pixels = from_pil(image) if pixels is None else pixels
+            values.update(term.picture_scores(pixels))
     return Scores(values)

@@ -127,6 +127,11 @@ class Term:
         and the CLIP-normalised views it was made from (for an encoder that runs on its own)."""
         return {}
 
+    def picture_scores(self, picture: torch.Tensor) -> dict[str, float | None]:
+        """Numbers about the finished 8-bit image's own pixels (1, 3, H, W) in [0, 1] (its
+        symmetry, a tile's seam), for terms that measure the picture rather than its embedding."""
+        return {}
+
     @classmethod
     def progress(cls, metrics: dict[str, float]) -> str:
         """A short form of this step's metrics for a one-line progress display."""
