@@ -127,8 +127,7 @@ def add_row(group: str) -> None:
     ss["row_counter"] += 1
     row = ss["row_counter"]
     ss[f"{group}_rows"] = [*ss[f"{group}_rows"], row]
-    ss[form.prompt_key(group, row, "text")] = ""
-    ss[form.prompt_key(group, row, "weight")] = 1.0
+    ss.update(form.prompt_row_state(group, row))
 
 
 def remove_row(group: str, row: int) -> None:
@@ -244,15 +243,25 @@ def keep_valid(key: str, options: list[str], fallback: str) -> str | None:
 def prompt_rows(group: str, label: str) -> None:
     ss = st.session_state
     for i, row in enumerate(ss[f"{group}_rows"]):
-        text_col, weight_col, remove_col = st.columns([6, 1.4, 0.6], vertical_alignment="bottom")
+        text_col, weight_col, timeline_col, end_col, remove_col = st.columns([5, 1.2, 1.4, 1.2, 0.6],
+                                                                             vertical_alignment="bottom")
         text_col.text_input(
             f"{label} {i + 1}", key=form.prompt_key(group, row, "text"),
             placeholder="a lighthouse on a cliff at dawn, golden light" if group == "pos" else "blurry, dull, low quality",
         )
         weight_col.number_input(
             "Strength" if group == "neg" else "Weight", key=form.prompt_key(group, row, "weight"),
-            min_value=0.01, max_value=100.0, step=0.1, format="%.2f", help=f"weight of {label.lower()} {i + 1}",
+            min_value=0.0, max_value=100.0, step=0.1, format="%.2f",
+            help=f"weight of {label.lower()} {i + 1} (at the first step, with a timeline)",
         )
+        # A timeline moves the weight over the run: one prompt fading out while another fades in
+        # moves the picture from one to the other.
+        timeline_col.selectbox("Timeline", SCHEDULE_KINDS, key=form.prompt_key(group, row, "timeline"),
+                               help="constant: the weight throughout; another kind moves it to the end weight over the run")
+        constant = ss.get(form.prompt_key(group, row, "timeline")) == "constant"
+        end_col.number_input("End weight", key=form.prompt_key(group, row, "end"), min_value=0.0, max_value=100.0,
+                             step=0.1, format="%.2f", disabled=constant,
+                             help="a constant weight has no end" if constant else "the weight at the end of the run")
         if group == "neg" or len(ss[f"{group}_rows"]) > 1:
             remove_col.button("✕", key=f"remove_{group}_{row}", on_click=remove_row, args=(group, row), help=f"remove {label.lower()} {i + 1}")
 

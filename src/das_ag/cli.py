@@ -38,7 +38,8 @@ def _size(text: str) -> tuple[int, int]:
 
 def _add_prompt_arguments(group) -> None:
     group.add_argument("--prompt", action="append", default=[], metavar="TEXT[:WEIGHT]",
-                       help="a prompt to steer towards (repeatable); a negative WEIGHT repels")
+                       help="a prompt to steer towards (repeatable); a negative WEIGHT repels; WEIGHT may be a "
+                            "timeline over the run, KIND:START:END[:RATE] (\"a red sky:linear:1:0\")")
     group.add_argument("--negative", action="append", default=[], metavar="TEXT[:WEIGHT]",
                        help="a prompt to steer away from (repeatable)")
 

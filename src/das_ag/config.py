@@ -250,8 +250,8 @@ class GenerationConfig:
         for prompt in self.prompts:
             if not isinstance(prompt, Prompt) or not str(prompt.text).strip():
                 p.append("every prompt needs some text")
-            elif not _finite(prompt.weight) or prompt.weight == 0:
-                p.append(f"prompt {prompt.text!r} needs a non-zero finite weight")
+            else:
+                p.extend(prompt.problems())
         _choice(p, "dtype", self.dtype, DTYPES)
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
@@ -334,7 +334,8 @@ class GenerationConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["prompts"] = [{"text": p.text, "weight": p.weight} for p in self.prompts]
+        d["prompts"] = [{"text": p.text, "weight": dataclasses.asdict(p.weight) if p.scheduled else p.weight}
+                        for p in self.prompts]
         # Every term that takes part in the run is written out in full, as the canvas's settings
         # are, so a recipe makes the same image after a release that changes a default.
         from .objectives import TERMS
@@ -363,7 +364,7 @@ class GenerationConfig:
         kwargs = upgraded(data)
         try:
             if "prompts" in kwargs:
-                kwargs["prompts"] = tuple(Prompt(str(p["text"]), p.get("weight", 1.0)) for p in kwargs["prompts"])
+                kwargs["prompts"] = tuple(prompt_from_dict(p) for p in kwargs["prompts"])
             for name in SCHEDULE_FIELDS:
                 if name in kwargs and isinstance(kwargs[name], dict):
                     kwargs[name] = Schedule(**kwargs[name])
@@ -573,6 +574,12 @@ def term_settings_from_dict(data: Any) -> tuple[tuple[str, Any], ...]:
 def default_margin(short_side: int) -> int:
     """The jitter margin unless one is set: 1/14 of the short side (16 px at 224, 32 at 448, as published)."""
     return short_side // 14
+
+
+def prompt_from_dict(table: dict) -> Prompt:
+    """A prompt as recipes and plans write it: {"text", "weight"}, the weight a number or a schedule's table."""
+    weight = table.get("weight", 1.0)
+    return Prompt(str(table["text"]), Schedule(**weight) if isinstance(weight, dict) else weight)
 
 
 def _valid_side(v: object) -> bool:

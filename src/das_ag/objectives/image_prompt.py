@@ -12,31 +12,27 @@ notices a picture that changed.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from ..settings import PartSettings, setting
 from .base import Term, TermInputs
+from ..prompts import is_repelling, split_weight, weight_at, weight_problems
+from ..schedules import Schedule
 from .text import SignedWeights
 
 SEPARATOR = "|"  # between entries of `images`; each entry is PATH:WEIGHT
 
 
-def parse_image_prompt(text: str) -> tuple[str, float]:
-    """"photo.jpg" or "photo.jpg:0.5" -> (path, weight)."""
-    path, _, weight = text.rpartition(":")
-    if path:
-        try:
-            value = float(weight)
-        except ValueError:
-            return text, 1.0  # a colon in the path itself
-        return path, value
-    return text, 1.0
+def parse_image_prompt(text: str) -> tuple[str, float | Schedule]:
+    """"photo.jpg", "photo.jpg:0.5" or "photo.jpg:linear:0:1" (a weight that follows a schedule
+    over the run) -> (path, weight)."""
+    path, weight = split_weight(text)
+    return (text, 1.0) if weight is None or not path else (path, weight)
 
 
-def parse_entries(images: str) -> list[tuple[str, float]]:
+def parse_entries(images: str) -> list[tuple[str, float | Schedule]]:
     """"a.jpg:0.5|b.png" -> [(path, weight), ...]."""
     return [parse_image_prompt(e) for e in images.split(SEPARATOR) if e.strip()] if images else []
 
@@ -61,7 +57,7 @@ class ImagePromptSettings(PartSettings):
         # Several pictures in one setting, each with its weight: "a.png:1|b.png:-0.5".
         return [path for path, _ in parse_entries(str(values.get("images", "")))]
 
-    def entries(self) -> list[tuple[str, float]]:
+    def entries(self) -> list[tuple[str, float | Schedule]]:
         return parse_entries(self.images)
 
     def problems(self) -> list[str]:
@@ -70,8 +66,7 @@ class ImagePromptSettings(PartSettings):
         p = []
         sums = self.sha256.split(SEPARATOR) if self.sha256 else []
         for i, (path, weight) in enumerate(self.entries()):
-            if not math.isfinite(weight) or weight == 0:
-                p.append(f"image prompt {path} needs a non-zero finite weight, not {weight!r}")
+            p.extend(weight_problems(weight, f"image prompt {path}"))
             p.extend(picture_problems(path, sums[i] if i < len(sums) else "", "image prompt"))
         return p
 
@@ -89,7 +84,7 @@ class ImagePromptTerm(Term):
 
     @classmethod
     def steers(cls, config) -> bool:
-        return any(w > 0 for _, w in config.term_settings(cls.name).entries())
+        return any(not is_repelling(w) for _, w in config.term_settings(cls.name).entries())
 
     def __init__(self, config, models):
         super().__init__(config, models)
@@ -107,8 +102,16 @@ class ImagePromptTerm(Term):
                 raise ConfigError(str(exc)) from None
         with torch.no_grad():
             self.features = models.encode_images(torch.cat(pictures).to(models.device)).float()
-        self.signed = SignedWeights([w for _, w in entries], models.device)
+        self.weights = [w for _, w in entries]
+        self.timeline = any(isinstance(w, Schedule) for w in self.weights)
+        self.signed = SignedWeights([weight_at(w, 0, config.steps) for w in self.weights], models.device,
+                                    repels=[is_repelling(w) for w in self.weights])
         self.clip_weight = self.number(config.term_settings("text").weight)  # the text weight scales pictures too
+
+    def at_step(self, step, steps):
+        if self.timeline:  # a new tensor each step, as the text term's timeline
+            self.signed.weights = torch.tensor([weight_at(w, step, steps) for w in self.weights], device=self.models.device)
+        return {}
 
     def loss(self, inputs: TermInputs):
         sims = (inputs.embeddings.float() @ self.features.t()).mean(dim=0)

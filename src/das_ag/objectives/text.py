@@ -46,11 +46,14 @@ class SignedWeights:
     that depends on the data, which a compiled step cannot take without breaking its graph.
     """
 
-    def __init__(self, weights, device=None):
+    def __init__(self, weights, device=None, repels=None):
+        """`repels`: which weights repel, where a weight alone does not say (a timeline's weight
+        at 0 still belongs to its side); by default those not above 0."""
         weights = [float(w) for w in weights]
+        repels = [not w > 0 for w in weights] if repels is None else list(repels)
         self.weights = torch.tensor(weights, device=device)
-        self.attract = _indices([i for i, w in enumerate(weights) if w > 0], device)
-        self.repel = _indices([i for i, w in enumerate(weights) if not w > 0], device)
+        self.attract = _indices([i for i, r in enumerate(repels) if not r], device)
+        self.repel = _indices([i for i, r in enumerate(repels) if r], device)
 
     def score(self, similarities: torch.Tensor) -> torch.Tensor:
         """mean(w * sim) over attracting prompts + mean(w * sim) over repelling ones (w < 0 there);
@@ -92,8 +95,18 @@ class TextTerm(Term):
         super().__init__(config, models)
         self.text_features, warnings = encode_text_prompts(models, config.prompts)
         self.warnings = tuple(warnings)
-        self.signed = SignedWeights([p.weight for p in config.prompts], models.device)
+        self.prompts = config.prompts
+        self.timeline = any(p.scheduled for p in self.prompts)
+        self.signed = SignedWeights([p.weight_at(0, config.steps) for p in self.prompts], models.device,
+                                    repels=[p.is_negative for p in self.prompts])
         self.clip_weight = self.number(self.settings.weight)
+
+    def at_step(self, step, steps):
+        if self.timeline:
+            # A new tensor each step, as the aesthetic term's weight: a compiled step reads it as
+            # an input rather than being compiled again for each step's numbers.
+            self.signed.weights = torch.tensor([p.weight_at(step, steps) for p in self.prompts], device=self.models.device)
+        return {}
 
     def loss(self, inputs: TermInputs):
         sims = prompt_similarities(inputs.embeddings, self.text_features)
@@ -104,9 +117,11 @@ class TextTerm(Term):
 
     def final_scores(self, embedding, views=None):
         sims = (embedding @ self.text_features.t())[0].tolist()
-        prompts = [{"text": p.text, "weight": p.weight, "similarity": s} for p, s in zip(self.config.prompts, sims)]
-        pos = [s for p, s in zip(self.config.prompts, sims) if p.weight > 0]
-        neg = [s for p, s in zip(self.config.prompts, sims) if p.weight < 0]
+        last = self.config.steps - 1  # a timeline's weight as the run ended
+        prompts = [{"text": p.text, "weight": p.weight_at(last, self.config.steps), "similarity": s}
+                   for p, s in zip(self.prompts, sims)]
+        pos = [s for p, s in zip(self.prompts, sims) if not p.is_negative]
+        neg = [s for p, s in zip(self.prompts, sims) if p.is_negative]
         scores = {
             "clip_positive": sum(pos) / len(pos),
             "clip_negative": sum(neg) / len(neg) if neg else None,

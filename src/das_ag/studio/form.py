@@ -27,7 +27,8 @@ RATE_KINDS = ("exp_decay", "exp_warmup")
 
 
 def prompt_key(group: str, row: int, part: str) -> str:
-    """Widget key of one prompt row: group 'pos' or 'neg', part 'text' or 'weight'."""
+    """Widget key of one prompt row: group 'pos' or 'neg', part 'text', 'weight' or its timeline's
+    'timeline' (a schedule kind), 'end' and 'rate'."""
     return f"{group}_{part}_{row}"
 
 
@@ -250,6 +251,19 @@ def term_settings_from_state(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def prompt_row_state(group: str, row: int, prompt: Prompt | None = None) -> dict[str, Any]:
+    """The widget values of one prompt row: its text, weight and timeline (a schedule's kind, the
+    weight it ends at and its rate; "constant" for a plain weight). Weights are shown unsigned:
+    the row's group says which way it pulls."""
+    weight = Schedule.constant(1.0) if prompt is None else \
+        prompt.weight if prompt.scheduled else Schedule.constant(prompt.weight)
+    return {prompt_key(group, row, "text"): "" if prompt is None else prompt.text,
+            prompt_key(group, row, "weight"): float(abs(weight.start)),
+            prompt_key(group, row, "timeline"): weight.kind,
+            prompt_key(group, row, "end"): float(abs(weight.end)),
+            prompt_key(group, row, "rate"): float(weight.rate)}
+
+
 def prompts_to_state(prompts: tuple[Prompt, ...]) -> dict[str, Any]:
     state: dict[str, Any] = {}
     positives = [p for p in prompts if not p.is_negative]
@@ -258,23 +272,27 @@ def prompts_to_state(prompts: tuple[Prompt, ...]) -> dict[str, Any]:
     state["neg_rows"] = list(range(len(negatives)))
     for group, items in (("pos", positives), ("neg", negatives)):
         for row, prompt in enumerate(items):
-            state[prompt_key(group, row, "text")] = prompt.text
-            state[prompt_key(group, row, "weight")] = float(abs(prompt.weight))
+            state.update(prompt_row_state(group, row, prompt))
     if not positives:
-        state[prompt_key("pos", 0, "text")] = ""
-        state[prompt_key("pos", 0, "weight")] = 1.0
+        state.update(prompt_row_state("pos", 0))
     return state
 
 
 def prompts_from_state(state: dict[str, Any]) -> tuple[Prompt, ...]:
-    """The prompts the rows hold; empty rows are skipped, negative rows become negative weights."""
+    """The prompts the rows hold; empty rows are skipped, negative rows become negative weights,
+    a row with a timeline a scheduled weight."""
     prompts = []
     for group, sign in (("pos", 1.0), ("neg", -1.0)):
         for row in state.get(f"{group}_rows", []):
             text = str(state.get(prompt_key(group, row, "text"), "")).strip()
-            if text:
-                weight = float(state.get(prompt_key(group, row, "weight"), 1.0))
-                prompts.append(Prompt(text, sign * weight))
+            if not text:
+                continue
+            weight = sign * float(state.get(prompt_key(group, row, "weight"), 1.0))
+            kind = state.get(prompt_key(group, row, "timeline"), "constant")
+            if kind != "constant":
+                end = sign * float(state.get(prompt_key(group, row, "end"), 1.0))
+                weight = Schedule(kind, weight, end, float(state.get(prompt_key(group, row, "rate"), 0.03)))
+            prompts.append(Prompt(text, weight))
     return tuple(prompts)
 
 
@@ -287,7 +305,7 @@ def state_to_config(state: dict[str, Any]) -> tuple[GenerationConfig | None, lis
     """The config the form describes, or None and every problem in plain words."""
     prompts = prompts_from_state(state)
     problems = []
-    if any(p.weight == 0 for p in prompts):
+    if any(not p.scheduled and p.weight == 0 for p in prompts):
         problems.append("Prompt weights must be greater than 0; remove a prompt instead of zeroing it.")
     foreign = foreign_files(state)
     if foreign:  # before the terms' settings are made: making them reads their files
