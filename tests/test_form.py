@@ -73,6 +73,8 @@ def test_a_term_s_unread_settings_are_found_without_reading_a_stranger_s_file(tm
     """The page greys out what a term's other values leave unread; a path that is not an upload
     (a restored recipe's) is not hashed to find out."""
     state = form.config_to_state(GenerationConfig(prompts=PROMPTS))
-    assert form.term_unused(state, "init") == {"strength": "it holds the run near a start picture, and none is given"}
+    no_mask = {"mask_edge": "it softens a mask's edge, and no mask is given"}
+    assert form.term_unused(state, "init") == {"strength": "it holds the run near a start picture, and none is given",
+                                               **no_mask}
     state[form.term_key("init", "image")] = "/dev/zero"
     assert form.term_unused(state, "init") == {}

@@ -90,7 +90,6 @@ def start_picture(config):
 def load_picture(path: str, width: int, height: int, what: str = "init image"):
     """The picture at `path`, centre-cropped to the aspect of `width` x `height` and resized to
     it (Lanczos): (1, 3, height, width) floats in [0, 1]. Problems are one-line ConfigErrors."""
-    from .canvases.base import from_pil
     from .errors import ConfigError
 
     try:
@@ -98,9 +97,72 @@ def load_picture(path: str, width: int, height: int, what: str = "init image"):
             image = image.convert("RGB")
     except PictureError as exc:
         raise ConfigError(str(exc)) from None
+    return load_picture_image(image, width, height)
+
+
+def load_picture_image(image: Image.Image, width: int, height: int):
+    """An RGB image centre-cropped to the aspect of `width` x `height` and resized to it (Lanczos):
+    (1, 3, height, width) floats in [0, 1]."""
+    from .canvases.base import from_pil
+
     # The largest centred box of the target's aspect (exact for a square: the shorter side).
     scale = min(image.width / width, image.height / height)
     w, h = round(width * scale), round(height * scale)
     left, top = (image.width - w) // 2, (image.height - h) // 2
     image = image.crop((left, top, left + w, top + h)).resize((width, height), Image.Resampling.LANCZOS)
     return from_pil(image)
+
+
+def painted(image: Image.Image) -> Image.Image:
+    """Where a mask is painted, as an 8-bit L image (255: painted): its opaque pixels where it has
+    transparency (a drawing over a picture), else its light ones (white on black)."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        alpha = image.convert("RGBA").getchannel("A")
+        if alpha.getextrema()[0] < 255:
+            return alpha.point(lambda a: 255 if a > 127 else 0)
+    return image.convert("L").point(lambda v: 255 if v > 127 else 0)
+
+
+def mask_problems(mask: str, picture: str) -> list[str]:
+    """Why `mask` cannot mask the start picture `picture`: another size, or nothing painted."""
+    try:
+        with opened(mask, f"mask {mask}") as image:
+            size, region = image.size, painted(image)
+        with opened(picture, f"init image {picture}") as start:
+            start_size = start.size
+    except PictureError as exc:
+        return [str(exc)]
+    if size != start_size:
+        return [f"the mask is {size[0]}x{size[1]} but the start picture is {start_size[0]}x{start_size[1]}; "
+                "paint the mask at the start picture's size"]
+    if region.getextrema()[1] == 0:
+        return ["the mask paints nothing, so nothing could change: paint the region to repaint (white, or opaque)"]
+    return []
+
+
+def start_mask(config):
+    """Where `config`'s run may change the start picture, (1, 1, H, W) in [0, 1] at the image's size
+    (1: free, 0: kept; a ramp of `mask_edge` px inside the painted region), or None for no mask."""
+    import torch
+    import torch.nn.functional as F
+
+    from .errors import ConfigError
+
+    settings = config.term_settings("init")
+    if not settings.mask:
+        return None
+    height, width = config.image_shape
+    try:
+        with opened(settings.mask, f"mask {settings.mask}") as image:
+            region = painted(image)
+    except PictureError as exc:
+        raise ConfigError(str(exc)) from None
+    # Cropped and resized as the start picture is, so the mask lies where it was painted.
+    hard = (load_picture_image(region.convert("RGB"), width, height)[:, :1] > 0.5).float()
+    # A pixel d px inside the painted region (1: on its border) is free by min(d, edge) / edge: the
+    # mean of the region eroded 0, 1, ... edge - 1 times. The kept side stays exactly 0.
+    eroded, ramp = hard, torch.zeros_like(hard)
+    for _ in range(settings.mask_edge):
+        ramp += eroded
+        eroded = -F.max_pool2d(-eroded, 3, stride=1, padding=1)
+    return ramp / settings.mask_edge if settings.mask_edge else hard

@@ -9,6 +9,7 @@ import torch
 
 from ..settings import check_settings_class
 from .base import Canvas, from_pil, to_pil
+from .masked import MaskedCanvas
 
 CANVASES: dict[str, type[Canvas]] = {}
 
@@ -20,7 +21,11 @@ def register_canvas(cls: type[Canvas]) -> type[Canvas]:
 
 
 def build_canvas(config, generator: torch.Generator) -> Canvas:
-    return CANVASES[config.canvas].from_config(config, generator)
+    from ..pictures import start_mask, start_picture
+
+    canvas = CANVASES[config.canvas].from_config(config, generator)
+    mask = start_mask(config)
+    return canvas if mask is None else MaskedCanvas(canvas, start_picture(config), mask)
 
 
 def canvas_class(name: str) -> type[Canvas] | None:

@@ -7,9 +7,13 @@ picture survives at a high strength and is free to change at 0. Style transfer (
 an oil painting") and "make this photo more (or less) beautiful" (`--clip-weight 0`) are then
 one command each.
 
-The term lives here because the picture is one setting read by two parts: the canvas that
-starts from it and the loss that holds the run to it. Its checksum goes into the recipe, so a
-re-run notices a picture that changed.
+`--mask mask.png` repaints part of the start picture and keeps the rest: the canvas shows the
+picture wherever the mask is not painted (canvases/masked.py), so only the painted region can
+change, with a soft edge of `--mask-edge` pixels inside it.
+
+The term lives here because the picture is one setting read by several parts: the canvas that
+starts from it, the mask that keeps it, and the loss that holds the run to it. The checksums of
+the picture and the mask go into the recipe, so a re-run notices a file that changed.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..settings import PICTURE_SUFFIXES, PartSettings, Upload, setting
+from ..pictures import mask_problems
+from ..settings import PICTURE_SUFFIXES, PartSettings, Upload, described, setting
 from .base import Term, TermInputs
 
 MAX_STRENGTH = 10_000.0
+MAX_EDGE = 64
 
 
 @dataclass(frozen=True)
@@ -38,14 +44,26 @@ class StartPictureSettings(PartSettings):
                               help="how strongly the run stays near the start picture (0: free to move away; "
                                    "without a start picture it does nothing)")
 
-    def __post_init__(self):
-        if self.image and not self.sha256:
-            from ..weights import file_sha256
+    mask: str = setting("", group="start", flag="--mask", studio=False, metavar="PICTURE",
+                        upload=Upload("Mask (white or opaque: repaint)", "mask", PICTURE_SUFFIXES),
+                        help="repaint only where this picture is painted (white, or opaque where it has "
+                             "transparency) and keep the start picture elsewhere; the start picture's size")
+    mask_sha256: str = setting("", group="start", flag="", studio=False, checksum_of="mask", help="the mask's sha256")
+    mask_edge: int = setting(4, group="start", minimum=0, maximum=MAX_EDGE, step=1, label="Mask edge (px)",
+                             help="the painted region blends into the kept picture over this many pixels")
 
-            object.__setattr__(self, "sha256", file_sha256(self.image) or "")
+    def __post_init__(self):
+        from ..weights import file_sha256
+
+        for f, s in described(type(self)):  # each file's checksum, where none was given
+            if s.checksum_of and getattr(self, s.checksum_of) and not getattr(self, f.name):
+                object.__setattr__(self, f.name, file_sha256(getattr(self, s.checksum_of)) or "")
 
     def unused(self) -> dict[str, str]:
-        return {} if self.image else {"strength": "it holds the run near a start picture, and none is given"}
+        unread = {} if self.mask else {"mask_edge": "it softens a mask's edge, and no mask is given"}
+        if not self.image:
+            unread["strength"] = "it holds the run near a start picture, and none is given"
+        return unread
 
     def problems(self) -> list[str]:
         from ..pictures import picture_problems
@@ -56,6 +74,13 @@ class StartPictureSettings(PartSettings):
             p.append(f"init strength must be from 0 to {MAX_STRENGTH:g}, not {self.strength!r}")
         if self.image:
             p.extend(picture_problems(self.image, self.sha256, "init image"))
+        if not isinstance(self.mask_edge, int) or isinstance(self.mask_edge, bool) or not 0 <= self.mask_edge <= MAX_EDGE:
+            p.append(f"mask edge must be a whole number of pixels from 0 to {MAX_EDGE}, not {self.mask_edge!r}")
+        if self.mask:
+            if not self.image:
+                p.append("a mask keeps part of a start picture: give one with --init-image")
+            found = picture_problems(self.mask, self.mask_sha256, "mask")
+            p.extend(found or ([] if p else mask_problems(self.mask, self.image)))
         return p
 
 
