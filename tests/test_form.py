@@ -78,3 +78,13 @@ def test_a_term_s_unread_settings_are_found_without_reading_a_stranger_s_file(tm
                                                **no_mask}
     state[form.term_key("init", "image")] = "/dev/zero"
     assert form.term_unused(state, "init") == {}
+
+
+def test_a_restored_recipe_naming_a_server_file_is_refused_before_it_is_read():
+    """A start drawing (strokes) or a mask in a visitor's recipe is a path on the server: the studio
+    reads only its own uploads, so either is refused before any settings object hashes it."""
+    recipe = {"config": {"canvas": "strokes", "canvas_settings": {"count": 3, "drawing": "/etc/passwd"},
+                         "terms": {"init": {"image": "", "mask": "/etc/shadow"}}}}
+    problems = form.foreign_files(form.recipe_term_state(recipe))
+    assert sorted(p.split()[0] for p in problems) == ["/etc/passwd", "/etc/shadow"]
+    assert all("is not a file uploaded to this studio" in p for p in problems)

@@ -1,4 +1,5 @@
-"""A run's frames as an animation: the image forming, every few steps, then the final image.
+"""Frames as an animation file: a run's image forming, every few steps, then the final image, or
+the frames of a video that moves (animate.py).
 
 GIF and animated WebP are written with Pillow; MP4 needs PyAV, the optional extra `video`
 (`uv run --extra video das-ag ...`). Frames are the 8-bit images a user sees, so the last frame is
@@ -37,24 +38,26 @@ def _pyav():
     return av
 
 
-def encode_animation(frames: list[Image.Image], suffix: str, fps: float = 10.0) -> bytes:
-    """The animation file's bytes for `frames` in the format of `suffix`."""
+def encode_animation(frames: list[Image.Image], suffix: str, fps: float = 10.0, *, hold_last: bool = True) -> bytes:
+    """The animation file's bytes for `frames` in the format of `suffix`; `hold_last` keeps the
+    last frame (a finished image) on screen a moment, as a video of frames that move does not."""
     if not frames:
         raise DasAgError("an animation needs at least one frame")
     check_format(suffix)
     suffix = suffix.lower()
     frames = [f.convert("RGB") for f in frames]
     step_ms = max(20, round(1000 / fps))
-    durations = [step_ms] * (len(frames) - 1) + [max(step_ms, round(HOLD_LAST_SECONDS * 1000))]
+    hold = HOLD_LAST_SECONDS if hold_last else 0.0
+    durations = [step_ms] * (len(frames) - 1) + [max(step_ms, round(hold * 1000))]
     buffer = io.BytesIO()
     if suffix == ".mp4":
-        return _mp4(frames, fps)
+        return _mp4(frames, fps, hold)
     frames[0].save(buffer, format="GIF" if suffix == ".gif" else "WEBP", save_all=True, append_images=frames[1:],
                    duration=durations, loop=0, **({"lossless": True} if suffix == ".webp" else {}))
     return buffer.getvalue()
 
 
-def _mp4(frames: list[Image.Image], fps: float) -> bytes:
+def _mp4(frames: list[Image.Image], fps: float, hold: float) -> bytes:
     av = _pyav()
     rate = max(1, round(fps))
     # H.264 in yuv420p halves the colour planes, so it takes only even sides: an odd canvas
@@ -62,7 +65,7 @@ def _mp4(frames: list[Image.Image], fps: float) -> bytes:
     frames = [_even(frame) for frame in frames]
     # A video has one frame rate, so the finished image is held by repeating it, as the GIF's
     # longer last duration does.
-    frames += [frames[-1]] * max(0, round(HOLD_LAST_SECONDS * rate) - 1)
+    frames += [frames[-1]] * max(0, round(hold * rate) - 1)
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=rate)

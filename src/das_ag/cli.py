@@ -172,6 +172,23 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     gen.set_defaults(run=cmd_generate)
 
+    anim = commands.add_parser("animate", help="a video that moves: frames that each start from the last one, "
+                                               "zoomed, panned and turned (resumable)")
+    what = anim.add_argument_group("what to make")
+    _add_prompt_arguments(what)
+    what.add_argument("--from-png", metavar="FILE.png",
+                      help="start from the recipe in a das-ag PNG (a frame of an animation brings its whole "
+                           "animation); other flags override it")
+    _add_settings_arguments(anim)
+    from .animate import Motion
+    from .settings import add_arguments
+
+    add_arguments(anim, Motion)
+    models = _add_model_arguments(anim)
+    models.add_argument("--out", required=True, metavar="FILE.mp4|.gif|.webp",
+                        help="the video; its frames go in FILE-frames/ beside it, and the same command goes on from them")
+    anim.set_defaults(run=cmd_animate)
+
     compare = commands.add_parser("compare", help="DAS vs DAS-AG vs DAS-rAG with identical settings and seeds")
     what = compare.add_argument_group("what to make")
     _add_prompt_arguments(what)
@@ -456,6 +473,60 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if troubles:
         return EXIT_FAILED
     return EXIT_INTERRUPTED if interrupted else 0
+
+
+def cmd_animate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .animate import Motion, animate, animation_from_recipe, check, frames_folder
+    from .animation import check_format
+    from .png import read_recipe
+
+    motion = Motion()
+    if args.from_png:
+        found = animation_from_recipe(read_recipe(args.from_png))
+        if found is not None:  # a frame: its whole animation, not the one frame's settings
+            config, motion = found
+            args.from_png = None
+            config = apply_settings(config.replace(prompts=prompts_from_args(args) or config.prompts), args)
+        else:
+            config = config_from_args(args)
+    else:
+        config = config_from_args(args)
+    motion = replace_settings(motion, values_from_arguments(args, Motion))
+    check(config, motion)
+    out = Path(args.out)
+    check_format(out.suffix)
+    folder = frames_folder(out)
+    if out.exists() and not folder.exists():
+        raise DasAgError(f"{out} already exists and has no frames folder to go on from; choose another --out")
+    check_writable(folder / "frame.png")
+    _warn_of_unread_flags(args, config)
+    say(args, f"loading models on {config.device} ...")
+    models = load_run_models(args, [config], config.device)
+    say(args, f"{config.method}: {motion.frames} frames, the first of {config.steps} steps, then "
+              f"{motion.frame_steps} each; frames in {folder}")
+    made = []
+    with tqdm(total=motion.frames, unit="frame", disable=args.quiet, leave=False, file=sys.stderr) as bar:
+        def on_step(frame, event):
+            bar.set_postfix_str(f"frame {frame} step {event.step}/{event.steps} " + progress_text(event.images[0]),
+                                refresh=False)
+
+        def on_frame(done):
+            bar.update(1)
+            if not done.resumed:
+                made.append(done.seconds)
+
+        paths = animate(config, motion, models, out, on_step=on_step, on_frame=on_frame)
+    resumed = len(paths) - len(made)
+    # Seconds a frame: the first frame runs --steps steps, so it is counted apart.
+    later = made[1:] if resumed == 0 else made
+    timing = f", {sum(later) / len(later):.2f} s a frame" if later else ""
+    if resumed == 0 and made:
+        timing += f" after a first frame of {made[0]:.1f} s"
+    print(f"saved {out}  {len(paths)} frames at {motion.fps:g} fps"
+          + (f" ({resumed} found in {folder})" if resumed else "") + timing)
+    return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -82,6 +82,11 @@ class GenerationConfig:
     # What is optimised: a registered canvas (das_ag.canvases); its settings are its own.
     canvas: str = setting("pyramid", group="canvas", studio=False,
                           help="what is optimised: pyramid (pixels) or strokes (a drawing saved as SVG too)")
+    # A seamless tile: the canvas wraps around (its margin is its other side), so copies of the
+    # picture laid side by side show no seam.
+    tile: bool = setting(False, group="canvas", label="Seamless tile",
+                         help="make a picture that tiles without a seam: the canvas wraps around, and the "
+                              "scores measure the seam")
     # The canvas's own settings (a canvas's `Settings` dataclass), None for its defaults.
     canvas_settings: Any = None
     # Settings of terms that declare their own (objectives.Term.Settings), by term name, sorted:

@@ -121,9 +121,10 @@ class SynthesisResult:
     def recipe(self) -> dict:
         return build_recipe(self)
 
-    def files(self) -> dict[str, bytes]:
-        """Every file of the result by suffix: the PNG with its recipe, and the canvas's own."""
-        recipe = self.recipe()
+    def files(self, **more: dict) -> dict[str, bytes]:
+        """Every file of the result by suffix: the PNG with its recipe, and the canvas's own.
+        `more`: tables the recipe carries besides (an animation's frame says which it is)."""
+        recipe = {**self.recipe(), **more}
         return {".png": encode_png(self.image, recipe), **{sfx: make(recipe) for sfx, make in self.exports.items()}}
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:

@@ -21,6 +21,41 @@ def resample_matrix(src: int, dst: int, mode: str = "bilinear", antialias: bool 
     return _interpolated_identity(src, dst, mode, antialias, torch.device("cpu")).float()
 
 
+@functools.lru_cache(maxsize=256)
+def circular_resample_matrix(src: int, dst: int, mode: str = "bilinear") -> torch.Tensor:
+    """The (dst, src) matrix that upsamples one axis of a periodic signal: the samples torch's
+    interpolate would take (align_corners=False), with the taps past one end read from the other,
+    so a picture that tiles still tiles after the resize (a seamless tile's pyramid levels)."""
+    if src == dst:
+        return torch.eye(src)
+    j = torch.arange(dst, dtype=torch.float64)
+    matrix = torch.zeros(dst, src, dtype=torch.float64)
+    scale = src / dst
+    if mode == "nearest":
+        matrix[j.long(), (j * scale).floor().long() % src] = 1
+        return matrix.float()
+    x = (j + 0.5) * scale - 0.5  # where each output sample lies among the input samples
+    base = x.floor()
+    f = x - base
+    if mode == "bilinear":
+        taps = [(0, 1 - f), (1, f)]
+    elif mode == "bicubic":  # torch's cubic convolution, A = -0.75
+        a = -0.75
+
+        def near(t):  # |t| <= 1
+            return ((a + 2) * t - (a + 3)) * t * t + 1
+
+        def far(t):  # 1 < |t| < 2
+            return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+
+        taps = [(-1, far(f + 1)), (0, near(f)), (1, near(1 - f)), (2, far(2 - f))]
+    else:
+        raise ValueError(f"unknown interpolation {mode!r}")
+    for offset, weight in taps:
+        matrix.index_put_((j.long(), (base.long() + offset) % src), weight, accumulate=True)
+    return matrix.float()
+
+
 def _interpolated_identity(src: int, dst: int, mode: str, antialias: bool, device: torch.device) -> torch.Tensor:
     if src == dst:
         return torch.eye(src, dtype=torch.float64, device=device)

@@ -10,6 +10,7 @@ import torch
 from ..settings import check_settings_class
 from .base import Canvas, from_pil, to_pil
 from .masked import MaskedCanvas
+from .tiled import TiledCanvas
 
 CANVASES: dict[str, type[Canvas]] = {}
 
@@ -25,7 +26,9 @@ def build_canvas(config, generator: torch.Generator) -> Canvas:
 
     canvas = CANVASES[config.canvas].from_config(config, generator)
     mask = start_mask(config)
-    return canvas if mask is None else MaskedCanvas(canvas, start_picture(config), mask)
+    if mask is not None:
+        canvas = MaskedCanvas(canvas, start_picture(config), mask)
+    return TiledCanvas(canvas, config.margin, config.seed) if config.tile else canvas
 
 
 def canvas_class(name: str) -> type[Canvas] | None:

@@ -106,7 +106,9 @@ class Canvas(nn.Module):
 def geometry(config) -> tuple[int | tuple[int, int], int | tuple[int, int]]:
     """The canvas's size and its visible part's for `config`: a side for a square image (as
     canvases have always been given), else (height, width)."""
-    size, visible = config.canvas_shape, config.image_shape
+    # A seamless tile's canvas is the picture itself: its margin is the picture wrapped around
+    # (canvases/tiled.py), not more canvas.
+    size, visible = (config.image_shape if config.tile else config.canvas_shape), config.image_shape
     if size[0] == size[1] and visible[0] == visible[1]:
         return size[0], visible[0]
     return size, visible

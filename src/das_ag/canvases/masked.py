@@ -44,6 +44,14 @@ class MaskedCanvas(Canvas):
     def maintain_(self, step: int, steps: int, optimizer: torch.optim.Optimizer) -> None:
         self.inner.maintain_(step, steps, optimizer)
 
+    @torch.no_grad()
+    def image(self):
+        # The inner canvas's own picture (a stroke drawing at its final softness) behind the mask.
+        from .base import from_pil, to_pil
+
+        inner = from_pil(self.inner.image()).to(self.mask.device)
+        return to_pil(self.crop(self.mask) * inner + (1 - self.crop(self.mask)) * self.crop(self.picture))
+
     def exports(self):
         # A stroke drawing's SVG holds its strokes alone: the kept picture is the PNG's.
         return self.inner.exports()

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..resample import resample_matrix
+from ..resample import circular_resample_matrix, resample_matrix
 from ..settings import PartSettings, setting
 from .base import Canvas, geometry
 
@@ -80,7 +80,8 @@ class PyramidCanvas(Canvas):
         size, resolution = geometry(config)
         own = config.canvas_settings
         return cls(size, resolution, levels=own.levels, fill=own.fill, combine=own.combine,
-                   interpolation=own.interpolation, generator=generator, picture=start_picture(config))
+                   interpolation=own.interpolation, generator=generator, picture=start_picture(config),
+                   wrap=config.tile)
 
     def __init__(
         self,
@@ -93,14 +94,18 @@ class PyramidCanvas(Canvas):
         interpolation: str = "bilinear",
         generator: torch.Generator | None = None,
         picture: torch.Tensor | None = None,
+        wrap: bool = False,
     ):
         """Sizes are a square's side or (height, width). `picture` (1, 3, h, w) in [0, 1]: start as
-        this picture instead of from `fill`."""
+        this picture instead of from `fill`. `wrap`: a seamless tile, the canvas no larger than the
+        picture, every level upsampled as a periodic signal so the sum is periodic too."""
         super().__init__()
         self.size, self.resolution, self.combine = canvas_size, resolution, combine
         if any(v > c for v, c in zip(self.visible, self.shape)):
             raise ValueError("the output cannot be larger than the canvas")
         self.shapes = level_shapes(self.shape, levels)
+        if self.shapes[-1] != self.shape:  # a tile of any size has a full-size level, as a power-of-two canvas has
+            self.shapes.append(self.shape)
         tensors = []
         for h, w in self.shapes:
             if fill == "zeros":
@@ -112,7 +117,8 @@ class PyramidCanvas(Canvas):
         self.levels = nn.ParameterList(nn.Parameter(t) for t in tensors)
         # One (canvas side, level side) matrix per side length; the full-size level needs none.
         for n, full in {(n, full) for shape in self.shapes for n, full in zip(shape, self.shape) if n != full}:
-            self.register_buffer(f"up{n}to{full}", resample_matrix(n, full, interpolation), persistent=False)
+            matrix = circular_resample_matrix(n, full, interpolation) if wrap else resample_matrix(n, full, interpolation)
+            self.register_buffer(f"up{n}to{full}", matrix, persistent=False)
         if picture is not None:
             self._hold(picture)
 

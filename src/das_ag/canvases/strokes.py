@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from ..colours import parse_hex, parse_palette
-from ..errors import ConfigError
+from ..errors import ConfigError, DasAgError
 from ..schedules import Schedule
 from ..pictures import start_picture
 from ..settings import PartSettings, setting
@@ -85,6 +85,22 @@ class StrokeSettings(PartSettings):
                                 label="Re-seed every (steps)",
                                 help="every N steps, until four fifths of the run, strokes that became invisible "
                                      "start again elsewhere; 0: never")
+    # A drawing to go on from: the strokes of an SVG das-ag drew (an animation's next frame starts
+    # from the last frame's strokes, moved with the camera), instead of a start of its own.
+    drawing: str = setting("", group="strokes", flag="--stroke-start", metavar="DRAWING.svg", studio=False,
+                           help="start from the strokes of this SVG das-ag drew (--strokes is then its count)")
+    drawing_sha256: str = setting("", group="strokes", flag="", studio=False, checksum_of="drawing",
+                                  help="the start drawing's sha256")
+
+    def __post_init__(self):
+        if self.drawing and not self.drawing_sha256:
+            from ..weights import file_sha256
+
+            object.__setattr__(self, "drawing_sha256", file_sha256(self.drawing) or "")
+
+    @classmethod
+    def files_in(cls, values: dict) -> list[str]:
+        return [str(values["drawing"])] if values.get("drawing") else []
 
     def problems(self) -> list[str]:
         p: list[str] = []
@@ -122,7 +138,26 @@ class StrokeSettings(PartSettings):
                 p.append("softness must stay at 0.05 px or more (sharper edges have no gradient)")
         if self.layout not in STROKE_LAYOUTS:
             p.append(f"stroke layout must be one of {', '.join(STROKE_LAYOUTS)}, not {self.layout!r}")
+        if self.drawing and not p:
+            p.extend(self._drawing_problems())
         return p
+
+    def _drawing_problems(self) -> list[str]:
+        from ..svg import read_drawing
+        from ..weights import file_sha256
+
+        try:
+            drawing = read_drawing(self.drawing)
+        except (DasAgError, OSError, ValueError, AttributeError, TypeError) as exc:
+            return [f"start drawing {self.drawing} is not an SVG das-ag drew ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"]
+        strokes = drawing["strokes"]
+        if self.drawing_sha256 and file_sha256(self.drawing) != self.drawing_sha256:
+            return [f"start drawing {self.drawing} has changed since these settings were made (its checksum differs)"]
+        if len(strokes) != self.count:
+            return [f"start drawing {self.drawing} has {len(strokes)} strokes, not the {self.count} of --strokes"]
+        if any(len(stroke["points"]) != 3 * self.segments + 1 for stroke in strokes):
+            return [f"start drawing {self.drawing}'s strokes are not of {self.segments} segments (--segments)"]
+        return []
 
     def unused(self) -> dict[str, str]:
         """Settings that these settings' other values leave unread, with why (see Canvas.Settings)."""
@@ -153,23 +188,30 @@ class StrokeCanvas(Canvas):
     def from_config(cls, config, generator: torch.Generator) -> StrokeCanvas:
         size, resolution = geometry(config)
         return cls(size, resolution, config.canvas_settings, generator=generator, seed=config.seed,
-                   picture=start_picture(config))
+                   picture=start_picture(config), wrap=config.tile)
 
     def __init__(self, size: int | tuple[int, int], resolution: int | tuple[int, int], settings: StrokeSettings, *,
-                 generator: torch.Generator | None = None, seed: int = 0, picture: torch.Tensor | None = None):
+                 generator: torch.Generator | None = None, seed: int = 0, picture: torch.Tensor | None = None,
+                 wrap: bool = False):
         """Sizes are a square's side or (height, width). `picture` (1, 3, h, w) in [0, 1]: strokes
-        start along its edges, in its colours."""
+        start along its edges, in its colours. `wrap`: a seamless tile, where a stroke that leaves
+        one side enters the other (it is drawn again one tile over, in each of the 8 directions)."""
         super().__init__()
         self.size, self.resolution, self.settings, self._seed = size, resolution, settings, seed
+        self.wrap = wrap
         self.start_picture = picture  # re-seeded strokes start from it too
         s = settings
         points, colours = _start(s, self.shape, self.visible, generator, picture)
-        self.points = nn.Parameter(points)  # (strokes, 3 * segments + 1, 2) in canvas pixels
-        self.widths = nn.Parameter(torch.full((s.count,), float(s.width)))
+        widths = torch.full((s.count,), float(s.width))
         if s.learn_opacity and s.layout == "clipdraw":
             opacity = torch.rand(s.count, generator=generator)  # CLIPDraw starts every stroke's alpha at random
         else:
             opacity = torch.full((s.count,), float(s.opacity))
+        if s.drawing:  # going on from a drawing: its strokes replace the start's (drawn all the same, for the seeds)
+            points, widths, colours, opacity = _from_drawing(s.drawing, self.offsets)
+            widths = widths.clamp(s.width_min, s.width_max)
+        self.points = nn.Parameter(points)  # (strokes, 3 * segments + 1, 2) in canvas pixels
+        self.widths = nn.Parameter(widths)
         self.opacities = nn.Parameter(opacity, requires_grad=s.learn_opacity)
         self.register_buffer("background", torch.tensor(parse_hex(s.background)))
         if s.colour == "palette":
@@ -234,7 +276,7 @@ class StrokeCanvas(Canvas):
         reach = self.widths[:, None] / 2
         low = self.points.amin(dim=1) - reach
         high = self.points.amax(dim=1) + reach
-        outside = ((high < start) | (low > end)).any(dim=1)
+        outside = ((high < start) | (low > end)).any(dim=1) & (not self.wrap)  # a tile's strokes always show
         return outside | (self.opacities < MIN_VISIBLE_OPACITY)
 
     def at_step(self, step: int, steps: int) -> None:
@@ -259,14 +301,32 @@ class StrokeCanvas(Canvas):
     # compiled 76 graphs, 31x the eager run's time), and the softness follows a schedule.
     @torch.compiler.disable
     def forward(self, softness: float | None = None) -> torch.Tensor:
-        return render(self.points[None], self.widths[None], self.colours()[None], self.opacities[None],
+        points, widths, colours, opacities = self.points, self.widths, self.colours(), self.opacities
+        if self.wrap:
+            # Each stroke nine times, at its place and one tile over in every direction, the copies
+            # of a stroke side by side in the z-order; the tiles cull the copies that miss the canvas.
+            shifts = self._tile_shifts()
+            points = (points[:, None] + shifts[None, :, None]).flatten(0, 1)
+            widths, colours, opacities = (t.repeat_interleave(len(shifts), dim=0) for t in (widths, colours, opacities))
+        return render(points[None], widths[None], colours[None], opacities[None],
                       self.background, self.shape, softness=softness or self.softness, samples=self.settings.samples)
+
+    def _tile_shifts(self) -> torch.Tensor:
+        """(9, 2) (x, y) shifts by a tile's width and height: none first, then the 8 neighbours."""
+        height, width = self.shape
+        steps = [(0, 0)] + [(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dx, dy) != (0, 0)]
+        return self.points.new_tensor([[dx * width, dy * height] for dx, dy in steps])
 
     @torch.no_grad()
     def clamp_(self) -> None:
         height, width = self.shape
-        self.points[..., 0].clamp_(0, width)
-        self.points[..., 1].clamp_(0, height)
+        if self.wrap:
+            # A stroke whose start left the tile comes back from the other side, its shape kept.
+            size = self.points.new_tensor([width, height])
+            self.points.sub_(torch.div(self.points[:, :1], size, rounding_mode="floor") * size)
+        else:
+            self.points[..., 0].clamp_(0, width)
+            self.points[..., 1].clamp_(0, height)
         self.widths.clamp_(self.settings.width_min, self.settings.width_max)
         self.opacities.clamp_(0, 1)
         if self.settings.colour == "full":
@@ -290,14 +350,29 @@ class StrokeCanvas(Canvas):
             "width": width,
             "height": height,
             "background": self.background.tolist(),
+            # A tile's strokes with their copies one tile over, so the SVG tiles as the PNG does.
             "strokes": [
-                {"points": (p - offset).tolist(), "width": float(w), "colour": c.tolist(), "opacity": float(a)}
+                {"points": (p + shift - offset).tolist(), "width": float(w), "colour": c.tolist(), "opacity": float(a)}
                 for p, w, c, a in zip(self.points.cpu(), self.widths.cpu(), self.colours().cpu(), self.opacities.cpu())
+                for shift in (self._tile_shifts().cpu() if self.wrap else torch.zeros(1, 2))
+                if not self.wrap or _reaches(p + shift, float(w), width, height)
             ],
         }
 
 
 # -- the start -------------------------------------------------------------------------------
+def _from_drawing(path: str, offsets: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    """The strokes of an SVG das-ag drew, in canvas pixels: points (strokes, k, 2), widths,
+    colours (strokes, 3) and opacities."""
+    from ..svg import read_drawing
+
+    strokes = read_drawing(path)["strokes"]
+    top, left = offsets
+    points = torch.tensor([s["points"] for s in strokes], dtype=torch.float32) + torch.tensor([float(left), float(top)])
+    return (points, torch.tensor([float(s["width"]) for s in strokes]), torch.tensor([s["colour"] for s in strokes]),
+            torch.tensor([float(s["opacity"]) for s in strokes]))
+
+
 def _start(s: StrokeSettings, size: tuple[int, int], visible: tuple[int, int], generator,
            picture: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Control points (strokes, 3n+1, 2) as (x, y) canvas pixels and colours (strokes, 3) to start
@@ -359,6 +434,13 @@ def _edge_starts(picture: torch.Tensor, n: int, generator):
     norm = along.norm(dim=1, keepdim=True)
     direction = torch.where(norm > 1e-6, along / norm.clamp(min=1e-6), fallback)
     return first, direction, picture[0, :, y, x].t()
+
+
+def _reaches(points: torch.Tensor, width: float, tile_width: int, tile_height: int) -> bool:
+    """Whether a stroke of control points (k, 2) and `width` px may touch a tile at the origin
+    (a Bezier lies inside the hull of its control points)."""
+    low, high = points.amin(0) - width / 2, points.amax(0) + width / 2
+    return bool(high[0] >= 0 and high[1] >= 0 and low[0] <= tile_width and low[1] <= tile_height)
 
 
 def _number(v) -> bool:

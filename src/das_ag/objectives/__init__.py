@@ -47,12 +47,13 @@ from .colourfulness import ColourfulnessTerm  # noqa: E402
 from .image_prompt import ImagePromptTerm  # noqa: E402
 from .palette import PaletteTerm  # noqa: E402
 from .regularisers import L1Term, TotalVariationTerm  # noqa: E402
+from .seam import SeamTerm  # noqa: E402
 from .start_picture import StartPictureTerm  # noqa: E402
 from .symmetry import SymmetryTerm  # noqa: E402
 from .text import TextTerm  # noqa: E402
 
 for _term in (TextTerm, ImagePromptTerm, StartPictureTerm, AestheticTerm, AmbiguityTerm, TotalVariationTerm, L1Term, SymmetryTerm, ColourfulnessTerm,
-              PaletteTerm):
+              PaletteTerm, SeamTerm):
     register_term(_term)
 
 __all__ = ["TERMS", "Term", "TermInputs", "active_terms", "register_term", "term_class"]

@@ -194,28 +194,34 @@ def _term_values(state: dict[str, Any], term: str, settings: type) -> dict[str, 
 
 
 def recipe_term_state(recipe: dict) -> dict[str, Any]:
-    """The term settings a recipe carries, as widget state, without making any settings object."""
-    terms = recipe.get("config", {}).get("terms", {}) if isinstance(recipe.get("config"), dict) else {}
-    if not isinstance(terms, dict):
-        return {}
-    return {term_key(str(term), str(name)): value for term, values in terms.items() if isinstance(values, dict)
-            for name, value in values.items()}
+    """The term and canvas settings a recipe carries, as widget state, without making any
+    settings object."""
+    config = recipe.get("config") if isinstance(recipe.get("config"), dict) else {}
+    terms = config.get("terms", {})
+    state = {term_key(str(term), str(name)): value for term, values in terms.items() if isinstance(values, dict)
+             for name, value in values.items()} if isinstance(terms, dict) else {}
+    canvas = config.get("canvas_settings")
+    if isinstance(canvas, dict):
+        state.update({canvas_key(str(config.get("canvas", "pyramid")), str(name)): value for name, value in canvas.items()})
+    return state
 
 
 def foreign_files(state: dict[str, Any]) -> list[str]:
     """A problem for every file the form names that is not one of the studio's uploads (a typed
     path, or one a restored recipe carried), found before any settings object reads a file."""
+    from ..canvases import CANVASES
     from ..objectives import TERMS
     from .files import outside_uploads
 
-    problems = []
-    for term, cls in TERMS.items():
-        if cls.Settings is None:
-            continue
-        for path in outside_uploads(cls.Settings.files_in(_term_values(state, term, cls.Settings))):
-            problems.append(f"{path} is not a file uploaded to this studio: the studio reads only its own uploads "
-                            f"(and built-in names such as wikiart); upload the file instead.")
-    return problems
+    named = [path for term, cls in TERMS.items() if cls.Settings is not None
+             for path in cls.Settings.files_in(_term_values(state, term, cls.Settings))]
+    for canvas, cls in CANVASES.items():  # a strokes start drawing
+        if cls.Settings is not None:
+            values = {f.name: state[canvas_key(canvas, f.name)] for f, _ in described(cls.Settings)
+                      if canvas_key(canvas, f.name) in state}
+            named += cls.Settings.files_in(values)
+    return [f"{path} is not a file uploaded to this studio: the studio reads only its own uploads "
+            f"(and built-in names such as wikiart); upload the file instead." for path in outside_uploads(named)]
 
 
 def term_unused(state: dict[str, Any], term: str) -> dict[str, str]:
