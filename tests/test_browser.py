@@ -364,6 +364,63 @@ def test_a_wide_image_from_a_start_picture_in_the_browser(browser, tmp_path, tin
 
 
 @pytest.mark.browser
+def test_a_person_paints_a_mask_and_only_that_part_changes(browser, tmp_path, tiny_clip_path, head_path):
+    """Upload a start picture, paint over its right side with the mouse, generate and save: the
+    saved PNG keeps every pixel of the start picture outside the painted strokes."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    out_dir = tmp_path / "saved"
+    picture = tmp_path / "photo.png"
+    start = Image.new("RGB", (64, 64), (30, 60, 140))
+    ImageDraw.Draw(start).ellipse((8, 8, 56, 56), fill=(230, 160, 40))
+    start.save(picture)
+    studio = studio_with_weights(tmp_path, tiny_clip_path, head_path)
+    try:
+        page = open_page(browser, studio)
+        fill(page, "Resolution (px)", "64")
+        page.get_by_text("Start picture (init image)").click()  # the expander
+        uploader = page.locator("[data-testid=stFileUploader]", has_text="Start picture")
+        uploader.locator("input[type=file]").set_input_files(str(picture))
+        page.get_by_text("Repaint part of the start picture").wait_for(timeout=30_000)
+        canvas = page.locator("canvas.upper-canvas").first
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
+        # Three strokes down the right third of the picture, as a hand would paint them.
+        for x in (0.72, 0.82, 0.92):
+            page.mouse.move(box["x"] + x * box["width"], box["y"] + 0.1 * box["height"])
+            page.mouse.down()
+            for y in range(2, 10):
+                page.mouse.move(box["x"] + x * box["width"], box["y"] + y / 10 * box["height"], steps=3)
+            page.mouse.up()
+        try:
+            page.get_by_text("In use: painted here").wait_for(timeout=30_000)
+        except Exception:
+            screenshot(page, "studio-mask-paint-failed.png")
+            raise
+        fill(page, "Steps", "8")
+        fill(page, "Augmented copies", "2")
+        fill(page, "Prompt 1", "a red apple")
+        generate_and_wait(page, "studio-mask-failed.png")
+        page.get_by_role("button", name="Save PNG").click()
+        page.get_by_text("Saved ").first.wait_for(timeout=30_000)
+        screenshot(page, "studio-mask.png")
+        saved = sorted(out_dir.glob("*.png"))
+        assert len(saved) == 1
+        init = read_recipe(saved[0])["config"]["terms"]["init"]
+        mask = np.asarray(Image.open(init["mask"]).convert("L")) > 127
+        assert init["mask_sha256"] and mask.shape == (64, 64)
+        assert mask[:, 40:].mean() > 0.2 and mask[:, :32].sum() == 0  # where the strokes went
+        made = np.asarray(Image.open(saved[0]).convert("RGB"), dtype=int)
+        original = np.asarray(start, dtype=int)
+        assert np.abs(made - original)[~mask].max() <= 1  # kept, to within 1/255
+        assert np.abs(made - original)[mask].mean() > 3  # repainted
+    finally:
+        studio.stop()
+    assert_no_traceback(studio.log.read_text())
+
+
+@pytest.mark.browser
 def test_no_weights_page_explains_what_to_set(browser, tmp_path):
     # Nothing configured and nothing cached; the CLIP download would go to a closed local port.
     studio = Studio(tmp_path, server_env(

@@ -318,6 +318,7 @@ def sidebar(on_cpu: bool) -> list[str]:
                      help="what the run optimises: pixels, or Bézier strokes (saved as an SVG beside the PNG)")
         if CANVASES[ss["canvas"]].Settings is not None:  # each canvas shows its own settings, and only those
             canvas_controls(ss["canvas"])
+        setting_controls("canvas")  # what every canvas takes: a seamless tile
         st.checkbox("Automatic jitter margin (short side / 14)", key="jitter_margin_auto")
         if ss["jitter_margin_auto"]:  # show the margin the run will use, not the last one typed
             try:
@@ -396,7 +397,7 @@ def setting_controls(group: str, disabled: dict[str, str] | None = None) -> None
     """Every studio-laid setting of GenerationConfig in `group`; those in `disabled` greyed out,
     with the reason as their help."""
     fields = [(f, s) for f, s in described(GenerationConfig) if s.group == group and s.studio]
-    cols = st.columns(2)
+    cols = st.columns(2) if len(fields) > 1 else [st.container()]
     for i, (f, s) in enumerate(fields):
         with cols[i % 2]:
             reason = (disabled or {}).get(f.name)
@@ -463,6 +464,56 @@ def term_controls() -> None:
                         c1.caption("In use: " + ("not an upload: refused" if refused
                                                  else st.session_state.get(f"upload_name:{name}:{field}", Path(now).name)))
                         c2.button("Remove", key=f"remove:{name}:{field}", on_click=remove_term_file, args=(name, field))
+
+
+MASK = form.term_key("init", "mask")
+PAINTED = "painted here"  # the name a painted mask is shown by
+
+
+def mask_painter() -> None:
+    """Paint, over the start picture, the part to repaint: the strokes become the mask, at the
+    start picture's size (streamlit-drawable-canvas). Clearing the drawing clears a painted mask;
+    an uploaded mask stays until it is removed."""
+    from streamlit_drawable_canvas import st_canvas
+
+    from das_ag.pictures import PictureError, opened
+
+    ss = st.session_state
+    image = str(ss.get(form.term_key("init", "image")) or "")
+    if not image or outside_uploads([image]):
+        return
+    try:
+        with opened(image, "the start picture") as opened_picture:
+            picture = opened_picture.convert("RGB")
+    except PictureError:
+        return
+    if ss.get("mask_painted") and not ss.get(MASK):  # its Remove was pressed: start a clean drawing
+        ss["mask_round"] = ss.get("mask_round", 0) + 1
+        ss["mask_painted"] = ""
+    scale = min(480 / picture.width, 480 / picture.height)  # on screen: big enough to paint, never too tall
+    width, height = max(1, round(picture.width * scale)), max(1, round(picture.height * scale))
+    st.subheader("Repaint part of the start picture")
+    st.caption("Paint the part to repaint; the rest of the start picture is kept as it is (no painting: all of "
+               "it may change). The toolbar under the picture undoes or clears strokes.")
+    brush = st.slider("Brush (px)", 4, 64, 32, key="mask_brush")
+    painted = st_canvas(stroke_width=brush, stroke_color="rgba(255, 0, 160, 0.55)", background_image=picture.resize((width, height)),
+                        width=width, height=height, drawing_mode="freedraw", return_image_data=True,
+                        key=f"mask_canvas:{Path(image).name}:{ss.get('mask_round', 0)}")
+    region = None if painted.image_data is None else painted.image_data[..., 3] > 0
+    if region is None or not region.any():
+        if ss.get("mask_painted") and ss.get(MASK) == ss["mask_painted"]:  # the drawing was cleared
+            ss[MASK], ss["mask_painted"] = "", ""
+            clear_checksums("init", "mask")
+            st.rerun()
+        return
+    mask = Image.fromarray(region.astype("uint8") * 255, "L").resize(picture.size, Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    path = str(save_upload("mask.png", buffer.getvalue(), kind="mask"))
+    if ss.get(MASK) != path:
+        ss[MASK], ss["mask_painted"], ss["upload_name:init:mask"] = path, path, PAINTED
+        clear_checksums("init", "mask")
+        st.rerun()  # the controls above the painter (what is in use) were drawn before it changed
 
 
 IMAGE_PROMPTS = form.term_key("image_prompt", "images")
@@ -846,6 +897,7 @@ def main() -> None:
     prompt_rows("neg", "Negative prompt")
     st.button("Add negative prompt", on_click=add_row, args=("neg",))
     image_prompt_controls()
+    mask_painter()
 
     st.subheader("Guidance")
     g1, g2, g3 = st.columns([2, 1, 1])

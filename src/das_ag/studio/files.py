@@ -44,7 +44,7 @@ def output_folder(subfolder: str, root: Path | None = None) -> Path:
 
 UPLOADS = "uploads"
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-UPLOAD_KINDS = {"picture": PICTURE_SUFFIXES, "style list": (".txt",), "centroid file": (".npz",)}
+UPLOAD_KINDS = {"picture": PICTURE_SUFFIXES, "mask": PICTURE_SUFFIXES, "style list": (".txt",), "centroid file": (".npz",)}
 
 
 def outside_uploads(paths: list[str], root: Path | None = None) -> list[str]:
@@ -75,7 +75,7 @@ def save_upload(name: str, data: bytes, root: Path | None = None, *, kind: str =
         raise DasAgError(f"a {kind} must be one of {', '.join(suffixes)}, not {suffix or 'a file without one'}")
     if len(data) > MAX_UPLOAD_MB * 2**20:
         raise DasAgError(f"the {kind} is over {MAX_UPLOAD_MB} MB")
-    if kind == "picture":
+    if kind in ("picture", "mask"):
         from ..pictures import PictureError, opened
 
         try:
