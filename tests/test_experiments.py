@@ -322,3 +322,29 @@ def test_a_plan_cannot_set_the_aesthetic_sign_its_methods_set(tmp_path):
     path.write_text("[settings]\nterms.aesthetic.guidance = 'off'\n[[prompts]]\ntext='x'")
     with pytest.raises(DasAgError, match="set by the plan's methods"):
         load_plan(path)
+
+
+def test_a_plan_takes_timelines_tiles_masks_and_symmetry_kinds(tmp_path):
+    from PIL import Image
+
+    from das_ag.schedules import Schedule
+
+    Image.new("RGB", (64, 64), "navy").save(tmp_path / "start.png")
+    Image.new("L", (64, 64), 255).save(tmp_path / "mask.png")
+    path = tmp_path / "plan.toml"
+    path.write_text(f"""
+seeds = [0]
+methods = ["DAS"]
+
+[settings]
+steps = 3
+tile = true
+terms.symmetry = {{ weight = 2.0, kind = "radial", folds = 5 }}
+terms.init = {{ image = "{tmp_path / 'start.png'}", mask = "{tmp_path / 'mask.png'}", mask_edge = 2 }}
+
+[[prompts]]
+text = ["a red circle:linear:1:0", "a blue circle:cosine:0:1"]
+""")
+    config = load_plan(path).items[0].config
+    assert config.tile and config.term_settings("symmetry").kind == "radial" and config.term_settings("init").mask_edge == 2
+    assert config.prompts == (Prompt("a red circle", Schedule("linear", 1.0, 0.0)), Prompt("a blue circle", Schedule("cosine", 0.0, 1.0)))
