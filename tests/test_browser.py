@@ -535,3 +535,32 @@ def test_the_studio_serves_this_machine_only_and_sends_no_statistics(tmp_path, c
         process.terminate()
         process.wait(20)
     assert "usage statistics" not in log.read_text().lower()
+
+
+@pytest.mark.browser
+def test_a_video_in_the_browser(browser, tmp_path, tiny_clip_path, head_path):
+    """Switch on "Make a video", ask for 3 frames, generate once: the video and its frames are
+    under the output root, and the page offers the video."""
+    from PIL import Image
+
+    studio = studio_with_weights(tmp_path, tiny_clip_path, head_path)
+    try:
+        page = open_page(browser, studio)
+        fill(page, "Resolution (px)", "64")
+        fill(page, "Steps", "6")
+        fill(page, "Augmented copies", "2")
+        fill(page, "Prompt 1", "a red circle")
+        page.get_by_text("Make a video").click()
+        page.get_by_text("Video: frames that each start from the last one").wait_for(timeout=30_000)
+        fill(page, "Frames", "3")
+        fill(page, "Frame steps", "2")
+        generate_and_wait(page, "studio-video-failed.png")
+        page.get_by_role("button", name="Download video").wait_for(timeout=30_000)
+        screenshot(page, "studio-video.png")
+        videos = sorted((tmp_path / "saved" / "videos").glob("*.gif"))
+        assert len(videos) == 1 and Image.open(videos[0]).n_frames == 3
+        frames = sorted((tmp_path / "saved" / "videos" / f"{videos[0].stem}-frames").glob("frame-*.png"))
+        assert len(frames) == 3 and read_recipe(frames[2])["animation"]["motion"]["frames"] == 3
+    finally:
+        studio.stop()
+    assert_no_traceback(studio.log.read_text())

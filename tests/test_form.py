@@ -88,3 +88,15 @@ def test_a_restored_recipe_naming_a_server_file_is_refused_before_it_is_read():
     problems = form.foreign_files(form.recipe_term_state(recipe))
     assert sorted(p.split()[0] for p in problems) == ["/etc/passwd", "/etc/shadow"]
     assert all("is not a file uploaded to this studio" in p for p in problems)
+
+
+def test_the_video_settings_round_trip_and_say_their_problems():
+    from das_ag.animate import Motion
+    from das_ag.schedules import Schedule
+
+    motion = Motion(frames=5, frame_steps=7, zoom=Schedule("linear", 1.0, 1.1), turn=Schedule.constant(-3.0), fps=8.0)
+    assert form.motion_from_state(form.motion_to_state(motion)) == (motion, [])
+    state = form.motion_to_state(motion)
+    state[form.schedule_key(form.VIDEO + "zoom", "start")] = 0.0
+    assert form.motion_from_state(state)[1] == [
+        "A zoom of 0 would shrink the picture to nothing: zoom must be above 0 (1: no zoom)."]

@@ -48,12 +48,16 @@ class Motion(PartSettings):
     zoom: Schedule = setting(Schedule.constant(1.02), group="animation", minimum=0.01, maximum=10.0,
                              help="the camera's zoom per frame: above 1 moves in, below 1 out")
     pan_x: Schedule = setting(Schedule.constant(0.0), group="animation", minimum=-MAX_PAN, maximum=MAX_PAN,
+                              label="Pan right (px)",
                               help="the camera's move right per frame, in px (the picture slides left)")
     pan_y: Schedule = setting(Schedule.constant(0.0), group="animation", minimum=-MAX_PAN, maximum=MAX_PAN,
+                              label="Pan down (px)",
                               help="the camera's move down per frame, in px (the picture slides up)")
     turn: Schedule = setting(Schedule.constant(0.0), group="animation", minimum=-180.0, maximum=180.0,
+                             label="Turn (degrees)",
                              help="the camera's clockwise turn per frame, in degrees")
-    fps: float = setting(12.0, group="animation", minimum=1.0, maximum=60.0, help="frames per second of the video")
+    fps: float = setting(12.0, group="animation", minimum=1.0, maximum=60.0, label="Frames per second",
+                         help="frames per second of the video")
 
     def problems(self) -> list[str]:
         p = []
@@ -142,6 +146,7 @@ class FrameDone:
     path: Path
     seconds: float  # 0 for a frame found on disk
     resumed: bool
+    result: object = None  # the frame's SynthesisResult (None for a frame found on disk)
 
 
 def frames_folder(out: str | Path) -> Path:
@@ -151,10 +156,13 @@ def frames_folder(out: str | Path) -> Path:
 
 
 def animate(config: GenerationConfig, motion: Motion, models, out: str | Path, *,
-            on_step: Callable | None = None, on_frame: Callable[[FrameDone], None] | None = None) -> list[Path]:
+            on_step: Callable | None = None, on_frame: Callable[[FrameDone], None] | None = None,
+            stop: Callable[[], bool] | None = None) -> list[Path]:
     """Make (or go on making) the animation: its frames in frames_folder(out), then the video
     `out` (.gif, .webp or .mp4). Returns the frames' paths. `on_step(frame, event)` sees every
-    step, `on_frame(FrameDone)` every frame."""
+    step, `on_frame(FrameDone)` every frame. When `stop()` says so after a step, the frame in
+    progress is given up and the frames made so far are returned, without a video: the same call
+    goes on from them later."""
     from .animation import check_format, encode_animation
     from .engine import synthesize
     from .png import read_recipe
@@ -192,6 +200,8 @@ def animate(config: GenerationConfig, motion: Motion, models, out: str | Path, *
         for event in run:
             if on_step:
                 on_step(k, event)
+            if stop is not None and stop():
+                return paths
         result = run.result()
         if result.status != "completed":
             raise DasAgError(f"frame {k}: {result.message}; the frames before it are kept in {folder}")
@@ -200,7 +210,7 @@ def animate(config: GenerationConfig, motion: Motion, models, out: str | Path, *
         last = result.image
         paths.append(path)
         if on_frame:
-            on_frame(FrameDone(k, path, time.perf_counter() - began, False))
+            on_frame(FrameDone(k, path, time.perf_counter() - began, False, result))
     write_atomic(out, encode_animation([_open(p) for p in paths], out.suffix, motion.fps, hold_last=False),
                  overwrite=True)
     return paths

@@ -33,12 +33,14 @@ from das_ag.schedules import SCHEDULE_KINDS
 from das_ag.settings import PICTURE_SUFFIXES, Setting, described, kind_of
 from das_ag.studio import form, limits
 from das_ag.studio.files import MAX_UPLOAD_MB, output_folder, outside_uploads, output_root, save_upload
-from das_ag.studio.jobs import Job, series, small
+from das_ag.animate import Motion
+from das_ag.studio.jobs import Job, VideoJob, series, small
 
 GUIDANCE_LABELS = {"reward": "reward (DAS-AG)", "penalty": "penalty (DAS-rAG)", "off": "off (DAS)"}
 COMPILE_LABELS = {"auto": "auto: on a GPU, not on the CPU", "on": "on", "off": "off"}
 POLL_SECONDS = 1.5  # the live panel redraws this often; each redraw competes with the run for the CPU
 UNCLAIMED = "unclaimed"  # under the output root: the images of runs whose page was closed before they ended
+VIDEOS = "videos"  # under the output root: the studio's videos, each with its frames folder beside it
 # A run's thread gives up the interpreter lock in every torch op and must take it back from the
 # page's threads: at Python's default 5 ms switch interval it waited so often that the studio made
 # 0.85x the CLI's steps/s; at 1 ms it matches the CLI (bench/studio_speed.py).
@@ -55,6 +57,7 @@ def launch_cublas_setting() -> str | None:
 def default_state() -> dict:
     state = form.config_to_state(GenerationConfig(prompts=(Prompt("placeholder"),)))
     state.update(form.prompts_to_state(()))  # one empty prompt row to type into
+    state.update(form.motion_to_state(Motion()))
     return state
 
 
@@ -72,6 +75,7 @@ def init_state() -> None:
         gallery=[],
         last_items=[],
         compare_mode=False,
+        video_mode=False,
         variations=1,
         job=None,
         recorded_job=None,
@@ -150,6 +154,9 @@ def start_job() -> None:
         return
     # Variations: the next seeds. Compare: DAS, DAS-AG and DAS-rAG with every other setting, the
     # seed included, identical. All of them share each step's encoder batch.
+    if st.session_state["video_mode"]:
+        start_video(config)
+        return
     seeds = [config.seed + k for k in range(int(st.session_state["variations"]))]
     methods = METHOD_ORDER if st.session_state["compare_mode"] else (config.guidance,)
     configs = [config.replace(seed=seed).with_guidance(g) for seed in seeds for g in methods]
@@ -165,6 +172,55 @@ def start_job() -> None:
                                   downloads=limits.downloads(), owner_alive=page_alive(), abandon_after=grace,
                                   abandoned_folder=output_root() / UNCLAIMED).start()
     st.session_state["notice"] = None
+
+
+def start_video(config: GenerationConfig) -> None:
+    """A video that moves, from the form's settings and its Video section (animate.py)."""
+    from das_ag.animate import check
+
+    motion, problems = form.motion_from_state(dict(st.session_state))
+    try:
+        if not problems:
+            check(config, motion)
+    except DasAgError as exc:
+        problems = [form.sentence(str(exc))]
+    if problems:
+        st.session_state["notice"] = ("error", " ".join(problems))
+        return
+    # The whole video's steps count against the server's limit, as one image of that many steps.
+    steps = config.steps + (motion.frames - 1) * motion.frame_steps
+    try:
+        too_large = limits.work_problem([config], steps=steps)
+        grace = limits.abandon_after()
+    except ConfigError as exc:
+        st.session_state["notice"] = ("error", f"This server's limits are misconfigured: {exc}")
+        return
+    if too_large:
+        st.session_state["notice"] = ("error", too_large)
+        return
+    out = next_free_path(config, output_root() / VIDEOS).with_suffix(".gif")
+    while out.exists() or out.with_name(out.stem + "-frames").exists():  # a new video, never another's frames
+        out = out.with_name(out.stem + "-1.gif")
+    st.session_state["job"] = VideoJob(config, motion, out, preview_every=int(st.session_state["preview_every"]),
+                                       downloads=limits.downloads(), owner_alive=page_alive(), abandon_after=grace,
+                                       abandoned_folder=output_root() / UNCLAIMED).start()
+    st.session_state["notice"] = None
+
+
+def video_controls() -> None:
+    """The Video section: frames, steps a frame, the camera's moves (numbers or schedules over
+    the frames) and the frame rate."""
+    with st.expander("Video: frames that each start from the last one, seen by a moving camera", expanded=True):
+        st.caption("Frame 1 runs the steps above; each later frame starts from the last one, zoomed, panned and "
+                   "turned, and runs its own steps. Prompts with a timeline follow it across the frames.")
+        scalars = [(f, s) for f, s in described(Motion) if kind_of(f) != "schedule"]
+        cols = st.columns(len(scalars))
+        for col, (f, s) in zip(cols, scalars):
+            with col:
+                setting_control(form.VIDEO + f.name, f, s)
+        for f, s in described(Motion):
+            if kind_of(f) == "schedule":
+                schedule_controls(f.name, prefix=form.VIDEO + f.name, described_as=s)
 
 
 def page_alive():
@@ -611,7 +667,13 @@ def live_panel() -> None:
                     else "starting")
         left = f"{last.seconds_left:.0f} s left" if last and snap.active else ("finished" if not snap.active else starting)
         which = f"{snap.images} images together · " if snap.images > 1 else ""
-        st.progress(step / snap.config.steps, text=f"{which}step {step}/{snap.config.steps} · {rate:.2f} steps/s · {left}")
+        if snap.frames_total:  # a video: frame k's steps, and how far the video is
+            steps = last.steps if last else snap.config.steps
+            st.progress((snap.frame + step / steps) / snap.frames_total,
+                        text=f"frame {snap.frame + 1}/{snap.frames_total} · step {step}/{steps} · {rate:.2f} steps/s"
+                             f"{' · finished' if not snap.active else ''}")
+        else:
+            st.progress(step / snap.config.steps, text=f"{which}step {step}/{snap.config.steps} · {rate:.2f} steps/s · {left}")
     for warning in snap.warnings:
         st.warning(warning)
     if snap.active:
@@ -621,7 +683,9 @@ def live_panel() -> None:
         else:
             image_col, chart_col = st.columns([1, 1])
             if snap.preview is not None:
-                image_col.image(png_of(snap.preview), caption=f"preview at step {last.step if last else 0}", output_format="PNG")
+                caption = (f"frame {len(snap.results) and snap.frame}" if snap.frames_total
+                           else f"preview at step {last.step if last else 0}")
+                image_col.image(png_of(snap.preview), caption=caption, output_format="PNG")
             with chart_col:
                 metric_charts(series(snap.metrics, 0))
     elif st.session_state.get("recorded_job") is not job:
@@ -741,6 +805,7 @@ def record_finished_job() -> None:
     ]
     for item in items:
         item["png"] = item["files"][".png"]
+        item["video"] = snap.video
     for item, frames in zip(items, snap.frames):
         # The image forming, ending on the saved image: kept as frames, encoded when asked for.
         last = small(item["result"].image)  # previews are kept small; the animation's frames match them
@@ -774,6 +839,10 @@ def result_panel() -> None:
     label = " + ".join(kinds) if len(items) == 1 else f"{len(items)} " + " + ".join(k + "s" for k in kinds)
     c1.button(f"Save {label}", type="primary", on_click=save_latest,
               disabled=not unsaved, help=f"write into {output_root() / st.session_state['output_subfolder'].strip()}")
+    if items[0].get("video"):
+        video = Path(items[0]["video"])
+        st.image(str(video), caption=f"the video: {video.name}, its frames in {video.stem}-frames/ under the output root")
+        c4.download_button("Download video", data=lambda: video.read_bytes(), file_name=video.name, mime="image/gif")
     if len(items) == 1:
         name = next_free_path(results[0].config, ".").name
         c2.download_button("Download PNG", data=items[0]["png"], file_name=name, mime="image/png")
@@ -927,11 +996,15 @@ def main() -> None:
     launched = launch_cublas_setting()
     st.caption(f"Reproducibility: {mode}" + (f"; {determinism.CUBLAS_ENV}={launched} at launch" if launched else ""))
 
-    v1, v2 = st.columns([1, 3], vertical_alignment="bottom")
-    v1.number_input("Variations", key="variations", min_value=1, max_value=4,
+    v1, v2, v3 = st.columns([1, 2, 1], vertical_alignment="bottom")
+    v1.number_input("Variations", key="variations", min_value=1, max_value=4, disabled=ss["video_mode"],
                     help="images from the next seeds, made together in each step and shown as a grid")
-    v2.toggle("Compare DAS / DAS-AG / DAS-rAG", key="compare_mode",
+    v2.toggle("Compare DAS / DAS-AG / DAS-rAG", key="compare_mode", disabled=ss["video_mode"],
               help="the three guidance signs with identical settings and seed, made together, side by side")
+    v3.toggle("Make a video", key="video_mode",
+              help="frames that each start from the last one, zoomed, panned and turned (settings below)")
+    if ss["video_mode"]:
+        video_controls()
     b1, b2, _ = st.columns([1, 1, 4])
     # Generate stays enabled while the form is incomplete: a prompt typed just before the click is
     # committed by that click, and start_job says what is missing. Problems show below the buttons,

@@ -57,6 +57,37 @@ def aspect_of(config: GenerationConfig) -> str:
     return f"{config.width}x{config.height}"
 
 
+VIDEO = "video_"  # the prefix of the video's (Motion's) widget keys
+
+
+def motion_to_state(motion) -> dict[str, Any]:
+    """The widget values of a video's settings (animate.Motion), keys prefixed "video_"."""
+    state: dict[str, Any] = {}
+    for f, _ in described(type(motion)):
+        value = getattr(motion, f.name)
+        if kind_of(f) == "schedule":
+            state.update(schedule_to_state(VIDEO + f.name, value))
+        else:
+            state[VIDEO + f.name] = float(value) if kind_of(f) == "float" else value
+    return state
+
+
+def motion_from_state(state: dict[str, Any]):
+    """The video's settings the widgets hold, and every problem they have in plain words."""
+    from ..animate import Motion
+
+    values = {}
+    for f, _ in described(Motion):
+        if kind_of(f) == "schedule":
+            if (sched := schedule_from_state(state, VIDEO + f.name)) is not None:
+                values[f.name] = sched
+        elif VIDEO + f.name in state:
+            value = state[VIDEO + f.name]
+            values[f.name] = int(value) if kind_of(f) == "int" and float(value).is_integer() else value
+    motion = Motion(**values)
+    return motion, [sentence(p) for p in motion.problems()]
+
+
 def schedule_key(name: str, part: str) -> str:
     return f"{name}_{part}"
 

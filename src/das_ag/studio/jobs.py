@@ -125,6 +125,9 @@ class JobSnapshot:
     compiled: bool = False  # the run in progress compiles its step (its first step waits for the compiler)
     ahead: int = 0  # while queued: how many runs are before this one in its device's line
     abandoned: tuple[str, ...] = ()  # where the images went when the page that started it had gone
+    frame: int = 0  # a video's frame in progress (VideoJob)
+    frames_total: int = 0  # a video's frames (0: not a video)
+    video: str = ""  # where a finished video was written
 
     @property
     def active(self) -> bool:
@@ -264,11 +267,14 @@ class Job:
         log.warning("a run's page was closed; stopped it and kept %d image(s): %s", len(kept), ", ".join(kept) or "-")
         self._update(abandoned=tuple(kept), error="stopped: the page that started the run was closed")
 
-    def _generate(self) -> None:
+    def _load_models(self):
         self._update(state="loading")
         clip, head = self._sources
-        models = load_models(self.config.clip_models or clip, head, device=self.config.device,
-                             download=self._downloads, need_head=any(c.guidance != "off" for c in self.configs))
+        return load_models(self.config.clip_models or clip, head, device=self.config.device,
+                           download=self._downloads, need_head=any(c.guidance != "off" for c in self.configs))
+
+    def _generate(self) -> None:
+        models = self._load_models()
         for indices in plan_batches(self.configs, choose_images_per_step(models, self.configs)):
             if self._should_stop() or not self._run_batch([self.configs[i] for i in indices], models):
                 break
@@ -307,6 +313,46 @@ class Job:
             if failed:
                 self._update(error=failed[0])
         return all(r.status == "completed" for r in results)
+
+
+class VideoJob(Job):
+    """A video that moves (animate.py), made in the background: its frames and the video go to
+    `out` and the folder beside it, the page sees the frame in progress and the last frame made,
+    and the last frame is the job's result (its scores, its files). A stopped video keeps its
+    frames on disk."""
+
+    def __init__(self, config: GenerationConfig, motion, out: Path, **kwargs):
+        super().__init__(config, **kwargs)
+        self.motion, self.out = motion, Path(out)
+        self._snapshot.frames_total = motion.frames
+
+    def _generate(self) -> None:
+        from ..animate import animate, frames_folder
+
+        models = self._load_models()
+        first, later = self.config.steps, self.motion.frame_steps
+        with self._lock:
+            self._snapshot.state, self._snapshot.previews, self._snapshot.frames = "running", [], [[]]
+
+        def on_step(frame: int, event: StepEvent) -> None:
+            step = event.step + (0 if frame == 0 else first + (frame - 1) * later)  # the video's steps, for the curves
+            with self._lock:
+                self._snapshot.metrics.append(Metrics(step, 0, tuple((i.loss, i.metrics) for i in event.images)))
+                self._snapshot.last_event, self._snapshot.frame = event, frame
+
+        def on_frame(done) -> None:
+            with self._lock:
+                if done.result is not None:
+                    self._snapshot.results = [done.result]
+                    self._snapshot.previews = [small(done.result.image)]
+
+        paths = animate(self.config, self.motion, models, self.out, on_step=on_step, on_frame=on_frame,
+                        stop=self._should_stop)
+        if len(paths) == self.motion.frames:
+            self._update(video=str(self.out))
+        else:
+            self._update(error=f"stopped after {len(paths)} of {self.motion.frames} frames; they are kept in "
+                               f"{frames_folder(self.out)}")
 
 
 def small(picture: Image.Image) -> Image.Image:

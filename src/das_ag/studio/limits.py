@@ -39,14 +39,17 @@ def abandon_after() -> float:
     return _positive(ENV_ABANDON_AFTER, DEFAULT_ABANDON_AFTER, float)
 
 
-def work_problem(configs: Sequence[GenerationConfig]) -> str | None:
-    """Why this server refuses the run (one line), or None."""
-    asked, allowed = work(configs), max_work()
+def work_problem(configs: Sequence[GenerationConfig], steps: int | None = None) -> str | None:
+    """Why this server refuses the run (one line), or None. `steps`: the steps of each image when
+    they are not its config's (a video's frames, all together)."""
+    asked = work(configs) if steps is None else sum(steps * c.image_shape[0] * c.image_shape[1] for c in configs)
+    allowed = max_work()
+    steps = configs[0].steps if steps is None else steps
     if asked <= allowed:
         return None
     images = f"{len(configs)} images x " if len(configs) > 1 else ""
     c = configs[0]
-    return (f"This run is too large for this server: {images}{c.steps} steps x {c.image_shape[1]}x{c.image_shape[0]} px "
+    return (f"This run is too large for this server: {images}{steps} steps x {c.image_shape[1]}x{c.image_shape[0]} px "
             f"is {asked:.2g} pixel-steps, and it allows {allowed:.2g} a run; use fewer steps, images or pixels.")
 
 
