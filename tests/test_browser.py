@@ -174,6 +174,10 @@ def test_generate_and_save_in_the_browser(browser, tmp_path, tiny_clip_path, hea
         page = open_page(browser, studio)
         page.get_by_text("Write at least one prompt").wait_for(timeout=30_000)
 
+        # The seed first: under a loaded CI machine, a seed typed last was once not yet the server's
+        # when Generate was clicked (the run used the default seed); the fills after it give its
+        # rerun time to land.
+        fill(page, "Seed", "21")
         fill(page, "Prompt 1", "a lighthouse on a cliff at dawn")
         page.get_by_role("button", name="Add negative prompt").click()
         page.get_by_label("Negative prompt 1", exact=True).wait_for()
@@ -182,7 +186,6 @@ def test_generate_and_save_in_the_browser(browser, tmp_path, tiny_clip_path, hea
         fill(page, "Aesthetic weight", "2.5")
         fill(page, "Steps", "8")
         fill(page, "Augmented copies", "2")
-        fill(page, "Seed", "21")
         page.get_by_text("Write at least one prompt").wait_for(state="detached", timeout=30_000)
 
         # While Streamlit re-renders, the page can briefly hold the stale, disabled Generate button
