@@ -683,8 +683,7 @@ def live_panel() -> None:
         else:
             image_col, chart_col = st.columns([1, 1])
             if snap.preview is not None:
-                caption = (f"frame {len(snap.results) and snap.frame}" if snap.frames_total
-                           else f"preview at step {last.step if last else 0}")
+                caption = "the last frame made" if snap.frames_total else f"preview at step {last.step if last else 0}"
                 image_col.image(png_of(snap.preview), caption=caption, output_format="PNG")
             with chart_col:
                 metric_charts(series(snap.metrics, 0))

@@ -74,6 +74,15 @@ class PartSettings:
         """The settings that the others leave unread, with why (the studio greys them out)."""
         return {}
 
+    def fill_checksums(self) -> None:
+        """Give each checksum setting (Setting.checksum_of) whose file is named but whose checksum
+        is empty the file's sha256, so a recipe notices a file that changed. For __post_init__."""
+        from .weights import file_sha256
+
+        for f, s in described(type(self)):
+            if s.checksum_of and getattr(self, s.checksum_of) and not getattr(self, f.name):
+                object.__setattr__(self, f.name, file_sha256(getattr(self, s.checksum_of)) or "")
+
     @classmethod
     def files_in(cls, values: dict) -> list[str]:
         """The local files these settings' values (as a form gives them, unchecked) would make

@@ -14,6 +14,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -91,6 +92,15 @@ class Canvas(nn.Module):
         (top, left), (h, w) = self.offsets, self.visible
         return canvas[..., top : top + h, left : left + w]
 
+    def extend(self, picture: torch.Tensor, mode: str = "mirror") -> torch.Tensor:
+        """A picture of the visible part's size (..., h, w) grown to the whole canvas: into the
+        margin (what jittered views see past the edge) it continues as a mirror ("mirror"; its
+        edge repeated where the margin is wider than the picture) or as its edge ("edge")."""
+        (top, left), (h, w) = self.offsets, self.visible
+        bottom, right = self.shape[0] - h - top, self.shape[1] - w - left
+        mirror = mode == "mirror" and max(top, bottom) < h and max(left, right) < w
+        return F.pad(picture.float(), (left, right, top, bottom), mode="reflect" if mirror else "replicate")
+
     def exports(self) -> dict[str, Callable[[dict], bytes]]:
         """Files this canvas saves beside the PNG, by suffix (".svg" for strokes): each makes the
         file's bytes from the recipe. Called when a result is made, so each must hold a copy of
@@ -101,6 +111,32 @@ class Canvas(nn.Module):
     def image(self) -> Image.Image:
         """The visible part as an 8-bit RGB image: what a user sees and saves."""
         return to_pil(self.crop(self.forward()))
+
+
+class Wrapper(Canvas):
+    """A canvas around another (a mask, a tile): it learns, keeps in range, renews and exports as
+    the canvas inside does; a wrapper changes only what `forward` shows (and may change `image`)."""
+
+    def __init__(self, inner: Canvas):
+        super().__init__()
+        self.inner = inner
+        self.size, self.resolution = inner.size, inner.resolution
+
+    def param_groups(self, lr: float) -> list[dict]:
+        return self.inner.param_groups(lr)
+
+    def at_step(self, step: int, steps: int) -> None:
+        self.inner.at_step(step, steps)
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        self.inner.clamp_()
+
+    def maintain_(self, step: int, steps: int, optimizer: torch.optim.Optimizer) -> None:
+        self.inner.maintain_(step, steps, optimizer)
+
+    def exports(self) -> dict[str, Callable[[dict], bytes]]:
+        return self.inner.exports()
 
 
 def geometry(config) -> tuple[int | tuple[int, int], int | tuple[int, int]]:

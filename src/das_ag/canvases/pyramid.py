@@ -128,11 +128,7 @@ class PyramidCanvas(Canvas):
         level takes the local means of what the coarser ones left, the finest level the rest.
         Every level then starts with its own share of the picture, so both large regions and
         details can move it (one full-size level holding everything could only move pixels)."""
-        (top, left), (h, w) = self.offsets, self.visible
-        bottom, right = self.shape[0] - h - top, self.shape[1] - w - left
-        # The margin (what jittered views see past the edge) continues the picture as a mirror.
-        mode = "reflect" if max(top, bottom) < h and max(left, right) < w else "replicate"
-        full = F.pad(picture.float(), (left, right, top, bottom), mode=mode)
+        full = self.extend(picture)
         # Undo the squash: raw = atanh(2p - 1), kept finite at 0 and 1 (still the same 8-bit value).
         eps = 1 / 1024
         rest = torch.atanh(full.clamp(eps, 1 - eps) * 2 - 1) * (len(self.shapes) if self.combine == "mean" else 1)

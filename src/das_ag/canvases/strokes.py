@@ -93,10 +93,7 @@ class StrokeSettings(PartSettings):
                                   help="the start drawing's sha256")
 
     def __post_init__(self):
-        if self.drawing and not self.drawing_sha256:
-            from ..weights import file_sha256
-
-            object.__setattr__(self, "drawing_sha256", file_sha256(self.drawing) or "")
+        self.fill_checksums()  # the start drawing's
 
     @classmethod
     def files_in(cls, values: dict) -> list[str]:

@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import torch
 
-from .base import Canvas
+from .base import Canvas, Wrapper
 
 
-class TiledCanvas(Canvas):
+class TiledCanvas(Wrapper):
     def __init__(self, inner: Canvas, margin: int, seed: int):
-        super().__init__()
+        super().__init__(inner)
         if inner.shape != inner.visible:
             raise ValueError("a tile's canvas is its picture: no margin of its own")
         if margin > min(inner.visible):
             raise ValueError(f"a {margin} px margin is wider than the {inner.visible} px tile")
-        self.inner, self.margin = inner, margin
+        self.margin = margin
         height, width = inner.visible
-        self.resolution = inner.resolution
         self.size = height + 2 * margin if height == width else (height + 2 * margin, width + 2 * margin)
         # Its own generator: the turns leave the run's augmentation draws as they were.
         self.generator = torch.Generator().manual_seed(seed)
@@ -44,7 +43,7 @@ class TiledCanvas(Canvas):
         self.back_cols = (torch.arange(width, device=device) - dx) % width + m
 
     def at_step(self, step: int, steps: int) -> None:
-        self.inner.at_step(step, steps)
+        super().at_step(step, steps)
         height, width = self.inner.visible
         self._turn(int(torch.randint(height, (), generator=self.generator)),
                    int(torch.randint(width, (), generator=self.generator)))
@@ -60,16 +59,3 @@ class TiledCanvas(Canvas):
     @torch.no_grad()
     def image(self):
         return self.inner.image()  # the tile itself, unturned (a stroke drawing at its final softness)
-
-    def param_groups(self, lr: float) -> list[dict]:
-        return self.inner.param_groups(lr)
-
-    @torch.no_grad()
-    def clamp_(self) -> None:
-        self.inner.clamp_()
-
-    def maintain_(self, step: int, steps: int, optimizer: torch.optim.Optimizer) -> None:
-        self.inner.maintain_(step, steps, optimizer)
-
-    def exports(self):
-        return self.inner.exports()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from ..pictures import mask_problems
-from ..settings import PICTURE_SUFFIXES, PartSettings, Upload, described, setting
+from ..settings import PICTURE_SUFFIXES, PartSettings, Upload, setting
 from .base import Term, TermInputs
 
 MAX_STRENGTH = 10_000.0
@@ -53,11 +53,7 @@ class StartPictureSettings(PartSettings):
                              help="the painted region blends into the kept picture over this many pixels")
 
     def __post_init__(self):
-        from ..weights import file_sha256
-
-        for f, s in described(type(self)):  # each file's checksum, where none was given
-            if s.checksum_of and getattr(self, s.checksum_of) and not getattr(self, f.name):
-                object.__setattr__(self, f.name, file_sha256(getattr(self, s.checksum_of)) or "")
+        self.fill_checksums()  # the picture's and the mask's
 
     def unused(self) -> dict[str, str]:
         unread = {} if self.mask else {"mask_edge": "it softens a mask's edge, and no mask is given"}
