@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -149,3 +151,104 @@ def test_frames_made_with_other_settings_are_not_taken_for_this_animation(models
 def test_a_zoom_of_0_from_the_api_is_one_line():
     assert Motion(zoom=Schedule.constant(0.0)).problems() == [
         "a zoom of 0 would shrink the picture to nothing: zoom must be above 0 (1: no zoom)"]
+
+
+VIDEO_PLAN = """
+seeds = [0]
+methods = ["DAS-AG"]
+
+[settings]
+steps = 3
+augment_copies = 2
+resolution = 64
+device = "cpu"
+
+[[prompts]]
+name = "kite"
+text = ["a kite"]
+
+[animation]
+frames = 3
+frame_steps = 2
+zoom = 1.1
+turn = "linear:0:4"
+format = "webp"
+
+[[variants]]
+name = "in"
+
+[[variants]]
+name = "pan"
+animation = { zoom = 1.0, pan_x = 3 }
+"""
+
+
+def test_a_plan_makes_a_video_per_item_resumes_and_reports_their_last_frames(weights_env, tmp_path, capsys):
+    import csv
+
+    from das_ag.experiments import load_plan
+
+    path = tmp_path / "videos.toml"
+    path.write_text(VIDEO_PLAN)
+    plan = load_plan(path)
+    motions = {item.variant: item.motion for item in plan.items}
+    assert motions["in"] == Motion(frames=3, frame_steps=2, zoom=Schedule.constant(1.1), turn=Schedule("linear", 0.0, 4.0))
+    assert motions["pan"] == Motion(frames=3, frame_steps=2, zoom=Schedule.constant(1.0), pan_x=Schedule.constant(3.0),
+                                    turn=Schedule("linear", 0.0, 4.0))  # the variant changed two settings only
+
+    assert main(["batch", str(path), "--quiet"]) == 0
+    assert "made 2, skipped 0" in capsys.readouterr().out
+    for item in plan.items:
+        video = plan.path(item)
+        assert video.suffix == ".webp" and Image.open(video).n_frames >= 2
+        last = read_recipe(frames_folder(video) / "frame-0002.png")
+        assert last["animation"]["motion"] == item.motion.to_dict() and last["run"]["status"] == "completed"
+        # Frame 1 started from frame 0 as this variant's camera moved it.
+        start = Image.open(frames_folder(video) / "start-0001.png").convert("RGB")
+        frame0 = Image.open(frames_folder(video) / "frame-0000.png").convert("RGB")
+        assert np.array_equal(np.asarray(start), np.asarray(warp_picture(frame0, item.motion.move(1))))
+    rows = list(csv.DictReader((plan.out_dir / "scores.csv").open()))
+    assert sorted(r["video"] for r in rows) == sorted(f"images/{i.filename}" for i in plan.items)
+    assert all(r["file"].endswith("-frames/frame-0002.png") and r["status"] == "completed" for r in rows)
+
+    videos = {i.filename: plan.path(i).read_bytes() for i in plan.items}
+    assert main(["batch", str(path), "--quiet"]) == 0
+    assert "made 0, skipped 2" in capsys.readouterr().out
+    # A lost video is made again from its frames on disk: the same bytes, no frame redone.
+    lost = plan.items[0]
+    frames = {p: p.stat().st_mtime_ns for p in frames_folder(plan.path(lost)).glob("frame-*.png")}
+    plan.path(lost).unlink()
+    assert main(["batch", str(path), "--quiet"]) == 0
+    assert "made 1, skipped 1" in capsys.readouterr().out
+    assert plan.path(lost).read_bytes() == videos[lost.filename]
+    assert all(p.stat().st_mtime_ns == t for p, t in frames.items())
+
+
+@pytest.mark.parametrize("table, said", [
+    ("[animation]\nzoom = 0", "zoom"),
+    ("[animation]\nformat = 'avi'", "an animation must be one of .gif, .webp, .mp4"),
+    ("[animation]\nturn = 'wobbly:1'", "turn: expected a number or KIND:START:END"),
+    ("[animation]\nspin = 3", "unknown setting(s) spin"),
+    ("animation = 3", "must be a table"),
+    ("[[variants]]\nname = 'v'\nanimation = { zoom = 1.1 }", "the plan has no [animation] table"),
+    ("[settings]\ntile = true\ncanvas = 'strokes'\n[animation]\nframes = 2", "cannot be a tile"),
+])
+def test_bad_animation_plans_are_one_line(tmp_path, table, said):
+    from das_ag.errors import DasAgError
+    from das_ag.experiments import load_plan
+
+    path = tmp_path / "bad.toml"
+    path.write_text(f"{table}\n[[prompts]]\ntext = 'a kite'\n")
+    with pytest.raises(DasAgError, match=re.escape(said)):
+        load_plan(path)
+
+
+def test_a_plan_of_videos_is_refused_on_ray_before_joining_a_cluster(tmp_path):
+    from das_ag.cluster import check_plan
+    from das_ag.errors import DasAgError
+    from das_ag.experiments import load_plan
+
+    path = tmp_path / "videos.toml"
+    path.write_text(VIDEO_PLAN)
+    with pytest.raises(DasAgError, match=r"\[animation\] table runs on one machine for now: drop --ray"):
+        check_plan(load_plan(path))

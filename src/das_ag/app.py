@@ -76,6 +76,7 @@ def init_state() -> None:
         last_items=[],
         compare_mode=False,
         video_mode=False,
+        video_format=".gif",
         variations=1,
         job=None,
         recorded_job=None,
@@ -198,9 +199,14 @@ def start_video(config: GenerationConfig) -> None:
     if too_large:
         st.session_state["notice"] = ("error", too_large)
         return
-    out = next_free_path(config, output_root() / VIDEOS).with_suffix(".gif")
+    suffix = st.session_state["video_format"]
+    if suffix not in video_formats():
+        st.session_state["notice"] = ("error", f"This server cannot write {suffix} videos; choose "
+                                               f"{' or '.join(video_formats())}.")
+        return
+    out = next_free_path(config, output_root() / VIDEOS).with_suffix(suffix)
     while out.exists() or out.with_name(out.stem + "-frames").exists():  # a new video, never another's frames
-        out = out.with_name(out.stem + "-1.gif")
+        out = out.with_name(out.stem + "-1" + suffix)
     st.session_state["job"] = VideoJob(config, motion, out, preview_every=int(st.session_state["preview_every"]),
                                        downloads=limits.downloads(), owner_alive=page_alive(), abandon_after=grace,
                                        abandoned_folder=output_root() / UNCLAIMED).start()
@@ -214,13 +220,29 @@ def video_controls() -> None:
         st.caption("Frame 1 runs the steps above; each later frame starts from the last one, zoomed, panned and "
                    "turned, and runs its own steps. Prompts with a timeline follow it across the frames.")
         scalars = [(f, s) for f, s in described(Motion) if kind_of(f) != "schedule"]
-        cols = st.columns(len(scalars))
+        cols = st.columns(len(scalars) + 1)
         for col, (f, s) in zip(cols, scalars):
             with col:
                 setting_control(form.VIDEO + f.name, f, s)
+        cols[-1].selectbox("Format", video_formats(), key="video_format", format_func=lambda x: x[1:].upper(),
+                           help="GIF plays everywhere; WebP is smaller; MP4 needs PyAV on the server (the `video` extra)")
         for f, s in described(Motion):
             if kind_of(f) == "schedule":
                 schedule_controls(f.name, prefix=form.VIDEO + f.name, described_as=s)
+
+
+def video_formats() -> list[str]:
+    """The video formats this server can write: MP4 only where PyAV is installed."""
+    from das_ag.animation import FORMATS, check_format
+
+    formats = []
+    for suffix in FORMATS:
+        try:
+            check_format(suffix)
+            formats.append(suffix)
+        except DasAgError:
+            pass
+    return formats
 
 
 def page_alive():
@@ -840,8 +862,14 @@ def result_panel() -> None:
               disabled=not unsaved, help=f"write into {output_root() / st.session_state['output_subfolder'].strip()}")
     if items[0].get("video"):
         video = Path(items[0]["video"])
-        st.image(str(video), caption=f"the video: {video.name}, its frames in {video.stem}-frames/ under the output root")
-        c4.download_button("Download video", data=lambda: video.read_bytes(), file_name=video.name, mime="image/gif")
+        caption = f"the video: {video.name}, its frames in {video.stem}-frames/ under the output root"
+        if video.suffix == ".mp4":
+            st.video(str(video))
+            st.caption(caption)
+        else:
+            st.image(str(video), caption=caption)
+        mime = {".gif": "image/gif", ".webp": "image/webp", ".mp4": "video/mp4"}[video.suffix]
+        c4.download_button("Download video", data=lambda: video.read_bytes(), file_name=video.name, mime=mime)
     if len(items) == 1:
         name = next_free_path(results[0].config, ".").name
         c2.download_button("Download PNG", data=items[0]["png"], file_name=name, mime="image/png")

@@ -581,7 +581,7 @@ def _run_plan(plan, args: argparse.Namespace) -> int:
             else:
                 _no_cluster_flags(args)
                 models = load_run_models(args, [item.config for item in plan.items], device)
-                say(args, f"{len(plan.items)} images into {plan.out_dir}")
+                say(args, f"{len(plan.items)} {'videos' if plan.items[0].motion else 'images'} into {plan.out_dir}")
                 from .experiments import run_plan
 
                 made, skipped = run_plan(plan, models, on_item=on_item, images_per_step=args.images_per_step)
@@ -607,6 +607,7 @@ def _run_plan_on_ray(plan, args: argparse.Namespace, bar, stack: contextlib.Exit
     """The plan on the cluster of --ray: one bar (done, running, failed, workers), a line for each failure."""
     from . import cluster
 
+    cluster.check_plan(plan)
     configs = [item.config for item in plan.items]
     clip, head, need_head = run_model_sources(args, configs)
     if cluster.connect(args.ray):

@@ -220,12 +220,20 @@ def check_reports(nodes: list[dict], reports: list[dict]) -> None:
                          + "; ".join(problems) + f" ({'; '.join(hints.values())})")
 
 
+def check_plan(plan: Plan) -> None:
+    """Refuse, in one line and before joining a cluster, a plan the cluster cannot make."""
+    if any(item.motion for item in plan.items):
+        # A video's frames name their start pictures by path, and Ray's nodes share no disk.
+        raise DasAgError("a plan with an [animation] table runs on one machine for now: drop --ray")
+
+
 def run_plan_on_ray(plan: Plan, spec: WorkerSpec, *, images_per_step: int | None = None,
                     on_item: Callable[[PlanItem, str], None] | None = None,
                     on_progress: Callable[[PlanProgress], None] | None = None,
                     on_failure: Callable[[str], None] | None = None) -> tuple[int, int, int]:
     """Make every item of `plan` not already complete on the connected cluster.
     Returns (made, skipped, failed); each failure is also a line to `on_failure`."""
+    check_plan(plan)
     ray = require_ray()
     nodes = worker_nodes(spec)
     check_writable(plan.image_dir / "probe.png")  # before any image is made

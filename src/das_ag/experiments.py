@@ -15,6 +15,7 @@ import json
 import re
 import statistics
 import tomllib
+from argparse import ArgumentTypeError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -35,6 +36,8 @@ class PlanItem:
     variant: str  # "" or the name of a [[variants]] entry
     seed: int
     config: GenerationConfig
+    motion: Any = None  # an animate.Motion: the item is a video of frames that start from the last one
+    video: str = ""  # the video's suffix (.gif, .webp, .mp4) when it is one
 
     @property
     def method(self) -> str:
@@ -43,7 +46,14 @@ class PlanItem:
     @property
     def filename(self) -> str:
         variant = f"-{self.variant}" if self.variant else ""
-        return f"{self.prompt_set}{variant}-{self.method}-seed{self.seed}.png"
+        return f"{self.prompt_set}{variant}-{self.method}-seed{self.seed}{self.video or '.png'}"
+
+    @property
+    def last_frame(self) -> str:
+        """A video's last frame, relative to the plan's images: the PNG its row is read from."""
+        from .animate import FRAME_NAME, frames_folder
+
+        return str(frames_folder(self.filename) / (FRAME_NAME.format(self.motion.frames - 1) + ".png"))
 
 
 @dataclass(frozen=True)
@@ -61,9 +71,12 @@ class Plan:
         return self.image_dir / item.filename
 
     def manifest(self) -> dict:
+        # A video's row is its last frame's (a PNG with the recipe and scores); the video is beside it.
         return {
             "items": [
-                {"file": f"images/{i.filename}", "prompt_set": i.prompt_set, "variant": i.variant, "method": i.method, "seed": i.seed}
+                {"file": f"images/{i.last_frame if i.motion else i.filename}", "prompt_set": i.prompt_set,
+                 "variant": i.variant, "method": i.method, "seed": i.seed,
+                 **({"video": f"images/{i.filename}"} if i.motion else {})}
                 for i in self.items
             ],
             "evaluators": list(self.evaluators),
@@ -88,8 +101,11 @@ def build_plan(
     variants: list[tuple[str, dict[str, Any]]] | None = None,
     evaluators: tuple[str, ...] = (),
     published: dict | None = None,
+    animation: dict[str, Any] | None = None,
 ) -> Plan:
-    """Every combination, each method with identical settings and seeds."""
+    """Every combination, each method with identical settings and seeds. With `animation` (the
+    Motion's settings and the video's `format`; a variant's own `animation` table changes some of
+    them) every item is a video."""
     if not prompt_sets:
         raise ConfigError("a plan needs at least one prompt")
     if not seeds:
@@ -102,9 +118,12 @@ def build_plan(
     marked = list(dict.fromkeys(term for m in parsed for term, _ in m.marks))
     items = []
     base = upgraded(base)  # a plan written for an older release keeps working
-    variants = [(name, _upgraded_overrides(base, overrides)) for name, overrides in variants or [("", {})]]
+    variants = variants or [("", {})]
+    videos = [_video(animation, overrides.get("animation"), name) for name, overrides in variants]
+    variants = [(name, _upgraded_overrides(base, {k: v for k, v in overrides.items() if k != "animation"}))
+                for name, overrides in variants]
     for name, prompts in prompt_sets:
-        for variant, overrides in variants:
+        for (variant, overrides), (motion, suffix) in zip(variants, videos):
             for method in parsed:
                 for seed in seeds:
                     terms = merged_terms(base.get("terms", {}), overrides.get("terms", {}))
@@ -113,8 +132,53 @@ def build_plan(
                                                  "prompts": prompts, "terms": terms, "seed": seed})
                     for term in marked:
                         config = _with_mark(config, term, dict(method.marks).get(term, ""))
-                    items.append(PlanItem(name, variant, seed, config))
+                    if motion is not None:
+                        from .animate import check
+
+                        check(config, motion)
+                    items.append(PlanItem(name, variant, seed, config, motion, suffix))
     return Plan(tuple(items), Path(out_dir), tuple(evaluators), published)
+
+
+def _video(animation: dict[str, Any] | None, changes: dict[str, Any] | None, variant: str) -> tuple[Any, str]:
+    """(Motion, suffix) of a plan's videos, a variant's changes applied; (None, "") for images."""
+    if changes is not None and animation is None:
+        raise ConfigError(f"variant {variant!r} changes the animation, but the plan has no [animation] table")
+    if animation is None:
+        return None, ""
+    from .animate import Motion
+    from .animation import check_format
+
+    where = f"the plan's animation{f' in variant {variant!r}' if variant else ''}"
+    table = {**animation, **(changes or {})}
+    suffix = "." + str(table.pop("format", "gif")).lower().lstrip(".")
+    check_format(suffix)
+    try:
+        motion = Motion.from_dict(_schedules(Motion, table))
+    except (ArgumentTypeError, TypeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    problems = motion.problems()
+    if problems:
+        raise ConfigError(f"{where}: {problems[0]}")
+    return motion, suffix
+
+
+def _schedules(cls: type, table: dict[str, Any]) -> dict[str, Any]:
+    """A plan's schedule settings of `cls` as Schedules: a number is a constant, a string is
+    KIND:START:END[:RATE] as on the command line (a table is read by settings_from_table)."""
+    from .schedules import Schedule
+    from .settings import described, kind_of, parse_schedule
+
+    out = dict(table)
+    for f, _ in described(cls):
+        value = out.get(f.name)
+        if kind_of(f) != "schedule" or isinstance(value, (dict, bool)) or value is None:
+            continue
+        if isinstance(value, (int, float)):
+            out[f.name] = Schedule.constant(float(value))
+        elif isinstance(value, str):
+            out[f.name] = parse_schedule(value, f.name.replace("_", " "))
+    return out
 
 
 def _upgraded_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +212,7 @@ def load_plan(path: str | Path, out_dir: str | Path | None = None) -> Plan:
         raise DasAgError(f"plan {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise DasAgError(f"plan {path} is not valid TOML ({exc})") from None
-    known = {"out", "preset", "seeds", "methods", "evaluators", "settings", "prompts", "variants"}
+    known = {"out", "preset", "seeds", "methods", "evaluators", "settings", "prompts", "variants", "animation"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise DasAgError(f"plan {path} has unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
@@ -175,11 +239,20 @@ def load_plan(path: str | Path, out_dir: str | Path | None = None) -> Plan:
             raise DasAgError(f"prompt set name {str(name)!r} must be letters, digits, '.', '_' or '-' "
                              "(not starting with '.'); it becomes part of file names")
         prompt_sets.append((str(name) if name else f"{i + 1:02d}-{slug(texts[0] if texts else '')}", prompts))
-    variants = [(slug(v.get("name", f"variant-{i + 1}")), _settings({k: x for k, x in v.items() if k != "name"}, "variant"))
+    variants = [(slug(v.get("name", f"variant-{i + 1}")),
+                 {**_settings({k: x for k, x in v.items() if k not in ("name", "animation")}, "variant"),
+                  **({"animation": _table(v["animation"], "a variant's animation")} if "animation" in v else {})})
                 for i, v in enumerate(data.get("variants", []))]
+    animation = _table(data["animation"], "animation") if "animation" in data else None
     out = Path(out_dir) if out_dir else (path.parent / data.get("out", path.stem))
     return build_plan(prompt_sets, seeds, base, out, methods=methods, variants=variants or None,
-                      evaluators=tuple(data.get("evaluators", ())))
+                      evaluators=tuple(data.get("evaluators", ())), animation=animation)
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DasAgError(f"a plan's {where} must be a table (keys and values), not {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -275,6 +348,22 @@ def is_complete(path: Path, config: GenerationConfig, model_identities: dict) ->
         return False
 
 
+def is_video_complete(path: Path, item: PlanItem, model_identities: dict) -> bool:
+    """True when the video `path` was made and its last frame finishes exactly `item`'s animation
+    with the same weights (every frame before it was checked against it as it was made)."""
+    from .animate import animation_from_recipe
+
+    frame = path.parent / item.last_frame
+    try:
+        recipe = read_recipe(frame)
+        return (path.is_file() and recipe.get("run", {}).get("status") == "completed"
+                and recipe.get("models") == model_identities
+                and recipe["animation"].get("frame") == item.motion.frames - 1
+                and animation_from_recipe(recipe) == (item.config, item.motion))
+    except (DasAgError, KeyError, TypeError, AttributeError):
+        return False
+
+
 def run_plan(plan: Plan, models, *, on_item: Callable[[PlanItem, str], None] | None = None,
              on_step: Callable[[Any], None] | None = None, images_per_step: int | None = None) -> tuple[int, int]:
     """Make every item not already complete, several images per step. Returns (made, skipped).
@@ -311,9 +400,12 @@ def _run_plan_locked(plan: Plan, models, identities, on_item, on_step, images_pe
     from .engine import choose_images_per_step, synthesize
 
     todo, skipped = plan_todo(plan, identities, on_item)
-    if not todo:
-        return 0, skipped
+    videos, todo = [i for i in todo if i.motion], [i for i in todo if not i.motion]
     made = 0
+    for item in videos:
+        made += make_video(plan, item, models, on_item, on_step)
+    if not todo:
+        return made, skipped
     for items in item_batches(todo, choose_images_per_step(models, [item.config for item in todo], images_per_step)):
         run = synthesize([item.config for item in items], models)
         for event in run:
@@ -327,13 +419,14 @@ def plan_todo(plan: Plan, identities: dict, on_item=None) -> tuple[list[PlanItem
     """Ready the plan's folder (a killed run's temporary files gone, the manifest written) and
     return the items still to make, with how many were already complete. A seed's methods come
     side by side, so that they share a batch whatever its size."""
-    for leftover in plan.image_dir.glob(".*.partial"):
+    for leftover in plan.image_dir.glob("**/.*.partial"):
         leftover.unlink()  # a temporary file of a run that was killed mid-write; never a result
     write_atomic(plan.out_dir / MANIFEST, json.dumps(plan.manifest(), indent=2).encode(), overwrite=True)
     todo = []
     skipped = 0
     for item in plan.items:
-        if is_complete(plan.path(item), item.config, identities):
+        path = plan.path(item)
+        if is_video_complete(path, item, identities) if item.motion else is_complete(path, item.config, identities):
             skipped += 1
             if on_item:
                 on_item(item, "skipped")
@@ -341,6 +434,16 @@ def plan_todo(plan: Plan, identities: dict, on_item=None) -> tuple[list[PlanItem
             todo.append(item)
     todo.sort(key=lambda item: (item.prompt_set, item.variant, item.seed))
     return todo, skipped
+
+
+def make_video(plan: Plan, item: PlanItem, models, on_item=None, on_step=None) -> int:
+    """Make (or go on making, from its frames on disk) one video of the plan."""
+    from .animate import animate
+
+    animate(item.config, item.motion, models, plan.path(item), on_step=(lambda k, event: on_step(event)) if on_step else None)
+    if on_item:
+        on_item(item, "completed")
+    return 1
 
 
 def item_batches(todo: list[PlanItem], images_per_step: int) -> list[list[PlanItem]]:
@@ -427,6 +530,7 @@ def collect_rows(out_dir: Path, evaluators: list | None = None) -> list[dict[str
                 "method": config.method,
                 "seed": config.seed,
                 "status": recipe["run"]["status"],
+                **({"video": entry["video"]} if entry.get("video") else {}),
                 **Scores(recipe["scores"]).numbers(),
             }
         )
@@ -442,7 +546,7 @@ def score_columns(rows: list[dict[str, Any]], exclude: set[str] = frozenset()) -
     from .evaluators import Column
 
     known = [c for c in TRAINING_COLUMNS if any(c.name in r for r in rows)]
-    fixed = {"file", "prompt_set", "variant", "method", "seed", "status", *(c.name for c in TRAINING_COLUMNS)}
+    fixed = {"file", "video", "prompt_set", "variant", "method", "seed", "status", *(c.name for c in TRAINING_COLUMNS)}
     extra = sorted({k for r in rows for k in r if k not in fixed and k not in exclude})
     return known + [Column(k, f"{k} (a term of the run, training models)", False) for k in extra]
 

@@ -58,7 +58,8 @@ def _json(data: Any) -> bytes:
 
 def _csv(rows: list[dict], names: list[str]) -> str:
     buffer = io.StringIO()
-    fields = ["file", "prompt_set", "variant", "method", "seed", "status", *names]
+    fields = ["file", *(["video"] if any("video" in r for r in rows) else []), "prompt_set", "variant", "method",
+              "seed", "status", *names]
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
