@@ -83,3 +83,105 @@ def test_gradients_reach_the_canvas():
     s = AugmentStrength(jitter=16, colour_shift=0.1, noise=0.2)
     views(c, copies=4, resolution=224, strength=s, seed=0).sum().backward()
     assert c.grad is not None and c.grad.abs().sum() > 0
+
+
+# -- views of other sizes, stretches, turns and flips -------------------------------------------
+def test_a_whole_picture_crop_samples_exactly_the_shifted_window():
+    from das_ag.augment import ViewShape, crop_maps, sampled_views
+
+    canvas = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    for picture in (64, (48, 96)):
+        d = draw((128, 128), 6, picture, AugmentStrength(4, 0.0, 0.0), torch.Generator().manual_seed(1))
+        maps = crop_maps((128, 128), picture if isinstance(picture, tuple) else (picture, picture), d.shifts,
+                         ViewShape(), torch.Generator().manual_seed(2), "cpu")
+        if picture == 64:  # square: the same windows, to the bit
+            assert torch.equal(sampled_views(canvas, picture, maps), jittered_windows(canvas, picture, d.shifts))
+        else:  # another shape: each view is a whole short-side square inside the picture
+            assert sampled_views(canvas, picture, maps).shape == (6, 3, 48, 48)
+
+
+def test_legacy_views_draw_nothing_more_and_varied_views_differ():
+    from das_ag.augment import ViewShape
+
+    strength = AugmentStrength(4, 0.1, 0.2)
+    canvas = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    plain = draw((128, 128), 4, 64, strength, torch.Generator().manual_seed(3))
+    legacy = draw((128, 128), 4, 64, strength, torch.Generator().manual_seed(3), shape=ViewShape())
+    assert legacy.crops is None and torch.equal(apply(canvas, plain, resolution=64, out_size=64),
+                                                apply(canvas, legacy, resolution=64, out_size=64))
+    varied = draw((128, 128), 4, 64, strength, torch.Generator().manual_seed(3), shape=ViewShape(0.4, 1.3, 20.0, True))
+    # The same shifts, colours and noise (drawn first), then the crops: other views.
+    assert torch.equal(varied.shifts, plain.shifts) and torch.equal(varied.noise, plain.noise)
+    views = apply(canvas, varied, resolution=64, out_size=64)
+    assert views.shape == (4, 3, 64, 64) and not torch.allclose(views, apply(canvas, plain, resolution=64, out_size=64))
+
+
+def test_a_small_crop_magnifies_and_a_flip_mirrors():
+    from das_ag.augment import ViewShape, crop_maps, sampled_views
+
+    # A picture whose left half is dark and right half bright, in a canvas with a margin.
+    canvas = torch.zeros(1, 3, 128, 128)
+    canvas[..., 32:96, 64:96] = 1.0
+    shifts = torch.zeros(2, 64, dtype=torch.long)
+    maps = crop_maps((128, 128), (64, 64), shifts, ViewShape(crop_min=0.3, flip=True), torch.Generator().manual_seed(0), "cpu")
+    scale = maps[:, 0, 0].abs()
+    assert scale.min() >= 0.3 * 64 / 128 - 1e-6 and scale.max() <= 64 / 128 + 1e-6  # sides from 0.3 to 1 of 64 px
+    assert (maps[:, 0, 0] < 0).any() and (maps[:, 0, 0] > 0).any()  # some views mirrored, some not
+    whole = crop_maps((128, 128), (64, 64), shifts[:, :2], ViewShape(flip=True), torch.Generator().manual_seed(5), "cpu")
+    views = sampled_views(canvas, 64, whole)
+    for view, m in zip(views, whole):
+        bright_right = view[0, :, 40:].mean() > view[0, :, :24].mean()
+        assert bright_right == bool(m[0, 0] > 0)  # a mirrored whole view has the bright half on the left
+
+
+def test_gradients_reach_the_canvas_through_varied_views():
+    from das_ag.augment import ViewShape
+
+    canvas = torch.rand(1, 3, 128, 128, requires_grad=True)
+    d = draw((128, 128), 4, 64, AugmentStrength(4, 0.1, 0.1), torch.Generator().manual_seed(0),
+             shape=ViewShape(0.5, 1.2, 15.0, True))
+    apply(canvas, d, resolution=64, out_size=64).sum().backward()
+    assert canvas.grad is not None and canvas.grad[..., 32:96, 32:96].abs().sum() > 0
+
+
+def test_recipes_from_before_views_varied_keep_the_views_they_were_made_with():
+    from das_ag.config import LEGACY_VIEWS, VIEW_FIELDS, GenerationConfig
+    from das_ag.prompts import Prompt
+
+    config = GenerationConfig(prompts=(Prompt("a kite"),), crop_min=0.5, view_flip=True)
+    assert GenerationConfig.from_dict(config.to_dict()) == config
+    old = {k: v for k, v in config.to_dict().items() if k not in VIEW_FIELDS}
+    assert tuple(getattr(GenerationConfig.from_dict(old), k) for k in VIEW_FIELDS) == LEGACY_VIEWS
+
+
+@pytest.mark.parametrize("changes, said", [
+    (dict(crop_min=0.05), "crop min must be a number from 0.1 to 1"),
+    (dict(crop_aspect=3.0), "crop aspect must be a number from 1 to 2"),
+    (dict(view_turn=-5.0), "view turn must be a number from 0 to 180"),
+    (dict(view_flip="yes"), "view flip must be true or false"),
+])
+def test_bad_view_settings_are_one_line(changes, said):
+    from das_ag.config import GenerationConfig
+    from das_ag.errors import ConfigError
+    from das_ag.prompts import Prompt
+
+    with pytest.raises(ConfigError, match=said):
+        GenerationConfig(prompts=(Prompt("a kite"),), **changes)
+
+
+def test_varied_views_from_the_cli_go_into_the_recipe_and_make_the_same_bytes_again(weights_env, tmp_path):
+    from das_ag.cli import main
+    from das_ag.png import read_recipe
+
+    out = tmp_path / "v.png"
+    args = ["generate", "--prompt", "a kite", "--steps", "3", "--copies", "2", "--resolution", "64", "--device", "cpu",
+            "--crop-min", "0.5", "--view-turn", "15", "--view-flip", "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
+    config = read_recipe(out)["config"]
+    assert (config["crop_min"], config["crop_aspect"], config["view_turn"], config["view_flip"]) == (0.5, 1.0, 15.0, True)
+    again = tmp_path / "again.png"
+    assert main(["generate", "--from-png", str(out), "--out", str(again), "--quiet"]) == 0
+    assert again.read_bytes() == out.read_bytes()
+    plain = tmp_path / "plain.png"
+    assert main([*args[:-6], "--quiet", "--out", str(plain)]) == 0
+    assert plain.read_bytes() != out.read_bytes()

@@ -406,6 +406,9 @@ def sidebar(on_cpu: bool) -> list[str]:
         st.number_input("Jitter margin (px)", key="jitter_margin", min_value=0, max_value=int(setting_of("jitter_margin").maximum),
                         disabled=ss["jitter_margin_auto"],
                         help="turn off the automatic margin to set it" if ss["jitter_margin_auto"] else setting_of("jitter_margin").help)
+        st.caption("Views CLIP sees each step: crops of other sizes, stretched, turned or mirrored, make pictures "
+                   "that other CLIPs recognise too")
+        setting_controls("views")
 
         st.subheader("Loss terms")
         term_controls()

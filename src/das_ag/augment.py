@@ -1,5 +1,9 @@
 """Random views of the canvas for one step: jitter, colour shift, noise, crop, resize, normalise.
 
+Views are the whole picture shifted by the jitter, or, with a view shape (ViewShape), random
+crops of other sizes, stretched, turned and mirrored, sampled through one affine grid per view
+(a crop of the whole picture with no stretch, turn or flip samples exactly the shifted window).
+
 Every draw comes from the run's seeded generator, so a run is a function of its config. `draw`
 makes a step's random numbers (eager, before the step's forward) and `apply` makes the views from
 them, a pure function of the canvas that a compiled step traces. The whole batch is made with
@@ -8,6 +12,7 @@ tensor ops (no per-copy Python loop and no host sync).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +29,17 @@ class AugmentStrength:
     jitter: int  # largest shift in pixels
     colour_shift: float  # colour affine range, CLIP-normalised units
     noise: float  # Gaussian noise sigma, CLIP-normalised units
+
+
+@dataclass(frozen=True)
+class ViewShape:
+    """How views may differ from the whole picture: the config's crop_min, crop_aspect,
+    view_turn (degrees) and view_flip."""
+
+    crop_min: float = 1.0
+    crop_aspect: float = 1.0
+    turn: float = 0.0
+    flip: bool = False
 
 
 def normalize(pixels: torch.Tensor) -> torch.Tensor:
@@ -46,6 +62,9 @@ class AugmentDraws:
     # Python number as a constant, and would be compiled again for each step's value.
     colour_range: torch.Tensor | None = None
     noise_sigma: torch.Tensor | None = None
+    # (copies, 2, 3) each view's affine map from its own coordinates to the canvas's (both in
+    # grid_sample's [-1, 1]); None: the views are the shifted windows.
+    crops: torch.Tensor | None = None
 
 
 def draw(
@@ -57,9 +76,11 @@ def draw(
     *,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    shape: ViewShape | None = None,
 ) -> AugmentDraws:
     """This step's draws for `copies` views of a canvas of `canvas_shape` (height, width), in the
-    order they have always been drawn from `generator`: shifts, colour, noise."""
+    order they have always been drawn from `generator`: shifts, colour, noise, and then, when
+    `shape` lets views vary, their crops."""
     height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
     top, left = ((c - v) // 2 for c, v in zip(canvas_shape, (height, width)))
     max_shift = strength.jitter
@@ -74,7 +95,39 @@ def draw(
         side = min(height, width)
         noise = torch.randn((copies, 3, side, side), generator=generator, device=device, dtype=dtype)
         noise_sigma = torch.full((), strength.noise, device=device, dtype=dtype)
-    return AugmentDraws(shifts, colour, noise, colour_range, noise_sigma)
+    crops = None
+    if shape is not None and shape != ViewShape():
+        crops = crop_maps(canvas_shape, (height, width), shifts, shape, generator, device)
+    return AugmentDraws(shifts, colour, noise, colour_range, noise_sigma, crops)
+
+
+def crop_maps(canvas_shape: tuple[int, int], picture: tuple[int, int], shifts: torch.Tensor, shape: ViewShape,
+              generator: torch.Generator, device) -> torch.Tensor:
+    """Each view's affine map (copies, 2, 3), drawn from `generator`: a crop whose area is uniform
+    between crop_min² and the whole short-side square, stretched by up to crop_aspect, turned by
+    up to `turn` degrees either way, mirrored half the time when `flip`, placed anywhere in the
+    picture, then shifted by the jitter. Built in float64 and returned as float32: the maps are
+    small, and a whole-picture crop must land on pixel centres exactly."""
+    copies = shifts.shape[1]
+    u = torch.rand(6, copies, generator=generator, device=device, dtype=torch.float64)
+    height, width = picture
+    canvas_h, canvas_w = canvas_shape
+    side = min(height, width)
+    scale = (shape.crop_min ** 2 + u[0] * (1 - shape.crop_min ** 2)).sqrt() * side
+    stretch = ((2 * u[1] - 1) * math.log(shape.crop_aspect)).exp().sqrt()
+    w, h = scale * stretch, scale / stretch
+    angle = (2 * u[2] - 1) * math.radians(shape.turn)
+    mirror = torch.where(u[3] < 0.5, -1.0, 1.0).to(u) if shape.flip else torch.ones_like(u[3])
+    top, left = ((c - v) // 2 for c, v in zip(canvas_shape, picture))
+    # Anywhere the crop fits in the picture (centred where it does not), then the jitter's shift.
+    cx = left + w / 2 + u[4] * (width - w).clamp(min=0) - shifts[1].to(u)
+    cy = top + h / 2 + u[5] * (height - h).clamp(min=0) - shifts[0].to(u)
+    cos, sin = angle.cos(), angle.sin()
+    maps = torch.stack([
+        torch.stack([w * mirror * cos / canvas_w, -h * sin / canvas_w, 2 * cx / canvas_w - 1], -1),
+        torch.stack([w * mirror * sin / canvas_h, h * cos / canvas_h, 2 * cy / canvas_h - 1], -1),
+    ], 1)
+    return maps.float()
 
 
 def jittered_windows(canvas: torch.Tensor, resolution: int | tuple[int, int], shifts: torch.Tensor) -> torch.Tensor:
@@ -97,6 +150,18 @@ def jittered_windows(canvas: torch.Tensor, resolution: int | tuple[int, int], sh
     return views.transpose(0, 1)
 
 
+def sampled_views(canvas: torch.Tensor, resolution: int | tuple[int, int], maps: torch.Tensor) -> torch.Tensor:
+    """Views of the short side's size sampled (bilinearly) through each view's affine map; a view
+    reaching past the canvas sees it mirrored."""
+    import torch.nn.functional as F
+
+    side = min((resolution, resolution) if isinstance(resolution, int) else resolution)
+    copies = maps.shape[0]
+    grid = F.affine_grid(maps.to(canvas.dtype), [copies, canvas.shape[1], side, side], align_corners=False)
+    return F.grid_sample(canvas.expand(copies, -1, -1, -1), grid, mode="bilinear", padding_mode="reflection",
+                         align_corners=False)
+
+
 def spread(room: int, copies: int, device) -> torch.Tensor | int:
     """Offsets of `copies` windows spread evenly over `room` px (0 when there is none)."""
     if room == 0:
@@ -109,7 +174,11 @@ def spread(room: int, copies: int, device) -> torch.Tensor | int:
 def apply(canvas: torch.Tensor, draws: AugmentDraws, *, resolution: int | tuple[int, int],
           out_size: int = 224) -> torch.Tensor:
     """A CLIP-normalised batch (copies, 3, out_size, out_size) of `canvas`'s views made with `draws`."""
-    views = normalize(jittered_windows(canvas, resolution, draws.shifts))
+    if draws.crops is None:
+        views = jittered_windows(canvas, resolution, draws.shifts)
+    else:
+        views = sampled_views(canvas, resolution, draws.crops)
+    views = normalize(views)
     if draws.colour is not None:
         # Per-copy, per-channel affine: x * exp(u1) + u2 with u1, u2 ~ U[-c, c].
         u = (draws.colour * 2 - 1) * draws.colour_range

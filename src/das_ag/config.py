@@ -28,6 +28,10 @@ MAX_STEPS, MAX_COPIES = 100_000, 256
 MAX_ASPECT = 4.0  # the long side at most four times the short one: CLIP sees squares of the short side
 
 SCHEDULE_FIELDS = ("noise", "colour_shift", "jitter")
+# The views of releases before crops, stretches, turns and flips: a recipe without these settings
+# was made with them (their defaults may differ), so it makes the same image again.
+LEGACY_VIEWS = (1.0, 1.0, 0.0, False)
+VIEW_FIELDS = ("crop_min", "crop_aspect", "view_turn", "view_flip")
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,19 @@ class GenerationConfig:
     # Jitter as a fraction of the margin, so schedules survive a change of resolution.
     jitter: Schedule = setting(Schedule.constant(1.0), group="augmentation", studio=False,
                                label="Jitter (fraction of margin)", minimum=0.0, maximum=1.0, help="jitter over the run, as a fraction of the margin")
+    # Views of other sizes, shapes and turns than the whole picture shifted: what makes an image
+    # that other CLIPs recognise too (bench/transfer.py, note/transfer.md). The "legacy" values
+    # (1, 1, 0, off) make exactly the views of releases before them.
+    crop_min: float = setting(1.0, group="views", minimum=0.1, maximum=1.0, step=0.05, label="Smallest view",
+                              help="the smallest view's side as a fraction of the picture's short side: each step's "
+                                   "views are random crops from this size up to the whole picture (1: every view is "
+                                   "the whole picture, shifted)")
+    crop_aspect: float = setting(1.0, group="views", minimum=1.0, maximum=2.0, step=0.05, label="View stretch",
+                                 help="how far a view may be stretched or squeezed (1: never; 1.3: up to 1.3x)")
+    view_turn: float = setting(0.0, group="views", minimum=0.0, maximum=180.0, step=1.0, label="View turn (degrees)",
+                               help="views are turned by up to this many degrees either way (0: never)")
+    view_flip: bool = setting(False, group="views", label="Flip views",
+                              help="half the views, at random, are mirrored left to right")
     seed: int = setting(42, group="reproducibility", minimum=0, maximum=2**63 - 1, studio=False,
                         help="the seed of the start image and every augmentation")
     deterministic: bool = setting(False, group="device", studio=False,
@@ -158,6 +175,11 @@ class GenerationConfig:
     def short_side(self) -> int:
         """The side of the square views CLIP sees (the whole image when it is square)."""
         return min(self.image_shape)
+
+    @property
+    def views_vary(self) -> bool:
+        """Whether views differ from the whole picture shifted: crops, stretches, turns or flips."""
+        return (self.crop_min, self.crop_aspect, self.view_turn, self.view_flip) != LEGACY_VIEWS
 
     @property
     def margin(self) -> int:
@@ -276,6 +298,10 @@ class GenerationConfig:
         if self.jitter_margin is not None:
             _int_in(p, "jitter margin", self.jitter_margin, 0, MAX_RESOLUTION // 2)
         _int_in(p, "seed", self.seed, 0, 2**63 - 1)
+        for name, lo, hi in (("crop_min", 0.1, 1.0), ("crop_aspect", 1.0, 2.0), ("view_turn", 0.0, 180.0)):
+            _number_in(p, name.replace("_", " "), getattr(self, name), lo, hi)
+        if not isinstance(self.view_flip, bool):
+            p.append("view flip must be true or false")
         if not _finite(self.lr) or self.lr <= 0:
             p.append(f"learning rate must be a positive finite number, not {self.lr!r}")
         for name in SCHEDULE_FIELDS:
@@ -367,6 +393,8 @@ class GenerationConfig:
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; was this made by a newer das-ag?")
         kwargs = upgraded(data)
+        for name, legacy in zip(VIEW_FIELDS, LEGACY_VIEWS):
+            kwargs.setdefault(name, legacy)
         try:
             if "prompts" in kwargs:
                 kwargs["prompts"] = tuple(prompt_from_dict(p) for p in kwargs["prompts"])
@@ -602,6 +630,11 @@ def _finite(v: object) -> bool:
 def _choice(problems: list[str], name: str, value: object, allowed) -> None:
     if value not in allowed:
         problems.append(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+def _number_in(problems: list[str], name: str, value: object, lo: float, hi: float) -> None:
+    if not _finite(value) or not lo <= value <= hi:
+        problems.append(f"{name} must be a number from {lo:g} to {hi:g}, not {value!r}")
 
 
 def _int_in(problems: list[str], name: str, value: object, lo: int, hi: int) -> None:

@@ -141,6 +141,7 @@ class _Image:
         # augmentation draws on the run's device.
         self.canvas = build_canvas(config, torch.Generator().manual_seed(config.seed)).to(device)
         self.augment_generator = torch.Generator(device=device).manual_seed(config.seed)
+        self.view_shape = augment.ViewShape(config.crop_min, config.crop_aspect, config.view_turn, config.view_flip)
         self.terms = [cls(config, models) for cls in active_terms(config)]
         self.warnings = tuple(w for t in self.terms for w in t.warnings)
         self.status, self.message, self.steps_done = "running", "", 0
@@ -153,7 +154,7 @@ class _Image:
             jitter=int(cfg.jitter.at(t, T) * cfg.margin), colour_shift=cfg.colour_shift.at(t, T), noise=cfg.noise.at(t, T)
         )
         draws = augment.draw(self.canvas.shape, cfg.augment_copies, cfg.image_shape, strength,
-                             self.augment_generator, device=self.augment_generator.device)
+                             self.augment_generator, device=self.augment_generator.device, shape=self.view_shape)
         return _Prepared(draws, [term.at_step(t, T) for term in self.terms])
 
     def views(self, prepared: _Prepared, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
