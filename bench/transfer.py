@@ -19,7 +19,6 @@ setting's.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     judge = load_models(str(TOYCLIP / "toyclip-shapes-judge.pt"), None, "cpu", need_head=False)
     print(f"{len(CAPTIONS)} captions x seeds {seeds}, {args.steps} steps, 64 px, {args.canvas}, "
           f"{torch.get_num_threads()} threads")
-    print(f"| setting | judge top-1 | shape | colour | maker top-1 | s/image | judge's misses by shape |")
+    print("| setting | judge top-1 | shape | colour | maker top-1 | s/image | judge's misses by shape |")
     print("|---|---|---|---|---|---|---|")
     rows = []
     for name in names:
