@@ -17,7 +17,7 @@ from typing import Any
 from .errors import ConfigError
 from .prompts import Prompt
 from .schedules import Schedule
-from .settings import described, replace_settings, setting, with_current_names
+from .settings import described, kind_of, replace_settings, setting, with_current_names
 
 # Re-exported: the method names lived here before methods.py.
 from .methods import GUIDANCE, METHOD_NAMES, METHOD_ORDER  # noqa: E402,F401
@@ -177,11 +177,6 @@ class GenerationConfig:
         return min(self.image_shape)
 
     @property
-    def views_vary(self) -> bool:
-        """Whether views differ from the whole picture shifted: crops, stretches, turns or flips."""
-        return (self.crop_min, self.crop_aspect, self.view_turn, self.view_flip) != LEGACY_VIEWS
-
-    @property
     def margin(self) -> int:
         return default_margin(self.short_side) if self.jitter_margin is None else self.jitter_margin
 
@@ -298,8 +293,9 @@ class GenerationConfig:
         if self.jitter_margin is not None:
             _int_in(p, "jitter margin", self.jitter_margin, 0, MAX_RESOLUTION // 2)
         _int_in(p, "seed", self.seed, 0, 2**63 - 1)
-        for name, lo, hi in (("crop_min", 0.1, 1.0), ("crop_aspect", 1.0, 2.0), ("view_turn", 0.0, 180.0)):
-            _number_in(p, name.replace("_", " "), getattr(self, name), lo, hi)
+        for f, s in described(GenerationConfig):  # the views' bounds are their settings' own
+            if f.name in VIEW_FIELDS and kind_of(f) == "float":
+                _number_in(p, f.name.replace("_", " "), getattr(self, f.name), s.minimum, s.maximum)
         if not isinstance(self.view_flip, bool):
             p.append("view flip must be true or false")
         if not _finite(self.lr) or self.lr <= 0:
