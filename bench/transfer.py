@@ -39,6 +39,7 @@ CAPTIONS = tuple(f"a {c} {s}" for c in COLOURS for s in SHAPES)
 # The settings compared, each over the same base (64 px, 150 steps, guidance off). `today` is
 # das-ag's defaults before this bench; `default` whatever the defaults are now.
 BASE = dict(resolution=64, steps=150, device="cpu", terms={"aesthetic": {"guidance": "off"}})
+# The views of releases before bench/transfer.py: the whole picture, shifted.
 TODAY = dict(crop_min=1.0, crop_aspect=1.0, view_turn=0.0, view_flip=False)
 PIXELS = {
     "today": TODAY,
@@ -54,6 +55,13 @@ PIXELS = {
     "wide-jitter": dict(TODAY, jitter_margin=12),
     "copies-16": dict(TODAY, augment_copies=16),
     "lr-0.05": dict(TODAY, lr=0.05),
+    # Over today's defaults (crops from half the side, flips, turns of 15 degrees): the canvas.
+    "default+levels-all": dict(canvas_settings={"levels": "all"}),
+    "default+combine-sum": dict(canvas_settings={"combine": "sum"}),
+    "default+bicubic": dict(canvas_settings={"interpolation": "bicubic"}),
+    "default+lr-0.2": dict(lr=0.2),
+    "default+copies-12": dict(augment_copies=12),
+    "default+noise-low": dict(noise=0.1),
 }
 STROKES_BASE = dict(canvas="strokes", canvas_settings={"count": 24, "width": 4.0, "width_max": 10.0})
 STROKES = {

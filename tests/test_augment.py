@@ -175,13 +175,17 @@ def test_varied_views_from_the_cli_go_into_the_recipe_and_make_the_same_bytes_ag
 
     out = tmp_path / "v.png"
     args = ["generate", "--prompt", "a kite", "--steps", "3", "--copies", "2", "--resolution", "64", "--device", "cpu",
-            "--crop-min", "0.5", "--view-turn", "15", "--view-flip", "--quiet"]
+            "--crop-min", "0.7", "--crop-aspect", "1.2", "--view-turn", "5", "--no-view-flip", "--quiet"]
     assert main([*args, "--out", str(out)]) == 0
     config = read_recipe(out)["config"]
-    assert (config["crop_min"], config["crop_aspect"], config["view_turn"], config["view_flip"]) == (0.5, 1.0, 15.0, True)
+    assert (config["crop_min"], config["crop_aspect"], config["view_turn"], config["view_flip"]) == (0.7, 1.2, 5.0, False)
     again = tmp_path / "again.png"
     assert main(["generate", "--from-png", str(out), "--out", str(again), "--quiet"]) == 0
     assert again.read_bytes() == out.read_bytes()
     plain = tmp_path / "plain.png"
-    assert main([*args[:-6], "--quiet", "--out", str(plain)]) == 0
+    assert main([*args[:-8], "--quiet", "--out", str(plain)]) == 0
     assert plain.read_bytes() != out.read_bytes()
+    # Today's defaults vary the views too, and a recipe says so: crops from half the side,
+    # flips, turns of up to 15 degrees (bench/transfer.py).
+    config = read_recipe(plain)["config"]
+    assert (config["crop_min"], config["crop_aspect"], config["view_turn"], config["view_flip"]) == (0.5, 1.0, 15.0, True)

@@ -54,7 +54,8 @@ def test_an_independent_renderer_paints_the_svg_like_the_png(models, preset, cha
     of pixels within 24. They differ only at stroke edges, where das-ag's sigmoid edge (0.2 px
     softness) meets resvg's exact area coverage, most at tight kinks of pixel-sized strokes."""
     settings = {**PRESETS[preset]["canvas_settings"], **changes} if preset else changes
-    config = strokes_config(resolution=96, steps=6, canvas_settings=settings)
+    # The whole-picture views: the margins below were measured on these drawings.
+    config = strokes_config(resolution=96, steps=6, canvas_settings=settings, crop_min=1.0, view_turn=0.0, view_flip=False)
     result = synthesize(config, models).run()
     files = result.files()
     ours = np.asarray(Image.open(io.BytesIO(files[".png"])).convert("RGB"), dtype=np.float64)
@@ -264,7 +265,9 @@ def test_a_stroke_drawing_shows_its_captions_colour_to_another_clip(toy_models):
     captions = [f"a {c} {s}" for c in colours for s in ("circle", "square", "triangle", "cross", "ring")]
     text = judge.encode_texts(tokenize(captions)[0])
     for caption in ("a red cross", "a blue square", "a yellow triangle"):
-        image = synthesize(toy_config(prompts=(Prompt(caption),)), maker).run().image
+        # The whole-picture views, for which these three drawings were chosen; bench/transfer.py
+        # measures the default views over 90 drawings (the judge's colour: 66% -> 82% with them).
+        image = synthesize(toy_config(prompts=(Prompt(caption),), crop_min=1.0, view_turn=0.0, view_flip=False), maker).run().image
         seen = captions[int((embed_image(judge, image) @ text.t())[0].argmax())]
         assert seen.split()[1] == caption.split()[1], (caption, seen)
 
