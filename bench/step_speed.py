@@ -2,6 +2,7 @@
 
     uv run python bench/step_speed.py                 # CPU: ViT-B/32 and ViT-L/14 shapes
     uv run python bench/step_speed.py --device cuda   # on a GPU
+    uv run python bench/step_speed.py --routes        # CPU: each route's share of peak, per dtype
 
 Random-weight CLIPs of the real shapes are built locally (no download). For each shape, at 224 px
 with 8 copies: the engine's step time in float32, in its default mode (auto) and compiled; the
@@ -29,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from das_ag import GenerationConfig, Prompt, load_models, synthesize  # noqa: E402
+from das_ag.cpu_routes import EncoderShape, chosen_route, cpu_flags, cpu_model  # noqa: E402
 from das_ag.encoder import FrozenLinear, packing_available  # noqa: E402
 from das_ag.engine import resolve_dtype  # noqa: E402
 from das_ag.models import AestheticHead  # noqa: E402
@@ -176,6 +178,31 @@ def reference_step_seconds(models, clip_path: Path, steps: int, copies: int) -> 
     return statistics.median(times)
 
 
+def measure_routes(args: argparse.Namespace, tmp: Path, head: Path, peaks: dict) -> int:
+    """Per shape and dtype: the step by the route chosen here ("auto") and by each linear route,
+    each step's FLOP/s against the best matmul way's rate timed right after it."""
+    rows = []
+    for shape in args.shapes.split(","):
+        path = save_random_clip(tmp / f"{shape.replace('/', '-')}.pt", shape, torchscript=False)
+        models = load_models(str(path), str(head), "cpu")
+        flops = encoder_flops(models, 8)
+        for dtype in ("float32", "bfloat16"):
+            chosen = chosen_route(EncoderShape.of(models.clip.visual), DTYPES[dtype], 8)
+            for route in ("auto", "packed+blocked", "aten+blocked", "aten+sdpa"):
+                times, rates = engine_steps(models, args.steps, lambda peak=peaks[dtype]: peak.rate(0.4),
+                                            augment_copies=8, dtype=dtype, cpu_route=route)
+                fraction = statistics.median(flops / t / r for t, r in zip(times, rates))
+                label = f"auto = {chosen}" if route == "auto" else route
+                rows.append((shape, dtype, label, statistics.median(times), fraction))
+                print(f"  {shape} {dtype} {label}: {rows[-1][3]:.3f} s/step, {fraction:.1%} of peak", flush=True)
+    print(f"\nRoutes on {cpu_model()} ({torch.get_num_threads()} threads, torch {torch.__version__}); 224 px, 8 copies;")
+    print("'of peak': the median of each step's FLOP/s over the best matmul way's rate timed right after it")
+    print(f"{'shape':10} {'dtype':9} {'route':30} {'s/step':>8} {'of peak':>8}")
+    for shape, dtype, label, seconds, fraction in rows:
+        print(f"{shape:10} {dtype:9} {label:30} {seconds:8.3f} {fraction:8.1%}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -184,6 +211,9 @@ def main() -> int:
     parser.add_argument("--scaling-shape", default=None, help="default: ViT-L/14 on CUDA, ViT-B/32 on the CPU")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--routes", action="store_true",
+                        help="CPU: time the step by each route (cpu_routes.py) in float32 and bfloat16, against "
+                             "the route chosen here; no scaling, reference or compile")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="das-ag-bench-") as scratch:  # a random ViT-L/14 is 0.8 GB
         return measure(args, Path(scratch))
@@ -196,7 +226,11 @@ def measure(args: argparse.Namespace, tmp: Path) -> int:
 
     peaks = {name: MatmulPeak(DTYPES[name], device) for name in ("float32", "bfloat16")}
     auto = resolve_dtype("auto", device)
+    if device.type == "cpu":
+        print(f"{cpu_model()}; flags: {' '.join(cpu_flags())}")
     print(f"{device} matmul peak: float32 {peaks['float32'].describe()}, bfloat16 {peaks['bfloat16'].describe()}; auto = {auto}", flush=True)
+    if args.routes:
+        return measure_routes(args, tmp, head, peaks)
     # Scaling first: on the CPU, memory a bigger model has held is not given back, which would
     # hide these peaks.
     scaling_shape = args.scaling_shape or ("ViT-L/14" if device.type == "cuda" else "ViT-B/32")

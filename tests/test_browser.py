@@ -214,6 +214,9 @@ def test_generate_and_save_in_the_browser(browser, tmp_path, tiny_clip_path, hea
             "penalty", 2.5, 8, 2, 21,
         )
         assert recipe["run"]["steps_done"] == 8 and recipe["method"] == "DAS-rAG"
+        # Today's views, and the CPU route the run took (a tiny CLIP keeps the packed one).
+        assert (config["crop_min"], config["view_turn"], config["view_flip"]) == (0.5, 15.0, True)
+        assert recipe["run"]["cpu_route"] in ("packed+blocked", "aten+blocked")
     finally:
         studio.stop()
     assert_no_traceback(studio.log.read_text())

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from das_ag import encoder
 from das_ag.clip_package import clip_module
+from das_ag.cpu_routes import LEGACY_ROUTE
 from das_ag.encoder import EncoderBlock, PatchEmbedding, blocked_attention, speed_up_image_encoder, with_matmul_weights_in
 from das_ag.engine import synthesize
 from das_ag.models import load_models
@@ -201,7 +202,7 @@ def test_a_run_packs_one_encoder_and_scoring_packs_none(tiny_clip_path, head_pat
     packed = [e for e in models.encoders[0]._encoders.values() if any(getattr(m, "packed", None) for m in e.modules())]
     assert len(packed) == 1
     made = packed[0]
-    assert made is models.encoders[0].image_encoder(torch.bfloat16, packed=True) and made is not models.clip.visual
+    assert made is models.encoders[0].image_encoder(torch.bfloat16, route=LEGACY_ROUTE) and made is not models.clip.visual
     assert {id(t) for t in made.parameters()} == {id(t) for t in models.clip.visual.parameters()}  # shared
     assert all(m.packed.dtype == torch.bfloat16 for m in made.modules() if isinstance(m, encoder.FrozenLinear))
 

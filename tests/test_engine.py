@@ -313,7 +313,7 @@ def test_the_step_breaks_only_at_the_cpus_own_kernels(models, tmp_path):
     every_term = configs[0].replace(seed=3, terms={"ambiguity": {"guidance": "reward"}, "image_prompt": {"images": f"{picture}:1"}, "init": {"image": picture}, "symmetry": {"weight": 0.5}, "palette": {"weight": 0.5}, "colourfulness": {"weight": 0.5}, "tv": {"weight": 0.1}, "l1": {"weight": 0.1}})
     run = synthesize([*configs, every_term], models)
     assert len(run.images[-1].terms) == 10
-    run.models.make_image_encoders(run.dtype, packed=True)
+    run.models.make_image_encoders(run.dtype, routes=run.cpu_routes)
     prepared = [image.prepare(0) for image in run.images]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

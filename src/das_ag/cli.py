@@ -153,6 +153,8 @@ def load_run_models(args: argparse.Namespace, configs, device: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cpu_routes import KNOWN_SHAPES
+
     parser = Parser(prog="das-ag", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"das-ag {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -247,6 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     download = commands.add_parser("download", help="fetch and verify the CLIP and aesthetic weights")
     download.add_argument("--clip-model", metavar="NAME", help="default: $CLIP_MODEL_PATH, else ViT-L/14")
     download.set_defaults(run=cmd_download)
+
+    bench = commands.add_parser("bench-cpu", help="measure this CPU's fastest way to run the encoder again "
+                                                  "(runs on the CPU choose by it, cached per CPU, torch and shape)")
+    bench.add_argument("--shape", default="ViT-L/14", choices=list(KNOWN_SHAPES), help="the encoder's shape (default ViT-L/14)")
+    bench.add_argument("--views", type=int, default=8, metavar="N",
+                       help="views a step (copies x images a step; default 8, das-ag's copies)")
+    bench.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "both"),
+                       help="the precision to measure (default auto: what a run here takes)")
+    bench.set_defaults(run=cmd_bench_cpu)
     return parser
 
 
@@ -392,13 +403,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from . import determinism
     from .engine import synthesize
     from .models import resolve_device
-    from .png import batch_from_recipe, next_free_path, read_recipe
+    from .png import batch_from_recipe, next_free_path, read_recipe, recorded_route
     from .rescue import save_or_rescue
 
     config = config_from_args(args)
-    batch, index = (config,), 0
+    batch, index, route = (config,), 0, None
     if args.from_png:
-        recipe_batch, recipe_index = batch_from_recipe(read_recipe(args.from_png))
+        recipe = read_recipe(args.from_png)
+        route = recorded_route(recipe)  # the route its run took: the same bytes again
+        recipe_batch, recipe_index = batch_from_recipe(recipe)
         if recipe_batch[recipe_index] == config:
             # Made together with other images: the same bytes need the same batch.
             batch, index = recipe_batch, recipe_index
@@ -428,7 +441,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             role = f"weight {encoder.weight:g}" if encoder.weight > 0 else "the aesthetic head only"
             say(args, f"  {encoder.identity.name}: {role}, {encoder.width}-d, {mib:.0f} MiB of weights")
     every = (args.animation_every or max(1, config.steps // 50)) if args.animation else 0
-    run = synthesize(batch, models, preview_every=every)
+    run = synthesize(batch, models, preview_every=every, cpu_route=route)
     frames = [run.preview(index)] if args.animation else []
     for warning in run.warnings:
         print(f"das-ag: warning: {warning}", file=sys.stderr)
@@ -744,6 +757,29 @@ def cmd_download(args: argparse.Namespace) -> int:
     print(f"CLIP: {clip_path} (sha256 {weights.verified_sha256(clip_path)[:16]}...)")
     head_path = weights.resolve_aesthetic()
     print(f"aesthetic head: {head_path} (sha256 {weights.verified_sha256(head_path)[:16]}...)")
+    return 0
+
+
+def cmd_bench_cpu(args: argparse.Namespace) -> int:
+    import torch
+
+    from .cpu_routes import KNOWN_SHAPES, chosen_route, cpu_model, last_figures
+    from .engine import resolve_dtype
+
+    from .errors import ConfigError
+
+    if not 1 <= args.views <= 1024:
+        raise ConfigError("--views must be from 1 to 1024")
+    names = ("float32", "bfloat16") if args.dtype == "both" else (resolve_dtype(args.dtype, torch.device("cpu")),)
+    shape = KNOWN_SHAPES[args.shape]
+    print(f"{cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads: {args.shape}, "
+          f"{args.views} views a step")
+    for name in names:
+        route = chosen_route(shape, getattr(torch, name), args.views, again=True)
+        seconds = last_figures()
+        linears = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in seconds["linear"].items())
+        attention = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in seconds["attention"].items())
+        print(f"  {name}: {route}  (ms a block: linears {linears}; attention {attention})")
     return 0
 
 

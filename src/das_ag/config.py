@@ -97,6 +97,16 @@ class GenerationConfig:
                                    help="torch.compile the step (default: on a GPU, not on the CPU): the first "
                                         "run waits for the compiler (about a minute, seconds once cached), then "
                                         "steps are several times faster on a GPU")
+    # How the image encoder runs on the CPU (cpu_routes.py): its matmuls on prepacked oneDNN
+    # weights or through aten, its attention in groups of heads or through torch's SDPA. Which is
+    # fastest depends on the CPU (packed was 2.4x aten's float32 speed on an AMD EPYC, 23% slower
+    # on an Intel Ice Lake), so "auto" measures it the first time a shape runs on a CPU and caches
+    # the choice. Routes sum in different orders: a recipe records the route taken, and a re-run
+    # from it takes the same one.
+    cpu_route: str = setting("auto", group="device", studio=False, metavar="auto|ROUTE",
+                             help="how the encoder runs on the CPU: auto (this CPU's fastest, measured once "
+                                  "and cached) or a route such as packed+blocked-16 or aten+sdpa (one per "
+                                  "encoder of an ensemble, comma-separated)")
     # What is optimised: a registered canvas (das_ag.canvases); its settings are its own.
     canvas: str = setting("pyramid", group="canvas", studio=False,
                           help="what is optimised: pyramid (pixels) or strokes (a drawing saved as SVG too)")
@@ -316,6 +326,12 @@ class GenerationConfig:
             p.append("deterministic must be true or false")
         if self.compile is not None and not isinstance(self.compile, bool):
             p.append("compile must be true, false or left out (on a GPU only)")
+        try:
+            from .cpu_routes import parse_routes
+
+            parse_routes(self.cpu_route)
+        except ValueError as exc:
+            p.append(f"cpu route: {exc}")
         if self.clip_models:
             from .clip_models import encoder_problems
 

@@ -148,14 +148,35 @@ def _group(t: torch.Tensor, image: int, heads: slice) -> torch.Tensor:
 # per-image, per-group loop unrolled into a graph that took 348 s to compile for ViT-L/14 (25 s
 # with this decorator) and ran no faster.
 @torch.compiler.disable
-def blocked_attention(qkv: torch.Tensor, heads: int, queries: int | None = None) -> torch.Tensor:
+def blocked_attention(qkv: torch.Tensor, heads: int, queries: int | None = None, group: int = 0) -> torch.Tensor:
     """Multi-head attention over an in-projection's output (tokens, batch, 3 x width): the first
     `queries` tokens' outputs (all by default), (queries, batch, width). The queries must already
-    carry the 1/sqrt(head width)."""
+    carry the 1/sqrt(head width). `group`: heads computed together (0: as many as keep their
+    scores within SCORE_BYTES_PER_GROUP)."""
     tokens = qkv.shape[0]
     queries = tokens if queries is None else queries
-    group = max(1, SCORE_BYTES_PER_GROUP // (queries * tokens * 4))
+    group = group or max(1, SCORE_BYTES_PER_GROUP // (queries * tokens * 4))
     return _BlockedAttention.apply(qkv.contiguous(), heads, queries, group)
+
+
+def sdpa_attention(qkv: torch.Tensor, heads: int, queries: int | None = None) -> torch.Tensor:
+    """The same as blocked_attention through torch's scaled_dot_product_attention: one of the CPU
+    routes (cpu_routes.py), and what a GPU runs."""
+    tokens, batch, width3 = qkv.shape
+    queries = tokens if queries is None else queries
+    q, k, v = qkv.view(tokens, batch, 3, heads, -1).permute(2, 1, 3, 0, 4)  # (batch, heads, tokens, head width)
+    out = F.scaled_dot_product_attention(q[:, :, :queries], k, v, scale=1.0)
+    return out.permute(2, 0, 1, 3).reshape(queries, batch, width3 // 3)
+
+
+def attention_by_route(qkv: torch.Tensor, heads: int, queries: int | None, route) -> torch.Tensor:
+    """The attention of a CPU step, the way `route` (a cpu_routes.CpuRoute; None: blocked, in
+    groups sized by cache) says."""
+    if route is None:
+        return blocked_attention(qkv, heads, queries)
+    if route.attention == "sdpa":
+        return sdpa_attention(qkv, heads, queries)
+    return blocked_attention(qkv, heads, queries, route.heads)
 
 
 # The number of rows oneDNN is told to expect when it packs a weight (its blocking hint): one
@@ -279,6 +300,7 @@ class EncoderBlock(nn.Module):
         width, self.heads = attn.embed_dim, attn.num_heads
         self.class_token_only, self.gelu = class_token_only, gelu
         self.ln_1, self.ln_2 = block.ln_1, block.ln_2
+        self.route = None  # how the attention runs on the CPU: None blocked, sized by cache (with_cpu_route sets a copy's)
         query_scale = attn.in_proj_weight.new_ones(3 * width, 1)
         query_scale[:width] = (width // self.heads) ** -0.5  # a power of two for 64-wide heads: exact
         self.in_proj = FrozenLinear(attn.in_proj_weight * query_scale, attn.in_proj_bias * query_scale[:, 0])
@@ -300,7 +322,7 @@ class EncoderBlock(nn.Module):
         if h.device.type == "cpu":
             # In class_token_only the other tokens' queries are computed too (~0.3% of a step), so
             # that the attention reads every head from one projection output, without copies.
-            out = blocked_attention(self.in_proj(h), self.heads, queries)
+            out = attention_by_route(self.in_proj(h), self.heads, queries, self.route)
         else:
             w, b = self.in_proj.weight, self.in_proj.bias
             if self.class_token_only:
@@ -414,6 +436,22 @@ def with_packed_matmul_weights(visual: nn.Module, dtype: torch.dtype) -> nn.Modu
     for linear in _linears(packed):
         linear.pack(dtype)
     return packed
+
+
+def with_cpu_route(visual: nn.Module, route, dtype: torch.dtype) -> nn.Module:
+    """A copy of a sped-up image encoder for CPU steps in `dtype` that run by `route` (a
+    cpu_routes.CpuRoute): its linears on prepacked oneDNN weights or through aten (in `dtype`,
+    stored once), its attention blocked or through scaled_dot_product_attention."""
+    if route.linear == "packed" and packing_available(dtype):
+        routed = with_packed_matmul_weights(visual, dtype)
+    elif dtype != torch.float32:
+        routed = with_matmul_weights_in(visual, dtype)
+    else:
+        routed = _copy_sharing(visual, {})
+    for block in routed.modules():
+        if isinstance(block, EncoderBlock):
+            block.route = route
+    return routed
 
 
 def _copy_sharing(visual: nn.Module, memo: dict) -> nn.Module:

@@ -34,6 +34,7 @@ from .canvases import build_canvas
 from .config import GenerationConfig
 from .durable import write_files
 from .errors import ConfigError, DeviceError, first_line
+from .cpu_routes import EncoderShape, chosen_route, describe_routes, effective, parse_routes
 from .models import ModelBundle, resolve_device, use_compile_cache
 from .objectives import TermInputs, active_terms
 from .png import build_recipe, encode_png
@@ -43,7 +44,7 @@ ADAM_BETAS = (0.5, 0.99)  # the references' momentum: short memory suits ever-ch
 FINAL_LR_FRACTION = 0.01  # cosine annealing ends at 1% of the initial learning rate
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Settings every image of one batch must share: they shape the whole step, not one image.
-BATCH_SHARED = ("steps", "device", "dtype", "compile", "deterministic")
+BATCH_SHARED = ("steps", "device", "dtype", "compile", "deterministic", "cpu_route")
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,9 @@ class SynthesisResult:
     # The canvas's files besides the PNG, by suffix (Canvas.exports).
     exports: dict = field(default_factory=dict, compare=False, repr=False)
     compiled: bool = False  # whether the step ran compiled (the config's None resolved; False after a fallback)
+    # The CPU routes the steps took (cpu_routes.py; "auto" resolved), one per encoder or one for
+    # all; None on a GPU. A recipe records it, and a re-run from the recipe takes it again.
+    cpu_route: str | None = None
 
     def recipe(self) -> dict:
         return build_recipe(self)
@@ -254,6 +258,7 @@ class Synthesis:
         models: ModelBundle,
         *,
         preview_every: int = 0,
+        cpu_route: str | None = None,
     ):
         self._one = isinstance(config, GenerationConfig)  # run() answers in the shape it was asked
         self.configs = (config,) if self._one else tuple(config)
@@ -268,6 +273,11 @@ class Synthesis:
         self.dtype = _check_dtype(self.config.dtype, self.device)
         self._compile = resolve_compile(self.config.compile, self.device)
         self._compiled = None  # the compiled step forward, made at the first step
+        # A re-run of a recipe takes the route its run took, where its config left it to "auto"
+        # (and keeps "auto" in the config, so the recipe it writes is the same bytes).
+        asked = cpu_route if cpu_route is not None and self.config.cpu_route == "auto" else self.config.cpu_route
+        self.cpu_routes = cpu_routes_of_run(asked, models, self.dtype,
+                                            sum(c.augment_copies for c in self.configs))
         self.steps = self.config.steps
 
         with self._deterministic():
@@ -352,6 +362,7 @@ class Synthesis:
             batch_index=index,
             exports=image.canvas.exports(),
             compiled=self._compile,
+            cpu_route=describe_routes(tuple(self.cpu_routes.values())) if self.cpu_routes else None,
         )
 
     # -- the step ----------------------------------------------------------------------------
@@ -406,7 +417,7 @@ class Synthesis:
         if self._compile:
             try:
                 if self._compiled is None:
-                    self.models.make_image_encoders(self.dtype, packed=True)
+                    self.models.make_image_encoders(self.dtype, routes=self.cpu_routes)
                     self._compiled = compiled_step(self._step_forward, self.device)
                 if self.device.type == "cuda":
                     # A new optimisation step: CUDA-graph outputs of the last one may be reused.
@@ -437,14 +448,15 @@ class Synthesis:
         and the draws, which no step number reaches, so that it compiles whole, once.
         """
         views, pictures = zip(*(image.views(p, self.models.input_resolution) for image, p in zip(self.images, prepared)))
-        # packed: the loop's many steps pay for weights prepacked for oneDNN on the CPU.
+        # routes: the loop's many steps run the encoders by this CPU's fastest route (prepacked
+        # oneDNN weights, say), which a one-off encoding would not pay for.
         embeddings = self.models.encode_images(torch.cat(views) if len(views) > 1 else views[0],
-                                               dtype=self.dtype, packed=True)
+                                               dtype=self.dtype, routes=self.cpu_routes)
         total, losses, stats, found, offset = None, [], [], [], 0
         for image, image_views, picture in zip(self.images, views, pictures):
             n = image_views.shape[0]
             inputs = TermInputs(embeddings[offset:offset + n], image_views, picture,
-                                encode={"dtype": self.dtype, "packed": True})
+                                encode={"dtype": self.dtype, "routes": self.cpu_routes})
             offset += n
             loss, per_term = None, []
             for term in image.terms:
@@ -658,12 +670,14 @@ def _free_memory(device: torch.device) -> int:
 
 
 def synthesize(
-    config: GenerationConfig | Sequence[GenerationConfig], models: ModelBundle, *, preview_every: int = 0
+    config: GenerationConfig | Sequence[GenerationConfig], models: ModelBundle, *, preview_every: int = 0,
+    cpu_route: str | None = None,
 ) -> Synthesis:
     """das-ag's way in: a run of one image, or of several sharing each step. Iterate the returned
     Synthesis for StepEvents, or call its `run()`: the result (a list of them for a list of
-    configs). For more images than share one step, see `synthesize_all`."""
-    return Synthesis(config, models, preview_every=preview_every)
+    configs). For more images than share one step, see `synthesize_all`. `cpu_route`: the route
+    a recipe's run took (png.recorded_route), for a config whose cpu_route is "auto"."""
+    return Synthesis(config, models, preview_every=preview_every, cpu_route=cpu_route)
 
 
 def synthesize_all(configs: Sequence[GenerationConfig], models: ModelBundle, *,
@@ -713,6 +727,21 @@ def resolve_dtype(name: str, device: torch.device) -> str:
     if name != "auto":
         return name
     return "bfloat16" if native_bf16(device) else "float32"
+
+
+def cpu_routes_of_run(asked: str, models: ModelBundle, dtype: torch.dtype, views: int) -> dict:
+    """Each loop encoder's CPU route for a run of `views` views a step: as the config asks, or
+    ("auto") this CPU's fastest, measured once per shape (cpu_routes.chosen_route). {} on a GPU."""
+    if models.device.type != "cpu":
+        return {}
+    encoders = models.loop_encoders
+    given = parse_routes(asked)
+    if given is not None and len(given) not in (1, len(encoders)):
+        raise ConfigError(f"cpu_route names {len(given)} routes but the run has {len(encoders)} encoders: "
+                          "give one route for all, or one per encoder")
+    if given is None:
+        return {e: chosen_route(EncoderShape.of(e.model.visual) if e.fast else None, dtype, views) for e in encoders}
+    return {e: effective(given[0] if len(given) == 1 else given[i], dtype) for i, e in enumerate(encoders)}
 
 
 def _check_dtype(name: str, device: torch.device) -> torch.dtype:

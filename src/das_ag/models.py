@@ -19,7 +19,8 @@ from torch import nn
 
 from . import determinism, weights
 from .clip_models import CLIP_MEAN, CLIP_STD, in_cache, load_open_clip, parse_encoder, preprocessing
-from .encoder import packing_available, speed_up_image_encoder, speed_up_open_clip_encoder, with_matmul_weights_in, with_packed_matmul_weights
+from .cpu_routes import CpuRoute
+from .encoder import speed_up_image_encoder, speed_up_open_clip_encoder, with_cpu_route, with_matmul_weights_in
 from .resample import resize
 from .errors import DeviceError, WeightsError, first_line
 
@@ -95,7 +96,7 @@ class ClipEncoder:
     # What its images are normalised with, when not OpenAI's (some open_clip models).
     mean: tuple[float, ...] = CLIP_MEAN
     std: tuple[float, ...] = CLIP_STD
-    _encoders: dict = field(default_factory=dict, repr=False)  # (dtype, packed) -> image encoder
+    _encoders: dict = field(default_factory=dict, repr=False)  # (dtype, CPU route) -> image encoder
 
     @property
     def input_resolution(self) -> int:
@@ -109,14 +110,14 @@ class ClipEncoder:
         return int(out) if out is not None else int(self.model.text_projection.shape[1])
 
     def encode_images(self, normalized: torch.Tensor, *, dtype: torch.dtype = torch.float32,
-                      packed: bool = False) -> torch.Tensor:
+                      route: CpuRoute | None = None) -> torch.Tensor:
         """L2-normalised fp32 embeddings of a CLIP-normalised batch, resized to this encoder's input."""
         normalized = resize(normalized, self.input_resolution, "bilinear", antialias=True)
         if (self.mean, self.std) != (CLIP_MEAN, CLIP_STD):  # from OpenAI's normalisation to this model's
             old_mean, old_std, new_mean, new_std = (per_channel(tuple(v), normalized.device, normalized.dtype)
                                                     for v in (CLIP_MEAN, CLIP_STD, self.mean, self.std))
             normalized = (normalized * old_std + old_mean - new_mean) / new_std
-        encoder = self.image_encoder(dtype, packed=packed)
+        encoder = self.image_encoder(dtype, route=route)
         if not self.fast and self.device.type == "cpu":
             # An architecture the fast encoder does not cover: under CPU autocast it recasts every
             # weight each step, and open_clip's ViT-B-32 ran at half its float32 speed that way.
@@ -125,22 +126,24 @@ class ClipEncoder:
             e = encoder(normalized).float()
         return e / e.norm(dim=-1, keepdim=True)
 
-    def image_encoder(self, dtype: torch.dtype = torch.float32, *, packed: bool = False) -> nn.Module:
+    def image_encoder(self, dtype: torch.dtype = torch.float32, *, route: CpuRoute | None = None) -> nn.Module:
         """The image encoder for runs in `dtype`, made once (a copy is slow).
 
-        `packed`, on the CPU: its matmuls run on weights prepacked for oneDNN (encoder.FrozenLinear),
-        which pays over an optimisation loop's many forwards and backwards but costs 1.2 GB more
-        for ViT-L/14 in bf16, 2.4 GB in float32; a one-off encoding (scoring an image) leaves it off.
-        Otherwise, below float32, its matmul weights are a copy stored in `dtype`, so autocast does
-        not cast them again on every step. An encoder that is not `fast` runs as loaded. (A
-        compiled run compiles its whole step, this encoder inside it: engine.compiled_step.)
+        `route`, on the CPU: the way an optimisation loop's steps run (cpu_routes.py), say its
+        matmuls on weights prepacked for oneDNN (encoder.FrozenLinear), which pays over the loop's
+        many forwards and backwards but costs 1.2 GB more for ViT-L/14 in bf16, 2.4 GB in float32;
+        a one-off encoding (scoring an image) gives none. Otherwise, below float32, its matmul
+        weights are a copy stored in `dtype`, so autocast does not cast them again on every step.
+        An encoder that is not `fast` runs as loaded. (A compiled run compiles its whole step,
+        this encoder inside it: engine.compiled_step.)
         """
         fast = self.fast
-        key = (dtype, packed)
-        if key not in self._encoders:  # (what packing needs is looked up once, not at every step)
+        route = route if fast and self.device.type == "cpu" else None
+        key = (dtype, route)
+        if key not in self._encoders:  # (what a route needs is made once, not at every step)
             visual = self.model.visual
-            if packed and fast and self.device.type == "cpu" and packing_available(dtype):
-                self._encoders[key] = with_packed_matmul_weights(visual, dtype)
+            if route is not None:
+                self._encoders[key] = with_cpu_route(visual, route, dtype)
             elif dtype == torch.float32 or not fast:
                 self._encoders[key] = visual
             else:
@@ -217,17 +220,23 @@ class ModelBundle:
         return max(e.input_resolution for e in (self.guides or self.encoders))
 
     def encode_images(self, normalized: torch.Tensor, *, dtype: torch.dtype = torch.float32,
-                      packed: bool = False) -> torch.Tensor:
+                      routes: dict | None = None) -> torch.Tensor:
         """Unit embeddings of a CLIP-normalised batch (N, 3, R, R): one encoder's, or the
-        ensemble's concatenation (see the class)."""
-        return self._joined([g.encode_images(normalized, dtype=dtype, packed=packed)
+        ensemble's concatenation (see the class). `routes`: each encoder's CPU route in a loop."""
+        return self._joined([g.encode_images(normalized, dtype=dtype, route=(routes or {}).get(g))
                              for g in self.guides])
 
-    def make_image_encoders(self, dtype: torch.dtype, *, packed: bool = False) -> None:
+    @property
+    def loop_encoders(self) -> tuple[ClipEncoder, ...]:
+        """The encoders an optimisation step may run: the guides, and the head's own."""
+        head = self.head_encoder
+        return self.guides + ((head,) if head is not None and head not in self.guides else ())
+
+    def make_image_encoders(self, dtype: torch.dtype, *, routes: dict | None = None) -> None:
         """Make every image encoder a step in `dtype` may run, now: a compiled step must find
         them made (making one, a weight copy or prepacking, cannot be traced)."""
-        for encoder in {*self.guides, *([self.head_encoder] if self.head_encoder else [])}:
-            encoder.image_encoder(dtype, packed=packed)
+        for encoder in self.loop_encoders:
+            encoder.image_encoder(dtype, route=(routes or {}).get(encoder))
 
     @torch.no_grad()
     def encode_texts(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -260,7 +269,8 @@ class ModelBundle:
             return dict(self.parts(embedding))[head.identity.name]
         if views is None:
             raise ValueError("the aesthetic head's encoder runs on its own: it needs the views")
-        return head.encode_images(views, **encode)
+        dtype, routes = encode.get("dtype", torch.float32), encode.get("routes") or {}
+        return head.encode_images(views, dtype=dtype, route=routes.get(head))
 
     @property
     def head_is_separate(self) -> bool:

@@ -49,6 +49,8 @@ def build_recipe(result: SynthesisResult) -> dict:
             "torch": torch.__version__,
         },
     }
+    if result.cpu_route is not None:
+        recipe["run"]["cpu_route"] = result.cpu_route
     if result.batch:
         # Made together with other images: re-running it means re-running the whole batch.
         recipe["batch"] = {"index": result.batch_index, "configs": [c.to_dict() for c in result.batch]}
@@ -113,6 +115,23 @@ def _is_svg(source: str | Path | bytes) -> bool:
 
 def config_from_png(source: str | Path | bytes) -> GenerationConfig:
     return GenerationConfig.from_dict(read_recipe(source)["config"])
+
+
+def recorded_route(recipe: dict) -> str | None:
+    """The CPU route a recipe's run took (`run.cpu_route`; the packed route of releases before
+    routes were chosen), for `synthesize(..., cpu_route=)`: so the same machine makes the same
+    bytes again even after a re-measurement chose another route. None for a GPU's run."""
+    from .cpu_routes import LEGACY_ROUTE, parse_routes
+
+    run = recipe.get("run") if isinstance(recipe.get("run"), dict) else {}
+    if not str(run.get("device", "cpu")).startswith("cpu"):
+        return None
+    route = str(run.get("cpu_route", LEGACY_ROUTE))
+    try:
+        parse_routes(route)
+    except ValueError as exc:
+        raise DasAgError(f"the recipe's cpu route is damaged: {exc}") from None
+    return route
 
 
 def batch_from_recipe(recipe: dict) -> tuple[tuple[GenerationConfig, ...], int]:

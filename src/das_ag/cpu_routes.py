@@ -1,0 +1,324 @@
+"""Which way the image encoder runs on this CPU, chosen by measuring it here, once.
+
+The encoder's matmuls can run on weights prepacked for oneDNN or through aten's own linear, and
+its attention over groups of heads (`encoder.blocked_attention`, in groups of a chosen size) or
+through torch's scaled-dot-product attention. Which is fastest depends on the CPU: on a 2-core
+AMD EPYC with AVX-512 bf16 the packed linears ran float32 at 2.4x aten's speed; on an Intel Ice
+Lake without bf16 they were 23% slower (issue 30). So the first time an encoder shape runs on a
+CPU model, in a dtype, with a thread count and a batch of rows, each route is timed for a few
+seconds at most and the fastest is kept in das-ag's cache folder (`cpu-routes.json`), keyed by
+all of those and the torch version; later runs read it. `das-ag bench-cpu` measures again.
+
+A route changes the order of floating-point sums, so the same route makes the same bits and
+another route other bits: a run records the routes it took (`run.cpu_route` in its recipe), and
+a re-run from the recipe takes them again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+LINEARS = ("packed", "aten")
+ATTENTIONS = ("blocked", "sdpa")
+CACHE_FILE = "cpu-routes.json"
+CACHE_VERSION = 1
+# Below this many FLOPs for the largest matmul of a step's forward, timings are noise, not a
+# measure (a tiny CLIP's matmuls take microseconds): such shapes keep the route of releases
+# before the measurement, so their bytes do not depend on a coin toss of the scheduler.
+MEASURE_FROM_FLOPS = 5e8
+TRIALS = 3  # timings per candidate, interleaved, the fastest kept: the shared VM's speed drifts
+
+
+@dataclass(frozen=True)
+class CpuRoute:
+    """How an encoder's step runs on the CPU: `linear` packed (oneDNN on prepacked weights) or
+    aten; `attention` blocked (groups of `heads` heads of one image, 0 meaning sized to stay in
+    cache) or sdpa (torch's scaled_dot_product_attention)."""
+
+    linear: str = "packed"
+    attention: str = "blocked"
+    heads: int = 0
+
+    def __str__(self) -> str:
+        group = f"-{self.heads}" if self.attention == "blocked" and self.heads else ""
+        return f"{self.linear}+{self.attention}{group}"
+
+    @classmethod
+    def parse(cls, text: str) -> CpuRoute:
+        """'packed+blocked-16', 'aten+sdpa', 'packed' (the attention blocked, groups sized by cache)."""
+        linear, _, attention = str(text).strip().partition("+")
+        attention, _, heads = (attention or "blocked").partition("-")
+        if linear not in LINEARS or attention not in ATTENTIONS or (heads and (attention != "blocked" or not heads.isdigit()
+                                                                              or int(heads) < 1)):
+            raise ValueError(f"{text!r} is not a CPU route: write LINEAR+ATTENTION with LINEAR packed or aten and "
+                             "ATTENTION blocked, blocked-N (N heads a group) or sdpa, e.g. packed+blocked-16")
+        return cls(linear, attention, int(heads) if heads else 0)
+
+
+# The route of releases before routes were chosen: what a recipe without `run.cpu_route` took.
+LEGACY_ROUTE = CpuRoute()
+
+
+def parse_routes(text: str) -> tuple[CpuRoute, ...] | None:
+    """A config's `cpu_route`: None for "auto" (measured), else one route per encoder, comma-separated
+    (one route for an ensemble means that route for each of its encoders)."""
+    if str(text).strip() == "auto":
+        return None
+    return tuple(CpuRoute.parse(part) for part in str(text).split(","))
+
+
+def describe_routes(routes: tuple[CpuRoute, ...]) -> str:
+    """What a recipe records: one route (for every encoder), or one per encoder of an ensemble."""
+    return str(routes[0]) if len(set(routes)) == 1 else ",".join(str(r) for r in routes)
+
+
+@dataclass(frozen=True)
+class EncoderShape:
+    """What an encoder's step costs depend on: its blocks' widths and heads, and how many tokens."""
+
+    width: int
+    heads: int
+    mlp: int
+    tokens: int
+
+    @classmethod
+    def of(cls, visual) -> EncoderShape | None:
+        """The shape of a fast image encoder (encoder.EncoderBlock blocks), or None for another."""
+        from .encoder import EncoderBlock
+
+        block = next((m for m in visual.modules() if isinstance(m, EncoderBlock)), None)
+        positions = getattr(visual, "positional_embedding", None)
+        if block is None or positions is None:
+            return None
+        return cls(block.in_proj.weight.shape[1], block.heads, block.fc.weight.shape[0], positions.shape[0])
+
+    def largest_matmul_flops(self, images: int) -> float:
+        return 2.0 * self.tokens * images * self.width * self.mlp
+
+
+# The shapes `das-ag bench-cpu` measures by name (no weights needed: only the shapes cost time).
+KNOWN_SHAPES = {
+    "ViT-B/32": EncoderShape(768, 12, 3072, 50),
+    "ViT-B/16": EncoderShape(768, 12, 3072, 197),
+    "ViT-L/14": EncoderShape(1024, 16, 4096, 257),
+    "ViT-L/14@336px": EncoderShape(1024, 16, 4096, 577),
+}
+
+
+# -- the machine ------------------------------------------------------------------------------
+def cpu_model() -> str:
+    """The CPU's model name, as the OS gives it."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "Model")):
+                    return line.split(":", 1)[1].strip()
+    if platform.system() == "Darwin":
+        import subprocess
+
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                  timeout=5).stdout.strip() or platform.processor()
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's vector and matrix flags that decide matmul speed (Linux; empty elsewhere)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return sorted(f for f in line.split(":", 1)[1].split()
+                                  if f.startswith(("avx", "amx", "fma", "asimd", "sve", "bf16", "i8mm")))
+    return []
+
+
+def route_key(shape: EncoderShape, dtype, images: int) -> str:
+    import torch
+
+    return (f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads | "
+            f"{str(dtype).removeprefix('torch.')} | width {shape.width} heads {shape.heads} mlp {shape.mlp} "
+            f"tokens {shape.tokens} x {images}")
+
+
+# -- timing -----------------------------------------------------------------------------------
+def _seconds(work) -> float:
+    began = time.perf_counter()
+    work()
+    return time.perf_counter() - began
+
+
+def _linear_work(route: str, rows: int, n_in: int, n_out: int, dtype):
+    """One linear's forward and input gradient, as the encoder runs it by `route`."""
+    import torch
+    import torch.nn.functional as F
+
+    from .encoder import FrozenLinear, _onednn_linear
+
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(n_out, n_in, generator=generator).to(dtype) * 0.02
+    bias = torch.zeros(n_out, dtype=dtype)
+    x = torch.randn(rows, n_in, generator=generator).to(dtype)
+    grad = torch.randn(rows, n_out, generator=generator).to(dtype)
+    if route == "packed":
+        linear = FrozenLinear(weight, bias)
+        linear.pack(dtype)
+        packed = linear.packed
+        return lambda: (_onednn_linear(x, packed.forward, packed.bias), _onednn_linear(grad, packed.backward, None))
+    return lambda: (F.linear(x, weight, bias), grad @ weight)
+
+
+def _attention_work(route: CpuRoute, shape: EncoderShape, images: int, dtype):
+    """One block's attention forward and backward, as the encoder runs it by `route`."""
+    import torch
+
+    from .encoder import attention_by_route
+
+    generator = torch.Generator().manual_seed(0)
+    qkv = (torch.randn(shape.tokens, images, 3 * shape.width, generator=generator) * 0.1).to(dtype).requires_grad_()
+    grad = torch.randn(shape.tokens, images, shape.width, generator=generator).to(dtype)
+
+    def work():
+        out = attention_by_route(qkv, shape.heads, None, route)
+        out.backward(grad)
+        qkv.grad = None
+
+    return work
+
+
+def _fastest(candidates: dict, trials: int = TRIALS) -> tuple[object, dict]:
+    """The candidate whose work ran fastest (each warmed once, then timed `trials` times,
+    interleaved so that a drift of the machine's speed touches every one alike), and the times."""
+    for work in candidates.values():
+        work()
+    times = {name: [] for name in candidates}
+    for _ in range(trials):
+        for name, work in candidates.items():
+            times[name].append(_seconds(work))
+    best = {name: min(t) for name, t in times.items()}
+    return min(best, key=best.get), best
+
+
+def measure_route(shape: EncoderShape, dtype, images: int) -> tuple[CpuRoute, dict]:
+    """Time every route for `images` images of `shape` in `dtype`: the fastest, and the seconds
+    of each candidate (summed over the block's four linears; one block's attention)."""
+    import torch
+
+    from .encoder import packing_available
+
+    rows = shape.tokens * images
+    matmuls = ((shape.width, 3 * shape.width), (shape.width, shape.width), (shape.width, shape.mlp),
+               (shape.mlp, shape.width))
+    linears = [r for r in LINEARS if r != "packed" or packing_available(dtype)]
+    with torch.no_grad():
+        works = {r: [_linear_work(r, rows, n_in, n_out, dtype) for n_in, n_out in matmuls] for r in linears}
+        linear, linear_times = _fastest({r: (lambda ws=ws: [w() for w in ws]) for r, ws in works.items()})
+    groups = sorted({min(shape.heads, 2**k) for k in range(8) if 2**k <= 2 * shape.heads})
+    attentions = {CpuRoute(linear, "blocked", g): None for g in groups} | {CpuRoute(linear, "sdpa"): None}
+    attention, attention_times = _fastest({r: _attention_work(r, shape, images, dtype) for r in attentions})
+    figures = {"linear": {k: round(v, 6) for k, v in linear_times.items()},
+               "attention": {str(k).partition("+")[2]: round(v, 6) for k, v in attention_times.items()}}
+    _last_figures.clear()
+    _last_figures.update(figures)
+    return attention, figures
+
+
+_last_figures: dict = {}
+
+
+def last_figures() -> dict:
+    """The seconds of each candidate in this process's last measurement (for `das-ag bench-cpu`)."""
+    return dict(_last_figures)
+
+
+# -- the cache --------------------------------------------------------------------------------
+def _cache_path() -> Path:
+    from .weights import cache_dir
+
+    return cache_dir() / CACHE_FILE
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data["routes"] if data.get("version") == CACHE_VERSION and isinstance(data.get("routes"), dict) else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # none yet, or damaged: measured again and written anew
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """One process at a time measures and writes (the others then read what it chose), so two
+    processes on one machine, say a plan's workers, never take different routes for a shape."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as lock:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no lock, at worst two processes measure the same shape
+            yield
+            return
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+_chosen: dict[str, CpuRoute] = {}  # this process's routes: read or measured once each
+
+
+def chosen_route(shape: EncoderShape | None, dtype, images: int, *, again: bool = False) -> CpuRoute:
+    """The route for `images` images of `shape` in `dtype` on this CPU: cached, or measured now
+    (and cached) the first time; `again` measures anew. Shapes too small to time keep LEGACY_ROUTE."""
+    from .encoder import packing_available
+
+    if shape is None or (shape.largest_matmul_flops(images) < MEASURE_FROM_FLOPS and not again):
+        return effective(LEGACY_ROUTE, dtype)
+    key = route_key(shape, dtype, images)
+    if key in _chosen and not again:
+        return _chosen[key]
+    path = _cache_path()
+    try:
+        with _locked(path):
+            cached = _read_cache(path)
+            entry = cached.get(key)
+            if again or not isinstance(entry, dict):
+                route, figures = measure_route(shape, dtype, images)
+                cached[key] = {"route": str(route), "seconds": figures,
+                               "flags": " ".join(cpu_flags()), "packing": packing_available(dtype)}
+                _write(path, cached)
+                entry = cached[key]
+            route = CpuRoute.parse(entry["route"])
+    except (OSError, ValueError):
+        # An unwritable or damaged cache costs a measurement per process, never a run.
+        route, _ = measure_route(shape, dtype, images)
+    _chosen[key] = effective(route, dtype)
+    return _chosen[key]
+
+
+def _write(path: Path, routes: dict) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps({"version": CACHE_VERSION, "routes": routes}, indent=1, sort_keys=True) + "\n")
+    os.replace(temporary, path)
+
+
+def effective(route: CpuRoute, dtype) -> CpuRoute:
+    """The route as it runs here: packed linears become aten's where this torch and CPU cannot pack
+    `dtype` (as they always have), so a recipe says what really ran."""
+    from .encoder import packing_available
+
+    if route.linear == "packed" and not packing_available(dtype):
+        return CpuRoute("aten", route.attention, route.heads)
+    return route
+
+
+def cached_routes() -> dict:
+    """Every route this machine's cache holds, by key (for `das-ag bench-cpu`)."""
+    return _read_cache(_cache_path())
