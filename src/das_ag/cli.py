@@ -410,11 +410,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     batch, index, route = (config,), 0, None
     if args.from_png:
         recipe = read_recipe(args.from_png)
-        route = recorded_route(recipe)  # the route its run took: the same bytes again
         recipe_batch, recipe_index = batch_from_recipe(recipe)
         if recipe_batch[recipe_index] == config:
-            # Made together with other images: the same bytes need the same batch.
-            batch, index = recipe_batch, recipe_index
+            # Made together with other images: the same bytes need the same batch, and the CPU
+            # route its run took (a changed config is a new run: it takes this CPU's own route).
+            batch, index, route = recipe_batch, recipe_index, recorded_route(recipe)
     out = Path(args.out) if args.out else next_free_path(config)
     if out.suffix.lower() != ".png":
         raise DasAgError(f"--out {out} must end in .png")
@@ -765,7 +765,6 @@ def cmd_bench_cpu(args: argparse.Namespace) -> int:
 
     from .cpu_routes import KNOWN_SHAPES, chosen_route, cpu_model, last_figures
     from .engine import resolve_dtype
-
     from .errors import ConfigError
 
     if not 1 <= args.views <= 1024:
