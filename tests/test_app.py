@@ -182,6 +182,26 @@ def test_restoring_from_a_png_sets_every_control(studio, models, tmp_path):
     assert studio.radio(key=GUIDANCE).value == "penalty"
 
 
+def test_a_restored_recipe_is_made_again_by_the_cpu_route_its_run_took(studio, models):
+    """A recipe made by another route than this machine takes for the tiny CLIP (aten+sdpa) is
+    re-made by that route, to the same bytes; once a setting is changed the run is a new one and
+    takes this machine's own route."""
+    config = small_config(prompts=(Prompt("a koi pond"),), steps=3, augment_copies=2, seed=5, resolution=64)
+    made = synthesize(config, models, cpu_route="aten+sdpa").run()
+    assert made.cpu_route == "aten+sdpa"
+    png = encode_png(made.image, made.recipe())
+    studio.file_uploader(key="restore_png").set_value(("koi.png", png, "image/png")).run()
+    button(studio, "Generate").click().run()
+    finish_job(studio)
+    again = studio.session_state["job"].snapshot().results[0]
+    assert again.cpu_route == "aten+sdpa" and encode_png(again.image, again.recipe()) == png
+    studio.number_input(key="steps").set_value(4).run()
+    button(studio, "Generate").click().run()
+    finish_job(studio)
+    changed = studio.session_state["job"].snapshot().results[0]
+    assert changed.cpu_route == synthesize(changed.config, models).run().cpu_route != "aten+sdpa"
+
+
 def test_a_picture_bomb_is_refused_in_one_line_without_a_traceback(studio):
     from das_ag.studio.files import save_upload
 

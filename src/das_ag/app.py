@@ -27,7 +27,7 @@ from das_ag.config import METHOD_ORDER, PRESETS, GenerationConfig, default_margi
 from das_ag.errors import ConfigError, DasAgError, WeightsError
 from das_ag.objectives import TERMS, score_description, term_class
 from das_ag.durable import write_atomic
-from das_ag.png import next_free_path, read_recipe
+from das_ag.png import next_free_path, read_recipe, recorded_route
 from das_ag.prompts import Prompt
 from das_ag.schedules import SCHEDULE_KINDS
 from das_ag.settings import PICTURE_SUFFIXES, Setting, described, kind_of
@@ -119,10 +119,14 @@ def on_restore() -> None:
         if foreign:  # refused before its settings are made: making them reads their files
             raise DasAgError(foreign[0])
         config = GenerationConfig.from_dict(recipe["config"])
+        route = recorded_route(recipe)
     except DasAgError as exc:
         st.session_state["notice"] = ("error", f"Could not restore from {upload.name}: {exc}")
         return
     apply_settings(config, with_prompts=True)
+    # Generate re-runs it with the CPU route its run took, for the same bytes; only while the
+    # form still makes exactly that config (a changed setting is a new run, on this CPU's route).
+    st.session_state["restored_run"] = (config, route)
     st.session_state["preset"] = "default"
     st.session_state["notice"] = ("success", f"Restored every setting from {upload.name}. Press Generate to re-run it.")
 
@@ -161,6 +165,8 @@ def start_job() -> None:
     seeds = [config.seed + k for k in range(int(st.session_state["variations"]))]
     methods = METHOD_ORDER if st.session_state["compare_mode"] else (config.guidance,)
     configs = [config.replace(seed=seed).with_guidance(g) for seed in seeds for g in methods]
+    restored, route = st.session_state.get("restored_run") or (None, None)
+    route = route if configs == [restored] else None
     try:
         too_large, grace = limits.work_problem(configs), limits.abandon_after()
     except ConfigError as exc:  # the operator's setting, not the visitor's: the log says which
@@ -171,7 +177,7 @@ def start_job() -> None:
         return
     st.session_state["job"] = Job(configs, preview_every=int(st.session_state["preview_every"]),
                                   downloads=limits.downloads(), owner_alive=page_alive(), abandon_after=grace,
-                                  abandoned_folder=output_root() / UNCLAIMED).start()
+                                  abandoned_folder=output_root() / UNCLAIMED, cpu_route=route).start()
     st.session_state["notice"] = None
 
 

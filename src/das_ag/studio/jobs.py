@@ -164,8 +164,11 @@ class Job:
         owner_alive: Callable[[], bool] | None = None,
         abandon_after: float = 60.0,
         abandoned_folder: Path | None = None,
+        cpu_route: str | None = None,
     ):
         """`downloads`: which CLIP names the job may download (see models.load_models).
+        `cpu_route`: the CPU route a restored recipe's run took (png.recorded_route), so that its
+        re-run makes the same bytes even where this machine would now choose another.
         `owner_alive`: whether the page that started the job is still open; once it has said no
         for `abandon_after` seconds (a reconnecting browser says no for a moment), the job stops
         and writes the images it made into `abandoned_folder`."""
@@ -177,6 +180,7 @@ class Job:
         self._owner_alive = owner_alive
         self._abandon_after = abandon_after
         self._abandoned_folder = abandoned_folder
+        self._cpu_route = cpu_route
         self._gone_since: float | None = None
         self._abandoned = False
         self._lock = threading.Lock()  # guards the snapshot fields below
@@ -281,7 +285,7 @@ class Job:
 
     def _run_batch(self, configs: list[GenerationConfig], models) -> bool:
         """Images made together; False when the job should not go on to the next batch."""
-        run = synthesize(configs, models, preview_every=self._preview_every)
+        run = synthesize(configs, models, preview_every=self._preview_every, cpu_route=self._cpu_route)
         first = len(self._snapshot.results)
         with self._lock:
             self._snapshot.state, self._snapshot.warnings = "running", run.warnings
