@@ -776,9 +776,9 @@ def cmd_bench_cpu(args: argparse.Namespace) -> int:
     for name in names:
         route = chosen_route(shape, getattr(torch, name), args.views, again=True)
         seconds = last_figures()
-        linears = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in seconds["linear"].items())
+        blocks = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in seconds["block"].items())
         attention = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in seconds["attention"].items())
-        print(f"  {name}: {route}  (ms a block: linears {linears}; attention {attention})")
+        print(f"  {name}: {route}  (ms: a block by linears {blocks}; its attention {attention})")
     return 0
 
 

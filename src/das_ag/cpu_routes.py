@@ -28,12 +28,15 @@ from pathlib import Path
 LINEARS = ("packed", "aten")
 ATTENTIONS = ("blocked", "sdpa")
 CACHE_FILE = "cpu-routes.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the linears chosen on whole blocks (1 timed them alone)
 # Below this many FLOPs for the largest matmul of a step's forward, timings are noise, not a
 # measure (a tiny CLIP's matmuls take microseconds): such shapes keep the route of releases
 # before the measurement, so their bytes do not depend on a coin toss of the scheduler.
 MEASURE_FROM_FLOPS = 5e8
 TRIALS = 3  # timings per candidate, interleaved, the fastest kept: the shared VM's speed drifts
+# Blocks timed together, each with its own weights: a step streams every block's weights from
+# memory, and one block timed again and again would find its weights in the cache instead.
+BLOCKS_TIMED = 4
 
 
 @dataclass(frozen=True)
@@ -155,24 +158,41 @@ def _seconds(work) -> float:
     return time.perf_counter() - began
 
 
-def _linear_work(route: str, rows: int, n_in: int, n_out: int, dtype):
-    """One linear's forward and input gradient, as the encoder runs it by `route`."""
+def _block_work(route: CpuRoute, shape: EncoderShape, images: int, dtype, blocks: int = BLOCKS_TIMED):
+    """`blocks` encoder blocks' forward and input gradient, as a step runs them by `route`: their
+    linears, norms, activations, casts and attention together, so that what a step pays around a
+    matmul (a packed weight's layouts, autocast's casts, weights read from memory) counts as it
+    does in a step, where the linears timed alone left some of it out."""
     import torch
-    import torch.nn.functional as F
+    from torch import nn
 
-    from .encoder import FrozenLinear, _onednn_linear
+    from .encoder import EncoderBlock, with_cpu_route
 
-    generator = torch.Generator().manual_seed(0)
-    weight = torch.randn(n_out, n_in, generator=generator).to(dtype) * 0.02
-    bias = torch.zeros(n_out, dtype=dtype)
-    x = torch.randn(rows, n_in, generator=generator).to(dtype)
-    grad = torch.randn(rows, n_out, generator=generator).to(dtype)
-    if route == "packed":
-        linear = FrozenLinear(weight, bias)
-        linear.pack(dtype)
-        packed = linear.packed
-        return lambda: (_onednn_linear(x, packed.forward, packed.bias), _onednn_linear(grad, packed.backward, None))
-    return lambda: (F.linear(x, weight, bias), grad @ weight)
+    class Mlp(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_fc, self.c_proj = nn.Linear(shape.width, shape.mlp), nn.Linear(shape.mlp, shape.width)
+
+    class Block(nn.Module):  # CLIP's ResidualAttentionBlock's parts, as EncoderBlock reads them
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(shape.width, shape.heads)
+            self.ln_1, self.ln_2, self.mlp = nn.LayerNorm(shape.width), nn.LayerNorm(shape.width), Mlp()
+
+    with torch.random.fork_rng(devices=[]):  # a measurement mid-run leaves the run's random draws alone
+        torch.manual_seed(0)
+        stack = nn.Sequential(*(EncoderBlock(Block().requires_grad_(False)) for _ in range(blocks)))
+        x = torch.randn(shape.tokens, images, shape.width).requires_grad_()
+        grad = torch.randn(shape.tokens, images, shape.width)
+    routed = with_cpu_route(stack, route, dtype)
+
+    def work():
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            out = routed(x)
+        out.backward(grad.to(out.dtype))
+        x.grad = None
+
+    return work
 
 
 def _attention_work(route: CpuRoute, shape: EncoderShape, images: int, dtype):
@@ -208,26 +228,20 @@ def _fastest(candidates: dict, trials: int = TRIALS) -> tuple[object, dict]:
 
 def measure_route(shape: EncoderShape, dtype, images: int) -> tuple[CpuRoute, dict]:
     """Time every route for `images` images of `shape` in `dtype`: the fastest, and the seconds
-    of each candidate (summed over the block's four linears; one block's attention)."""
-    import torch
-
+    of each candidate. The attention's group size (or SDPA) is chosen on the attention alone,
+    then the linears' route on whole blocks running that attention (seconds a block)."""
     from .encoder import packing_available
 
-    rows = shape.tokens * images
-    matmuls = ((shape.width, 3 * shape.width), (shape.width, shape.width), (shape.width, shape.mlp),
-               (shape.mlp, shape.width))
-    linears = [r for r in LINEARS if r != "packed" or packing_available(dtype)]
-    with torch.no_grad():
-        works = {r: [_linear_work(r, rows, n_in, n_out, dtype) for n_in, n_out in matmuls] for r in linears}
-        linear, linear_times = _fastest({r: (lambda ws=ws: [w() for w in ws]) for r, ws in works.items()})
     groups = sorted({min(shape.heads, 2**k) for k in range(8) if 2**k <= 2 * shape.heads})
-    attentions = {CpuRoute(linear, "blocked", g): None for g in groups} | {CpuRoute(linear, "sdpa"): None}
-    attention, attention_times = _fastest({r: _attention_work(r, shape, images, dtype) for r in attentions})
-    figures = {"linear": {k: round(v, 6) for k, v in linear_times.items()},
+    attentions = [CpuRoute(LEGACY_ROUTE.linear, "blocked", g) for g in groups] + [CpuRoute(LEGACY_ROUTE.linear, "sdpa")]
+    best, attention_times = _fastest({r: _attention_work(r, shape, images, dtype) for r in attentions})
+    linears = [CpuRoute(r, best.attention, best.heads) for r in LINEARS if r != "packed" or packing_available(dtype)]
+    route, block_times = _fastest({r: _block_work(r, shape, images, dtype) for r in linears})
+    figures = {"block": {r.linear: round(v / BLOCKS_TIMED, 6) for r, v in block_times.items()},
                "attention": {str(k).partition("+")[2]: round(v, 6) for k, v in attention_times.items()}}
     _last_figures.clear()
     _last_figures.update(figures)
-    return attention, figures
+    return route, figures
 
 
 _last_figures: dict = {}
