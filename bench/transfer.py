@@ -30,6 +30,7 @@ from das_ag.embedding import embed_image
 from das_ag.engine import choose_images_per_step, synthesize
 from das_ag.models import load_models
 from das_ag.prompts import Prompt
+from das_ag.schedules import Schedule
 
 TOYCLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "toyclip"
 COLOURS = ("red", "green", "blue", "yellow", "purple", "white")
@@ -61,7 +62,9 @@ PIXELS = {
     "default+bicubic": dict(canvas_settings={"interpolation": "bicubic"}),
     "default+lr-0.2": dict(lr=0.2),
     "default+copies-12": dict(augment_copies=12),
-    "default+noise-low": dict(noise=0.1),
+    "default+noise-low": dict(noise=Schedule("exp_warmup", 0.1, 0.25, 0.03)),
+    "default+whole-1": dict(whole_views=1),
+    "default+whole-2": dict(whole_views=2),
 }
 STROKES_BASE = dict(canvas="strokes", canvas_settings={"count": 24, "width": 4.0, "width_max": 10.0})
 STROKES = {
@@ -106,12 +109,17 @@ def measure(name: str, settings: dict, maker, judge, seeds: list[int], steps: in
         "maker": sum(s == w for s, w in zip(own, wanted)) / n,
         "s/image": seconds,
     }
+    row["missed shapes"], row["maker missed"] = missed_shapes(seen, wanted), missed_shapes(own, wanted)
+    return row
+
+
+def missed_shapes(seen: list[str], wanted: list[str]) -> str:
+    """How many images of each shape were named wrongly, most first."""
     misses: dict[str, int] = {}
     for s, w in zip(seen, wanted):
         if s != w:
             misses[w.split()[2]] = misses.get(w.split()[2], 0) + 1
-    row["missed shapes"] = ", ".join(f"{k} {v}" for k, v in sorted(misses.items(), key=lambda kv: -kv[1]))
-    return row
+    return ", ".join(f"{k} {v}" for k, v in sorted(misses.items(), key=lambda kv: -kv[1]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,14 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     judge = load_models(str(TOYCLIP / "toyclip-shapes-judge.pt"), None, "cpu", need_head=False)
     print(f"{len(CAPTIONS)} captions x seeds {seeds}, {args.steps} steps, 64 px, {args.canvas}, "
           f"{torch.get_num_threads()} threads")
-    print("| setting | judge top-1 | shape | colour | maker top-1 | s/image | judge's misses by shape |")
-    print("|---|---|---|---|---|---|---|")
+    print("| setting | judge top-1 | shape | colour | maker top-1 | s/image | judge's misses by shape | maker's |")
+    print("|---|---|---|---|---|---|---|---|")
     rows = []
     for name in names:
         row = measure(name, table[name], maker, judge, seeds, args.steps)
         rows.append(row)
         print(f"| {name} | {row['judge']:.0%} | {row['shape']:.0%} | {row['colour']:.0%} | {row['maker']:.0%} "
-              f"| {row['s/image']:.2f} | {row['missed shapes']} |", flush=True)
+              f"| {row['s/image']:.2f} | {row['missed shapes']} | {row['maker missed']} |", flush=True)
     if len(rows) > 1 and "today" in names:
         base = next(r for r in rows if r["setting"] == "today")["s/image"]
         print("time against today: " + ", ".join(f"{r['setting']} {r['s/image'] / base:.2f}x" for r in rows))

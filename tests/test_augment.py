@@ -134,6 +134,27 @@ def test_a_small_crop_magnifies_and_a_flip_mirrors():
         assert bright_right == bool(m[0, 0] > 0)  # a mirrored whole view has the bright half on the left
 
 
+def test_whole_views_are_the_shifted_windows_and_leave_the_other_views_as_they_were():
+    from das_ag.augment import ViewShape
+
+    strength, varied = AugmentStrength(4, 0.0, 0.0), ViewShape(0.4, 1.3, 20.0, True)
+    canvas = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    windows = apply(canvas, draw((128, 128), 6, 64, strength, torch.Generator().manual_seed(3)), resolution=64, out_size=64)
+    without = apply(canvas, draw((128, 128), 6, 64, strength, torch.Generator().manual_seed(3), shape=varied),
+                    resolution=64, out_size=64)
+    with_two = apply(canvas, draw((128, 128), 6, 64, strength, torch.Generator().manual_seed(3),
+                                  shape=ViewShape(0.4, 1.3, 20.0, True, whole=2)), resolution=64, out_size=64)
+    # The first two are the whole picture, shifted, to the bit; the others the crops they were.
+    assert torch.equal(with_two[:2], windows[:2]) and torch.equal(with_two[2:], without[2:])
+    assert not torch.allclose(without[:2], windows[:2])
+    # More whole views than views a step: every view is whole.
+    every = apply(canvas, draw((128, 128), 6, 64, strength, torch.Generator().manual_seed(3),
+                               shape=ViewShape(0.4, 1.3, 20.0, True, whole=10)), resolution=64, out_size=64)
+    assert torch.equal(every, windows)
+    # Whole views alone (crops never vary) are the windows of releases before views varied.
+    assert not ViewShape(whole=3).varies and ViewShape(whole=3, flip=True).varies
+
+
 def test_gradients_reach_the_canvas_through_varied_views():
     from das_ag.augment import ViewShape
 
@@ -159,6 +180,7 @@ def test_recipes_from_before_views_varied_keep_the_views_they_were_made_with():
     (dict(crop_aspect=3.0), "crop aspect must be a number from 1 to 2"),
     (dict(view_turn=-5.0), "view turn must be a number from 0 to 180"),
     (dict(view_flip="yes"), "view flip must be true or false"),
+    (dict(whole_views=-1), "whole views must be a whole number from 0 to 256"),
 ])
 def test_bad_view_settings_are_one_line(changes, said):
     from das_ag.config import GenerationConfig

@@ -13,7 +13,7 @@ tensor ops (no per-copy Python loop and no host sync).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -34,12 +34,18 @@ class AugmentStrength:
 @dataclass(frozen=True)
 class ViewShape:
     """How views may differ from the whole picture: the config's crop_min, crop_aspect,
-    view_turn (degrees) and view_flip."""
+    view_turn (degrees), view_flip and whole_views."""
 
     crop_min: float = 1.0
     crop_aspect: float = 1.0
     turn: float = 0.0
     flip: bool = False
+    whole: int = 0  # the first `whole` views are the picture's whole short side, never turned or flipped
+
+    @property
+    def varies(self) -> bool:
+        """Whether views differ from the whole picture at all (else they are the shifted windows)."""
+        return replace(self, whole=0) != ViewShape()
 
 
 def normalize(pixels: torch.Tensor) -> torch.Tensor:
@@ -96,7 +102,7 @@ def draw(
         noise = torch.randn((copies, 3, side, side), generator=generator, device=device, dtype=dtype)
         noise_sigma = torch.full((), strength.noise, device=device, dtype=dtype)
     crops = None
-    if shape is not None and shape != ViewShape():
+    if shape is not None and shape.varies:
         crops = crop_maps(canvas_shape, (height, width), shifts, shape, generator, device)
     return AugmentDraws(shifts, colour, noise, colour_range, noise_sigma, crops)
 
@@ -106,7 +112,9 @@ def crop_maps(canvas_shape: tuple[int, int], picture: tuple[int, int], shifts: t
     """Each view's affine map (copies, 2, 3), drawn from `generator`: a crop whose area is uniform
     between crop_min² and the whole short-side square, stretched by up to crop_aspect, turned by
     up to `turn` degrees either way, mirrored half the time when `flip`, placed anywhere in the
-    picture, then shifted by the jitter. Built in float64 and returned as float32: the maps are
+    picture, then shifted by the jitter; the first `whole` views are the whole short side, unturned
+    and unmirrored, placed and shifted alike (the same draws are made, so the other views are
+    those of a run without them). Built in float64 and returned as float32: the maps are
     small, and a whole-picture crop must land on pixel centres exactly."""
     copies = shifts.shape[1]
     u = torch.rand(6, copies, generator=generator, device=device, dtype=torch.float64)
@@ -115,9 +123,11 @@ def crop_maps(canvas_shape: tuple[int, int], picture: tuple[int, int], shifts: t
     side = min(height, width)
     scale = (shape.crop_min ** 2 + u[0] * (1 - shape.crop_min ** 2)).sqrt() * side
     stretch = ((2 * u[1] - 1) * math.log(shape.crop_aspect)).exp().sqrt()
-    w, h = scale * stretch, scale / stretch
     angle = (2 * u[2] - 1) * math.radians(shape.turn)
     mirror = torch.where(u[3] < 0.5, -1.0, 1.0).to(u) if shape.flip else torch.ones_like(u[3])
+    whole = min(shape.whole, copies)  # the whole short side, unstretched, unturned, unmirrored
+    scale[:whole], stretch[:whole], angle[:whole], mirror[:whole] = side, 1.0, 0.0, 1.0
+    w, h = scale * stretch, scale / stretch
     top, left = ((c - v) // 2 for c, v in zip(canvas_shape, picture))
     # Anywhere the crop fits in the picture (centred where it does not), then the jitter's shift.
     cx = left + w / 2 + u[4] * (width - w).clamp(min=0) - shifts[1].to(u)

@@ -30,8 +30,8 @@ MAX_ASPECT = 4.0  # the long side at most four times the short one: CLIP sees sq
 SCHEDULE_FIELDS = ("noise", "colour_shift", "jitter")
 # The views of releases before crops, stretches, turns and flips: a recipe without these settings
 # was made with them (their defaults may differ), so it makes the same image again.
-LEGACY_VIEWS = (1.0, 1.0, 0.0, False)
-VIEW_FIELDS = ("crop_min", "crop_aspect", "view_turn", "view_flip")
+LEGACY_VIEWS = (1.0, 1.0, 0.0, False, 0)
+VIEW_FIELDS = ("crop_min", "crop_aspect", "view_turn", "view_flip", "whole_views")
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,10 @@ class GenerationConfig:
                                help="views are turned by up to this many degrees either way (0: never)")
     view_flip: bool = setting(True, group="views", label="Flip views",
                               help="half the views, at random, are mirrored left to right")
+    whole_views: int = setting(0, group="views", minimum=0, maximum=MAX_COPIES, label="Whole views",
+                               help="how many of each step's views show the picture's whole short side, never "
+                                    "cropped, turned or flipped (the others vary as set above; more than the views "
+                                    "a step: all of them)")
     seed: int = setting(42, group="reproducibility", minimum=0, maximum=2**63 - 1, studio=False,
                         help="the seed of the start image and every augmentation")
     deterministic: bool = setting(False, group="device", studio=False,
@@ -309,6 +313,7 @@ class GenerationConfig:
                 _number_in(p, f.name.replace("_", " "), getattr(self, f.name), s.minimum, s.maximum)
         if not isinstance(self.view_flip, bool):
             p.append("view flip must be true or false")
+        _int_in(p, "whole views", self.whole_views, 0, MAX_COPIES)
         if not _finite(self.lr) or self.lr <= 0:
             p.append(f"learning rate must be a positive finite number, not {self.lr!r}")
         for name in SCHEDULE_FIELDS:
@@ -463,7 +468,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         seed=42,
         deterministic=True,
         # The published views: the whole picture, shifted (no crops, stretches, turns or flips).
-        crop_min=1.0, crop_aspect=1.0, view_turn=0.0, view_flip=False,
+        crop_min=1.0, crop_aspect=1.0, view_turn=0.0, view_flip=False, whole_views=0,
     ),
     # A fast first look: fewer steps and copies at 224 px, the app's warm-up schedules.
     "quick": dict(

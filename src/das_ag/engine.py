@@ -145,7 +145,8 @@ class _Image:
         # augmentation draws on the run's device.
         self.canvas = build_canvas(config, torch.Generator().manual_seed(config.seed)).to(device)
         self.augment_generator = torch.Generator(device=device).manual_seed(config.seed)
-        self.view_shape = augment.ViewShape(config.crop_min, config.crop_aspect, config.view_turn, config.view_flip)
+        self.view_shape = augment.ViewShape(config.crop_min, config.crop_aspect, config.view_turn, config.view_flip,
+                                             config.whole_views)
         self.terms = [cls(config, models) for cls in active_terms(config)]
         self.warnings = tuple(w for t in self.terms for w in t.warnings)
         self.status, self.message, self.steps_done = "running", "", 0
