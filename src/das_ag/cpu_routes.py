@@ -158,8 +158,8 @@ def _seconds(work) -> float:
     return time.perf_counter() - began
 
 
-def _block_work(route: CpuRoute, shape: EncoderShape, images: int, dtype, blocks: int = BLOCKS_TIMED):
-    """`blocks` encoder blocks' forward and input gradient, as a step runs them by `route`: their
+def _block_work(route: CpuRoute, shape: EncoderShape, images: int, dtype):
+    """BLOCKS_TIMED encoder blocks' forward and input gradient, as a step runs them by `route`: their
     linears, norms, activations, casts and attention together, so that what a step pays around a
     matmul (a packed weight's layouts, autocast's casts, weights read from memory) counts as it
     does in a step, where the linears timed alone left some of it out."""
@@ -173,7 +173,9 @@ def _block_work(route: CpuRoute, shape: EncoderShape, images: int, dtype, blocks
             super().__init__()
             self.c_fc, self.c_proj = nn.Linear(shape.width, shape.mlp), nn.Linear(shape.mlp, shape.width)
 
-    class Block(nn.Module):  # CLIP's ResidualAttentionBlock's parts, as EncoderBlock reads them
+    # CLIP's ResidualAttentionBlock's parts, as EncoderBlock reads them (clip's own class fixes the
+    # MLP at 4x the width; open_clip's larger shapes have other widths, which EncoderShape keeps).
+    class Block(nn.Module):
         def __init__(self):
             super().__init__()
             self.attn = nn.MultiheadAttention(shape.width, shape.heads)
@@ -181,7 +183,7 @@ def _block_work(route: CpuRoute, shape: EncoderShape, images: int, dtype, blocks
 
     with torch.random.fork_rng(devices=[]):  # a measurement mid-run leaves the run's random draws alone
         torch.manual_seed(0)
-        stack = nn.Sequential(*(EncoderBlock(Block().requires_grad_(False)) for _ in range(blocks)))
+        stack = nn.Sequential(*(EncoderBlock(Block().requires_grad_(False)) for _ in range(BLOCKS_TIMED)))
         x = torch.randn(shape.tokens, images, shape.width).requires_grad_()
         grad = torch.randn(shape.tokens, images, shape.width)
     routed = with_cpu_route(stack, route, dtype)
