@@ -202,6 +202,25 @@ def test_a_restored_recipe_is_made_again_by_the_cpu_route_its_run_took(studio, m
     assert changed.cpu_route == synthesize(changed.config, models).run().cpu_route != "aten+sdpa"
 
 
+def test_the_page_hides_error_details_however_the_server_was_started(tiny_clip_path, head_path, monkeypatch, tmp_path):
+    """Started outside the project folder, Streamlit reads no .streamlit/config.toml: the page
+    itself turns error details off, so an unexpected error never shows a visitor a traceback."""
+    from streamlit import config
+
+    monkeypatch.setenv("CLIP_MODEL_PATH", str(tiny_clip_path))
+    monkeypatch.setenv("AESTHETIC_PREDICTOR_PATH", str(head_path))
+    monkeypatch.setenv("DAS_AG_OUTPUT_DIR", str(tmp_path / "saved"))
+    monkeypatch.chdir(tmp_path)
+    config.set_option("client.showErrorDetails", "full")
+    try:
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.run()
+        assert not at.exception
+        assert config.get_option("client.showErrorDetails") == "none"
+    finally:
+        config.set_option("client.showErrorDetails", "none")
+
+
 def test_a_picture_bomb_is_refused_in_one_line_without_a_traceback(studio):
     from das_ag.studio.files import save_upload
 

@@ -969,6 +969,9 @@ def gallery_panel() -> None:
 
 # -- the page ---------------------------------------------------------------------------------
 def main() -> None:
+    # A visitor never sees a traceback, however the server was started: the project's
+    # .streamlit/config.toml is read only by a `streamlit run` started in the project folder.
+    st.set_option("client.showErrorDetails", "none")
     st.set_page_config(page_title="das-ag studio", page_icon="🎨", layout="wide")
     weights.load_environment()
     launch_cublas_setting()

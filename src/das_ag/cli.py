@@ -736,6 +736,7 @@ STUDIO_SERVER_DEFAULTS = {
     "--server.fileWatcherType": "none",
     "--runner.postScriptGC": "false",
     "--client.toolbarMode": "viewer",
+    "--client.showErrorDetails": "none",
 }
 
 
