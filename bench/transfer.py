@@ -65,6 +65,13 @@ PIXELS = {
     "default+noise-low": dict(noise=Schedule("exp_warmup", 0.1, 0.25, 0.03)),
     "default+whole-1": dict(whole_views=1),
     "default+whole-2": dict(whole_views=2),
+    # The pyramid's coarse levels (a quarter of the side or less) at a multiple of the run's rate.
+    "default+coarse-2": dict(canvas_settings={"coarse_lr": 2.0}),
+    "default+coarse-3": dict(canvas_settings={"coarse_lr": 3.0}),
+    "default+coarse-2+turn-10": dict(canvas_settings={"coarse_lr": 2.0}, view_turn=10.0),
+    # Noise that stays high while shapes form and falls late (the default rises late, to 0.5).
+    "default+noise-fall": dict(noise=Schedule("exp_warmup", 0.5, 0.2, 0.03)),
+    "default+coarse-2+noise-fall": dict(canvas_settings={"coarse_lr": 2.0}, noise=Schedule("exp_warmup", 0.5, 0.2, 0.03)),
 }
 STROKES_BASE = dict(canvas="strokes", canvas_settings={"count": 24, "width": 4.0, "width_max": 10.0})
 STROKES = {

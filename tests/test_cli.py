@@ -52,13 +52,13 @@ def test_every_setting_has_a_flag_schedules_included(weights_env, tmp_path):
     out = tmp_path / "flags.png"
     assert main(["generate", "--prompt", "a kite", *FAST, "--noise", "exp_decay:0.3:0.1:0.05", "--colour-shift", "0.2",
                  "--jitter", "linear:1:0.5", "--jitter-margin", "8", "--levels", "all", "--resolution", "48",
-                 "--init", "zeros", "--copies", "3", "--out", str(out)]) == 0
+                 "--init", "zeros", "--coarse-lr", "2.5", "--copies", "3", "--out", str(out)]) == 0
     config = read_recipe(out)["config"]
     assert config["noise"] == {"kind": "exp_decay", "start": 0.3, "end": 0.1, "rate": 0.05}
     assert config["colour_shift"] == {"kind": "constant", "start": 0.2, "end": 0.2, "rate": 0.03}
     assert (config["jitter"]["kind"], config["jitter"]["end"], config["jitter_margin"]) == ("linear", 0.5, 8)
     pyramid = config["canvas_settings"]  # the pyramid's own settings; --init is --fill's old name
-    assert (pyramid["levels"], pyramid["fill"], config["augment_copies"]) == ("all", "zeros", 3)
+    assert (pyramid["levels"], pyramid["fill"], pyramid["coarse_lr"], config["augment_copies"]) == ("all", "zeros", 2.5, 3)
     assert "levels" not in config and "init" not in config
 
 

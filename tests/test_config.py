@@ -55,6 +55,8 @@ def test_json_round_trip_is_exact(preset):
         (dict(terms={"aesthetic": {"guidance": "more"}}), "guidance"),
         (dict(canvas_settings={"levels": "some"}), "levels"),
         (dict(canvas_settings={"interpolation": "lanczos"}), "interpolation"),
+        (dict(canvas_settings={"coarse_lr": 0.0}), "coarse levels' rate must be a number from 0.1 to 10"),
+        (dict(canvas_settings={"coarse_lr": float("nan")}), "coarse levels' rate"),
         (dict(device="tpu"), "device"),
         (dict(dtype="int8"), "dtype"),
         (dict(seed=-1), "seed"),

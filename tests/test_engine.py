@@ -127,7 +127,7 @@ def test_long_prompts_warn_and_run(models):
 
 @pytest.mark.parametrize(
     "changes", [dict(canvas_settings={"levels": "all"}, resolution=48, steps=2),
-                dict(canvas_settings={"combine": "sum", "fill": "zeros", "interpolation": "bicubic"}, steps=2),
+                dict(canvas_settings={"combine": "sum", "fill": "zeros", "interpolation": "bicubic", "coarse_lr": 2.0}, steps=2),
                 dict(resolution=300, steps=2)]
 )
 def test_other_parameterisations_run(models, changes):

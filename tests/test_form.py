@@ -16,7 +16,7 @@ def test_config_survives_the_form(preset):
 
 
 def test_every_setting_survives_the_form():
-    config = GenerationConfig(prompts=PROMPTS, steps=17, augment_copies=3, lr=0.02, resolution=320, jitter_margin=9, canvas_settings={"levels": "all", "fill": "zeros", "combine": "sum", "interpolation": "bicubic"}, noise=Schedule("linear", 0.1, 0.3), colour_shift=Schedule.constant(0.2), jitter=Schedule("exp_decay", 1.0, 0.5, 0.1), seed=123, deterministic=True, device="cpu", dtype="bfloat16", terms={"aesthetic": {"guidance": "penalty", "weight": Schedule("cosine", 1.0, 4.0)}, "text": {"weight": 2.5}, "tv": {"weight": 0.001}, "l1": {"weight": 0.01}})
+    config = GenerationConfig(prompts=PROMPTS, steps=17, augment_copies=3, lr=0.02, resolution=320, jitter_margin=9, canvas_settings={"levels": "all", "fill": "zeros", "combine": "sum", "interpolation": "bicubic", "coarse_lr": 2.5}, noise=Schedule("linear", 0.1, 0.3), colour_shift=Schedule.constant(0.2), jitter=Schedule("exp_decay", 1.0, 0.5, 0.1), seed=123, deterministic=True, device="cpu", dtype="bfloat16", terms={"aesthetic": {"guidance": "penalty", "weight": Schedule("cosine", 1.0, 4.0)}, "text": {"weight": 2.5}, "tv": {"weight": 0.001}, "l1": {"weight": 0.01}})
     assert form.state_to_config(form.config_to_state(config)) == (config, [])
 
 

@@ -21,6 +21,10 @@ LEVELS = ("pow2", "all")
 FILLS = ("normal", "zeros")
 COMBINES = ("mean", "sum")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+MAX_COARSE_LR = 10.0
+# Levels whose long side is at most this share of the canvas's are the coarse ones: the large
+# regions (at 64 px, the levels of 1 to 16 px; at 224 px, of 1 to 32 px).
+COARSE_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,22 @@ class PyramidSettings(PartSettings):
                            help="how the pyramid's levels add up")
     interpolation: str = setting("bilinear", group="pyramid", choices=INTERPOLATIONS, flag="--interpolation",
                                  help="how coarse levels are upsampled (all deterministic: matrix products)")
+    # Issue 29's lever: large regions that move faster than detail make shapes a second CLIP
+    # recognises (note/transfer.md). 1 keeps one rate, and so the images of releases before it.
+    coarse_lr: float = setting(1.0, group="pyramid", minimum=0.1, maximum=MAX_COARSE_LR, step=0.25,
+                               flag="--coarse-lr", label="Coarse levels' rate",
+                               help="the learning rate of the coarse levels (a quarter of the canvas's side or "
+                                    "less), as a multiple of the run's: above 1, large regions move faster than detail")
 
     def problems(self) -> list[str]:
-        return [f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}"
-                for name, allowed in (("levels", LEVELS), ("fill", FILLS), ("combine", COMBINES),
-                                      ("interpolation", INTERPOLATIONS)) if getattr(self, name) not in allowed]
+        p = [f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}"
+             for name, allowed in (("levels", LEVELS), ("fill", FILLS), ("combine", COMBINES),
+                                   ("interpolation", INTERPOLATIONS)) if getattr(self, name) not in allowed]
+        rate = self.coarse_lr
+        if (not isinstance(rate, (int, float)) or isinstance(rate, bool) or not math.isfinite(rate)
+                or not 0.1 <= rate <= MAX_COARSE_LR):
+            p.append(f"the coarse levels' rate must be a number from 0.1 to {MAX_COARSE_LR:g}, not {rate!r}")
+        return p
 
 
 def level_sizes(canvas_size: int, levels: str = "pow2") -> list[int]:
@@ -80,8 +95,8 @@ class PyramidCanvas(Canvas):
         size, resolution = geometry(config)
         own = config.canvas_settings
         return cls(size, resolution, levels=own.levels, fill=own.fill, combine=own.combine,
-                   interpolation=own.interpolation, generator=generator, picture=start_picture(config),
-                   wrap=config.tile)
+                   interpolation=own.interpolation, coarse_lr=own.coarse_lr, generator=generator,
+                   picture=start_picture(config), wrap=config.tile)
 
     def __init__(
         self,
@@ -92,6 +107,7 @@ class PyramidCanvas(Canvas):
         fill: str = "normal",
         combine: str = "mean",
         interpolation: str = "bilinear",
+        coarse_lr: float = 1.0,
         generator: torch.Generator | None = None,
         picture: torch.Tensor | None = None,
         wrap: bool = False,
@@ -101,6 +117,7 @@ class PyramidCanvas(Canvas):
         picture, every level upsampled as a periodic signal so the sum is periodic too."""
         super().__init__()
         self.size, self.resolution, self.combine = canvas_size, resolution, combine
+        self.coarse_lr = coarse_lr
         if any(v > c for v, c in zip(self.visible, self.shape)):
             raise ValueError("the output cannot be larger than the canvas")
         self.shapes = level_shapes(self.shape, levels)
@@ -139,6 +156,16 @@ class PyramidCanvas(Canvas):
             part = F.adaptive_avg_pool2d(rest, shape)
             level.copy_(part)
             rest = rest - self._upsampled(part)
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The run's rate for every level, or two groups: the coarse levels at `coarse_lr` times it."""
+        if self.coarse_lr == 1:
+            return super().param_groups(lr)  # one group, as before the setting: the same updates
+        longest = max(self.shape)
+        coarse = [max(shape) <= COARSE_SHARE * longest for shape in self.shapes]
+        groups = [{"params": [p for p, c in zip(self.levels, coarse) if c], "lr": lr * self.coarse_lr},
+                  {"params": [p for p, c in zip(self.levels, coarse) if not c], "lr": lr}]
+        return [g for g in groups if g["params"]]
 
     def _upsampled(self, level: torch.Tensor) -> torch.Tensor:
         """A level resampled to the canvas: rows @ level @ columns^T."""
