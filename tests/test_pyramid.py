@@ -100,10 +100,11 @@ def test_pil_round_trip_is_exact_for_8_bit_values():
 
 def test_the_coarse_levels_learn_at_their_own_rate_and_the_fine_ones_as_before():
     def stepped(coarse_lr: float) -> tuple[PyramidCanvas, list[dict]]:
-        canvas = PyramidCanvas(64, 48, coarse_lr=coarse_lr, generator=torch.Generator().manual_seed(0))
+        # A 64 px picture in a 128 px canvas (the jitter margin), as a run at 64 px has it.
+        canvas = PyramidCanvas(128, 64, coarse_lr=coarse_lr, generator=torch.Generator().manual_seed(0))
         groups = canvas.param_groups(0.1)
         optimiser = torch.optim.Adam(groups)
-        target = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+        target = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
         ((canvas() - target) ** 2).sum().backward()
         optimiser.step()
         return canvas, groups
@@ -111,9 +112,10 @@ def test_the_coarse_levels_learn_at_their_own_rate_and_the_fine_ones_as_before()
     same, groups = stepped(1.0)
     assert len(groups) == 1 and groups[0]["lr"] == 0.1  # one rate: the updates of releases before the setting
     faster, groups = stepped(2.0)
-    # At 64 px the coarse levels are those of 16 px or less: 1, 2, 4, 8, 16 at twice the run's rate.
-    assert [(len(g["params"]), g["lr"]) for g in groups] == [(5, 0.2), (2, 0.1)]
-    start = PyramidCanvas(64, 48, generator=torch.Generator().manual_seed(0))
+    # A 64 px picture's coarse levels are those of 16 px or less (a quarter of the picture, not of
+    # the canvas with its margin): 1, 2, 4, 8, 16 at twice the run's rate; 32, 64, 128 at the run's.
+    assert [(len(g["params"]), g["lr"]) for g in groups] == [(5, 0.2), (3, 0.1)]
+    start = PyramidCanvas(128, 64, generator=torch.Generator().manual_seed(0))
     for (side, _), before, one, two in zip(start.shapes, start.levels, same.levels, faster.levels):
         moved_one, moved_two = (one - before).abs().max(), (two - before).abs().max()
         if side <= 16:  # Adam's first step is the rate times the gradient's sign: twice as far

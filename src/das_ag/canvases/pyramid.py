@@ -22,8 +22,9 @@ FILLS = ("normal", "zeros")
 COMBINES = ("mean", "sum")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 MAX_COARSE_LR = 10.0
-# Levels whose long side is at most this share of the canvas's are the coarse ones: the large
-# regions (at 64 px, the levels of 1 to 16 px; at 224 px, of 1 to 32 px).
+# Levels whose long side is at most this share of the picture's (the visible part, not the jitter
+# margin around it) are the coarse ones: the large regions (a 64 px picture's levels of 1 to 16 px;
+# a 224 px picture's, 1 to 32 px).
 COARSE_SHARE = 0.25
 
 
@@ -46,7 +47,7 @@ class PyramidSettings(PartSettings):
     # recognises (note/transfer.md). 1 keeps one rate, and so the images of releases before it.
     coarse_lr: float = setting(1.0, group="pyramid", minimum=0.1, maximum=MAX_COARSE_LR, step=0.25,
                                flag="--coarse-lr", label="Coarse levels' rate",
-                               help="the learning rate of the coarse levels (a quarter of the canvas's side or "
+                               help="the learning rate of the coarse levels (a quarter of the picture's side or "
                                     "less), as a multiple of the run's: above 1, large regions move faster than detail")
 
     def problems(self) -> list[str]:
@@ -161,7 +162,7 @@ class PyramidCanvas(Canvas):
         """The run's rate for every level, or two groups: the coarse levels at `coarse_lr` times it."""
         if self.coarse_lr == 1:
             return super().param_groups(lr)  # one group, as before the setting: the same updates
-        longest = max(self.shape)
+        longest = max(self.visible)
         coarse = [max(shape) <= COARSE_SHARE * longest for shape in self.shapes]
         groups = [{"params": [p for p, c in zip(self.levels, coarse) if c], "lr": lr * self.coarse_lr},
                   {"params": [p for p, c in zip(self.levels, coarse) if not c], "lr": lr}]
