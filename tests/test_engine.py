@@ -40,8 +40,9 @@ def test_the_sign_of_the_aesthetic_term_steers_the_score(models):
 
 
 def test_off_leaves_the_aesthetic_term_out_of_the_loss(models):
-    run = synthesize(small_config(steps=3, terms={"aesthetic": {"guidance": "off"}}), models)
-    assert all(event.terms["aesthetic"] == 0 for event in run)
+    run = synthesize(small_config(steps=3, terms={"aesthetic": {"guidance": "off", "weight": Schedule.constant(3.0)}}), models)
+    # The weight it reports (the studio's "aesthetic score and its weight" chart) is the 0 it applies.
+    assert all(event.terms["aesthetic"] == 0 and event.metrics["aesthetic"]["weight"] == 0 for event in run)
 
 
 def test_text_guidance_raises_clip_similarity(models):

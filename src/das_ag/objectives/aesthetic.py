@@ -103,7 +103,8 @@ class AestheticTerm(Term):
             weight = 0.0  # not this step's turn
         self.counts = weight != 0 and self.sign != 0
         self.weight = torch.full((), weight, device=self.models.device)
-        return {"weight": weight}
+        # The weight applied, which charts show: guidance off applies none, whatever its schedule.
+        return {"weight": weight if self.sign != 0 else 0.0}
 
     def loss(self, inputs: TermInputs):
         if self.models.aesthetic_head is None or (self.models.head_is_separate and not self.counts):
