@@ -68,6 +68,7 @@ PIXELS = {
     # The pyramid's coarse levels (a quarter of the side or less) at a multiple of the run's rate.
     "default+coarse-2": dict(canvas_settings={"coarse_lr": 2.0}),
     "default+coarse-3": dict(canvas_settings={"coarse_lr": 3.0}),
+    "default+coarse-4": dict(canvas_settings={"coarse_lr": 4.0}),
     "default+coarse-2+turn-10": dict(canvas_settings={"coarse_lr": 2.0}, view_turn=10.0),
     # Noise that stays high while shapes form and falls late (the default rises late, to 0.5).
     "default+noise-fall": dict(noise=Schedule("exp_warmup", 0.5, 0.2, 0.03)),
