@@ -55,10 +55,9 @@ class PyramidSettings(PartSettings):
         p = [f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}"
              for name, allowed in (("levels", LEVELS), ("fill", FILLS), ("combine", COMBINES),
                                    ("interpolation", INTERPOLATIONS)) if getattr(self, name) not in allowed]
-        rate = self.coarse_lr
-        if (not isinstance(rate, (int, float)) or isinstance(rate, bool) or not math.isfinite(rate)
-                or not 0.1 <= rate <= MAX_COARSE_LR):
-            p.append(f"the coarse levels' rate must be a number from 0.1 to {MAX_COARSE_LR:g}, not {rate!r}")
+        from ..config import _number_in  # config imports the canvases: read at call time
+
+        _number_in(p, "the coarse levels' rate", self.coarse_lr, 0.1, MAX_COARSE_LR)
         return p
 
 
