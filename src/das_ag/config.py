@@ -16,8 +16,9 @@ from typing import Any
 
 from .errors import ConfigError
 from .prompts import Prompt
-from .schedules import Schedule
-from .settings import described, kind_of, replace_settings, setting, with_current_names
+from .schedules import Schedule, is_finite_number
+from .settings import (described, kind_of, number_in, replace_settings, setting, whole_number_in,
+                       with_current_names)
 
 # Re-exported: the method names lived here before methods.py.
 from .methods import GUIDANCE, METHOD_NAMES, METHOD_ORDER  # noqa: E402,F401
@@ -279,7 +280,7 @@ class GenerationConfig:
         if self.prompts and not self.positive_prompts:
             p.append("write at least one prompt to steer towards (a positive one)")
         elif typed and not self.prompts and not steered and (
-                not _finite(clip_weight := self.term_settings("text").weight) or clip_weight > 0):
+                not is_finite_number(clip_weight := self.term_settings("text").weight) or clip_weight > 0):
             p.append("write at least one prompt to steer towards, or set the CLIP weight to 0 to steer by the "
                      "aesthetic score alone")
         elif typed and not self.prompts and self.term_settings("aesthetic").guidance == "off" and not steered:
@@ -294,27 +295,27 @@ class GenerationConfig:
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
         ):
             p.append(f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
-        _int_in(p, "steps", self.steps, 1, MAX_STEPS)
-        _int_in(p, "augmentation copies", self.augment_copies, 1, MAX_COPIES)
-        _int_in(p, "resolution", self.resolution, MIN_RESOLUTION, MAX_RESOLUTION)
+        whole_number_in(p, "steps", self.steps, 1, MAX_STEPS)
+        whole_number_in(p, "augmentation copies", self.augment_copies, 1, MAX_COPIES)
+        whole_number_in(p, "resolution", self.resolution, MIN_RESOLUTION, MAX_RESOLUTION)
         if (self.width is None) != (self.height is None):
             p.append("give the image's width and height together (--size WxH), or neither")
         elif self.width is not None:
-            _int_in(p, "width", self.width, MIN_RESOLUTION, MAX_RESOLUTION)
-            _int_in(p, "height", self.height, MIN_RESOLUTION, MAX_RESOLUTION)
+            whole_number_in(p, "width", self.width, MIN_RESOLUTION, MAX_RESOLUTION)
+            whole_number_in(p, "height", self.height, MIN_RESOLUTION, MAX_RESOLUTION)
             if _valid_side(self.width) and _valid_side(self.height) and max(self.width, self.height) > MAX_ASPECT * min(self.width, self.height):
                 p.append(f"a {self.width}x{self.height} image is too narrow: the long side may be at most "
                          f"{MAX_ASPECT:g} times the short one")
         if self.jitter_margin is not None:
-            _int_in(p, "jitter margin", self.jitter_margin, 0, MAX_RESOLUTION // 2)
-        _int_in(p, "seed", self.seed, 0, 2**63 - 1)
+            whole_number_in(p, "jitter margin", self.jitter_margin, 0, MAX_RESOLUTION // 2)
+        whole_number_in(p, "seed", self.seed, 0, 2**63 - 1)
         for f, s in described(GenerationConfig):  # the views' bounds are their settings' own
             if f.name in VIEW_FIELDS and kind_of(f) == "float":
-                _number_in(p, f.name.replace("_", " "), getattr(self, f.name), s.minimum, s.maximum)
+                number_in(p, f.name.replace("_", " "), getattr(self, f.name), s.minimum, s.maximum)
         if not isinstance(self.view_flip, bool):
             p.append("view flip must be true or false")
-        _int_in(p, "whole views", self.whole_views, 0, MAX_COPIES)
-        if not _finite(self.lr) or self.lr <= 0:
+        whole_number_in(p, "whole views", self.whole_views, 0, MAX_COPIES)
+        if not is_finite_number(self.lr) or self.lr <= 0:
             p.append(f"learning rate must be a positive finite number, not {self.lr!r}")
         for name in SCHEDULE_FIELDS:
             sched = getattr(self, name)
@@ -324,7 +325,7 @@ class GenerationConfig:
             p.extend(sched.problems(name))
             if not sched.problems(name) and min(sched.start, sched.end) < 0:
                 p.append(f"{name} values must be >= 0")
-        if isinstance(self.jitter, Schedule) and _finite(self.jitter.start) and _finite(self.jitter.end):
+        if isinstance(self.jitter, Schedule) and is_finite_number(self.jitter.start) and is_finite_number(self.jitter.end):
             if max(self.jitter.start, self.jitter.end) > 1:
                 p.append("jitter is a fraction of the margin and must not exceed 1")
         if not isinstance(self.deterministic, bool):
@@ -643,20 +644,7 @@ def _whole(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _finite(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
 
 def _choice(problems: list[str], name: str, value: object, allowed) -> None:
     if value not in allowed:
         problems.append(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
-
-
-def _number_in(problems: list[str], name: str, value: object, lo: float, hi: float) -> None:
-    if not _finite(value) or not lo <= value <= hi:
-        problems.append(f"{name} must be a number from {lo:g} to {hi:g}, not {value!r}")
-
-
-def _int_in(problems: list[str], name: str, value: object, lo: int, hi: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        problems.append(f"{name} must be a whole number from {lo} to {hi}, not {value!r}")

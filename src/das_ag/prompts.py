@@ -11,11 +11,10 @@ scheduled prompt keeps one side: its weight may reach 0 but never changes sign.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from .errors import ConfigError
-from .schedules import SCHEDULE_KINDS, Schedule
+from .schedules import SCHEDULE_KINDS, Schedule, is_finite_number
 
 CONTEXT_LENGTH = 77  # every CLIP text encoder uses 77 tokens, start and end markers included
 
@@ -58,7 +57,7 @@ def weight_problems(weight: float | Schedule, what: str) -> list[str]:
     """Why `weight` cannot weigh `what` (a prompt, an image prompt): a number must be finite and
     not 0; a schedule must be valid and keep one side of 0 without being 0 throughout."""
     if not isinstance(weight, Schedule):
-        return [] if _finite(weight) and weight != 0 else [f"{what} needs a non-zero finite weight, not {weight!r}"]
+        return [] if is_finite_number(weight) and weight != 0 else [f"{what} needs a non-zero finite weight, not {weight!r}"]
     found = weight.problems(f"{what} weight")
     if not found and (min(weight.start, weight.end) < 0 < max(weight.start, weight.end) or weight.start == weight.end == 0):
         found.append(f"{what}: a weight schedule must stay on one side of 0 and not be 0 throughout, not "
@@ -72,10 +71,6 @@ def is_repelling(weight: float | Schedule) -> bool:
 
 def weight_at(weight: float | Schedule, step: int, steps: int) -> float:
     return weight.at(step, steps) if isinstance(weight, Schedule) else float(weight)
-
-
-def _finite(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def split_weight(spec: str) -> tuple[str, float | Schedule | None]:

@@ -31,9 +31,9 @@ class Schedule:
         if self.kind not in SCHEDULE_KINDS:
             out.append(f"{name} schedule must be one of {', '.join(SCHEDULE_KINDS)}, not {self.kind!r}")
         for label, v in (("start", self.start), ("end", self.end), ("rate", self.rate)):
-            if not _is_finite_number(v):
+            if not is_finite_number(v):
                 out.append(f"{name} {label} must be a finite number, not {v!r}")
-        if _is_finite_number(self.rate) and not 0.0 < self.rate < 1.0 and self.kind in ("exp_decay", "exp_warmup"):
+        if is_finite_number(self.rate) and not 0.0 < self.rate < 1.0 and self.kind in ("exp_decay", "exp_warmup"):
             out.append(f"{name} rate must lie strictly between 0 and 1, not {self.rate!r}")
         return out
 
@@ -60,5 +60,5 @@ def schedule_value(kind: str, start: float, end: float, rate: float, step: int, 
     raise ValueError(f"unknown schedule kind {kind!r}")
 
 
-def _is_finite_number(v: object) -> bool:
+def is_finite_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
-from .schedules import SCHEDULE_KINDS, Schedule
+from .schedules import SCHEDULE_KINDS, Schedule, is_finite_number
 
 
 PICTURE_SUFFIXES = ("png", "jpg", "jpeg", "webp")  # what the studio takes as a picture upload
@@ -174,6 +174,17 @@ def values_from_arguments(args: argparse.Namespace, cls: type, *, prefix: str = 
         if value is not None:
             out[f.name] = s.repeat.join(value) if s.repeat else value
     return out
+
+
+def number_in(problems: list[str], name: str, value: object, lo: float, hi: float) -> None:
+    """Add why `value` is no number from lo to hi, if it is not: every part's settings say it alike."""
+    if not is_finite_number(value) or not lo <= value <= hi:
+        problems.append(f"{name} must be a number from {lo:g} to {hi:g}, not {value!r}")
+
+
+def whole_number_in(problems: list[str], name: str, value: object, lo: int, hi: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        problems.append(f"{name} must be a whole number from {lo} to {hi}, not {value!r}")
 
 
 def _number(value: float) -> str:

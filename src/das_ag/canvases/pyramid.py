@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..resample import circular_resample_matrix, resample_matrix
-from ..settings import PartSettings, setting
+from ..settings import PartSettings, number_in, setting
 from .base import Canvas, geometry
 
 LEVELS = ("pow2", "all")
@@ -55,9 +55,7 @@ class PyramidSettings(PartSettings):
         p = [f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}"
              for name, allowed in (("levels", LEVELS), ("fill", FILLS), ("combine", COMBINES),
                                    ("interpolation", INTERPOLATIONS)) if getattr(self, name) not in allowed]
-        from ..config import _number_in  # config imports the canvases: read at call time
-
-        _number_in(p, "the coarse levels' rate", self.coarse_lr, 0.1, MAX_COARSE_LR)
+        number_in(p, "the coarse levels' rate", self.coarse_lr, 0.1, MAX_COARSE_LR)
         return p
 
 

@@ -8,12 +8,12 @@ original DAS objective.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from ..embedding import encode_text_prompts
+from ..schedules import is_finite_number
 from ..settings import PartSettings, setting
 from .base import Term, TermInputs
 
@@ -25,13 +25,9 @@ class TextSettings(PartSettings):
                             help="weight of the text term (0 turns it off)")
 
     def problems(self) -> list[str]:
-        if not _finite(self.weight) or self.weight < 0:
+        if not is_finite_number(self.weight) or self.weight < 0:
             return [f"clip weight must be a finite number >= 0, not {self.weight!r}"]
         return []
-
-
-def _finite(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def prompt_similarities(embeddings: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
