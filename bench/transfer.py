@@ -10,6 +10,11 @@ the same run.
     uv run python bench/transfer.py                          # every setting below
     uv run python bench/transfer.py --settings today,default --seeds 0,1,2
     uv run python bench/transfer.py --canvas strokes         # the stroke drawings' settings
+    uv run python bench/transfer.py --helper H.pt --settings default,default+helper
+
+Rows named `+helper` guide by an ensemble of the maker and a helper CLIP (`--helper`, a
+checkpoint bench/toy_helper.py trains), the helper at the row's weight; the maker's top-1 is
+still the maker's alone.
 
 Guidance is off (the toy CLIPs' 768-d embeddings fit the aesthetic head, but its scores mean
 nothing on them), the picture is 64 px (the toy CLIPs' input), and everything else is the
@@ -66,6 +71,7 @@ PIXELS = {
     "default+whole-1": dict(whole_views=1),
     "default+whole-2": dict(whole_views=2),
     # The pyramid's coarse levels (a quarter of the side or less) at a multiple of the run's rate.
+    "default+coarse-1.5": dict(canvas_settings={"coarse_lr": 1.5}),
     "default+coarse-2": dict(canvas_settings={"coarse_lr": 2.0}),
     "default+coarse-3": dict(canvas_settings={"coarse_lr": 3.0}),
     "default+coarse-4": dict(canvas_settings={"coarse_lr": 4.0}),
@@ -73,6 +79,11 @@ PIXELS = {
     # Noise that stays high while shapes form and falls late (the default rises late, to 0.5).
     "default+noise-fall": dict(noise=Schedule("exp_warmup", 0.5, 0.2, 0.03)),
     "default+coarse-2+noise-fall": dict(canvas_settings={"coarse_lr": 2.0}, noise=Schedule("exp_warmup", 0.5, 0.2, 0.03)),
+    # An ensemble: the maker and --helper at this weight (the helper's share of the guide).
+    "default+helper": dict(helper=1.0),
+    "default+helper-0.5": dict(helper=0.5),
+    "default+helper+copies-5": dict(helper=1.0, augment_copies=5),
+    "default+coarse-2+helper+copies-5": dict(helper=1.0, augment_copies=5, canvas_settings={"coarse_lr": 2.0}),
 }
 STROKES_BASE = dict(canvas="strokes", canvas_settings={"count": 24, "width": 4.0, "width_max": 10.0})
 STROKES = {
@@ -95,13 +106,18 @@ def top1(models, images, captions) -> list[str]:
         return [captions[int((embed_image(models, im) @ text.t())[0].argmax())] for im in images]
 
 
-def measure(name: str, settings: dict, maker, judge, seeds: list[int], steps: int) -> dict:
+def measure(name: str, settings: dict, maker, judge, seeds: list[int], steps: int, helper: str | None = None) -> dict:
+    settings, guide = dict(settings), maker
+    if "helper" in settings:
+        sources = (str(TOYCLIP / "toyclip-shapes.pt"), f"{helper}:{settings.pop('helper'):g}")
+        guide = load_models(list(sources), None, "cpu", need_head=False)
+        settings["clip_models"] = sources
     todo = configs(settings, seeds, steps)
-    per_step = choose_images_per_step(maker, todo)
+    per_step = choose_images_per_step(guide, todo)
     began = time.perf_counter()
     images = []
     for start in range(0, len(todo), per_step):
-        run = synthesize(todo[start:start + per_step], maker)
+        run = synthesize(todo[start:start + per_step], guide)
         for _ in run:
             pass
         images += [r.image for r in run.results()]
@@ -137,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--helper", help="a helper CLIP's checkpoint for the +helper rows (bench/toy_helper.py)")
     args = parser.parse_args(argv)
     if not (TOYCLIP / "toyclip-shapes-judge.pt").is_file():
         print(f"the toy CLIPs are not in {TOYCLIP}: this bench needs ../shared", file=sys.stderr)
@@ -149,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown setting(s) {', '.join(unknown)}; choose from {', '.join(table)}", file=sys.stderr)
         return 2
+    if any("helper" in table[n] for n in names) and not args.helper:
+        print("the +helper rows need --helper, a checkpoint bench/toy_helper.py trains", file=sys.stderr)
+        return 2
     seeds = [int(s) for s in args.seeds.split(",")]
     maker = load_models(str(TOYCLIP / "toyclip-shapes.pt"), None, "cpu", need_head=False)
     judge = load_models(str(TOYCLIP / "toyclip-shapes-judge.pt"), None, "cpu", need_head=False)
@@ -158,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|")
     rows = []
     for name in names:
-        row = measure(name, table[name], maker, judge, seeds, args.steps)
+        row = measure(name, table[name], maker, judge, seeds, args.steps, args.helper)
         rows.append(row)
         print(f"| {name} | {row['judge']:.0%} | {row['shape']:.0%} | {row['colour']:.0%} | {row['maker']:.0%} "
               f"| {row['s/image']:.2f} | {row['missed shapes']} | {row['maker missed']} |", flush=True)
