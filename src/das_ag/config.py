@@ -644,7 +644,6 @@ def _whole(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-
 def _choice(problems: list[str], name: str, value: object, allowed) -> None:
     if value not in allowed:
         problems.append(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
