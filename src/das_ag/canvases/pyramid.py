@@ -21,7 +21,7 @@ LEVELS = ("pow2", "all")
 FILLS = ("normal", "zeros")
 COMBINES = ("mean", "sum")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
-MAX_COARSE_LR = 10.0
+MIN_COARSE_LR, MAX_COARSE_LR = 0.1, 10.0
 # Levels whose long side is at most this share of the picture's (the visible part, not the jitter
 # margin around it) are the coarse ones: the large regions (a 64 px picture's levels of 1 to 16 px;
 # a 224 px picture's, 1 to 32 px).
@@ -46,7 +46,7 @@ class PyramidSettings(PartSettings):
     # Issue 29's lever: large regions that move faster than detail. At 2 the maker recognised more
     # of its images with the judge unchanged (a lean over 180 images, note/transfer.md), not yet a
     # default. 1 keeps one rate, and so the images of releases before it.
-    coarse_lr: float = setting(1.0, group="pyramid", minimum=0.1, maximum=MAX_COARSE_LR, step=0.25,
+    coarse_lr: float = setting(1.0, group="pyramid", minimum=MIN_COARSE_LR, maximum=MAX_COARSE_LR, step=0.25,
                                flag="--coarse-lr", label="Coarse levels' rate",
                                help="the learning rate of the coarse levels (a quarter of the picture's side or "
                                     "less), as a multiple of the run's: above 1, large regions move faster than detail")
@@ -55,7 +55,7 @@ class PyramidSettings(PartSettings):
         p = [f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}"
              for name, allowed in (("levels", LEVELS), ("fill", FILLS), ("combine", COMBINES),
                                    ("interpolation", INTERPOLATIONS)) if getattr(self, name) not in allowed]
-        number_in(p, "the coarse levels' rate", self.coarse_lr, 0.1, MAX_COARSE_LR)
+        number_in(p, "the coarse levels' rate", self.coarse_lr, MIN_COARSE_LR, MAX_COARSE_LR)
         return p
 
 

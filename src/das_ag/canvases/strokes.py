@@ -23,9 +23,9 @@ from torch import nn
 
 from ..colours import parse_hex, parse_palette
 from ..errors import ConfigError, DasAgError
-from ..schedules import Schedule
+from ..schedules import Schedule, is_finite_number
 from ..pictures import start_picture
-from ..settings import PartSettings, setting
+from ..settings import PartSettings, setting, whole_number_in
 from ..svg import stroke_svg
 from .base import Canvas, geometry, to_pil
 from .rasterise import render
@@ -101,15 +101,12 @@ class StrokeSettings(PartSettings):
 
     def problems(self) -> list[str]:
         p: list[str] = []
-        for name, lo, hi in (("count", 1, MAX_STROKES), ("segments", 1, MAX_SEGMENTS), ("samples", 2, 64),
-                             ("reseed_every", 0, 100_000)):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-                words = {"count": "the number of strokes", "segments": "segments per stroke",
-                         "samples": "curve samples", "reseed_every": "re-seed every"}[name]
-                p.append(f"{words} must be a whole number from {lo} to {hi}, not {v!r}")
+        for words, v, lo, hi in (("the number of strokes", self.count, 1, MAX_STROKES),
+                                 ("segments per stroke", self.segments, 1, MAX_SEGMENTS),
+                                 ("curve samples", self.samples, 2, 64), ("re-seed every", self.reseed_every, 0, 100_000)):
+            whole_number_in(p, words, v, lo, hi)
         widths = (self.width, self.width_min, self.width_max)
-        if not all(_number(w) and 0.1 <= w <= MAX_WIDTH for w in widths):
+        if not all(is_finite_number(w) and 0.1 <= w <= MAX_WIDTH for w in widths):
             p.append(f"stroke widths must be from 0.1 to {MAX_WIDTH:g} px, not {widths!r}")
         elif not self.width_min <= self.width <= self.width_max:
             p.append(f"the start width {self.width:g} px must lie between the thinnest ({self.width_min:g}) "
@@ -124,10 +121,10 @@ class StrokeSettings(PartSettings):
             parse_hex(self.background)
         except ConfigError as exc:
             p.append(f"background: {exc}")
-        if not _number(self.opacity) or not 0 <= self.opacity <= 1:
+        if not is_finite_number(self.opacity) or not 0 <= self.opacity <= 1:
             p.append(f"opacity must be from 0 to 1, not {self.opacity!r}")
         for name in ("point_lr", "width_lr", "colour_lr"):
-            if not _number(getattr(self, name)) or getattr(self, name) < 0:
+            if not is_finite_number(getattr(self, name)) or getattr(self, name) < 0:
                 p.append(f"{name.replace('_', ' ')} must be a finite number >= 0")
         p.extend(self.softness.problems("softness") if isinstance(self.softness, Schedule) else ["softness must be a schedule"])
         if isinstance(self.softness, Schedule) and not self.softness.problems("softness"):
@@ -438,7 +435,3 @@ def _reaches(points: torch.Tensor, width: float, tile_width: int, tile_height: i
     (a Bezier lies inside the hull of its control points)."""
     low, high = points.amin(0) - width / 2, points.amax(0) + width / 2
     return bool(high[0] >= 0 and high[1] >= 0 and low[0] <= tile_width and low[1] <= tile_height)
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

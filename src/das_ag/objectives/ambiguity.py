@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..schedules import is_finite_number
 from ..settings import PartSettings, Upload, setting
 from .base import Term, TermInputs
 
@@ -74,9 +75,9 @@ class AmbiguitySettings(PartSettings):
         p: list[str] = []
         if self.guidance not in AMBIGUITY_GUIDANCE:
             p.append(f"ambiguity must be one of {', '.join(AMBIGUITY_GUIDANCE)}, not {self.guidance!r}")
-        if not _number(self.weight) or self.weight < 0:
+        if not is_finite_number(self.weight) or self.weight < 0:
             p.append(f"the ambiguity weight must be a finite number >= 0, not {self.weight!r}")
-        if self.temperature is not None and (not _number(self.temperature) or self.temperature <= 0):
+        if self.temperature is not None and (not is_finite_number(self.temperature) or self.temperature <= 0):
             p.append(f"the style temperature must be a positive number, not {self.temperature!r}")
         if "{label}" not in str(self.template):
             p.append(f"the style template must contain {{label}}, not {self.template!r}")
@@ -183,7 +184,3 @@ class AmbiguityTerm(Term):
         styles = {k[2:]: v for k, v in metrics.items() if k.startswith("p:")}
         top = max(styles, key=styles.get) if styles else ""
         return f"styleH={metrics['entropy']:.2f}" + (f" {top}={styles[top]:.2f}" if top else "")
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -8,11 +8,11 @@ more colourful, a negative one more muted.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
+from ..schedules import is_finite_number
 from ..settings import PartSettings, setting
 from .base import Term, TermInputs
 
@@ -31,8 +31,7 @@ class ColourfulnessSettings(PartSettings):
                             help="more colourful (> 0) or more muted (< 0); 0: off")
 
     def problems(self) -> list[str]:
-        ok = isinstance(self.weight, (int, float)) and not isinstance(self.weight, bool) and math.isfinite(self.weight)
-        return [] if ok else [f"the colourfulness weight must be a finite number, not {self.weight!r}"]
+        return [] if is_finite_number(self.weight) else [f"the colourfulness weight must be a finite number, not {self.weight!r}"]
 
 
 class ColourfulnessTerm(Term):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
+from ..schedules import is_finite_number
 from ..settings import PartSettings, setting
 from .base import Term, TermInputs
 
@@ -30,8 +30,7 @@ class L1Settings(PartSettings):
 
 
 def _weight_problems(name: str, weight: object) -> list[str]:
-    finite = isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight)
-    return [] if finite and weight >= 0 else [f"{name} must be a finite number >= 0, not {weight!r}"]
+    return [] if is_finite_number(weight) and weight >= 0 else [f"{name} must be a finite number >= 0, not {weight!r}"]
 
 
 def total_variation(batch: torch.Tensor) -> torch.Tensor:

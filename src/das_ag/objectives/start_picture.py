@@ -18,12 +18,12 @@ the picture and the mask go into the recipe, so a re-run notices a file that cha
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from ..pictures import mask_problems
+from ..schedules import is_finite_number
 from ..settings import PICTURE_SUFFIXES, PartSettings, Upload, setting
 from .base import Term, TermInputs
 
@@ -65,8 +65,7 @@ class StartPictureSettings(PartSettings):
         from ..pictures import picture_problems
 
         p = []
-        if not isinstance(self.strength, (int, float)) or isinstance(self.strength, bool) \
-                or not math.isfinite(self.strength) or not 0 <= self.strength <= MAX_STRENGTH:
+        if not is_finite_number(self.strength) or not 0 <= self.strength <= MAX_STRENGTH:
             p.append(f"init strength must be from 0 to {MAX_STRENGTH:g}, not {self.strength!r}")
         if self.image:
             p.extend(picture_problems(self.image, self.sha256, "init image"))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..settings import PartSettings, setting
+from ..settings import PartSettings, setting, whole_number_in
 from .base import Term, TermInputs
 
 KINDS = ("left-right", "top-bottom", "both", "diagonal", "radial")
@@ -87,8 +87,7 @@ class SymmetrySettings(PartSettings):
         p = []
         if self.kind not in KINDS:
             p.append(f"symmetry kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
-        if not isinstance(self.folds, int) or isinstance(self.folds, bool) or not 2 <= self.folds <= MAX_FOLDS:
-            p.append(f"symmetry folds must be a whole number from 2 to {MAX_FOLDS}, not {self.folds!r}")
+        whole_number_in(p, "symmetry folds", self.folds, 2, MAX_FOLDS)
         return p
 
 
