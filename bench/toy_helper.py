@@ -129,17 +129,18 @@ def main(argv: list[str] | None = None) -> int:
     warmup = max(1, args.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda t: min(1.0, (t + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(t, args.steps) / args.steps)))
+    # Every batch holds the captions in the same order, so which drawing is whose is fixed.
+    labels = torch.arange(len(CAPTIONS)).repeat_interleave(args.per_caption)
+    positives = (labels[None, :] == torch.arange(len(CAPTIONS))[:, None]).float()
     began = time.perf_counter()
     for step in range(args.steps):
-        x, labels = batch(CAPTIONS, args.per_caption, rng)
+        x, _ = batch(CAPTIONS, args.per_caption, rng)
         image = F.normalize(model.encode_image(x), dim=-1)
         text = F.normalize(model.encode_text(tokens), dim=-1)
         logits = model.logit_scale.exp().clamp(max=100) * image @ text.t()
         # CLIP's two-way contrastive loss, with every drawing of a caption as that caption's positive.
-        per_text = logits.t()
-        positives = (labels[None, :] == torch.arange(len(CAPTIONS))[:, None]).float()
         loss = (F.cross_entropy(logits, labels)
-                + (-(per_text.log_softmax(dim=1) * positives).sum(1) / positives.sum(1)).mean()) / 2
+                + (-(logits.t().log_softmax(dim=1) * positives).sum(1) / positives.sum(1)).mean()) / 2
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
