@@ -4,6 +4,12 @@
     uv run python bench/step_speed.py --device cuda   # on a GPU
     uv run python bench/step_speed.py --routes        # CPU: each route's share of peak, per dtype
 
+To see what a CPU with less than this one's AVX-512 (a laptop's AVX2, say) would choose, cap the
+kernels' instruction sets on this machine and time float32 alone: it is the auto dtype there.
+
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+        uv run python bench/step_speed.py --routes --dtypes float32
+
 Random-weight CLIPs of the real shapes are built locally (no download). For each shape, at 224 px
 with 8 copies: the engine's step time in float32, in its default mode (auto) and compiled; the
 floor (encoder forward + input-gradient FLOPs / the measured matmul peak of that dtype); and the
@@ -30,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from das_ag import GenerationConfig, Prompt, load_models, synthesize  # noqa: E402
-from das_ag.cpu_routes import EncoderShape, chosen_route, cpu_flags, cpu_model  # noqa: E402
+from das_ag.cpu_routes import EncoderShape, chosen_route, cpu_flags, cpu_model, instruction_sets  # noqa: E402
 from das_ag.encoder import FrozenLinear, packing_available  # noqa: E402
 from das_ag.engine import resolve_dtype  # noqa: E402
 from das_ag.models import AestheticHead  # noqa: E402
@@ -186,7 +192,7 @@ def measure_routes(args: argparse.Namespace, tmp: Path, head: Path, peaks: dict)
         path = save_random_clip(tmp / f"{shape.replace('/', '-')}.pt", shape, torchscript=False)
         models = load_models(str(path), str(head), "cpu")
         flops = encoder_flops(models, 8)
-        for dtype in ("float32", "bfloat16"):
+        for dtype in args.dtypes.split(","):
             chosen = chosen_route(EncoderShape.of(models.clip.visual), DTYPES[dtype], 8)
             for route in ("auto", "packed+blocked", "aten+blocked", "aten+sdpa"):
                 times, rates = engine_steps(models, args.steps, lambda peak=peaks[dtype]: peak.rate(0.4),
@@ -195,7 +201,7 @@ def measure_routes(args: argparse.Namespace, tmp: Path, head: Path, peaks: dict)
                 label = f"auto = {chosen}" if route == "auto" else route
                 rows.append((shape, dtype, label, statistics.median(times), fraction))
                 print(f"  {shape} {dtype} {label}: {rows[-1][3]:.3f} s/step, {fraction:.1%} of peak", flush=True)
-    print(f"\nRoutes on {cpu_model()} ({torch.get_num_threads()} threads, torch {torch.__version__}); 224 px, 8 copies;")
+    print(f"\nRoutes on {cpu_model()}, {instruction_sets()} ({torch.get_num_threads()} threads, torch {torch.__version__}); 224 px, 8 copies;")
     print("'of peak': the median of each step's FLOP/s over the best matmul way's rate timed right after it")
     print(f"{'shape':10} {'dtype':9} {'route':30} {'s/step':>8} {'of peak':>8}")
     for shape, dtype, label, seconds, fraction in rows:
@@ -214,6 +220,8 @@ def main() -> int:
     parser.add_argument("--routes", action="store_true",
                         help="CPU: time the step by each route (cpu_routes.py) in float32 and bfloat16, against "
                              "the route chosen here; no scaling, reference or compile")
+    parser.add_argument("--dtypes", default="float32,bfloat16",
+                        help="--routes: the dtypes timed (bfloat16 is emulated, and slow, without avx512_bf16)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="das-ag-bench-") as scratch:  # a random ViT-L/14 is 0.8 GB
         return measure(args, Path(scratch))
@@ -227,7 +235,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> int:
     peaks = {name: MatmulPeak(DTYPES[name], device) for name in ("float32", "bfloat16")}
     auto = resolve_dtype("auto", device)
     if device.type == "cpu":
-        print(f"{cpu_model()}; flags: {' '.join(cpu_flags())}")
+        print(f"{cpu_model()}; flags: {' '.join(cpu_flags())}; kernels: {instruction_sets()}")
     print(f"{device} matmul peak: float32 {peaks['float32'].describe()}, bfloat16 {peaks['bfloat16'].describe()}; auto = {auto}", flush=True)
     if args.routes:
         return measure_routes(args, tmp, head, peaks)

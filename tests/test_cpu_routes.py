@@ -178,3 +178,27 @@ def test_bench_cpu_measures_again_and_says_what_it_chose(tmp_path, capsys):
     assert f"float32: {entry['route']}" in said and "a block by linears" in said
     assert main(["bench-cpu", "--views", "0"]) == 1
     assert "--views must be from 1 to 1024" in capsys.readouterr().err
+
+
+def test_a_process_with_lesser_kernels_keys_its_routes_apart_and_runs_float32(tmp_path, monkeypatch):
+    """Capped at AVX2 (as a laptop's CPU runs), the same chip takes other kernels: its routes must
+    not be read from the uncapped process's cache, and bfloat16 is emulated there, so auto is float32."""
+    import os
+    import subprocess
+    import sys
+
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(name, raising=False)
+    shape = KNOWN_SHAPES["ViT-B/32"]
+    here = cpu_routes.route_key(shape, torch.float32, 8)
+    assert cpu_routes.instruction_sets() in here and "onednn<=" not in here
+    probe = ("import json, torch; from das_ag import cpu_routes; from das_ag.engine import resolve_dtype; "
+             "print(json.dumps([cpu_routes.route_key(cpu_routes.KNOWN_SHAPES['ViT-B/32'], torch.float32, 8), "
+             "resolve_dtype('auto', torch.device('cpu'))]))")
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="avx2", ATEN_CPU_CAPABILITY="avx2")
+    capped, dtype = json.loads(subprocess.run([sys.executable, "-c", probe], env=env, check=True, capture_output=True,
+                                              text=True).stdout)
+    assert capped != here and "onednn<=AVX2" in capped
+    assert dtype == "float32"
+    if "avx2" in cpu_routes.cpu_flags():  # an x86 CPU with AVX2: aten's kernels drop to it too
+        assert capped.split(" | ")[1].startswith("AVX2 ")

@@ -143,10 +143,34 @@ def cpu_flags() -> list[str]:
     return []
 
 
+# oneDNN's instruction sets below the first with bfloat16 dot products (avx512_core_bf16): capped
+# at one of these (ONEDNN_MAX_CPU_ISA), oneDNN emulates bfloat16 even where the CPU has it.
+ONEDNN_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
+def onednn_cap() -> str | None:
+    """The instruction set oneDNN is capped at (ONEDNN_MAX_CPU_ISA, or its old name), if any."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return cap.strip().upper() if cap and cap.strip() else None
+
+
+def instruction_sets() -> str:
+    """The vector code the kernels run: aten's dispatch level (ATEN_CPU_CAPABILITY can lower it),
+    the CPU's bfloat16 and AMX units, and oneDNN's cap where one is set. Part of a route's key:
+    the model name alone does not tell them apart (a VM says "AMD EPYC" whatever its generation,
+    and a capped process runs other kernels on the same chip), and the fastest route follows them."""
+    import torch
+
+    flags = set(cpu_flags())
+    units = [u for u, flag in (("bf16", "avx512_bf16"), ("amx", "amx_bf16")) if flag in flags]
+    cap = onednn_cap()
+    return " ".join([torch.backends.cpu.get_cpu_capability(), *units] + ([f"onednn<={cap}"] if cap else []))
+
+
 def route_key(shape: EncoderShape, dtype, images: int) -> str:
     import torch
 
-    return (f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads | "
+    return (f"{cpu_model()} | {instruction_sets()} | torch {torch.__version__} | {torch.get_num_threads()} threads | "
             f"{str(dtype).removeprefix('torch.')} | width {shape.width} heads {shape.heads} mlp {shape.mlp} "
             f"tokens {shape.tokens} x {images}")
 
