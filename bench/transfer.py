@@ -79,6 +79,13 @@ PIXELS = {
     # Noise that stays high while shapes form and falls late (the default rises late, to 0.5).
     "default+noise-fall": dict(noise=Schedule("exp_warmup", 0.5, 0.2, 0.03)),
     "default+coarse-2+noise-fall": dict(canvas_settings={"coarse_lr": 2.0}, noise=Schedule("exp_warmup", 0.5, 0.2, 0.03)),
+    # Seventh round: more steps (the issue allows 1.5x today's time), and the noise's two ends apart.
+    "default+steps-200": dict(steps=200),
+    "default+steps-225": dict(steps=225),
+    "default+noise-end-0.35": dict(noise=Schedule("exp_warmup", 0.2, 0.35, 0.03)),
+    "default+noise-start-0.1": dict(noise=Schedule("exp_warmup", 0.1, 0.5, 0.03)),
+    "default+noise-end-0.3": dict(noise=Schedule("exp_warmup", 0.2, 0.3, 0.03)),
+    "default+noise-end-0.4": dict(noise=Schedule("exp_warmup", 0.2, 0.4, 0.03)),
     # An ensemble: the maker and --helper at this weight (the helper's share of the guide).
     "default+helper": dict(helper=1.0),
     "default+helper-0.5": dict(helper=0.5),
@@ -90,6 +97,8 @@ STROKES = {
     "today": dict(TODAY, **STROKES_BASE),
     "default": STROKES_BASE,
     "crop-0.5-flip-turn": dict(TODAY, crop_min=0.5, view_flip=True, view_turn=15.0, **STROKES_BASE),
+    "default+noise-end-0.5": dict(noise=Schedule("exp_warmup", 0.2, 0.5, 0.03), **STROKES_BASE),
+    "default+noise-end-0.35": dict(noise=Schedule("exp_warmup", 0.2, 0.35, 0.03), **STROKES_BASE),
 }
 
 
