@@ -154,6 +154,12 @@ def onednn_cap() -> str | None:
     return cap.strip().upper() if cap and cap.strip() else None
 
 
+def bf16_emulated_by_cap() -> bool:
+    """Whether oneDNN is capped below its bfloat16 kernels, so bfloat16 is emulated here (slower
+    than float32) even on a CPU that has them: ONEDNN_MAX_CPU_ISA=AVX2 runs as a laptop would."""
+    return onednn_cap() in ONEDNN_WITHOUT_BF16
+
+
 def instruction_sets() -> str:
     """The vector code the kernels run: aten's dispatch level (ATEN_CPU_CAPABILITY can lower it),
     the CPU's bfloat16 and AMX units, and oneDNN's cap where one is set. Part of a route's key:

@@ -34,7 +34,7 @@ from .canvases import build_canvas
 from .config import GenerationConfig
 from .durable import write_files
 from .errors import ConfigError, DeviceError, first_line
-from .cpu_routes import ONEDNN_WITHOUT_BF16, EncoderShape, chosen_route, describe_routes, effective, onednn_cap, parse_routes
+from .cpu_routes import EncoderShape, bf16_emulated_by_cap, chosen_route, describe_routes, effective, parse_routes
 from .models import ModelBundle, resolve_device, use_compile_cache
 from .objectives import TermInputs, active_terms
 from .png import build_recipe, encode_png
@@ -720,9 +720,7 @@ def native_bf16(device: torch.device) -> bool:
             flags = f.read()
     except OSError:
         return False
-    # A process that caps oneDNN below its bfloat16 kernels (ONEDNN_MAX_CPU_ISA=AVX2, say, to run
-    # as a laptop would) gets emulated bfloat16, slower than float32.
-    if (cap := onednn_cap()) is not None and cap in ONEDNN_WITHOUT_BF16:
+    if bf16_emulated_by_cap():
         return False
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
