@@ -34,7 +34,7 @@ from .canvases import build_canvas
 from .config import GenerationConfig
 from .durable import write_files
 from .errors import ConfigError, DeviceError, first_line
-from .cpu_routes import EncoderShape, bf16_emulated_by_cap, chosen_route, describe_routes, effective, parse_routes
+from .cpu_routes import EncoderShape, bf16_emulated_by_cap, chosen_route, cpu_flags, describe_routes, effective, parse_routes
 from .models import ModelBundle, resolve_device, use_compile_cache
 from .objectives import TermInputs, active_terms
 from .png import build_recipe, encode_png
@@ -715,14 +715,8 @@ def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bfloat16 matrix products natively (not by emulation)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    if bf16_emulated_by_cap():
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    flags = cpu_flags()  # the CPU routes' reading of /proc/cpuinfo (empty where there is none)
+    return not bf16_emulated_by_cap() and ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
 def resolve_dtype(name: str, device: torch.device) -> str:
