@@ -170,22 +170,40 @@ def generate_and_wait(page, failure_screenshot: str) -> None:
         raise
 
 
-def save_and_wait(page, button: str) -> None:
-    """Click the live Save button and wait until the page says where the files went.
+def click_until(target, shows) -> None:
+    """Click `target` (a locator) and wait until `shows` (another) appears.
 
-    On the loaded 2-core CI machine a click has, once, landed while the finished run's last rerun
-    replaced the results panel, and nothing was saved (the whole suite; alone it passed). A person
-    whose click did nothing clicks again: so does this, once, while the button is still live (it
-    greys out once every image is saved, and saving skips what is saved already, so a second click
-    never writes twice)."""
+    On the loaded 2-core CI machine a click has, now and then, landed while a rerun replaced the
+    part of the page it was on, and Streamlit never heard of it: once a Save after a finished run,
+    once "Add negative prompt" after a prompt's Enter (the whole suite; alone both passed). A person
+    whose click did nothing clicks again: so does this, once, while the target is still there. Each
+    use is one a second click cannot spoil: an empty prompt row is skipped; Save greys out once
+    every image is saved and skips what is saved already, so it never writes twice; a radio or a
+    box is clicked again only while the page still shows it unchosen."""
+    assert not shows.count(), "what the click should bring is on the page already"
     for attempt in range(2):
-        page.get_by_role("button", name=button, disabled=False).click()
+        target.click()
         try:
-            page.get_by_text("Saved as").first.wait_for(timeout=20_000 if attempt == 0 else 30_000)
+            # attached, not visible: Streamlit hides a check box's own input under its drawing
+            shows.wait_for(state="attached", timeout=20_000 if attempt == 0 else 30_000)
             return
         except Exception:
-            if attempt or not page.get_by_role("button", name=button, disabled=False).count():
+            if attempt or not target.count():
                 raise
+
+
+def live_button(page, name: str):
+    return page.get_by_role("button", name=name, disabled=False)
+
+
+def chosen(page, label: str):
+    """The radio option, check box or toggle `label`, only while it is on."""
+    return page.get_by_label(label, exact=True).and_(page.locator(":checked"))
+
+
+def save_and_wait(page, button: str) -> None:
+    """Click the live Save button and wait until the page says where the files went."""
+    click_until(live_button(page, button), page.get_by_text("Saved as").first)
 
 
 @pytest.mark.browser
@@ -201,10 +219,9 @@ def test_generate_and_save_in_the_browser(browser, tmp_path, tiny_clip_path, hea
         # rerun time to land.
         fill(page, "Seed", "21")
         fill(page, "Prompt 1", "a lighthouse on a cliff at dawn")
-        page.get_by_role("button", name="Add negative prompt").click()
-        page.get_by_label("Negative prompt 1", exact=True).wait_for()
+        click_until(live_button(page, "Add negative prompt"), page.get_by_label("Negative prompt 1", exact=True))
         fill(page, "Negative prompt 1", "blurry, dull")
-        page.get_by_text("penalty (DAS-rAG)").click()
+        click_until(page.get_by_text("penalty (DAS-rAG)"), chosen(page, "penalty (DAS-rAG)"))
         fill(page, "Aesthetic weight", "2.5")
         fill(page, "Steps", "8")
         fill(page, "Augmented copies", "2")
@@ -253,7 +270,8 @@ def test_the_first_click_after_typing_starts_a_run(browser, tmp_path, tiny_clip_
         fill(page, "Steps", "4")
         fill(page, "Augmented copies", "2")
         fill(page, "Variations", "2")
-        page.get_by_text("Compare DAS / DAS-AG / DAS-rAG").click()
+        click_until(page.get_by_text("Compare DAS / DAS-AG / DAS-rAG"),
+                    chosen(page, "Compare DAS / DAS-AG / DAS-rAG"))
         before = page.get_by_role("button", name="Generate").bounding_box()
         page.get_by_label("Prompt 1", exact=True).fill("a paper boat")  # no Enter, no blur
         page.get_by_role("button", name="Generate").click()
