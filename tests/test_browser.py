@@ -158,12 +158,13 @@ def choose(page, label: str, option: str) -> None:
 
 
 def generate_and_wait(page, failure_screenshot: str) -> None:
-    """Click the live Generate button once and wait for the run to finish (a screenshot if not)."""
+    """Click the live Generate button and wait for the run to finish (a screenshot if not)."""
     # While Streamlit re-renders, the page can briefly hold the stale, disabled Generate button
     # beside the new one: wait until the last rerun has replaced it, then click the live one.
     page.get_by_role("button", name="Generate", disabled=True).wait_for(state="detached", timeout=30_000)
-    page.get_by_role("button", name="Generate", disabled=False).click()
     try:
+        # A run shows itself by a live Stop button, or a short one by its end.
+        click_until(live_button(page, "Generate"), live_button(page, "Stop").or_(page.get_by_text("Finished", exact=True)).first)
         page.get_by_text("Finished", exact=True).wait_for(timeout=120_000)
     except Exception:
         screenshot(page, failure_screenshot)
@@ -193,7 +194,8 @@ def click_until(target, shows) -> None:
 
 
 def live_button(page, name: str):
-    return page.get_by_role("button", name=name, disabled=False)
+    """The studio's enabled button `name`; not the header's, whose own Stop ends a rerun."""
+    return page.get_by_test_id("stMain").get_by_role("button", name=name, exact=True, disabled=False)
 
 
 def chosen(page, label: str):
@@ -227,15 +229,7 @@ def test_generate_and_save_in_the_browser(browser, tmp_path, tiny_clip_path, hea
         fill(page, "Augmented copies", "2")
         page.get_by_text("Write at least one prompt").wait_for(state="detached", timeout=30_000)
 
-        # While Streamlit re-renders, the page can briefly hold the stale, disabled Generate button
-        # beside the new one: wait until the prompt's rerun has replaced it, then click the live one.
-        page.get_by_role("button", name="Generate", disabled=True).wait_for(state="detached", timeout=30_000)
-        page.get_by_role("button", name="Generate", disabled=False).click()
-        try:
-            page.get_by_text("Finished", exact=True).wait_for(timeout=120_000)
-        except Exception:
-            screenshot(page, "studio-failed.png")
-            raise
+        generate_and_wait(page, "studio-failed.png")
         save_and_wait(page, "Save PNG")
         screenshot(page, "studio-finished.png")
 
