@@ -50,7 +50,7 @@ TODAY = dict(crop_min=1.0, crop_aspect=1.0, view_turn=0.0, view_flip=False)
 PIXELS = {
     "today": TODAY,
     "default": {},
-    "no-augment": dict(TODAY, jitter_margin=0, noise=0.0, colour_shift=0.0),
+    "no-augment": dict(TODAY, jitter_margin=0, noise=Schedule.constant(0.0), colour_shift=Schedule.constant(0.0)),
     "crop-0.5": dict(TODAY, crop_min=0.5),
     "crop-0.3": dict(TODAY, crop_min=0.3),
     "flip": dict(TODAY, view_flip=True),
@@ -86,6 +86,12 @@ PIXELS = {
     "default+noise-start-0.1": dict(noise=Schedule("exp_warmup", 0.1, 0.5, 0.03)),
     "default+noise-end-0.3": dict(noise=Schedule("exp_warmup", 0.2, 0.3, 0.03)),
     "default+noise-end-0.4": dict(noise=Schedule("exp_warmup", 0.2, 0.4, 0.03)),
+    # Eighth round: the colour shift's end (it rises late as the noise did), and wider turns.
+    "default+colour-end-0.15": dict(colour_shift=Schedule("exp_warmup", 0.05, 0.15, 0.03)),
+    "default+colour-off": dict(colour_shift=Schedule.constant(0.0)),
+    "default+colour-end-0.45": dict(colour_shift=Schedule("exp_warmup", 0.05, 0.45, 0.03)),
+    "default+colour-start-0.15": dict(colour_shift=Schedule("exp_warmup", 0.15, 0.30, 0.03)),
+    "default+turn-25": dict(view_turn=25.0),
     # An ensemble: the maker and --helper at this weight (the helper's share of the guide).
     "default+helper": dict(helper=1.0),
     "default+helper-0.5": dict(helper=0.5),
