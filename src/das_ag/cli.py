@@ -764,7 +764,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_bench_cpu(args: argparse.Namespace) -> int:
     import torch
 
-    from .cpu_routes import KNOWN_SHAPES, chosen_route, cpu_model, last_figures
+    from .cpu_routes import KNOWN_SHAPES, OUTRUN, chosen_route, cpu_model, last_figures
     from .engine import resolve_dtype
     from .errors import ConfigError
 
@@ -779,7 +779,8 @@ def cmd_bench_cpu(args: argparse.Namespace) -> int:
         seconds = last_figures()
         blocks = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in seconds["block"].items())
         attention = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in seconds["attention"].items())
-        print(f"  {name}: {route}  (ms: a block by linears {blocks}; its attention {attention})")
+        outrun = f"; run once, over {OUTRUN:g}x the quickest: {', '.join(seconds['outrun'])}" if seconds["outrun"] else ""
+        print(f"  {name}: {route}  (ms: a block by linears {blocks}; its attention {attention}{outrun})")
     return 0
 
 

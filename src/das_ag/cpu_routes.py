@@ -7,7 +7,8 @@ AMD EPYC with AVX-512 bf16 the packed linears ran float32 at 2.4x aten's speed; 
 Lake without bf16 they were 23% slower (issue 30). So the first time an encoder shape runs on a
 CPU model, in a dtype, with a thread count and a batch of rows, each route is timed for a few
 seconds at most and the fastest is kept in das-ag's cache folder (`cpu-routes.json`), keyed by
-all of those and the torch version; later runs read it. `das-ag bench-cpu` measures again.
+all of those, the vector units and kernels that run, and the torch version; later runs read it.
+`das-ag bench-cpu` measures again.
 
 A route changes the order of floating-point sums, so the same route makes the same bits and
 another route other bits: a run records the routes it took (`run.cpu_route` in its recipe), and
@@ -37,6 +38,9 @@ TRIALS = 3  # timings per candidate, interleaved, the fastest kept: the shared V
 # Blocks timed together, each with its own weights: a step streams every block's weights from
 # memory, and one block timed again and again would find its weights in the cache instead.
 BLOCKS_TIMED = 4
+# A candidate whose first run takes this many times the quickest first run is out of the race
+# (a first run pays one-off costs too, so the margin is wide; no route within it is dropped).
+OUTRUN = 5.0
 
 
 @dataclass(frozen=True)
@@ -116,13 +120,49 @@ KNOWN_SHAPES = {
 
 
 # -- the machine ------------------------------------------------------------------------------
+CPUINFO = Path("/proc/cpuinfo")  # Linux's; elsewhere absent, and the model comes from the OS
+
+# Arm CPUs name no model in /proc/cpuinfo: each core gives its designer (the implementer) and
+# its design (the part number) instead, which tell a Neoverse N1 from a V1 as a model name does.
+ARM_IMPLEMENTERS = {"0x41": "Arm", "0x48": "HiSilicon", "0x4e": "NVIDIA", "0x51": "Qualcomm", "0x61": "Apple",
+                    "0xc0": "Ampere"}
+
+
+def _cpuinfo() -> str:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        return CPUINFO.read_text()
+    return ""
+
+
+def _cpuinfo_values(text: str, *names: str) -> list[str]:
+    """The values of the cpuinfo fields called `names`, one per line that has one, in order."""
+    found = []
+    for line in text.splitlines():
+        name, colon, value = line.partition(":")
+        if colon and name.strip() in names:
+            found.append(value.strip())
+    return found
+
+
+def _arm_cores(text: str) -> str | None:
+    """'Arm part 0xd40' (or 'Arm part 0xd05+0xd0b' where big and little cores differ), from the
+    implementer and part of each core; None where cpuinfo gives neither (not an Arm CPU)."""
+    implementers, parts = _cpuinfo_values(text, "CPU implementer"), _cpuinfo_values(text, "CPU part")
+    if not implementers or len(implementers) != len(parts):
+        return None
+    cores = list(dict.fromkeys(zip(implementers, parts)))  # each design once, in the kernel's order
+    designers = list(dict.fromkeys(ARM_IMPLEMENTERS.get(i.lower(), f"implementer {i}") for i, _ in cores))
+    return f"{'+'.join(designers)} part {'+'.join(part for _, part in cores)}"
+
+
 def cpu_model() -> str:
-    """The CPU's model name, as the OS gives it."""
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("model name", "Model")):
-                    return line.split(":", 1)[1].strip()
+    """The CPU's model name, as the OS gives it (an Arm Linux CPU's implementer and part)."""
+    text = _cpuinfo()
+    named = _cpuinfo_values(text, "model name", "Model")
+    if named and named[0]:
+        return named[0]
+    if arm := _arm_cores(text):
+        return arm
     if platform.system() == "Darwin":
         import subprocess
 
@@ -134,13 +174,9 @@ def cpu_model() -> str:
 
 def cpu_flags() -> list[str]:
     """The CPU's vector and matrix flags that decide matmul speed (Linux; empty elsewhere)."""
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return sorted(f for f in line.split(":", 1)[1].split()
-                                  if f.startswith(("avx", "amx", "fma", "asimd", "sve", "bf16", "i8mm")))
-    return []
+    features = _cpuinfo_values(_cpuinfo(), "flags", "Features")
+    return sorted(f for f in (features[0] if features else "").split()
+                  if f.startswith(("avx", "amx", "fma", "asimd", "sve", "bf16", "i8mm")))
 
 
 # oneDNN's instruction sets below the first with bfloat16 dot products (avx512_core_bf16): capped
@@ -160,6 +196,13 @@ def bf16_emulated_by_cap() -> bool:
     return onednn_cap() in ONEDNN_WITHOUT_BF16
 
 
+# The units whose presence changes which route is fastest, and the flags that name them: x86's
+# (avx512_bf16, AMX) and Arm's (bf16 dot products, SVE), which aten's dispatch level alone does
+# not show (it says DEFAULT on most Arm CPUs, with or without them). Not Arm's "sme": on an AMD
+# CPU the same word is Secure Memory Encryption.
+UNITS = (("bf16", ("avx512_bf16", "bf16")), ("amx", ("amx_bf16",)), ("sve", ("sve",)))
+
+
 def instruction_sets() -> str:
     """The vector code the kernels run: aten's dispatch level (ATEN_CPU_CAPABILITY can lower it),
     the CPU's bfloat16 and AMX units, and oneDNN's cap where one is set. Part of a route's key:
@@ -168,7 +211,7 @@ def instruction_sets() -> str:
     import torch
 
     flags = set(cpu_flags())
-    units = [u for u, flag in (("bf16", "avx512_bf16"), ("amx", "amx_bf16")) if flag in flags]
+    units = [unit for unit, names in UNITS if flags.intersection(names)]
     cap = onednn_cap()
     return " ".join([torch.backends.cpu.get_cpu_capability(), *units] + ([f"onednn<={cap}"] if cap else []))
 
@@ -245,17 +288,22 @@ def _attention_work(route: CpuRoute, shape: EncoderShape, images: int, dtype):
     return work
 
 
-def _fastest(candidates: dict, trials: int = TRIALS) -> tuple[object, dict]:
+def _fastest(candidates: dict, trials: int = TRIALS) -> tuple[object, dict, list]:
     """The candidate whose work ran fastest (each warmed once, then timed `trials` times,
-    interleaved so that a drift of the machine's speed touches every one alike), and the times."""
-    for work in candidates.values():
-        work()
-    times = {name: [] for name in candidates}
+    interleaved so that a drift of the machine's speed touches every one alike), and the times.
+    A candidate whose warm-up ran OUTRUN times slower than another's is not timed again (its
+    warm-up is its time): it cannot win, and where a torch has only a reference build of a kernel
+    (oneDNN without its Arm library, say) three more runs of it would hold up a first run for
+    minutes. Returns the winner, each candidate's seconds, and those not timed again."""
+    warm = {name: _seconds(work) for name, work in candidates.items()}
+    quickest = min(warm.values())
+    timed = {name: work for name, work in candidates.items() if warm[name] <= OUTRUN * quickest}
+    times = {name: [] for name in timed}
     for _ in range(trials):
-        for name, work in candidates.items():
+        for name, work in timed.items():
             times[name].append(_seconds(work))
-    best = {name: min(t) for name, t in times.items()}
-    return min(best, key=best.get), best
+    best = {name: min(times[name]) if name in times else warm[name] for name in candidates}
+    return min(best, key=best.get), best, [name for name in candidates if name not in timed]
 
 
 def measure_route(shape: EncoderShape, dtype, images: int) -> tuple[CpuRoute, dict]:
@@ -266,11 +314,14 @@ def measure_route(shape: EncoderShape, dtype, images: int) -> tuple[CpuRoute, di
 
     groups = sorted({min(shape.heads, 2**k) for k in range(8) if 2**k <= 2 * shape.heads})
     attentions = [CpuRoute(LEGACY_ROUTE.linear, "blocked", g) for g in groups] + [CpuRoute(LEGACY_ROUTE.linear, "sdpa")]
-    best, attention_times = _fastest({r: _attention_work(r, shape, images, dtype) for r in attentions})
+    timed_attentions = {r: _attention_work(r, shape, images, dtype) for r in attentions}
+    best, attention_times, slow_attentions = _fastest(timed_attentions)
     linears = [CpuRoute(r, best.attention, best.heads) for r in LINEARS if r != "packed" or packing_available(dtype)]
-    route, block_times = _fastest({r: _block_work(r, shape, images, dtype) for r in linears})
+    route, block_times, slow_linears = _fastest({r: _block_work(r, shape, images, dtype) for r in linears})
     figures = {"block": {r.linear: round(v / BLOCKS_TIMED, 6) for r, v in block_times.items()},
-               "attention": {str(k).partition("+")[2]: round(v, 6) for k, v in attention_times.items()}}
+               "attention": {str(k).partition("+")[2]: round(v, 6) for k, v in attention_times.items()},
+               # the candidates run once only, over OUTRUN times slower than the quickest
+               "outrun": [r.linear for r in slow_linears] + [str(r).partition("+")[2] for r in slow_attentions]}
     _last_figures.clear()
     _last_figures.update(figures)
     return route, figures
