@@ -314,8 +314,8 @@ def measure_route(shape: EncoderShape, dtype, images: int) -> tuple[CpuRoute, di
 
     groups = sorted({min(shape.heads, 2**k) for k in range(8) if 2**k <= 2 * shape.heads})
     attentions = [CpuRoute(LEGACY_ROUTE.linear, "blocked", g) for g in groups] + [CpuRoute(LEGACY_ROUTE.linear, "sdpa")]
-    timed_attentions = {r: _attention_work(r, shape, images, dtype) for r in attentions}
-    best, attention_times, slow_attentions = _fastest(timed_attentions)
+    attention_work = {r: _attention_work(r, shape, images, dtype) for r in attentions}
+    best, attention_times, slow_attentions = _fastest(attention_work)
     linears = [CpuRoute(r, best.attention, best.heads) for r in LINEARS if r != "packed" or packing_available(dtype)]
     route, block_times, slow_linears = _fastest({r: _block_work(r, shape, images, dtype) for r in linears})
     figures = {"block": {r.linear: round(v / BLOCKS_TIMED, 6) for r, v in block_times.items()},
